@@ -1,0 +1,16 @@
+# The consumer service: slim Python, non-root, WAL on a volume.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY walcore ./walcore
+COPY consumer ./consumer
+COPY config ./config
+RUN pip install --no-cache-dir . \
+    && useradd --system --uid 10001 --home-dir /var/lib/tidal tidal \
+    && mkdir -p /var/lib/tidal/wal && chown -R tidal /var/lib/tidal
+
+USER tidal
+VOLUME ["/var/lib/tidal/wal"]
+ENTRYPOINT ["tidal-consumer", "run", "--config", "/app/config/consumer.toml"]

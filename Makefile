@@ -1,0 +1,47 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+# Both create .venv and install what they need; a broker comes from Docker when an
+# engine answers, else from the Kafka jars on Maven Central (cached, needs Java 17 + Maven).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+KAFKA_PORT ?= 9092
+export KAFKA_PORT
+
+.PHONY: test demo kafka-up kafka-down kafka-status bench lint install clean
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10) and "Python 3.10+ is required" or 0)'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+install: $(VENV)/.installed
+
+test: $(VENV)/.installed
+	$(PY) -m ruff check walcore consumer tests benchmarks scripts
+	$(PY) -m pytest
+
+demo: $(VENV)/.installed
+	$(PY) scripts/demo.py
+
+kafka-up: $(VENV)/.installed
+	@$(PY) scripts/kafka_local.py up --port $(KAFKA_PORT)
+
+kafka-down: $(VENV)/.installed
+	@$(PY) scripts/kafka_local.py down
+
+kafka-status: $(VENV)/.installed
+	@$(PY) scripts/kafka_local.py status
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/wal_bench.py
+	$(PY) benchmarks/e2e_bench.py
+	$(PY) benchmarks/ack_latency.py
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check walcore consumer tests benchmarks scripts
+
+clean:
+	rm -rf $(VENV) .kafka build *.egg-info benchmarks/results
