@@ -1,0 +1,210 @@
+"""Crash and damage on disk: what open() cuts, what it refuses, and what it never replays."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from walcore_helpers import records, replayed, segments, write_log
+
+from walcore import Wal, WalConfig, WalCorruption
+from walcore.checkpoint import NAME as CHECKPOINT_NAME
+from walcore.format import HEADER_LEN
+from walcore.segment import segment_name
+
+
+def frame_starts(path: Path) -> list[int]:
+    from walcore.recovery import scan_segment
+
+    scan = scan_segment(path.read_bytes(), path, int(path.name[:20]), is_last=True)
+    return [offset for offset, _ in scan.frames]
+
+
+def test_truncation_at_every_byte_offset_of_the_last_frame(tmp_path: Path) -> None:
+    golden = tmp_path / "golden"
+    write_log(golden, [3, 2])
+    seg = segments(golden)[0]
+    data = seg.read_bytes()
+    last_start = frame_starts(seg)[-1]
+    for cut in range(last_start, len(data)):
+        wal_dir = tmp_path / f"cut{cut}"
+        wal_dir.mkdir()
+        (wal_dir / seg.name).write_bytes(data[:cut])
+        with Wal.open(wal_dir) as wal:
+            assert wal.last_seq == 3, cut
+            assert [s for s, _ in wal.replay()] == [1, 2, 3]
+            # the next append continues the sequence right after the cut
+            assert wal.append_batch(records(1, 100))[0].seq == 4
+        kept = list(wal_dir.glob("*.broken-*"))
+        assert (len(kept) == 1) == (cut > last_start), cut
+        if kept:
+            assert kept[0].read_bytes() == data[last_start:cut]
+
+
+def test_garbage_length_larger_than_the_file_is_cut(tmp_path: Path) -> None:
+    write_log(tmp_path, [4])
+    seg = segments(tmp_path)[0]
+    size = seg.stat().st_size
+    with seg.open("ab") as handle:  # a header-sized blob claiming a huge body
+        handle.write(b"TWAL" + b"\x01\x01\x00\x00" + (2**31).to_bytes(4, "little") + os.urandom(36))
+    assert [s for s, _ in replayed(tmp_path)] == [1, 2, 3, 4]
+    assert seg.stat().st_size == size
+
+
+def test_zero_filled_tail_is_cut(tmp_path: Path) -> None:
+    write_log(tmp_path, [4])
+    seg = segments(tmp_path)[0]
+    with seg.open("ab") as handle:
+        handle.write(bytes(4096))
+    assert len(replayed(tmp_path)) == 4
+    assert len(list(tmp_path.glob("*.broken-*"))) == 1
+
+
+def test_zeroed_sector_inside_the_last_frame_is_cut(tmp_path: Path) -> None:
+    write_log(tmp_path, [2, 200])
+    seg = segments(tmp_path)[0]
+    data = bytearray(seg.read_bytes())
+    last = frame_starts(seg)[-1]
+    data[last + 512:last + 1024] = bytes(512)
+    seg.write_bytes(bytes(data))
+    assert [s for s, _ in replayed(tmp_path)] == [1, 2]
+
+
+def test_stale_valid_looking_frames_after_a_torn_point_are_never_replayed(tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    write_log(old, [5])  # a valid frame for seqs 1..5, from another life of the file
+    stale = segments(old)[0].read_bytes()
+    write_log(tmp_path, [2])
+    seg = segments(tmp_path)[0]
+    with seg.open("ab") as handle:
+        handle.write(bytes(100) + stale)  # torn point (zeros), then a stale valid frame
+    replay = replayed(tmp_path)
+    assert [s for s, _ in replay] == [1, 2]
+
+
+def test_damage_followed_by_an_intact_continuing_frame_is_corruption_not_a_torn_tail(tmp_path: Path) -> None:
+    write_log(tmp_path, [3, 3, 3])
+    seg = segments(tmp_path)[0]
+    data = bytearray(seg.read_bytes())
+    middle = frame_starts(seg)[1]
+    data[middle + 20] ^= 0x01  # header bit flip in a frame that is followed by an acked one
+    seg.write_bytes(bytes(data))
+    with pytest.raises(WalCorruption) as err:
+        Wal.open(tmp_path)
+    assert err.value.file == seg and err.value.offset == middle
+
+
+@pytest.mark.parametrize("where", ["header", "body", "digest"])
+def test_bit_flip_in_a_sealed_segment_names_file_and_offset(tmp_path: Path, where: str) -> None:
+    write_log(tmp_path, [10, 10, 10], WalConfig(segment_size=1))  # one frame per segment
+    sealed = segments(tmp_path)[1]
+    data = bytearray(sealed.read_bytes())
+    position = {"header": 12, "body": HEADER_LEN + 5, "digest": len(data) - 3}[where]
+    data[position] ^= 0x10
+    sealed.write_bytes(bytes(data))
+    with pytest.raises(WalCorruption) as err:
+        Wal.open(tmp_path)
+    assert err.value.file == sealed
+    assert err.value.offset == 0
+    assert str(sealed) in str(err.value)
+
+
+def test_missing_middle_segment_is_corruption(tmp_path: Path) -> None:
+    write_log(tmp_path, [10, 10, 10], WalConfig(segment_size=1))
+    _first, middle, last = segments(tmp_path)
+    middle.unlink()
+    with pytest.raises(WalCorruption) as err:
+        Wal.open(tmp_path)
+    assert err.value.file == last and "expected 11" in err.value.reason
+
+
+def test_missing_first_segment_without_checkpoint_is_corruption(tmp_path: Path) -> None:
+    write_log(tmp_path, [10, 10], WalConfig(segment_size=1))
+    segments(tmp_path)[0].unlink()
+    with pytest.raises(WalCorruption, match="earlier segments are missing"):
+        Wal.open(tmp_path)
+
+
+def test_crash_after_creating_the_next_segment_before_writing_it(tmp_path: Path) -> None:
+    write_log(tmp_path, [10], WalConfig(segment_size=1))
+    (tmp_path / segment_name(11)).touch()  # rotation step 1 done, crash before the frame
+    with Wal.open(tmp_path, WalConfig(segment_size=1)) as wal:
+        assert wal.last_seq == 10
+        assert wal.append_batch(records(5, 10))[0].seq == 11
+    assert [s for s, _ in replayed(tmp_path)] == list(range(1, 16))
+
+
+def test_crash_mid_write_of_the_first_frame_of_a_new_segment(tmp_path: Path) -> None:
+    write_log(tmp_path, [10, 10], WalConfig(segment_size=1))
+    last = segments(tmp_path)[-1]
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2])
+    with Wal.open(tmp_path) as wal:
+        assert wal.last_seq == 10
+        assert wal.append_batch(records(1, 50))[0].seq == 11
+
+
+def test_crash_between_checkpoint_and_truncate_then_truncate_again(tmp_path: Path) -> None:
+    write_log(tmp_path, [10, 10, 10, 10], WalConfig(segment_size=1))
+    with Wal.open(tmp_path) as wal:
+        wal.checkpoint(25)  # "crash" here: the truncate never ran
+    with Wal.open(tmp_path) as wal:
+        assert wal.checkpoint_seq == 25
+        assert wal.truncate_before(26) == 2  # segments 1..10 and 11..20 go, 21..30 holds seq 25
+        assert [s for s, _ in wal.replay(21)][:1] == [21]
+    with Wal.open(tmp_path) as wal:
+        assert wal.last_seq == 40 and wal.append_batch(records(1, 99))[0].seq == 41
+
+
+def test_crash_midway_through_truncation_leaves_a_log_that_opens(tmp_path: Path) -> None:
+    write_log(tmp_path, [10, 10, 10, 10], WalConfig(segment_size=1))
+    with Wal.open(tmp_path) as wal:
+        wal.checkpoint(35)
+    segments(tmp_path)[0].unlink()  # first of three deletions happened, then the crash
+    with Wal.open(tmp_path) as wal:
+        assert wal.last_seq == 40
+        assert wal.truncate_before(36) == 2
+
+
+def test_truncate_refuses_to_delete_unchecktpointed_records(tmp_path: Path) -> None:
+    write_log(tmp_path, [10, 10], WalConfig(segment_size=1))
+    with Wal.open(tmp_path) as wal, pytest.raises(ValueError, match="checkpoint"):
+        wal.truncate_before(15)
+    assert len(segments(tmp_path)) == 2
+
+
+def test_torn_checkpoint_tmp_file_leaves_the_old_checkpoint(tmp_path: Path) -> None:
+    write_log(tmp_path, [10])
+    with Wal.open(tmp_path) as wal:
+        wal.checkpoint(4)
+    (tmp_path / f"{CHECKPOINT_NAME}.tmp").write_bytes(b"TCKP\x01")  # crash while writing the new one
+    with Wal.open(tmp_path) as wal:
+        assert wal.checkpoint_seq == 4
+
+
+def test_damaged_checkpoint_file_is_corruption(tmp_path: Path) -> None:
+    write_log(tmp_path, [10])
+    with Wal.open(tmp_path) as wal:
+        wal.checkpoint(4)
+    path = tmp_path / CHECKPOINT_NAME
+    data = bytearray(path.read_bytes())
+    data[9] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(WalCorruption) as err:
+        Wal.open(tmp_path)
+    assert err.value.file == path
+
+
+def test_sequence_numbers_are_gap_free_across_segments_restarts_and_truncation(tmp_path: Path) -> None:
+    config = WalConfig(segment_size=300)
+    seqs = write_log(tmp_path, [7, 1, 13, 2], config)
+    with Wal.open(tmp_path, config) as wal:
+        wal.checkpoint(20)
+        wal.truncate_before(21)
+        seqs += [r.seq for r in wal.append_batch(records(5, 500))]
+    with Wal.open(tmp_path, config) as wal:
+        seqs += [r.seq for r in wal.append_batch(records(3, 900))]
+        replay = [s for s, _ in wal.replay()]
+    assert seqs == list(range(1, 32))
+    assert replay == list(range(replay[0], 32)) and replay[0] <= 21

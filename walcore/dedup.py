@@ -1,0 +1,56 @@
+"""The double-buffered dedup window (carried over from the seed, with original seqs).
+
+Two generations of ``key -> seq``. A key is a duplicate while it is in either. The
+current generation becomes the previous one every ``window`` nanoseconds (or when it
+holds ``max_keys // 2`` keys, which bounds memory at high rates), and the previous one
+is dropped. So a stored key is recognised for at least ``window`` (unless the key cap
+rotates first) and at most twice that. Keys: the ``event_id`` when the event has one,
+else the content tuple ``(entity_id, signal_type, weight, timestamp_nanos)``; the two
+kinds never compare equal (str vs tuple). No hashing down to a digest: a collision
+would silently drop someone's event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+
+
+class DedupWindow:
+    def __init__(self, window_ns: int, max_keys: int, now_ns: int) -> None:
+        self.window_ns = window_ns
+        self.max_keys = max_keys
+        self._current: dict[Hashable, int] = {}
+        self._previous: dict[Hashable, int] = {}
+        self._started = now_ns
+
+    def __len__(self) -> int:
+        return len(self._current) + len(self._previous)
+
+    def get(self, key: Hashable) -> int | None:
+        seq = self._current.get(key)
+        return self._previous.get(key) if seq is None else seq
+
+    def isdisjoint(self, keys: list[Hashable]) -> bool:
+        """True when none of ``keys`` is a duplicate (one C-level pass per generation)."""
+        return self._current.keys().isdisjoint(keys) and self._previous.keys().isdisjoint(keys)
+
+    def advance(self, now_ns: int) -> None:
+        """Rotate generations whose time (or key budget) is up. Call before lookups."""
+        elapsed = now_ns - self._started
+        if elapsed >= 2 * self.window_ns:
+            self._previous = {}
+            self._current = {}
+            self._started = now_ns
+        elif elapsed >= self.window_ns or len(self._current) >= self.max_keys // 2:
+            self._previous = self._current
+            self._current = {}
+            self._started = now_ns
+
+    def add(self, keys: dict[Hashable, int]) -> None:
+        self._current.update(keys)
+
+    def preload(self, keys: Iterable[tuple[Hashable, int]]) -> None:
+        """Recovery: keys stored within the last window go into the previous generation,
+        so they stay duplicates for one more window from now."""
+        for key, seq in keys:
+            self._previous.setdefault(key, seq)

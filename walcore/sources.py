@@ -1,0 +1,78 @@
+"""Per-partition index of stored Kafka offsets: (topic, partition, offset) -> seq.
+
+This is how a Kafka redelivery (after a crash between fsync and commit, or a
+rebalance) is recognised at any distance in time, not only inside the dedup window,
+and answered with the original seq. Stored as runs of consecutive offsets mapped to
+consecutive seqs, so its size is about one entry per partition per batch.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+
+
+class _Runs:
+    __slots__ = ("counts", "firsts", "seqs")
+
+    def __init__(self) -> None:
+        self.firsts: list[int] = []
+        self.counts: list[int] = []
+        self.seqs: list[int] = []
+
+
+class SourceIndex:
+    def __init__(self) -> None:
+        self._parts: dict[tuple[str, int], _Runs] = {}
+        self._last: dict[tuple[str, int], int] = {}
+
+    def add(self, topic: str, partition: int, first_offset: int, count: int, first_seq: int) -> None:
+        key = (topic, partition)
+        runs = self._parts.get(key)
+        if runs is None:
+            runs = self._parts[key] = _Runs()
+        if runs.firsts:
+            end = runs.firsts[-1] + runs.counts[-1]
+            if end == first_offset and runs.seqs[-1] + runs.counts[-1] == first_seq:
+                runs.counts[-1] += count
+                self._bump(key, first_offset + count - 1)
+                return
+        if runs.firsts and first_offset < runs.firsts[-1]:
+            # Offsets went backwards (a seek back past what is stored): keep runs sorted.
+            index = bisect_right(runs.firsts, first_offset)
+            runs.firsts.insert(index, first_offset)
+            runs.counts.insert(index, count)
+            runs.seqs.insert(index, first_seq)
+        else:
+            runs.firsts.append(first_offset)
+            runs.counts.append(count)
+            runs.seqs.append(first_seq)
+        self._bump(key, first_offset + count - 1)
+
+    def _bump(self, key: tuple[str, int], last: int) -> None:
+        if last > self._last.get(key, -1):
+            self._last[key] = last
+
+    def last_offset(self, topic: str, partition: int) -> int:
+        """Highest stored offset of the partition, -1 when none."""
+        return self._last.get((topic, partition), -1)
+
+    def lookup(self, topic: str, partition: int, offset: int) -> int | None:
+        runs = self._parts.get((topic, partition))
+        if runs is None:
+            return None
+        index = bisect_right(runs.firsts, offset) - 1
+        if index < 0 or offset >= runs.firsts[index] + runs.counts[index]:
+            return None
+        return runs.seqs[index] + offset - runs.firsts[index]
+
+    def last_offsets(self) -> dict[tuple[str, int], int]:
+        return dict(self._last)
+
+    def drop_below(self, seq: int) -> None:
+        """Forget runs wholly below ``seq`` (their segments were truncated). The highest
+        stored offset of each partition is kept: it still says what was consumed."""
+        for runs in self._parts.values():
+            keep = [i for i, (s, c) in enumerate(zip(runs.seqs, runs.counts)) if s + c > seq]
+            runs.firsts = [runs.firsts[i] for i in keep]
+            runs.counts = [runs.counts[i] for i in keep]
+            runs.seqs = [runs.seqs[i] for i in keep]

@@ -1,0 +1,251 @@
+"""``Wal``: open (= recover), append, replay, checkpoint, truncate, close."""
+
+from __future__ import annotations
+
+import logging
+import math
+import struct
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+from typing import TypeVar
+
+from walcore.checkpoint import write_checkpoint
+from walcore.dedup import DedupWindow
+from walcore.errors import InvalidRecord, WalClosed, WalError
+from walcore.files import DirLock, atomic_write, remove_durably
+from walcore.format import EncodedBody, encode_body
+from walcore.records import AppendResult, EventRecord, validate_record, validate_records
+from walcore.recovery import cut_torn_tail, iter_records, recent_keys, scan_log
+from walcore.segment import ActiveSegment, list_segments
+from walcore.writer import Control, Submission, Writer
+
+log = logging.getLogger("walcore")
+
+WAL_ID_NAME = "WAL_ID"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class WalConfig:
+    """Tuning. Defaults are measured choices (docs/wal-format.md, benchmarks/wal_bench.py)."""
+
+    segment_size: int = 64 * 1024 * 1024  # rotate once a segment reaches this many bytes
+    batch_size: int = 5000  # most records one group commit gathers from single appends
+    batch_timeout: float = 0.010  # seconds a single append waits for company
+    dedup_window: float = 30.0  # seconds a stored key stays a duplicate (at least)
+    dedup_max_keys: int = 2_000_000  # memory bound of the window (both generations)
+
+    def __post_init__(self) -> None:
+        checks = {
+            "segment_size": self.segment_size >= 1,
+            "batch_size": self.batch_size >= 1,
+            "batch_timeout": math.isfinite(self.batch_timeout) and self.batch_timeout >= 0,
+            "dedup_window": math.isfinite(self.dedup_window) and self.dedup_window > 0,
+            "dedup_max_keys": self.dedup_max_keys >= 2,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"WalConfig.{name}={getattr(self, name)!r} is out of range")
+
+
+class Wal:
+    """A write-ahead log in one directory. Thread-safe: many threads may append.
+
+    Use ``Wal.open``; ``with Wal.open(...) as wal:`` closes it (draining appends).
+    """
+
+    def __init__(self, directory: Path, config: WalConfig, lock: DirLock, wal_id: str, *,
+                 checkpoint: int, writer: Writer, clock: Callable[[], int]) -> None:
+        self.directory = directory
+        self.config = config
+        self.wal_id = wal_id
+        self._lock = lock
+        self._checkpoint = checkpoint
+        self._writer = writer
+        self._clock = clock
+        self._state = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def open(cls, directory: str | Path, config: WalConfig | None = None, *,
+             clock: Callable[[], int] = time.time_ns) -> Wal:
+        """Create or recover the WAL in ``directory`` and take its exclusive lock.
+
+        ``clock`` returns nanoseconds since the epoch (batch timestamps, dedup window);
+        tests pass a fake one to move time without sleeping.
+        """
+        config = config or WalConfig()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        lock = DirLock(directory)
+        try:
+            wal_id = _wal_id(directory)
+            scan = scan_log(directory)
+            torn = scan.torn
+            if torn is not None:
+                kept = cut_torn_tail(torn)
+                log.warning("cut %s; the cut bytes are kept in %s", torn.describe(), kept)
+                scan.segments[-1].torn = None
+            if scan.segments:
+                last = scan.segments[-1]
+                segment = ActiveSegment(last.path, last.first_seq, last.valid_end)
+            else:
+                segment = ActiveSegment.create(directory, scan.next_seq)
+            now = clock()
+            window_ns = int(config.dedup_window * 1e9)
+            dedup = DedupWindow(window_ns, config.dedup_max_keys, now)
+            dedup.preload(recent_keys(scan, now - window_ns, config.dedup_max_keys // 2))
+            writer = Writer(directory=directory, segment=segment, next_seq=scan.next_seq, dedup=dedup,
+                            sources=scan.sources, segment_size=config.segment_size,
+                            batch_size=config.batch_size, batch_timeout=config.batch_timeout, clock=clock)
+        except BaseException:
+            lock.release()
+            raise
+        log.info("opened WAL %s (%s): seqs %d..%d in %d segment(s), checkpoint %d", directory, wal_id,
+                 scan.first_seq, scan.next_seq - 1, len(scan.segments) or 1, scan.checkpoint)
+        return cls(directory, config, lock, wal_id, checkpoint=scan.checkpoint, writer=writer, clock=clock)
+
+    # -- appending -----------------------------------------------------------------------
+
+    def append(self, record: EventRecord) -> Future[AppendResult]:
+        """Submit one record; the future resolves once it is durable (or a duplicate).
+        Raises InvalidRecord (a ValueError) at once for an out-of-range field."""
+        validate_record(record)
+        future: Future[AppendResult] = Future()
+        self._submit(Submission([record], future, single=True))
+        return future
+
+    def append_batch(self, records: Sequence[EventRecord]) -> list[AppendResult]:
+        """Append a caller-formed batch as one group commit; returns after the fsync,
+        with one result per record, in order. Validates the whole batch first: an
+        invalid record raises InvalidRecord and nothing of the batch is written."""
+        records = list(records)
+        if not records:
+            return []
+        future: Future[list[AppendResult]] = Future()
+        self._submit(Submission(records, future, single=False, body=_encode_checked(records)))
+        return future.result()
+
+    def _submit(self, item: Submission | Control) -> None:
+        with self._state:
+            if self._closed:
+                raise WalClosed(f"WAL {self.directory} is closed")
+            if self._writer.failure is not None:
+                raise self._writer.failure
+            self._writer.submit(item)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def last_seq(self) -> int:
+        """Highest durable seq (0 when the log is empty)."""
+        return self._writer.next_seq - 1
+
+    @property
+    def checkpoint_seq(self) -> int:
+        return self._checkpoint
+
+    def source_offsets(self) -> dict[tuple[str, int], int]:
+        """{(topic, partition): highest offset stored} for every partition seen."""
+        return self._run(self._writer.sources.last_offsets)
+
+    def lookup_source(self, topic: str, partition: int, offset: int) -> int | None:
+        """The seq a Kafka record was stored under, if it is in the log."""
+        return self._run(lambda: self._writer.sources.lookup(topic, partition, offset))
+
+    def replay(self, from_seq: int = 1) -> Iterator[tuple[int, EventRecord]]:
+        """Durable (seq, record) pairs from ``from_seq`` up to ``last_seq`` as of this
+        call, each frame's BLAKE3 digest checked as it is read back."""
+        until = self.last_seq
+        return iter_records(scan_log(self.directory), from_seq, until)
+
+    # -- checkpoint and truncation (run on the writer thread: no race with rotation) -------
+
+    def checkpoint(self, seq: int) -> None:
+        """Durably record that everything up to ``seq`` is applied downstream."""
+        if not 0 <= seq <= self.last_seq:
+            raise ValueError(f"checkpoint seq {seq} is outside 0..{self.last_seq} (last durable seq)")
+
+        def write() -> None:
+            write_checkpoint(self.directory, seq)
+            self._checkpoint = seq
+
+        self._run(write)
+
+    def truncate_before(self, seq: int) -> int:
+        """Delete whole segments whose records are all below ``seq``. Only checkpointed
+        data may go: ``seq`` must be at most checkpoint + 1. Returns segments deleted."""
+        if seq > self._checkpoint + 1:
+            raise ValueError(f"truncate_before({seq}) would delete records after the checkpoint "
+                             f"({self._checkpoint}); checkpoint them first")
+        return self._run(lambda: self._truncate(seq))
+
+    def _truncate(self, seq: int) -> int:
+        segments = list_segments(self.directory)
+        deleted = 0
+        # Oldest first, each removal made durable before the next, so a crash midway
+        # leaves a log that starts later, never one with a hole in the middle.
+        for (_first, path), (next_first, _next_path) in pairwise(segments):
+            if next_first > seq or path == self._writer.segment.path:
+                break
+            remove_durably(path)
+            deleted += 1
+        if deleted:
+            self._writer.sources.drop_below(seq)
+        return deleted
+
+    def _run(self, action: Callable[[], T]) -> T:
+        future: Future[T] = Future()
+        self._submit(Control(action, future))
+        return future.result()
+
+    # -- closing -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Commit everything already submitted, then release the directory."""
+        with self._state:
+            if self._closed:
+                return
+            self._closed = True
+        self._writer.stop()
+        self._writer.segment.close()
+        self._lock.release()
+
+    @property
+    def failed(self) -> WalError | None:
+        return self._writer.failure
+
+    def __enter__(self) -> Wal:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _encode_checked(records: list[EventRecord]) -> EncodedBody:
+    """Encode in the caller's thread (that also validates in bulk, in C); when it fails,
+    the slow per-field check finds the exact record and field for the error."""
+    try:
+        return encode_body(records)
+    except (ValueError, TypeError, AttributeError, IndexError, OverflowError, struct.error):
+        validate_records(records)
+        raise InvalidRecord("record", None, "does not fit the WAL format") from None
+
+
+def _wal_id(directory: Path) -> str:
+    """The WAL's identity, made once and kept: acks name it, so (wal_id, seq) names a
+    stored event across a fleet of instances."""
+    path = directory / WAL_ID_NAME
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        wal_id = uuid.uuid4().hex[:16]
+        atomic_write(directory, WAL_ID_NAME, wal_id.encode())
+        return wal_id
+

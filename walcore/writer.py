@@ -1,0 +1,250 @@
+"""The group-commit writer: one thread, one write and one fdatasync per batch.
+
+Batch formation (the seed's, with one change):
+
+1. Block until a submission arrives.
+2. A single ``append`` waits up to ``batch_timeout`` for more, until ``batch_size``
+   records are gathered. An ``append_batch`` is already a batch its caller formed, so
+   it is committed at once, together with whatever is already queued (never waiting
+   for more: a consumer's poll should not pay the timeout).
+3. Dedup (source position, then the window), encode one frame, write, fdatasync.
+4. Only then: indexes updated, futures resolved with their seqs.
+
+A failed write or fsync fails every submission in the batch with the real error and
+every later one with the same WalFailed: the file is never written or fsynced again
+(the "fsyncgate" lesson: after a failed fsync the dirty pages may be gone, so a
+retry that succeeds proves nothing). Reopening recovers from what is on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from itertools import repeat
+from pathlib import Path
+from typing import Any
+
+from walcore.dedup import DedupWindow
+from walcore.errors import WalFailed
+from walcore.format import EncodedBody, encode_body, encode_frame
+from walcore.records import AppendResult, EventRecord
+from walcore.segment import ActiveSegment
+from walcore.sources import SourceIndex
+
+log = logging.getLogger("walcore.writer")
+
+
+@dataclass(slots=True)
+class Submission:
+    records: list[EventRecord]
+    future: Future[Any]
+    single: bool
+    body: EncodedBody | None = None  # pre-encoded by the caller's thread, if a batch
+
+
+@dataclass(slots=True)
+class Control:
+    """Work that must not race with appends or rotation (truncate, checkpoint)."""
+
+    action: Callable[[], Any]
+    future: Future[Any]
+
+
+_STOP = object()
+
+
+class Writer:
+    def __init__(self, *, directory: Path, segment: ActiveSegment, next_seq: int, dedup: DedupWindow,
+                 sources: SourceIndex, segment_size: int, batch_size: int, batch_timeout: float,
+                 clock: Callable[[], int]) -> None:
+        self.directory = directory
+        self.segment = segment
+        self.next_seq = next_seq
+        self.dedup = dedup
+        self.sources = sources
+        self._segment_size = segment_size
+        self._batch_size = batch_size
+        self._batch_timeout = batch_timeout
+        self._clock = clock
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self.failure: WalFailed | None = None
+        self._thread = threading.Thread(target=self._run, name="walcore-writer", daemon=True)
+        self._thread.start()
+
+    # -- called from any thread ----------------------------------------------------------
+
+    def submit(self, item: Submission | Control) -> None:
+        self._queue.put(item)
+
+    def stop(self) -> None:
+        """Everything submitted before this call is committed (or failed) first."""
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    # -- the writer thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        get = self._queue.get
+        while True:
+            item = get()
+            if item is _STOP:
+                return
+            if isinstance(item, Control):
+                self._control(item)
+                continue
+            assert isinstance(item, Submission)
+            group, controls, stop = self._gather(item)
+            self._commit(group)
+            for control in controls:
+                self._control(control)
+            if stop:
+                return
+
+    def _gather(self, first: Submission) -> tuple[list[Submission], list[Control], bool]:
+        group = [first]
+        controls: list[Control] = []
+        gathered = len(first.records)
+        deadline = time.monotonic() + self._batch_timeout if first.single else 0.0
+        while gathered < self._batch_size:
+            try:
+                if first.single:
+                    remaining = deadline - time.monotonic()
+                    item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                else:
+                    item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return group, controls, True
+            if isinstance(item, Control):
+                controls.append(item)  # runs right after this batch, in order
+                continue
+            assert isinstance(item, Submission)
+            group.append(item)
+            gathered += len(item.records)
+            if not item.single:
+                break  # a caller-formed batch is waiting: commit now
+        return group, controls, False
+
+    def _control(self, control: Control) -> None:
+        if not control.future.set_running_or_notify_cancel():
+            return
+        if self.failure is not None:
+            control.future.set_exception(self.failure)
+            return
+        try:
+            control.future.set_result(control.action())
+        except Exception as exc:  # noqa: BLE001 - handed to the caller, who sees the real error
+            control.future.set_exception(exc)
+
+    def _commit(self, group: list[Submission]) -> None:
+        if self.failure is not None:
+            for submission in group:
+                submission.future.set_exception(self.failure)
+            return
+        now = self._clock()
+        self.dedup.advance(now)
+        base_seq = self.next_seq
+        if len(group) == 1 and self._commit_unique(group[0], base_seq, now):
+            return
+        kept: list[EventRecord] = []
+        batch_keys: dict[Hashable, int] = {}
+        all_results = []
+        sources = self.sources
+        last_offset = sources.last_offset
+        window_get = self.dedup.get
+        keys_get = batch_keys.get
+        for submission in group:
+            results = []
+            append_result = results.append
+            for record in submission.records:
+                source = record[5]
+                if source is not None and source[2] <= last_offset(source[0], source[1]):
+                    seq = sources.lookup(*source)
+                    if seq is not None:
+                        append_result(AppendResult(seq, True, True))
+                        continue
+                event_id = record[4]
+                key = record[:4] if event_id is None else event_id
+                seq = keys_get(key)
+                if seq is None:
+                    seq = window_get(key)
+                if seq is not None:
+                    append_result(AppendResult(seq, True))
+                    continue
+                seq = base_seq + len(kept)
+                batch_keys[key] = seq
+                kept.append(record)
+                append_result(AppendResult(seq, False))
+            all_results.append(results)
+        if kept:
+            body = group[0].body
+            if body is None or len(group) > 1 or len(kept) != body.count:
+                body = encode_body(kept)
+            try:
+                self._write(encode_frame(body, base_seq, now), base_seq)
+            except OSError as exc:
+                self._fail(group, exc)
+                return
+            self.dedup.add(batch_keys)
+            for run in body.runs:
+                sources.add(run.topic, run.partition, run.first_offset, run.count, base_seq + run.first_index)
+            self.next_seq = base_seq + len(kept)
+        for submission, results in zip(group, all_results):
+            submission.future.set_result(results[0] if submission.single else results)
+
+    def _commit_unique(self, submission: Submission, base_seq: int, now: int) -> bool:
+        """The common case in bulk, at C speed: a caller-formed batch none of whose
+        records is a redelivery or a duplicate. Returns False (nothing done) otherwise,
+        and the record-by-record path decides."""
+        body = submission.body
+        if body is None:
+            return False
+        last_offset = self.sources.last_offset
+        # Offsets rise within a run, so a run starting past what is stored holds no redelivery.
+        if any(run.first_offset <= last_offset(run.topic, run.partition) for run in body.runs):
+            return False
+        keys = body.keys
+        if len(set(keys)) != len(keys) or not self.dedup.isdisjoint(keys):
+            return False
+        try:
+            self._write(encode_frame(body, base_seq, now), base_seq)
+        except OSError as exc:
+            self._fail([submission], exc)
+            return True
+        count = body.count
+        self.dedup.add(dict(zip(keys, range(base_seq, base_seq + count))))
+        for run in body.runs:
+            self.sources.add(run.topic, run.partition, run.first_offset, run.count, base_seq + run.first_index)
+        self.next_seq = base_seq + count
+        submission.future.set_result(list(map(
+            tuple.__new__, repeat(AppendResult), zip(range(base_seq, base_seq + count), repeat(False),
+                                                       repeat(False)))))
+        return True
+
+    def _write(self, frame: bytes, base_seq: int) -> None:
+        segment = self.segment
+        if segment.size >= self._segment_size:
+            # The full segment's data was fdatasynced with its last batch; the new file's
+            # name is made durable (directory fsync) before any data goes into it.
+            new = ActiveSegment.create(self.directory, base_seq)
+            segment.close()
+            self.segment = segment = new
+        segment.append(frame)
+        segment.sync()
+
+    def _fail(self, group: list[Submission], exc: OSError) -> None:
+        self.failure = WalFailed(
+            f"writing the WAL failed ({exc.__class__.__name__}: {exc}) on {self.segment.path}; nothing "
+            "in this batch is durable, the WAL refuses further appends and is never fsynced again in "
+            "this process. Reopen it (restart) to recover from the log."
+        )
+        self.failure.__cause__ = exc
+        log.critical("%s", self.failure)
+        for submission in group:
+            submission.future.set_exception(self.failure)
