@@ -1,0 +1,1 @@
+"""tidal-consumer: the Kafka service built on walcore (see docs/operations.md)."""

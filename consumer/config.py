@@ -1,0 +1,140 @@
+"""Service configuration: a TOML file, then ``TIDAL_*`` environment variables, then CLI
+flags, each overriding the one before (flags win). One validated model; a bad value
+fails at start with the field's dotted name (``ConfigError``).
+
+Nested fields in the environment use ``__``: ``TIDAL_WAL__BATCH_SIZE=2000``.
+Kafka client options (security, timeouts) pass through unchanged from the ``[kafka]``
+table to kafka-python, e.g. ``security_protocol = "SASL_SSL"``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from walcore import WalConfig
+from walcore.schema import Schema, SchemaBuilder, SchemaError
+
+DEFAULT_SIGNALS: list[dict[str, Any]] = [
+    {"name": "view", "id": 1, "half_life_seconds": 3600, "windows_seconds": [3600, 86400, 604800]},
+    {"name": "click", "id": 2, "half_life_seconds": 21600, "windows_seconds": [3600, 86400, 604800]},
+    {"name": "like", "id": 3, "half_life_seconds": 86400, "windows_seconds": [86400, 604800]},
+    {"name": "share", "id": 4, "half_life_seconds": 172800, "windows_seconds": [86400, 604800],
+     "velocity": True},
+    {"name": "purchase", "id": 5, "half_life_seconds": 604800, "windows_seconds": [86400, 604800, 2592000]},
+]
+
+# Options the service sets itself: letting [kafka] change them would break invariants.
+_RESERVED_KAFKA_OPTIONS = {"enable_auto_commit", "group_id", "bootstrap_servers", "value_deserializer",
+                           "key_deserializer", "acks"}
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field."""
+
+
+class SignalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    id: int
+    half_life_seconds: float
+    windows_seconds: list[int]
+    velocity: bool = False
+
+
+class WalSettings(BaseModel):
+    """walcore.WalConfig, as configuration (same names, same defaults)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    segment_size: int = Field(WalConfig.segment_size, ge=4096)
+    batch_size: int = Field(WalConfig.batch_size, ge=1)
+    batch_timeout: float = Field(WalConfig.batch_timeout, ge=0, le=10)
+    dedup_window: float = Field(WalConfig.dedup_window, gt=0)
+    dedup_max_keys: int = Field(WalConfig.dedup_max_keys, ge=2)
+
+    def to_wal_config(self) -> WalConfig:
+        return WalConfig(**self.model_dump())
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TIDAL_", env_nested_delimiter="__", extra="forbid")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topics: list[str] = Field(default_factory=lambda: ["signals"], min_length=1)
+    group_id: str = Field("tidal-consumer", min_length=1)
+    reply_topic: str = Field("signals.acks", min_length=1)
+    dlq_topic: str = Field("signals.dlq", min_length=1)
+    wal_dir: Path = Path("wal")
+    max_poll_records: int = Field(5000, ge=1, le=100_000)
+    poll_timeout_ms: int = Field(200, ge=1, le=60_000)
+    max_message_bytes: int = Field(4096, ge=64, le=1_048_576)
+    metrics_interval_s: float = Field(10.0, gt=0)
+    commit_retry_max_s: float = Field(30.0, gt=0)
+    wal: WalSettings = Field(default_factory=WalSettings)
+    kafka: dict[str, Any] = Field(default_factory=dict)
+    signals: list[SignalConfig] = Field(default_factory=lambda: [SignalConfig(**s) for s in DEFAULT_SIGNALS])
+
+    @field_validator("kafka")
+    @classmethod
+    def _no_reserved_options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        clash = sorted(set(value) & _RESERVED_KAFKA_OPTIONS)
+        if clash:
+            raise ValueError(f"{', '.join(clash)} cannot be set here: the service sets them itself")
+        return value
+
+    @model_validator(mode="after")
+    def _schema_is_valid(self) -> Settings:
+        try:
+            self.schema()
+        except SchemaError as exc:
+            raise ValueError(f"signals: {exc}") from None
+        return self
+
+    def schema(self) -> Schema:
+        builder = SchemaBuilder()
+        for signal in self.signals:
+            builder.signal(signal.name, signal.id, signal.half_life_seconds, signal.windows_seconds,
+                           signal.velocity)
+        return builder.build()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # First listed wins: CLI flags (passed as init kwargs), then env, then the TOML file.
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+
+
+def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
+    """Build the settings from file < environment < flags. Raises ConfigError."""
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"config file {config_file} does not exist")
+    overrides = {key: value for key, value in flags.items() if value is not None}
+
+    class _FromFile(Settings):
+        model_config = SettingsConfigDict(toml_file=config_file)
+
+    try:
+        return _FromFile(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in err['loc']) or 'config'}: {err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
+        )
+        source = f" (file {config_file}, TIDAL_* environment, flags)" if config_file else ""
+        raise ConfigError(f"invalid configuration{source}: {problems}") from None

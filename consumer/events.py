@@ -1,0 +1,73 @@
+"""The wire format of a signal event (docs/events.md) and its decoding.
+
+A Kafka message value is a JSON object::
+
+    {"entity_id": 42, "signal_type": "view", "weight": 1.0,
+     "timestamp_nanos": 1700000000000000000, "event_id": "optional, <= 256 chars"}
+
+Types are strict (no "42" for 42, no 1.0 for an integer); unknown fields are ignored so
+producers may add metadata. Decoding never raises: a bad message becomes a Rejected
+value with a reason, which the pipeline sends to the DLQ.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from walcore import EventRecord, SourcePosition
+from walcore.records import U64_MAX
+from walcore.schema import Schema
+
+MAX_EVENT_ID_CHARS = 256
+
+
+class SignalEvent(BaseModel):
+    """One event as producers send it. Also what ``DurableProducer.send`` accepts."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    entity_id: Annotated[int, Field(ge=0, le=U64_MAX)]
+    signal_type: Annotated[str, Field(min_length=1)]
+    weight: Annotated[float, Field(allow_inf_nan=False)]
+    timestamp_nanos: Annotated[int, Field(ge=0, le=U64_MAX)]
+    event_id: Annotated[str | None, Field(min_length=1, max_length=MAX_EVENT_ID_CHARS)] = None
+
+
+class Rejected(NamedTuple):
+    reason: str
+
+
+def describe(error: ValidationError) -> str:
+    """A one-line reason naming the field, e.g. ``weight: Input should be a finite number``."""
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "value"
+    more = f" (+{error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{field}: {first['msg']}{more}"
+
+
+class Decoder:
+    """Bytes from Kafka to a WAL record (with its source position) or a Rejected."""
+
+    def __init__(self, schema: Schema, max_message_bytes: int) -> None:
+        self._ids = schema.ids
+        self._known = ", ".join(sorted(schema.ids))
+        self._max = max_message_bytes
+
+    def decode(self, value: bytes | None, topic: str, partition: int, offset: int) -> EventRecord | Rejected:
+        if value is None:
+            return Rejected("value: empty (a tombstone) is not a signal event")
+        if len(value) > self._max:
+            return Rejected(f"value: {len(value)} bytes, over the {self._max}-byte limit")
+        try:
+            event = SignalEvent.model_validate_json(value)
+        except ValidationError as exc:
+            if exc.errors()[0]["type"] == "json_invalid":
+                return Rejected(f"value: not valid JSON ({exc.errors()[0]['msg']})")
+            return Rejected(describe(exc))
+        signal_id = self._ids.get(event.signal_type)
+        if signal_id is None:
+            return Rejected(f"signal_type: unknown signal type {event.signal_type!r} (known: {self._known})")
+        return EventRecord(event.entity_id, signal_id, event.weight, event.timestamp_nanos, event.event_id,
+                           SourcePosition(topic, partition, offset))

@@ -1,0 +1,104 @@
+"""One poll, made durable: decode → DLQ → WAL (fsync) → acks → flush → offsets to commit.
+
+The order is the invariants (ARCHITECTURE 1, 2, 5):
+
+* DLQ messages are handed to the producer first, so their network round trip overlaps
+  the WAL fsync; acks only once ``append_batch`` has returned, i.e. after the fsync.
+* ``producer.flush()`` then waits for both, and any failed delivery raises: no offset
+  is returned for commit unless every record is in the WAL or the DLQ, and its ack is
+  on the broker. A crash anywhere before the commit means redelivery, which the WAL
+  recognises by source position (acked again with the original seq, stored once).
+
+Committing is the caller's step (consumer.service), kept separate so that "commit
+only after durable" is visible in the shape of the code.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from consumer.acks import Outcome, build_acks
+from consumer.dlq import dead_letter
+from consumer.events import Decoder, Rejected
+from walcore import EventRecord, Wal
+
+# Test-only crash point: TIDAL_TEST_CRASH_AFTER_FSYNC=N kills the process with SIGKILL
+# right after the N-th batch's fsync, before acks and commit. Read once at import.
+_CRASH_AFTER_FSYNC = int(os.environ.get("TIDAL_TEST_CRASH_AFTER_FSYNC", "0"))
+
+
+class DeliveryFailed(RuntimeError):
+    """An ack or DLQ message could not be delivered: nothing of the batch is committed."""
+
+
+@dataclass
+class BatchReport:
+    offsets: dict[TopicPartition, OffsetAndMetadata]
+    consumed: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    redeliveries: int = 0
+    rejected: int = 0
+    reject_reasons: list[str] = field(default_factory=list)
+
+
+class Pipeline:
+    def __init__(self, wal: Wal, decoder: Decoder, producer: Any, *, reply_topic: str, dlq_topic: str) -> None:
+        self._wal = wal
+        self._decoder = decoder
+        self._producer = producer
+        self._reply_topic = reply_topic
+        self._dlq_topic = dlq_topic
+        self._batches = 0
+
+    def process(self, polled: dict[TopicPartition, list[Any]]) -> BatchReport:
+        decode = self._decoder.decode
+        send = self._producer.send
+        records: list[EventRecord] = []
+        outcomes: list[Outcome] = []
+        deliveries = []
+        report = BatchReport(offsets={})
+        for tp, messages in polled.items():
+            report.consumed += len(messages)
+            report.offsets[tp] = OffsetAndMetadata(messages[-1].offset + 1, "", -1)
+            for message in messages:
+                result = decode(message.value, message.topic, message.partition, message.offset)
+                if type(result) is Rejected:
+                    letter = dead_letter(message, result.reason)
+                    deliveries.append(send(self._dlq_topic, key=letter.key, value=letter.value,
+                                           headers=letter.headers))
+                    outcomes.append(Outcome(message.topic, message.partition, message.offset, "rejected",
+                                            reason=result.reason))
+                    report.reject_reasons.append(result.reason)
+                else:
+                    records.append(result)
+        report.rejected = len(deliveries)
+
+        results = self._wal.append_batch(records)  # returns after the fsync
+        self._batches += 1
+        if self._batches == _CRASH_AFTER_FSYNC:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        for record, result in zip(records, results):
+            source = record.source
+            assert source is not None
+            if result.duplicate and not result.redelivery:
+                outcomes.append(Outcome(source.topic, source.partition, source.offset, "duplicate", result.seq))
+                report.duplicates += 1
+            else:
+                outcomes.append(Outcome(source.topic, source.partition, source.offset, "acked", result.seq))
+                report.redeliveries += result.redelivery
+                report.stored += not result.duplicate
+        for key, value in build_acks(self._wal.wal_id, outcomes):
+            deliveries.append(send(self._reply_topic, key=key, value=value))
+        self._producer.flush()
+        failed = [d.exception for d in deliveries if d.failed()]
+        if failed:
+            raise DeliveryFailed(f"{len(failed)} of {len(deliveries)} ack/DLQ messages were not delivered "
+                                 f"(first: {failed[0]!r}); nothing of this batch is committed")
+        return report

@@ -1,0 +1,148 @@
+"""Driving the real service (a subprocess) against the real broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.structs import TopicPartition
+
+BIN = Path(sys.executable).parent
+TIDAL = shutil.which("tidal-consumer", path=str(BIN)) or "tidal-consumer"
+WALCORE = shutil.which("walcore", path=str(BIN)) or "walcore"
+
+
+def event(i: int, **overrides: Any) -> dict[str, Any]:
+    value = {"entity_id": i, "signal_type": ["view", "click", "like", "share", "purchase"][i % 5],
+             "weight": 1.0 + i % 7, "timestamp_nanos": 1_700_000_000_000_000_000 + i}
+    value.update(overrides)
+    return value
+
+
+def produce(bootstrap: str, topic: str, values: Iterable[Any], key: bytes | None = None) -> list[tuple[int, int]]:
+    """Send JSON (or raw bytes) values; returns the (partition, offset) of each, in order.
+    Each message is keyed by its index unless one ``key`` is given for all (one partition)."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    futures = []
+    for i, value in enumerate(values):
+        raw = value if isinstance(value, bytes) or value is None else json.dumps(value).encode()
+        futures.append(producer.send(topic, key=key or str(i).encode(), value=raw))
+    producer.flush()
+    positions = [(f.get(timeout=30).partition, f.get(timeout=30).offset) for f in futures]
+    producer.close()
+    return positions
+
+
+class Service:
+    """`tidal-consumer run` in a subprocess; its log goes to a file tests can await."""
+
+    def __init__(self, bootstrap: str, topic: str, wal_dir: Path, *, group: str, reply: str, dlq: str,
+                 env: dict[str, str] | None = None, extra: list[str] | None = None) -> None:
+        self.log_path = wal_dir.parent / f"{wal_dir.name}-{time.monotonic_ns()}.log"
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [TIDAL, "run", "--bootstrap-servers", bootstrap, "--topic", topic, "--group-id", group,
+             "--reply-topic", reply, "--dlq-topic", dlq, "--wal-dir", str(wal_dir), *(extra or [])],
+            stdout=self._log, stderr=subprocess.STDOUT,
+            env={**os.environ, "TIDAL_METRICS_INTERVAL_S": "1", **(env or {})},
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.search(pattern, self.log())
+            if match:
+                return match
+            if self.process.poll() is not None:
+                raise AssertionError(f"service exited {self.process.returncode} before {pattern!r}:\n{self.log()}")
+            time.sleep(0.05)
+        raise AssertionError(f"no {pattern!r} in the service log after {timeout}s:\n{self.log()}")
+
+    def stop(self, timeout: float = 60.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        finally:
+            self._log.close()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
+
+
+def read_topic(bootstrap: str, topic: str, *, until: Any, timeout: float = 60.0) -> list[Any]:
+    """All messages of a topic from the beginning, until ``until(messages)`` is true."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    partitions = consumer.partitions_for_topic(topic) or set()
+    deadline = time.monotonic() + timeout
+    while not partitions and time.monotonic() < deadline:
+        time.sleep(0.1)
+        partitions = consumer.partitions_for_topic(topic) or set()
+    consumer.assign([TopicPartition(topic, p) for p in partitions])
+    consumer.seek_to_beginning()
+    messages: list[Any] = []
+    while not until(messages):
+        if time.monotonic() > deadline:
+            consumer.close()
+            raise AssertionError(f"gave up waiting on {topic}: {len(messages)} message(s) so far")
+        for batch in consumer.poll(timeout_ms=200).values():
+            messages.extend(batch)
+    consumer.close()
+    return messages
+
+
+def ack_index(messages: list[Any]) -> dict[tuple[int, int], tuple[str, Any]]:
+    """(partition, offset) -> ("acked", seq) | ("duplicate", seq) | ("rejected", reason), last ack wins."""
+    index: dict[tuple[int, int], tuple[str, Any]] = {}
+    for message in messages:
+        ack = json.loads(message.value)
+        p = ack["partition"]
+        for first, last, seq in ack["acked"]:
+            for offset in range(first, last + 1):
+                index[(p, offset)] = ("acked", seq + offset - first)
+        for offset, seq in ack["duplicates"]:
+            index[(p, offset)] = ("duplicate", seq)
+        for offset, reason in ack["rejected"]:
+            index[(p, offset)] = ("rejected", reason)
+    return index
+
+
+def acks_cover(bootstrap: str, reply: str, positions: list[tuple[int, int]], timeout: float = 90.0) -> dict:
+    wanted = set(positions)
+    messages = read_topic(bootstrap, reply, until=lambda m: wanted <= set(ack_index(m)), timeout=timeout)
+    return ack_index(messages)
+
+
+def dump(wal_dir: Path) -> list[dict[str, Any]]:
+    result = subprocess.run([WALCORE, "dump", str(wal_dir), "--json"], capture_output=True, text=True, check=True)
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int | None]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    result = {p: consumer.committed(TopicPartition(topic, p)) for p in range(partitions)}
+    consumer.close(autocommit=False)
+    return result
+
+
+def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    ends = consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
+    consumer.close()
+    return {tp.partition: offset for tp, offset in ends.items()}
