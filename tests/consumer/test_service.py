@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from consumer_fixtures import PARTITIONS, Topics
 from service_helpers import (
     Service,
     acks_cover,
@@ -23,26 +21,6 @@ from service_helpers import (
 )
 
 pytestmark = pytest.mark.kafka
-PARTITIONS = 4
-
-
-@dataclass
-class Topics:
-    bootstrap: str
-    signals: str
-    reply: str
-    dlq: str
-    group: str
-
-    def service(self, wal_dir: Path, **kwargs: object) -> Service:
-        return Service(self.bootstrap, self.signals, wal_dir, group=self.group, reply=self.reply, dlq=self.dlq,
-                       **kwargs)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def topics(kafka_bootstrap: str, make_topic: Callable[..., str]) -> Topics:
-    return Topics(kafka_bootstrap, make_topic("signals", PARTITIONS), make_topic("acks", PARTITIONS),
-                  make_topic("dlq", 1), f"group-{uuid.uuid4().hex[:8]}")
 
 
 def assert_stored_once(rows: list[dict], positions: list[tuple[int, int]], topic: str) -> None:

@@ -1,0 +1,234 @@
+"""DurableProducer: send a signal event, learn the durable sequence number it got.
+
+    with DurableProducer(bootstrap_servers="127.0.0.1:9092", topic="signals",
+                         reply_topic="signals.acks") as producer:
+        result = producer.send_and_wait({"entity_id": 42, "signal_type": "view",
+                                         "weight": 1.0, "timestamp_nanos": time.time_ns()})
+        print(result.wal_id, result.seq, result.duplicate)
+
+How it correlates (docs/acks.md): the broker tells each send its (partition, offset);
+the service acks ranges of (topic, partition, offset) after its fsync. One background
+thread per client reads the reply topic, starting at its end as of construction, and
+resolves the matching futures. An ack may arrive before the send's own metadata
+callback has run; recent acks are kept briefly so that order does not matter.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from typing import Any, NamedTuple
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.structs import TopicPartition
+from pydantic import ValidationError
+
+from consumer.acks import parse_ack
+from consumer.events import SignalEvent, describe
+
+log = logging.getLogger("tidal.client")
+
+
+class DurableResult(NamedTuple):
+    wal_id: str
+    seq: int
+    duplicate: bool  # True: a producer retry of an event stored earlier; seq is the original's
+    partition: int
+    offset: int
+
+
+class InvalidEvent(ValueError):
+    """The event does not match the wire format; it was not sent."""
+
+
+class EventRejected(Exception):
+    """The service rejected the event to its DLQ; ``reason`` says why."""
+
+    def __init__(self, partition: int, offset: int, reason: str) -> None:
+        self.partition, self.offset, self.reason = partition, offset, reason
+        super().__init__(f"event at partition {partition} offset {offset} was rejected to the DLQ: {reason}")
+
+
+class AckTimeout(TimeoutError):
+    """No ack arrived in time (is tidal-consumer running and consuming this topic?)."""
+
+
+class SendFailed(Exception):
+    """Kafka did not accept the event (the broker error is the cause)."""
+
+
+class _Pending(NamedTuple):
+    future: Future[DurableResult]
+    deadline: float
+
+
+class DurableProducer:
+    def __init__(self, bootstrap_servers: str | list[str], topic: str, reply_topic: str, *,
+                 ack_timeout: float = 30.0, signal_types: set[str] | None = None, **kafka_options: Any) -> None:
+        """``signal_types``, when given, is checked locally too (else only the service knows
+        the schema). ``kafka_options`` go to kafka-python's producer and reply reader."""
+        self.topic = topic
+        self.reply_topic = reply_topic
+        self.ack_timeout = ack_timeout
+        self._signal_types = signal_types
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, int, int], _Pending] = {}
+        # (topic, partition) -> recent (arrival, ack) pairs, for acks that beat their send's callback
+        self._recent: dict[tuple[str, int], deque[tuple[float, dict[str, Any]]]] = {}
+        self._closed = threading.Event()
+        self._producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", **kafka_options)
+        self._reader = KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None,
+                                     enable_auto_commit=False, **kafka_options)
+        partitions = self._reply_partitions()
+        self._reader.assign(partitions)
+        self._reader.seek_to_end(*partitions)
+        for tp in partitions:  # fix "the end" now, before anything is sent
+            self._reader.position(tp)
+        self._thread = threading.Thread(target=self._read_acks, name="tidal-ack-reader", daemon=True)
+        self._thread.start()
+
+    def _reply_partitions(self) -> list[TopicPartition]:
+        deadline = time.monotonic() + 30
+        while True:
+            found = self._reader.partitions_for_topic(self.reply_topic)
+            if found:
+                return [TopicPartition(self.reply_topic, p) for p in sorted(found)]
+            if time.monotonic() > deadline:
+                self._producer.close()
+                self._reader.close()
+                raise ValueError(f"reply topic {self.reply_topic!r} does not exist on {self._reader.config['bootstrap_servers']}")
+            self._reader.poll(timeout_ms=100)  # refreshes metadata while waiting
+
+    # -- sending --------------------------------------------------------------------------
+
+    def send(self, event: SignalEvent | dict[str, Any], key: bytes | None = None) -> Future[DurableResult]:
+        """Validate and send; the future resolves once the event is durable. Raises
+        InvalidEvent at once for a bad event (nothing is sent). Default key: the entity id,
+        so one entity's events keep their order on one partition."""
+        if self._closed.is_set():
+            raise RuntimeError("DurableProducer is closed")
+        try:
+            model = event if isinstance(event, SignalEvent) else SignalEvent.model_validate(event)
+        except ValidationError as exc:
+            raise InvalidEvent(describe(exc)) from None
+        if self._signal_types is not None and model.signal_type not in self._signal_types:
+            raise InvalidEvent(f"signal_type: unknown signal type {model.signal_type!r}")
+        future: Future[DurableResult] = Future()
+        sent = self._producer.send(self.topic, value=model.model_dump_json(exclude_none=True).encode(),
+                                   key=key if key is not None else str(model.entity_id).encode())
+        deadline = time.monotonic() + self.ack_timeout
+        sent.add_callback(lambda meta: self._register(meta.topic, meta.partition, meta.offset, future, deadline))
+        sent.add_errback(lambda exc: future.set_exception(SendFailed(f"Kafka did not accept the event: {exc!r}")))
+        return future
+
+    def send_and_wait(self, event: SignalEvent | dict[str, Any], timeout: float | None = None,
+                      key: bytes | None = None) -> DurableResult:
+        return self.send(event, key).result(timeout if timeout is not None else self.ack_timeout + 5)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every event sent so far is on the broker (not yet durable: the
+        futures say when that is)."""
+        self._producer.flush(timeout)
+
+    def _register(self, topic: str, partition: int, offset: int, future: Future[DurableResult],
+                  deadline: float) -> None:
+        with self._lock:
+            for _, ack in self._recent.get((topic, partition), ()):
+                if _resolve_from(ack, offset, future):
+                    return
+            self._pending[(topic, partition, offset)] = _Pending(future, deadline)
+
+    # -- the reply reader thread --------------------------------------------------------------
+
+    def _read_acks(self) -> None:
+        while not self._closed.is_set():
+            try:
+                polled = self._reader.poll(timeout_ms=100)
+            except Exception:  # noqa: BLE001 - keep reading; the broker may come back
+                log.exception("reading acks from %s failed; retrying", self.reply_topic)
+                self._closed.wait(1.0)
+                continue
+            now = time.monotonic()
+            with self._lock:
+                for messages in polled.values():
+                    for message in messages:
+                        self._on_ack(message.value, now)
+                self._expire(now)
+
+    def _on_ack(self, value: bytes, now: float) -> None:
+        try:
+            ack = parse_ack(value)
+            topic, partition = ack["topic"], ack["partition"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring a malformed message on %s: %r", self.reply_topic, value[:100])
+            return
+        if topic != self.topic:
+            return
+        recent = self._recent.setdefault((topic, partition), deque())
+        recent.append((now, ack))
+        for offset in _offsets(ack):
+            pending = self._pending.pop((topic, partition, offset), None)
+            if pending is not None:
+                _resolve_from(ack, offset, pending.future)
+
+    def _expire(self, now: float) -> None:
+        expired = [key for key, pending in self._pending.items() if pending.deadline < now]
+        for key in expired:
+            topic, partition, offset = key
+            self._pending.pop(key).future.set_exception(AckTimeout(
+                f"no ack for {topic}:{partition}@{offset} within {self.ack_timeout}s on {self.reply_topic} "
+                "(is tidal-consumer running and consuming this topic?)"))
+        keep_after = now - 2 * self.ack_timeout
+        for recent in self._recent.values():
+            while recent and recent[0][0] < keep_after:
+                recent.popleft()
+
+    # -- closing ------------------------------------------------------------------------------
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush sends, stop the reader; futures still waiting fail with AckTimeout."""
+        if self._closed.is_set():
+            return
+        self._producer.flush(timeout)
+        self._closed.set()
+        self._thread.join()
+        with self._lock:
+            for (topic, partition, offset), pending in self._pending.items():
+                pending.future.set_exception(AckTimeout(f"closed before the ack for {topic}:{partition}@{offset}"))
+            self._pending.clear()
+        self._producer.close()
+        self._reader.close()
+
+    def __enter__(self) -> DurableProducer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _offsets(ack: dict[str, Any]) -> list[int]:
+    offsets = [o for first, last, _ in ack["acked"] for o in range(first, last + 1)]
+    offsets += [o for o, _ in ack["duplicates"]]
+    offsets += [o for o, _ in ack["rejected"]]
+    return offsets
+
+
+def _resolve_from(ack: dict[str, Any], offset: int, future: Future[DurableResult]) -> bool:
+    """Resolve ``future`` if ``ack`` covers ``offset``; True when it did."""
+    partition, wal_id = ack["partition"], ack["wal_id"]
+    for first, last, seq in ack["acked"]:
+        if first <= offset <= last:
+            future.set_result(DurableResult(wal_id, seq + offset - first, False, partition, offset))
+            return True
+    for dup_offset, seq in ack["duplicates"]:
+        if dup_offset == offset:
+            future.set_result(DurableResult(wal_id, seq, True, partition, offset))
+            return True
+    for rej_offset, reason in ack["rejected"]:
+        if rej_offset == offset:
+            future.set_exception(EventRejected(partition, offset, reason))
+            return True
+    return False

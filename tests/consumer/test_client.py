@@ -1,0 +1,72 @@
+"""DurableProducer against the real broker and the real service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from consumer.client import AckTimeout, DurableProducer, EventRejected, InvalidEvent
+from consumer.events import SignalEvent
+from consumer_fixtures import PARTITIONS, Topics
+from service_helpers import dump, end_offsets, event
+
+pytestmark = pytest.mark.kafka
+
+
+def client(topics: Topics, **kwargs: object) -> DurableProducer:
+    return DurableProducer(topics.bootstrap, topics.signals, topics.reply, **kwargs)  # type: ignore[arg-type]
+
+
+def test_1000_events_resolve_to_the_seqs_in_walcore_dump(topics: Topics, tmp_path: Path) -> None:
+    service = topics.service(tmp_path / "wal")
+    with client(topics) as producer:
+        futures = [producer.send(event(i) if i % 2 else SignalEvent(**event(i))) for i in range(1000)]
+        results = [f.result(timeout=90) for f in futures]
+    assert service.stop() == 0
+    rows = {(r["source"]["partition"], r["source"]["offset"]): r for r in dump(tmp_path / "wal")}
+    assert len(rows) == 1000
+    for i, result in enumerate(results):
+        row = rows[(result.partition, result.offset)]
+        assert (row["seq"], row["entity_id"]) == (result.seq, i)
+        assert not result.duplicate
+    assert len({r.wal_id for r in results}) == 1
+    assert sorted(r.seq for r in results) == list(range(1, 1001))
+
+
+def test_rejected_event_fails_with_the_reason(topics: Topics, tmp_path: Path) -> None:
+    service = topics.service(tmp_path / "wal")
+    with client(topics) as producer:
+        with pytest.raises(EventRejected, match="unknown signal type 'teleport'") as err:
+            producer.send_and_wait(event(1, signal_type="teleport"), timeout=90)
+        assert "teleport" in err.value.reason
+    assert service.stop() == 0
+
+
+def test_duplicate_resolves_with_the_original_seq(topics: Topics, tmp_path: Path) -> None:
+    service = topics.service(tmp_path / "wal")
+    with client(topics) as producer:
+        first = producer.send_and_wait(event(5, event_id="checkout-5"), timeout=90)
+        retry = producer.send_and_wait(event(5, event_id="checkout-5", weight=2.0), timeout=90)
+    assert service.stop() == 0
+    assert (retry.seq, retry.duplicate, first.duplicate) == (first.seq, True, False)
+    assert retry.offset != first.offset
+
+
+def test_invalid_event_fails_locally_and_never_reaches_the_topic(topics: Topics) -> None:
+    before = end_offsets(topics.bootstrap, topics.signals, PARTITIONS)
+    with client(topics, signal_types={"view"}) as producer:
+        with pytest.raises(InvalidEvent, match="weight"):
+            producer.send(event(1, weight=float("inf")))
+        with pytest.raises(InvalidEvent, match="entity_id"):
+            producer.send({**event(1), "entity_id": 2**64})
+        with pytest.raises(InvalidEvent, match="signal_type"):
+            producer.send(event(1, signal_type="click"))
+        producer.flush()
+    assert end_offsets(topics.bootstrap, topics.signals, PARTITIONS) == before
+
+
+def test_timeout_fires_when_the_service_is_stopped(topics: Topics) -> None:
+    with client(topics, ack_timeout=1.5) as producer:
+        future = producer.send(event(1))
+        with pytest.raises(AckTimeout, match="no ack"):
+            future.result(timeout=30)
