@@ -84,9 +84,11 @@ class DurableProducer:
                                      enable_auto_commit=False, **kafka_options)
         partitions = self._reply_partitions()
         self._reader.assign(partitions)
-        self._reader.seek_to_end(*partitions)
-        for tp in partitions:  # fix "the end" now, before anything is sent
-            self._reader.position(tp)
+        # Fix "the end" now, before anything is sent. end_offsets + seek rather than
+        # seek_to_end: kafka-python 2.3's position() can wait forever on a partition of a
+        # just-created topic whose leader it has not learned yet.
+        for tp, end in self._reader.end_offsets(partitions).items():
+            self._reader.seek(tp, end)
         self._thread = threading.Thread(target=self._read_acks, name="tidal-ack-reader", daemon=True)
         self._thread.start()
 
@@ -99,7 +101,8 @@ class DurableProducer:
             if time.monotonic() > deadline:
                 self._producer.close()
                 self._reader.close()
-                raise ValueError(f"reply topic {self.reply_topic!r} does not exist on {self._reader.config['bootstrap_servers']}")
+                raise ValueError(f"reply topic {self.reply_topic!r} does not exist "
+                                 f"(bootstrap {self._reader.config['bootstrap_servers']})")
             self._reader.poll(timeout_ms=100)  # refreshes metadata while waiting
 
     # -- sending --------------------------------------------------------------------------
@@ -147,7 +150,7 @@ class DurableProducer:
         while not self._closed.is_set():
             try:
                 polled = self._reader.poll(timeout_ms=100)
-            except Exception:  # noqa: BLE001 - keep reading; the broker may come back
+            except Exception:
                 log.exception("reading acks from %s failed; retrying", self.reply_topic)
                 self._closed.wait(1.0)
                 continue

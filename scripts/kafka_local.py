@@ -145,7 +145,7 @@ log4j.logger.state.change.logger=WARN
 """
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """preexec_fn: the broker gets SIGTERM when the process that started it dies,
     so an interrupted or killed test run never leaves a java process behind."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -202,7 +202,7 @@ def start_jar_broker(data_dir: Path, port: int, *, tied_to_parent: bool) -> JarB
     process = subprocess.Popen(
         [*java, "kafka.Kafka", str(props)],
         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        preexec_fn=_die_with_parent if tied_to_parent else None,  # noqa: PLW1509
+        preexec_fn=die_with_parent if tied_to_parent else None,  # noqa: PLW1509
         start_new_session=not tied_to_parent,
     )
     out.close()

@@ -14,12 +14,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import kafka_local
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
 BIN = Path(sys.executable).parent
 TIDAL = shutil.which("tidal-consumer", path=str(BIN)) or "tidal-consumer"
 WALCORE = shutil.which("walcore", path=str(BIN)) or "walcore"
+STARTED: list[Service] = []  # killed after each test by tests/consumer/conftest.py
 
 
 def event(i: int, **overrides: Any) -> dict[str, Any]:
@@ -55,7 +57,10 @@ class Service:
              "--reply-topic", reply, "--dlq-topic", dlq, "--wal-dir", str(wal_dir), *(extra or [])],
             stdout=self._log, stderr=subprocess.STDOUT,
             env={**os.environ, "TIDAL_METRICS_INTERVAL_S": "1", **(env or {})},
+            # an interrupted test run leaves no service behind
+            preexec_fn=kafka_local.die_with_parent,  # noqa: PLW1509 - prctl only, async-signal-safe
         )
+        STARTED.append(self)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

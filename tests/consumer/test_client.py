@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from consumer.client import AckTimeout, DurableProducer, EventRejected, InvalidEvent
-from consumer.events import SignalEvent
 from consumer_fixtures import PARTITIONS, Topics
 from service_helpers import dump, end_offsets, event
+
+from consumer.client import AckTimeout, DurableProducer, EventRejected, InvalidEvent
+from consumer.events import SignalEvent
 
 pytestmark = pytest.mark.kafka
 
