@@ -60,6 +60,16 @@ def _check_int(field: str, value: object, low: int, high: int, index: int | None
 
 def validate_record(record: EventRecord, index: int | None = None) -> None:
     """Raise InvalidRecord naming the first bad field of one record."""
+    if (type(record) is EventRecord and type(record[0]) is int and type(record[1]) is int
+            and type(record[3]) is int and type(record[2]) is float and record[4] is None
+            and 0 <= record[0] <= U64_MAX and 0 <= record[1] <= U16_MAX and 0 <= record[3] <= U64_MAX
+            and math.isfinite(record[2])):
+        source = record[5]
+        if source is None or (type(source) is SourcePosition and type(source[0]) is str
+                              and 0 < len(source[0]) <= MAX_TOPIC_BYTES // 4
+                              and type(source[1]) is int and 0 <= source[1] <= I32_MAX
+                              and type(source[2]) is int and 0 <= source[2] <= I64_MAX):
+            return  # the common case, checked in one expression
     if not isinstance(record, EventRecord):
         raise InvalidRecord("record", record, "must be a walcore.EventRecord", index)
     _check_int("entity_id", record.entity_id, 0, U64_MAX, index)

@@ -133,12 +133,13 @@ class Wal:
         return future.result()
 
     def _submit(self, item: Submission | Control) -> None:
-        with self._state:
-            if self._closed:
-                raise WalClosed(f"WAL {self.directory} is closed")
-            if self._writer.failure is not None:
-                raise self._writer.failure
-            self._writer.submit(item)
+        # No lock on this hot path: a submission that races past close() is failed with
+        # WalClosed by the writer's stop(), never left unresolved.
+        if self._closed:
+            raise WalClosed(f"WAL {self.directory} is closed")
+        if self._writer.failure is not None:
+            raise self._writer.failure
+        self._writer.submit(item)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -213,7 +214,7 @@ class Wal:
             if self._closed:
                 return
             self._closed = True
-        self._writer.stop()
+        self._writer.stop(WalClosed(f"WAL {self.directory} was closed before this append was taken"))
         self._writer.segment.close()
         self._lock.release()
 
