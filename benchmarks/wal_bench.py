@@ -101,7 +101,7 @@ def bench_threads(directory: Path, threads: int, per_thread: int, repeats: int) 
         with Wal.open(wal_dir, WalConfig()) as wal:
             barrier = threading.Barrier(threads + 1)
 
-            def work(records: list[EventRecord]) -> None:
+            def work(records: list[EventRecord], barrier: threading.Barrier = barrier) -> None:
                 barrier.wait()
                 futures = [wal.append(record) for record in records]
                 for future in futures:
