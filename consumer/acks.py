@@ -7,7 +7,8 @@ Key ``"<topic>:<partition>"``; value (JSON)::
      "duplicates": [[offset, original_seq], ...],
      "rejected": [[offset, "reason"], ...]}
 
-Every consumed offset of the batch is in exactly one list. An ``acked`` run maps
+Every consumed offset of the batch is in exactly one list (a rejected record is not in
+the WAL, so the three lists partition the offsets). An ``acked`` run maps
 consecutive offsets to consecutive seqs; a Kafka redelivery is acked again there with
 its original seq. ``duplicates`` are producer retries (same event_id or content).
 Pure: outcomes in, (key, value) bytes out.
@@ -16,48 +17,41 @@ Pure: outcomes in, (key, value) bytes out.
 from __future__ import annotations
 
 import json
-from typing import NamedTuple
+from collections.abc import Sequence
+
+from walcore import AppendResult
 
 ACK_VERSION = 1
 
 
-class Outcome(NamedTuple):
-    """What became of one consumed record: kind is "acked", "duplicate" or "rejected"."""
+def build_ack(wal_id: str, topic: str, partition: int, offsets: Sequence[int], results: Sequence[AppendResult],
+              *, rejected: Sequence[tuple[int, str]]) -> tuple[bytes, bytes]:
+    """The ack of one partition's share of a batch.
 
-    topic: str
-    partition: int
-    offset: int
-    kind: str
-    seq: int = 0
-    reason: str = ""
-
-
-def build_acks(wal_id: str, outcomes: list[Outcome]) -> list[tuple[bytes, bytes]]:
-    """Group outcomes per partition (offset order) into compact ack messages."""
-    by_partition: dict[tuple[str, int], list[Outcome]] = {}
-    for outcome in outcomes:
-        by_partition.setdefault((outcome.topic, outcome.partition), []).append(outcome)
-    messages = []
-    for (topic, partition), items in by_partition.items():
-        items.sort(key=lambda o: o.offset)
-        acked: list[list[int]] = []
-        duplicates: list[list[int]] = []
-        rejected: list[list[int | str]] = []
-        for item in items:
-            if item.kind == "acked":
-                last = acked[-1] if acked else None
-                if last is not None and item.offset == last[1] + 1 and item.seq == last[2] + item.offset - last[0]:
-                    last[1] = item.offset
-                else:
-                    acked.append([item.offset, item.offset, item.seq])
-            elif item.kind == "duplicate":
-                duplicates.append([item.offset, item.seq])
+    ``offsets[i]`` was stored (or recognised) as ``results[i]``; ``rejected`` lists
+    (offset, reason) of what went to the DLQ. Offsets ascend, as Kafka delivers them.
+    """
+    acked: list[list[int]] = []
+    duplicates: list[list[int]] = []
+    count = len(results)
+    if (count and offsets[-1] - offsets[0] == count - 1
+            and [r[0] for r in results] == list(range(results[0][0], results[0][0] + count))
+            and not any(r[1] and not r[2] for r in results)):
+        # The common case in O(1) lists: consecutive offsets stored as consecutive seqs.
+        acked.append([offsets[0], offsets[-1], results[0][0]])
+    else:
+        for offset, (seq, duplicate, redelivery) in zip(offsets, results):
+            if duplicate and not redelivery:
+                duplicates.append([offset, seq])
+                continue
+            last = acked[-1] if acked else None
+            if last is not None and offset == last[1] + 1 and seq == last[2] + offset - last[0]:
+                last[1] = offset
             else:
-                rejected.append([item.offset, item.reason])
-        value = {"v": ACK_VERSION, "wal_id": wal_id, "topic": topic, "partition": partition,
-                 "acked": acked, "duplicates": duplicates, "rejected": rejected}
-        messages.append((f"{topic}:{partition}".encode(), json.dumps(value, separators=(",", ":")).encode()))
-    return messages
+                acked.append([offset, offset, seq])
+    value = {"v": ACK_VERSION, "wal_id": wal_id, "topic": topic, "partition": partition,
+             "acked": acked, "duplicates": duplicates, "rejected": [[o, r] for o, r in rejected]}
+    return f"{topic}:{partition}".encode(), json.dumps(value, separators=(",", ":")).encode()
 
 
 def parse_ack(value: bytes) -> dict:

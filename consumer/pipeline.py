@@ -22,7 +22,7 @@ from typing import Any
 
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from consumer.acks import Outcome, build_acks
+from consumer.acks import build_ack
 from consumer.dlq import dead_letter
 from consumer.events import Decoder, Rejected
 from walcore import EventRecord, Wal
@@ -60,42 +60,44 @@ class Pipeline:
         decode = self._decoder.decode
         send = self._producer.send
         records: list[EventRecord] = []
-        outcomes: list[Outcome] = []
+        # per partition: (tp, index of its first record in `records`, its offsets, its rejects)
+        shares: list[tuple[TopicPartition, int, list[int], list[tuple[int, str]]]] = []
         deliveries = []
         report = BatchReport(offsets={})
         for tp, messages in polled.items():
             report.consumed += len(messages)
             report.offsets[tp] = OffsetAndMetadata(messages[-1].offset + 1, "", -1)
+            first = len(records)
+            offsets: list[int] = []
+            rejected: list[tuple[int, str]] = []
             for message in messages:
-                result = decode(message.value, message.topic, message.partition, message.offset)
+                result = decode(message.value, tp.topic, tp.partition, message.offset)
                 if type(result) is Rejected:
                     letter = dead_letter(message, result.reason)
                     deliveries.append(send(self._dlq_topic, key=letter.key, value=letter.value,
                                            headers=letter.headers))
-                    outcomes.append(Outcome(message.topic, message.partition, message.offset, "rejected",
-                                            reason=result.reason))
-                    report.reject_reasons.append(result.reason)
+                    rejected.append((message.offset, result.reason))
                 else:
                     records.append(result)
-        report.rejected = len(deliveries)
+                    offsets.append(message.offset)
+            shares.append((tp, first, offsets, rejected))
+            report.rejected += len(rejected)
+            report.reject_reasons += [reason for _, reason in rejected]
 
         results = self._wal.append_batch(records)  # returns after the fsync
         self._batches += 1
         if self._batches == _CRASH_AFTER_FSYNC:
             os.kill(os.getpid(), signal.SIGKILL)
 
-        for record, result in zip(records, results):
-            source = record.source
-            assert source is not None
-            if result.duplicate and not result.redelivery:
-                outcomes.append(Outcome(source.topic, source.partition, source.offset, "duplicate", result.seq))
-                report.duplicates += 1
-            else:
-                outcomes.append(Outcome(source.topic, source.partition, source.offset, "acked", result.seq))
-                report.redeliveries += result.redelivery
-                report.stored += not result.duplicate
-        for key, value in build_acks(self._wal.wal_id, outcomes):
+        wal_id = self._wal.wal_id
+        for tp, first, offsets, rejected in shares:
+            share = results[first:first + len(offsets)]
+            key, value = build_ack(wal_id, tp.topic, tp.partition, offsets, share, rejected=rejected)
             deliveries.append(send(self._reply_topic, key=key, value=value))
+        duplicates = sum(1 for r in results if r.duplicate)
+        report.redeliveries = sum(1 for r in results if r.redelivery)
+        report.duplicates = duplicates - report.redeliveries
+        report.stored = len(results) - duplicates
         self._producer.flush()
         failed = [d.exception for d in deliveries if d.failed()]
         if failed:
