@@ -1,0 +1,139 @@
+"""Send → durable-ack latency through DurableProducer at a steady offered load.
+
+A real broker, the real service (`tidal-consumer run`), one DurableProducer sending at a
+fixed rate (default 5,000 events/s for 30 s, paced in 10 ms ticks). Each event's latency
+is from just before ``send`` to its future resolving with a durable seq. Prints p50, p95,
+p99 and max, and the achieved rate; baseline in the same run: the plain Kafka produce
+round trip (send → broker ack) of the same events, which is the floor any durable ack
+sits on. JSON in benchmarks/results/ack_latency.json.
+
+Run: .venv/bin/python benchmarks/ack_latency.py [--rate 5000] [--seconds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import kafka_local  # noqa: E402
+from kafka import KafkaProducer  # noqa: E402
+from kafka.admin import KafkaAdminClient, NewTopic  # noqa: E402
+
+from consumer.client import DurableProducer  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BIN = Path(sys.executable).parent
+TICK_S = 0.010
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def summary(latencies: list[float], sent: int, elapsed: float) -> dict:
+    ms = sorted(x * 1000 for x in latencies)
+    return {"events": sent, "resolved": len(ms), "achieved_rate_per_s": round(sent / elapsed),
+            "p50_ms": round(percentile(ms, 0.50), 2), "p95_ms": round(percentile(ms, 0.95), 2),
+            "p99_ms": round(percentile(ms, 0.99), 2), "max_ms": round(ms[-1], 2)}
+
+
+def paced(rate: int, seconds: float, send_one: object) -> tuple[int, float]:
+    """Call send_one(i) at ``rate`` per second, in 10 ms ticks, for ``seconds``."""
+    per_tick = max(1, round(rate * TICK_S))
+    ticks = int(seconds / TICK_S)
+    started = time.perf_counter()
+    sent = 0
+    for tick in range(ticks):
+        for _ in range(per_tick):
+            send_one(sent)  # type: ignore[operator]
+            sent += 1
+        # Pacing a load generator: wait for the next tick's start time.
+        delay = started + (tick + 1) * TICK_S - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+    return sent, time.perf_counter() - started
+
+
+def event(i: int, now: int) -> dict:
+    return {"entity_id": i, "signal_type": "view", "weight": 1.0, "timestamp_nanos": now + i}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=int, default=5000)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="acklat-"))
+    with kafka_local.session_broker() as (bootstrap, _broker):
+        topic = f"lat-{uuid.uuid4().hex[:6]}"
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        admin.create_topics([NewTopic(topic, 4, 1), NewTopic(f"{topic}.acks", 4, 1), NewTopic(f"{topic}.dlq", 1, 1)])
+        admin.close()
+        now = time.time_ns()
+
+        # Baseline: plain produce round trip of the same load.
+        plain = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        base_lat: list[float] = []
+
+        def plain_send(i: int) -> None:
+            t0 = time.perf_counter()
+            plain.send(f"{topic}-plain", value=json.dumps(event(i, now)).encode()).add_callback(
+                lambda _m: base_lat.append(time.perf_counter() - t0))
+
+        sent, elapsed = paced(args.rate, min(args.seconds, 10.0), plain_send)
+        plain.flush()
+        plain.close()
+        baseline = summary(base_lat, sent, elapsed)
+
+        log = (workdir / "service.log").open("wb")
+        service = subprocess.Popen(
+            [str(BIN / "tidal-consumer"), "run", "--bootstrap-servers", bootstrap, "--topic", topic,
+             "--group-id", f"g-{topic}", "--reply-topic", f"{topic}.acks", "--dlq-topic", f"{topic}.dlq",
+             "--wal-dir", str(workdir / "wal")],
+            stdout=log, stderr=subprocess.STDOUT, preexec_fn=kafka_local.die_with_parent)  # noqa: PLW1509
+        try:
+            with DurableProducer(bootstrap, topic, f"{topic}.acks", ack_timeout=60) as producer:
+                # Warm-up: the first ack also waits for the service's group join.
+                producer.send_and_wait(event(10**9, now), timeout=60)
+                latencies: list[float] = []
+                futures = []
+
+                def durable_send(i: int) -> None:
+                    t0 = time.perf_counter()
+                    future = producer.send(event(i, now))
+                    future.add_done_callback(lambda _f: latencies.append(time.perf_counter() - t0))
+                    futures.append(future)
+
+                sent, elapsed = paced(args.rate, args.seconds, durable_send)
+                for future in futures:
+                    future.result(timeout=60)
+            durable = summary(latencies, sent, elapsed)
+        finally:
+            service.terminate()
+            service.wait(timeout=60)
+            log.close()
+    shutil.rmtree(workdir, ignore_errors=True)
+    results = {"offered_rate_per_s": args.rate, "seconds": args.seconds, "durable_ack": durable,
+               "baseline_plain_produce_ack": baseline}
+    print(f"offered {args.rate:,}/s for {args.seconds:.0f}s: achieved {durable['achieved_rate_per_s']:,}/s, "
+          f"{durable['resolved']:,} of {durable['events']:,} resolved")
+    print(f"send -> durable ack: p50 {durable['p50_ms']} ms, p95 {durable['p95_ms']} ms, "
+          f"p99 {durable['p99_ms']} ms, max {durable['max_ms']} ms")
+    print(f"baseline send -> broker ack (acks=all): p50 {baseline['p50_ms']} ms, p99 {baseline['p99_ms']} ms")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "ack_latency.json").write_text(json.dumps(results, indent=2))
+    print(f"results: {RESULTS / 'ack_latency.json'}")
+
+
+if __name__ == "__main__":
+    main()
