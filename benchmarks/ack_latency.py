@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -106,17 +107,33 @@ def main() -> None:
                 # Warm-up: the first ack also waits for the service's group join.
                 producer.send_and_wait(event(10**9, now), timeout=60)
                 latencies: list[float] = []
-                futures = []
+                failures: list[BaseException] = []
+                lock = threading.Lock()
+                all_done = threading.Event()
+                expected = [0]
 
+                def done(t0: float, future: object) -> None:
+                    latencies.append(time.perf_counter() - t0)
+                    if future.exception() is not None:  # type: ignore[attr-defined]
+                        failures.append(future.exception())  # type: ignore[attr-defined]
+                    with lock:
+                        if len(latencies) == expected[0]:
+                            all_done.set()
+
+                # Futures are not kept: holding 150,000 of them (each with a Condition and locks)
+                # would make every full GC pass of this process walk millions of objects, and
+                # those pauses would be measured as ack latency.
                 def durable_send(i: int) -> None:
                     t0 = time.perf_counter()
-                    future = producer.send(event(i, now))
-                    future.add_done_callback(lambda _f: latencies.append(time.perf_counter() - t0))
-                    futures.append(future)
+                    producer.send(event(i, now)).add_done_callback(lambda f, t0=t0: done(t0, f))
 
                 sent, elapsed = paced(args.rate, args.seconds, durable_send)
-                for future in futures:
-                    future.result(timeout=60)
+                with lock:
+                    expected[0] = sent
+                    if len(latencies) == sent:
+                        all_done.set()
+                if not all_done.wait(timeout=120) or failures:
+                    raise RuntimeError(f"{len(latencies)} of {sent} resolved; failures: {failures[:3]}")
             durable = summary(latencies, sent, elapsed)
         finally:
             service.terminate()

@@ -4,10 +4,10 @@ Two generations of ``key -> seq``. A key is a duplicate while it is in either. T
 current generation becomes the previous one every ``window`` nanoseconds (or when it
 holds ``max_keys // 2`` keys, which bounds memory at high rates), and the previous one
 is dropped. So a stored key is recognised for at least ``window`` (unless the key cap
-rotates first) and at most twice that. Keys: the ``event_id`` when the event has one,
-else the content tuple ``(entity_id, signal_type, weight, timestamp_nanos)``; the two
-kinds never compare equal (str vs tuple). No hashing down to a digest: a collision
-would silently drop someone's event.
+rotates first) and at most twice that. Keys (walcore.format._dedup_keys): the ``event_id``
+(str) when the event has one, else ``(entity_id, signal_type, weight, timestamp_nanos)``
+packed into 26 bytes; the two kinds never compare equal. The whole content is the key,
+never a digest of it: a collision would silently drop someone's event.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class DedupWindow:
         seq = self._current.get(key)
         return self._previous.get(key) if seq is None else seq
 
-    def isdisjoint(self, keys: list[Hashable]) -> bool:
+    def isdisjoint(self, keys: Iterable[Hashable]) -> bool:
         """True when none of ``keys`` is a duplicate (one C-level pass per generation)."""
         return self._current.keys().isdisjoint(keys) and self._previous.keys().isdisjoint(keys)
 
@@ -47,7 +47,7 @@ class DedupWindow:
             self._started = now_ns
 
     def add(self, keys: dict[Hashable, int]) -> None:
-        self._current.update(keys)
+        self._current.update(keys)  # dict-to-dict: reuses the stored hashes
 
     def preload(self, keys: Iterable[tuple[Hashable, int]]) -> None:
         """Recovery: keys stored within the last window go into the previous generation,

@@ -1,8 +1,8 @@
 """The values that flow through the WAL, and the range checks they must pass.
 
-Records are NamedTuples: cheap to build at a million a second, and a record's first
-four fields (``record[:4]``) are its content, which is the dedup key of an event
-without an ``event_id``.
+Records are NamedTuples: cheap to build at a million a second. A record's first four
+fields are its content, which (packed, walcore.format.CONTENT_KEY) is the dedup key of
+an event without an ``event_id``.
 """
 
 from __future__ import annotations

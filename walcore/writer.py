@@ -31,7 +31,7 @@ from typing import Any
 
 from walcore.dedup import DedupWindow
 from walcore.errors import WalFailed
-from walcore.format import EncodedBody, encode_body, encode_frame
+from walcore.format import CONTENT_KEY, EncodedBody, encode_body, encode_frame
 from walcore.records import AppendResult, EventRecord
 from walcore.segment import ActiveSegment
 from walcore.sources import SourceIndex
@@ -172,6 +172,7 @@ class Writer:
         last_offset = sources.last_offset
         window_get = self.dedup.get
         keys_get = batch_keys.get
+        content_key = CONTENT_KEY.pack
         new_result = tuple.__new__  # NamedTuple's own __new__ is Python code: 3x slower
         for submission in group:
             results = []
@@ -184,7 +185,7 @@ class Writer:
                         append_result(AppendResult(seq, True, True))
                         continue
                 event_id = record[4]
-                key = record[:4] if event_id is None else event_id
+                key = content_key(record[0], record[1], record[2], record[3]) if event_id is None else event_id
                 seq = keys_get(key)
                 if seq is None:
                     seq = window_get(key)
@@ -223,16 +224,16 @@ class Writer:
         # Offsets rise within a run, so a run starting past what is stored holds no redelivery.
         if any(run.first_offset <= last_offset(run.topic, run.partition) for run in body.runs):
             return False
-        keys = body.keys
-        if len(set(keys)) != len(keys) or not self.dedup.isdisjoint(keys):
+        count = body.count
+        fresh = dict(zip(body.keys, range(base_seq, base_seq + count)))
+        if len(fresh) != count or not self.dedup.isdisjoint(fresh):
             return False
         try:
             self._write(encode_frame(body, base_seq, now), base_seq)
         except OSError as exc:
             self._fail([submission], exc)
             return True
-        count = body.count
-        self.dedup.add(dict(zip(keys, range(base_seq, base_seq + count))))
+        self.dedup.add(fresh)
         for run in body.runs:
             self.sources.add(run.topic, run.partition, run.first_offset, run.count, base_seq + run.first_index)
         self.next_seq = base_seq + count
