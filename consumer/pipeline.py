@@ -1,16 +1,15 @@
-"""One poll, made durable: decode → DLQ → WAL (fsync) → acks → flush → offsets to commit.
+"""One poll, made durable: decode → DLQ → WAL (fsync) → acks, and the offsets to commit.
 
 The order is the invariants (ARCHITECTURE 1, 2, 5):
 
 * DLQ messages are handed to the producer first, so their network round trip overlaps
   the WAL fsync; acks only once ``append_batch`` has returned, i.e. after the fsync.
-* ``producer.flush()`` then waits for both, and any failed delivery raises: no offset
-  is returned for commit unless every record is in the WAL or the DLQ, and its ack is
-  on the broker. A crash anywhere before the commit means redelivery, which the WAL
-  recognises by source position (acked again with the original seq, stored once).
-
-Committing is the caller's step (consumer.service), kept separate so that "commit
-only after durable" is visible in the shape of the code.
+* The batch's deliveries (acks and dead letters) are returned with its offsets. The
+  caller (consumer.service) commits those offsets only once every delivery has
+  succeeded (``settled(report)``), so no offset is committed unless every record is
+  in the WAL or the DLQ and its ack is on the broker. A crash anywhere before the commit
+  means redelivery, which the WAL recognises by source position (acked again with the
+  original seq, stored once).
 """
 
 from __future__ import annotations
@@ -39,6 +38,7 @@ class DeliveryFailed(RuntimeError):
 @dataclass
 class BatchReport:
     offsets: dict[TopicPartition, OffsetAndMetadata]
+    deliveries: list[Any] = field(default_factory=list)  # kafka-python send futures
     consumed: int = 0
     stored: int = 0
     duplicates: int = 0
@@ -98,9 +98,17 @@ class Pipeline:
         report.redeliveries = sum(1 for r in results if r.redelivery)
         report.duplicates = duplicates - report.redeliveries
         report.stored = len(results) - duplicates
-        self._producer.flush()
-        failed = [d.exception for d in deliveries if d.failed()]
-        if failed:
-            raise DeliveryFailed(f"{len(failed)} of {len(deliveries)} ack/DLQ messages were not delivered "
-                                 f"(first: {failed[0]!r}); nothing of this batch is committed")
+        report.deliveries = deliveries
         return report
+
+
+def settled(report: BatchReport) -> bool:
+    """True when every ack/DLQ delivery of the batch is done; raises DeliveryFailed if any
+    failed (then nothing of the batch may be committed)."""
+    if not all(d.is_done for d in report.deliveries):
+        return False
+    failed = [d.exception for d in report.deliveries if d.failed()]
+    if failed:
+        raise DeliveryFailed(f"{len(failed)} of {len(report.deliveries)} ack/DLQ messages were not delivered "
+                             f"(first: {failed[0]!r}); nothing of this batch is committed")
+    return True

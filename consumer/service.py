@@ -13,6 +13,7 @@ import logging
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -24,7 +25,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from consumer.config import Settings
 from consumer.events import Decoder
 from consumer.metrics import Metrics
-from consumer.pipeline import DeliveryFailed, Pipeline
+from consumer.pipeline import BatchReport, DeliveryFailed, Pipeline, settled
 from walcore import Wal, WalCorruption, WalFailed, WalLocked
 
 log = logging.getLogger("tidal.consumer")
@@ -34,6 +35,7 @@ EXIT_OK = 0
 EXIT_WAL_UNUSABLE = 2
 EXIT_WAL_FATAL = 3
 EXIT_DELIVERY = 4
+MAX_INFLIGHT_BATCHES = 4
 
 
 class Backoff:
@@ -56,8 +58,9 @@ class Backoff:
 
 
 class Reconcile(ConsumerRebalanceListener):
-    """kafka-python 2.x calls this inside poll(), on the service thread. Every batch is
-    committed before the next poll, so at revocation nothing is in flight.
+    """kafka-python 2.x calls this inside poll(), on the service thread, between batches:
+    at revocation the service drains (flushes acks, commits synchronously) every batch
+    still in flight before the partitions go.
 
     On assignment the positions come from the committed offsets (or ``earliest``), and
     deliberately never skip ahead to what the WAL holds: records the WAL stored but
@@ -70,7 +73,8 @@ class Reconcile(ConsumerRebalanceListener):
         self._service = service
 
     def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        log.info("partitions revoked: %s (every consumed batch is already committed)", _names(revoked))
+        self._service.drain()
+        log.info("partitions revoked: %s (every consumed batch acked and committed first)", _names(revoked))
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("partitions assigned: %s", _names(assigned))
@@ -80,6 +84,12 @@ class Reconcile(ConsumerRebalanceListener):
             if last is not None:
                 log.info("%s:%d: the WAL holds offsets up to %d; any of them consumed again is acked with "
                          "its original seq, not stored twice", tp.topic, tp.partition, last)
+
+
+def _async_commit_done(offsets: dict[TopicPartition, OffsetAndMetadata], response: object) -> None:
+    if isinstance(response, Exception):
+        # The next commit (async, or the drain's sync one) covers these offsets.
+        log.warning("async offset commit failed (%r); a later commit covers it", response)
 
 
 def _names(partitions: set[TopicPartition]) -> str:
@@ -93,6 +103,9 @@ class Service:
         self.wal: Wal
         self.consumer: Any = None
         self.producer: Any = None
+        # Batches made durable whose acks may still be on their way; committed in order
+        # once settled. Pipelining this saves two broker round trips per batch.
+        self._inflight: deque[BatchReport] = deque()
 
     def request_stop(self, signum: int = 0, _frame: object = None) -> None:
         if signum:
@@ -155,13 +168,22 @@ class Service:
         code = EXIT_OK
         try:
             while not self.stop.is_set():
-                polled = self.consumer.poll(timeout_ms=settings.poll_timeout_ms,
+                # With batches in flight, do not wait for new records: if none are there,
+                # finishing (acking, committing) the in-flight ones comes first.
+                polled = self.consumer.poll(timeout_ms=0 if self._inflight else settings.poll_timeout_ms,
                                             max_records=settings.max_poll_records)
                 if polled:
                     report = pipeline.process(polled)
-                    self._commit(report.offsets)
                     metrics.record(report)
+                    self._inflight.append(report)
+                    if len(self._inflight) > MAX_INFLIGHT_BATCHES:
+                        self.drain()  # back-pressure: acks are not keeping up
+                    else:
+                        self._commit_settled()
+                elif self._inflight:
+                    self.drain()  # idle: finish what is in flight now
                 metrics.maybe_log(self.consumer)
+            self.drain()
         except (WalFailed, WalCorruption) as exc:
             log.critical("fatal WAL error, nothing of the batch is committed: %s", exc)
             code = EXIT_WAL_FATAL
@@ -174,6 +196,27 @@ class Service:
             self.consumer.close(autocommit=False)
             self.producer.close()
         return code
+
+    def _commit_settled(self) -> None:
+        """Commit (async) the offsets of the leading batches whose deliveries all succeeded."""
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        while self._inflight and settled(self._inflight[0]):
+            offsets.update(self._inflight.popleft().offsets)  # later batches carry higher offsets
+        if offsets:
+            self.consumer.commit_async(offsets, callback=_async_commit_done)
+
+    def drain(self) -> None:
+        """Flush every ack and dead letter in flight, then commit synchronously."""
+        if not self._inflight:
+            return
+        self.producer.flush()
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        while self._inflight:
+            report = self._inflight[0]
+            if not settled(report):
+                raise DeliveryFailed("an ack/DLQ delivery is still pending after flush(); nothing of it is committed")
+            offsets.update(self._inflight.popleft().offsets)
+        self._commit(offsets)
 
     def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
         backoff = Backoff(self.stop, first=0.1, cap=5.0)
