@@ -1,5 +1,9 @@
 """One poll, made durable: decode → DLQ → WAL (fsync) → acks, and the offsets to commit.
 
+``stage`` decodes and submits to the WAL; ``complete`` waits for the fsync and sends the
+acks. The service stages poll N+1 before completing poll N, so the WAL's write and fsync
+of one batch overlap the network wait for the next.
+
 The order is the invariants (ARCHITECTURE 1, 2, 5):
 
 * DLQ messages are handed to the producer first, so their network round trip overlaps
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import os
 import signal
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +29,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from consumer.acks import build_ack
 from consumer.dlq import dead_letter
 from consumer.events import Decoder, Rejected
-from walcore import EventRecord, Wal
+from walcore import AppendResult, EventRecord, Wal
 
 # Test-only crash point: TIDAL_TEST_CRASH_AFTER_FSYNC=N kills the process with SIGKILL
 # right after the N-th batch's fsync, before acks and commit. Read once at import.
@@ -47,6 +52,13 @@ class BatchReport:
     reject_reasons: list[str] = field(default_factory=list)
 
 
+@dataclass
+class StagedBatch:
+    report: BatchReport
+    shares: list[tuple[TopicPartition, int, list[int], list[tuple[int, str]]]]
+    wal_results: Future[list[AppendResult]]
+
+
 class Pipeline:
     def __init__(self, wal: Wal, decoder: Decoder, producer: Any, *, reply_topic: str, dlq_topic: str) -> None:
         self._wal = wal
@@ -56,13 +68,14 @@ class Pipeline:
         self._dlq_topic = dlq_topic
         self._batches = 0
 
-    def process(self, polled: dict[TopicPartition, list[Any]]) -> BatchReport:
+    def stage(self, polled: dict[TopicPartition, list[Any]]) -> StagedBatch:
+        """Decode a poll, hand rejects to the DLQ and the rest to the WAL (not waiting for
+        the fsync: the caller polls its next batch meanwhile)."""
         decode = self._decoder.decode
         send = self._producer.send
         records: list[EventRecord] = []
         # per partition: (tp, index of its first record in `records`, its offsets, its rejects)
         shares: list[tuple[TopicPartition, int, list[int], list[tuple[int, str]]]] = []
-        deliveries = []
         report = BatchReport(offsets={})
         for tp, messages in polled.items():
             report.consumed += len(messages)
@@ -74,8 +87,8 @@ class Pipeline:
                 result = decode(message.value, tp.topic, tp.partition, message.offset)
                 if type(result) is Rejected:
                     letter = dead_letter(message, result.reason)
-                    deliveries.append(send(self._dlq_topic, key=letter.key, value=letter.value,
-                                           headers=letter.headers))
+                    report.deliveries.append(send(self._dlq_topic, key=letter.key, value=letter.value,
+                                                  headers=letter.headers))
                     rejected.append((message.offset, result.reason))
                 else:
                     records.append(result)
@@ -83,22 +96,24 @@ class Pipeline:
             shares.append((tp, first, offsets, rejected))
             report.rejected += len(rejected)
             report.reject_reasons += [reason for _, reason in rejected]
+        return StagedBatch(report, shares, self._wal.submit_batch(records))
 
-        results = self._wal.append_batch(records)  # returns after the fsync
+    def complete(self, staged: StagedBatch) -> BatchReport:
+        """Wait for the batch's fsync, then publish its acks (not waiting for them)."""
+        results = staged.wal_results.result()  # returns after the fsync; raises WalFailed
         self._batches += 1
         if self._batches == _CRASH_AFTER_FSYNC:
             os.kill(os.getpid(), signal.SIGKILL)
-
+        report = staged.report
         wal_id = self._wal.wal_id
-        for tp, first, offsets, rejected in shares:
+        for tp, first, offsets, rejected in staged.shares:
             share = results[first:first + len(offsets)]
             key, value = build_ack(wal_id, tp.topic, tp.partition, offsets, share, rejected=rejected)
-            deliveries.append(send(self._reply_topic, key=key, value=value))
+            report.deliveries.append(self._producer.send(self._reply_topic, key=key, value=value))
         duplicates = sum(1 for r in results if r.duplicate)
         report.redeliveries = sum(1 for r in results if r.redelivery)
         report.duplicates = duplicates - report.redeliveries
         report.stored = len(results) - duplicates
-        report.deliveries = deliveries
         return report
 
 

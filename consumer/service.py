@@ -25,7 +25,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from consumer.config import Settings
 from consumer.events import Decoder
 from consumer.metrics import Metrics
-from consumer.pipeline import BatchReport, DeliveryFailed, Pipeline, settled
+from consumer.pipeline import BatchReport, DeliveryFailed, Pipeline, StagedBatch, settled
 from walcore import Wal, WalCorruption, WalFailed, WalLocked
 
 log = logging.getLogger("tidal.consumer")
@@ -106,6 +106,8 @@ class Service:
         # Batches made durable whose acks may still be on their way; committed in order
         # once settled. Pipelining this saves two broker round trips per batch.
         self._inflight: deque[BatchReport] = deque()
+        self._staged: StagedBatch | None = None  # submitted to the WAL, acks not yet sent
+        self._pipeline: Pipeline
 
     def request_stop(self, signum: int = 0, _frame: object = None) -> None:
         if signum:
@@ -154,9 +156,10 @@ class Service:
             self.producer.close()
             return EXIT_OK
         self.consumer.subscribe(settings.topics, listener=Reconcile(self))
-        pipeline = Pipeline(self.wal, Decoder(settings.schema(), settings.max_message_bytes), self.producer,
-                            reply_topic=settings.reply_topic, dlq_topic=settings.dlq_topic)
-        metrics = Metrics(settings.metrics_interval_s)
+        self._pipeline = pipeline = Pipeline(
+            self.wal, Decoder(settings.schema(), settings.max_message_bytes), self.producer,
+            reply_topic=settings.reply_topic, dlq_topic=settings.dlq_topic)
+        self._metrics = metrics = Metrics(settings.metrics_interval_s)
         log.info("consuming %s as group %s into WAL %s (%s); acks to %s, rejects to %s",
                  ",".join(settings.topics), settings.group_id, settings.wal_dir, self.wal.wal_id,
                  settings.reply_topic, settings.dlq_topic)
@@ -168,20 +171,20 @@ class Service:
         code = EXIT_OK
         try:
             while not self.stop.is_set():
-                # With batches in flight, do not wait for new records: if none are there,
-                # finishing (acking, committing) the in-flight ones comes first.
-                polled = self.consumer.poll(timeout_ms=0 if self._inflight else settings.poll_timeout_ms,
+                # With work in flight, do not wait for new records: if none are there,
+                # finishing (acking, committing) what is in flight comes first.
+                busy = self._staged is not None or bool(self._inflight)
+                polled = self.consumer.poll(timeout_ms=0 if busy else settings.poll_timeout_ms,
                                             max_records=settings.max_poll_records)
-                if polled:
-                    report = pipeline.process(polled)
-                    metrics.record(report)
-                    self._inflight.append(report)
-                    if len(self._inflight) > MAX_INFLIGHT_BATCHES:
-                        self.drain()  # back-pressure: acks are not keeping up
-                    else:
-                        self._commit_settled()
-                elif self._inflight:
-                    self.drain()  # idle: finish what is in flight now
+                # Stage the new poll before completing the previous one: its WAL write and
+                # fsync ran while this poll waited on the network.
+                staged = pipeline.stage(polled) if polled else None
+                self._complete_staged()
+                self._staged = staged
+                if not polled or len(self._inflight) > MAX_INFLIGHT_BATCHES:
+                    self.drain()  # idle, or acks not keeping up (back-pressure)
+                else:
+                    self._commit_settled()
                 metrics.maybe_log(self.consumer)
             self.drain()
         except (WalFailed, WalCorruption) as exc:
@@ -205,8 +208,17 @@ class Service:
         if offsets:
             self.consumer.commit_async(offsets, callback=_async_commit_done)
 
+    def _complete_staged(self) -> None:
+        if self._staged is not None:
+            staged, self._staged = self._staged, None
+            report = self._pipeline.complete(staged)
+            self._metrics.record(report)
+            self._inflight.append(report)
+
     def drain(self) -> None:
-        """Flush every ack and dead letter in flight, then commit synchronously."""
+        """Complete the staged batch, flush every ack and dead letter in flight, then
+        commit synchronously."""
+        self._complete_staged()
         if not self._inflight:
             return
         self.producer.flush()

@@ -125,12 +125,19 @@ class Wal:
         """Append a caller-formed batch as one group commit; returns after the fsync,
         with one result per record, in order. Validates the whole batch first: an
         invalid record raises InvalidRecord and nothing of the batch is written."""
+        return self.submit_batch(records).result()
+
+    def submit_batch(self, records: Sequence[EventRecord]) -> Future[list[AppendResult]]:
+        """``append_batch`` without waiting: the future resolves after the fsync. Lets a
+        caller prepare its next batch while this one is written. Batches are committed
+        in submission order, each as its own frame."""
         records = list(records)
-        if not records:
-            return []
         future: Future[list[AppendResult]] = Future()
+        if not records:
+            future.set_result([])
+            return future
         self._submit(Submission(records, future, single=False, body=_encode_checked(records)))
-        return future.result()
+        return future
 
     def _submit(self, item: Submission | Control) -> None:
         # No lock on this hot path: a submission that races past close() is failed with

@@ -3,10 +3,10 @@
 Batch formation (the seed's, with one change):
 
 1. Block until a submission arrives.
-2. A single ``append`` waits up to ``batch_timeout`` for more, until ``batch_size``
-   records are gathered. An ``append_batch`` is already a batch its caller formed, so
-   it is committed at once, together with whatever is already queued (never waiting
-   for more: a consumer's poll should not pay the timeout).
+2. A single ``append`` waits up to ``batch_timeout`` for more single appends, until
+   ``batch_size`` records are gathered. An ``append_batch`` is already a batch its
+   caller formed: it is committed at once, as its own frame (never waiting for more: a
+   consumer's poll should not pay the timeout, and its records keep the bulk path).
 3. Dedup (source position, then the window), encode one frame, write, fdatasync.
 4. Only then: indexes updated, futures resolved with their seqs.
 
@@ -72,6 +72,7 @@ class Writer:
         self._batch_timeout = batch_timeout
         self._clock = clock
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._carried: Submission | None = None  # a batch that ended a gathering of singles
         self.failure: WalFailed | None = None
         self._thread = threading.Thread(target=self._run, name="walcore-writer", daemon=True)
         self._thread.start()
@@ -99,7 +100,7 @@ class Writer:
     def _run(self) -> None:
         get = self._queue.get
         while True:
-            item = get()
+            item, self._carried = (self._carried, None) if self._carried is not None else (get(), None)
             if item is _STOP:
                 return
             if isinstance(item, Control):
@@ -116,8 +117,10 @@ class Writer:
     def _gather(self, first: Submission) -> tuple[list[Submission], list[Control], bool]:
         group = [first]
         controls: list[Control] = []
+        if not first.single:
+            return group, controls, False
         gathered = len(first.records)
-        deadline = time.monotonic() + self._batch_timeout if first.single else 0.0
+        deadline = time.monotonic() + self._batch_timeout
         get_nowait = self._queue.get_nowait
         while gathered < self._batch_size:
             # Take what is already queued without blocking: a blocking get releases the
@@ -126,7 +129,7 @@ class Writer:
                 item = get_nowait()
             except queue.Empty:
                 remaining = deadline - time.monotonic()
-                if not first.single or remaining <= 0:
+                if remaining <= 0:
                     break
                 try:
                     item = self._queue.get(timeout=remaining)
@@ -138,10 +141,11 @@ class Writer:
                 controls.append(item)  # runs right after this batch, in order
                 continue
             assert isinstance(item, Submission)
+            if not item.single:
+                self._carried = item  # a caller-formed batch is waiting: commit the singles now
+                break
             group.append(item)
             gathered += len(item.records)
-            if not item.single:
-                break  # a caller-formed batch is waiting: commit now
         return group, controls, False
 
     def _control(self, control: Control) -> None:
