@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -139,6 +140,10 @@ def main() -> None:
             service.terminate()
             service.wait(timeout=60)
             log.close()
+            progress = [line for line in (workdir / "service.log").read_text().splitlines() if "events/s=" in line]
+            print("service progress lines (last 3):", *progress[-3:], sep="\n  ")
+            if os.environ.get("ACKLAT_SHOW_LOG"):
+                print((workdir / "service.log").read_text())
     shutil.rmtree(workdir, ignore_errors=True)
     results = {"offered_rate_per_s": args.rate, "seconds": args.seconds, "durable_ack": durable,
                "baseline_plain_produce_ack": baseline}

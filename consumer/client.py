@@ -32,6 +32,11 @@ from consumer.events import SignalEvent, describe
 log = logging.getLogger("tidal.client")
 
 
+# How many acks entirely below an offset the race lookup passes before giving up
+# (tolerates redelivery acks, which repeat older offsets, arriving out of order).
+RECENT_SCAN_SLACK = 64
+
+
 class DurableResult(NamedTuple):
     wal_id: str
     seq: int
@@ -77,10 +82,10 @@ class DurableProducer:
         self._lock = threading.Lock()
         self._pending: dict[tuple[str, int, int], _Pending] = {}
         self._deadlines: deque[tuple[float, tuple[str, int, int]]] = deque()  # in send order
-        # (topic, partition) -> recent (arrival, ack) pairs, for acks that beat their send's
-        # callback, and the highest offset any ack has covered: a send beyond it cannot have
-        # been acked yet, so only the rare race scans the recent acks.
-        self._recent: dict[tuple[str, int], deque[tuple[float, dict[str, Any]]]] = {}
+        # (topic, partition) -> recent (arrival, lowest offset, highest offset, ack), for acks
+        # that beat their send's callback, and the highest offset any ack has covered: a
+        # send beyond it cannot have been acked yet, so only that race looks at recent acks.
+        self._recent: dict[tuple[str, int], deque[tuple[float, int, int, dict[str, Any]]]] = {}
         self._highest: dict[tuple[str, int], int] = {}
         self._closed = threading.Event()
         # linger_ms=5: at thousands of sends a second, fewer and larger produce requests
@@ -146,13 +151,26 @@ class DurableProducer:
     def _register(self, topic: str, partition: int, offset: int, future: Future[DurableResult],
                   deadline: float) -> None:
         with self._lock:
-            if offset <= self._highest.get((topic, partition), -1):
-                for _, ack in self._recent.get((topic, partition), ()):
-                    if _resolve_from(ack, offset, future):
-                        return
+            if offset <= self._highest.get((topic, partition), -1) and self._resolve_recent(
+                    topic, partition, offset, future):
+                return
             key = (topic, partition, offset)
             self._pending[key] = _Pending(future, deadline)
             self._deadlines.append((deadline, key))
+
+    def _resolve_recent(self, topic: str, partition: int, offset: int, future: Future[DurableResult]) -> bool:
+        """An ack that arrived before this send's callback. Acks come in offset order per
+        partition (bar redeliveries), so look from the newest back and stop once acks lie
+        well below the offset: the cost stays constant however many acks are kept."""
+        below = 0
+        for _, low, high, ack in reversed(self._recent.get((topic, partition), ())):
+            if low <= offset <= high and _resolve_from(ack, offset, future):
+                return True
+            if high < offset:
+                below += 1
+                if below > RECENT_SCAN_SLACK:
+                    return False
+        return False
 
     # -- the reply reader thread --------------------------------------------------------------
 
@@ -180,11 +198,13 @@ class DurableProducer:
             return
         if topic != self.topic:
             return
-        recent = self._recent.setdefault((topic, partition), deque())
-        recent.append((now, ack))
         offsets = _offsets(ack)
-        if offsets and max(offsets) > self._highest.get((topic, partition), -1):
-            self._highest[(topic, partition)] = max(offsets)
+        if not offsets:
+            return
+        low, high = min(offsets), max(offsets)
+        self._recent.setdefault((topic, partition), deque()).append((now, low, high, ack))
+        if high > self._highest.get((topic, partition), -1):
+            self._highest[(topic, partition)] = high
         pending_pop = self._pending.pop
         for offset in offsets:
             pending = pending_pop((topic, partition, offset), None)

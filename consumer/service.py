@@ -36,6 +36,7 @@ EXIT_WAL_UNUSABLE = 2
 EXIT_WAL_FATAL = 3
 EXIT_DELIVERY = 4
 MAX_INFLIGHT_BATCHES = 4
+BUSY_TICK_MS = 5
 
 
 class Backoff:
@@ -171,18 +172,19 @@ class Service:
         code = EXIT_OK
         try:
             while not self.stop.is_set():
-                # With work in flight, do not wait for new records: if none are there,
-                # finishing (acking, committing) what is in flight comes first.
+                # With work in flight, poll in short ticks so that settled batches are
+                # committed promptly; a blocking drain per idle poll would put two broker
+                # round trips back into every cycle at moderate load.
                 busy = self._staged is not None or bool(self._inflight)
-                polled = self.consumer.poll(timeout_ms=0 if busy else settings.poll_timeout_ms,
+                polled = self.consumer.poll(timeout_ms=BUSY_TICK_MS if busy else settings.poll_timeout_ms,
                                             max_records=settings.max_poll_records)
                 # Stage the new poll before completing the previous one: its WAL write and
                 # fsync ran while this poll waited on the network.
                 staged = pipeline.stage(polled) if polled else None
                 self._complete_staged()
                 self._staged = staged
-                if not polled or len(self._inflight) > MAX_INFLIGHT_BATCHES:
-                    self.drain()  # idle, or acks not keeping up (back-pressure)
+                if len(self._inflight) > MAX_INFLIGHT_BATCHES:
+                    self.drain()  # back-pressure: acks are not keeping up
                 else:
                     self._commit_settled()
                 metrics.maybe_log(self.consumer)
