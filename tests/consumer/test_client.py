@@ -71,3 +71,31 @@ def test_timeout_fires_when_the_service_is_stopped(topics: Topics) -> None:
         future = producer.send(event(1))
         with pytest.raises(AckTimeout, match="no ack"):
             future.result(timeout=30)
+
+
+def test_an_ack_that_arrives_before_the_send_callback_still_resolves(topics: Topics) -> None:
+    """The race the reply reader must handle: the broker acked the send, the service stored
+    and acked it, and the ack was read before the producer's metadata callback ran."""
+    import json
+    import time
+    from concurrent.futures import Future
+
+    with client(topics) as producer:
+        ack = {"v": 1, "wal_id": "w", "topic": topics.signals, "partition": 2,
+               "acked": [[10, 19, 500]], "duplicates": [[20, 7]], "rejected": [[21, "weight: bad"]]}
+        with producer._lock:
+            for i in range(200):  # older acks of other producers, kept for the race window
+                producer._on_ack(json.dumps({**ack, "acked": [[i, i, i]], "duplicates": [],
+                                             "rejected": []}).encode(), time.monotonic())
+            producer._on_ack(json.dumps(ack).encode(), time.monotonic())
+        acked: Future = Future()
+        duplicate: Future = Future()
+        rejected: Future = Future()
+        deadline = time.monotonic() + 5
+        producer._register(topics.signals, 2, 15, acked, deadline)
+        producer._register(topics.signals, 2, 20, duplicate, deadline)
+        producer._register(topics.signals, 2, 21, rejected, deadline)
+        assert acked.result(timeout=0).seq == 505
+        assert duplicate.result(timeout=0)[1:3] == (7, True)
+        with pytest.raises(EventRejected, match="weight: bad"):
+            rejected.result(timeout=0)

@@ -190,3 +190,16 @@ def test_segments_rotate_at_the_size_limit_and_are_named_by_first_seq(tmp_path: 
     assert [int(p.name[:20]) for p in segments(tmp_path)] == [1, 81, 161]
     assert [p.stat().st_size for p in segments(tmp_path)] == [2548, 2548, 1274]
     assert [s for s, _ in replayed(tmp_path)] == list(range(1, 201))
+
+
+def test_submitted_batches_commit_in_order_each_as_its_own_frame(tmp_path: Path) -> None:
+    from walcore.recovery import scan_log
+
+    with Wal.open(tmp_path) as wal:
+        futures = [wal.submit_batch(records(10, i * 10)) for i in range(5)]
+        single = wal.append(EventRecord(1, 1, 1.0, 1))
+        seqs = [[r.seq for r in f.result()] for f in futures]
+        assert single.result().seq == 51
+        assert wal.submit_batch([]).result() == []
+    assert seqs == [list(range(1 + 10 * i, 11 + 10 * i)) for i in range(5)]
+    assert [header.count for _, header in scan_log(tmp_path).segments[0].frames] == [10, 10, 10, 10, 10, 1]
