@@ -29,11 +29,10 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import kafka_local  # noqa: E402
 from kafka import KafkaProducer  # noqa: E402
-from kafka.admin import KafkaAdminClient, NewTopic  # noqa: E402
+from results_io import save  # noqa: E402
 
 from consumer.client import DurableProducer  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 BIN = Path(sys.executable).parent
 TICK_S = 0.010
 
@@ -78,9 +77,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="acklat-"))
     with kafka_local.session_broker() as (bootstrap, _broker):
         topic = f"lat-{uuid.uuid4().hex[:6]}"
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-        admin.create_topics([NewTopic(topic, 4, 1), NewTopic(f"{topic}.acks", 4, 1), NewTopic(f"{topic}.dlq", 1, 1)])
-        admin.close()
+        kafka_local.service_topics(bootstrap, topic, 4)
         now = time.time_ns()
 
         # Baseline: plain produce round trip of the same load.
@@ -152,9 +149,7 @@ def main() -> None:
     print(f"send -> durable ack: p50 {durable['p50_ms']} ms, p95 {durable['p95_ms']} ms, "
           f"p99 {durable['p99_ms']} ms, max {durable['max_ms']} ms")
     print(f"baseline send -> broker ack (acks=all): p50 {baseline['p50_ms']} ms, p99 {baseline['p99_ms']} ms")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ack_latency.json").write_text(json.dumps(results, indent=2))
-    print(f"results: {RESULTS / 'ack_latency.json'}")
+    save("ack_latency", results)
 
 
 if __name__ == "__main__":

@@ -30,10 +30,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import kafka_local  # noqa: E402
 from kafka import KafkaConsumer, KafkaProducer  # noqa: E402
-from kafka.admin import KafkaAdminClient, NewTopic  # noqa: E402
 from kafka.structs import TopicPartition  # noqa: E402
+from results_io import save  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 BIN = Path(sys.executable).parent
 PARTITIONS = 4
 
@@ -112,10 +111,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="e2e-"))
     with kafka_local.session_broker() as (bootstrap, _broker):
         topic = f"bench-{uuid.uuid4().hex[:6]}"
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-        admin.create_topics([NewTopic(topic, PARTITIONS, 1), NewTopic(f"{topic}.acks", PARTITIONS, 1),
-                             NewTopic(f"{topic}.dlq", 1, 1)])
-        admin.close()
+        kafka_local.service_topics(bootstrap, topic, PARTITIONS)
         started = time.perf_counter()
         fill_topic(bootstrap, topic, args.events)
         print(f"filled {topic} with {args.events:,} events in {time.perf_counter() - started:.1f}s")
@@ -142,9 +138,7 @@ def main() -> None:
     print(f"raw kafka-python + json.loads: median {raw_rate:,.0f} events/s")
     print(f"tidal-consumer end to end:     median {service_rate:,.0f} events/s (to the last committed offset)")
     print(f"ratio (service / raw): {results['ratio_service_over_raw']}")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "e2e_bench.json").write_text(json.dumps(results, indent=2))
-    print(f"results: {RESULTS / 'e2e_bench.json'}")
+    save("e2e_bench", results)
 
 
 if __name__ == "__main__":

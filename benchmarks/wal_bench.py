@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import random
@@ -25,10 +24,10 @@ import threading
 import time
 from pathlib import Path
 
+from results_io import save
+
 from walcore import EventRecord, SourcePosition, Wal, WalConfig
 from walcore.format import encode_body, encode_frame
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def make_batches(batch: int, count: int, start: int) -> list[list[EventRecord]]:
@@ -174,10 +173,7 @@ def main() -> None:
     rec = results["recovery"]
     print(f"open+recovery of {rec['log_bytes'] / 2**30:.2f} GiB ({rec['events']:,} events): "
           f"median {rec['median_open_s']} s")
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "wal_bench.json"
-    out.write_text(json.dumps(results, indent=2))
-    print(f"results: {out}")
+    save("wal_bench", results)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import kafka_local
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.structs import TopicPartition
 
 from consumer.client import DurableProducer, EventRejected
@@ -27,7 +26,8 @@ from consumer.client import DurableProducer, EventRejected
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 WAL_DIR = ROOT / "wal-demo"
-TOPIC, ACKS, DLQ = "signals", "signals.acks", "signals.dlq"
+TOPIC = "signals"
+ACKS, DLQ = f"{TOPIC}.acks", f"{TOPIC}.dlq"  # the names kafka_local.service_topics creates
 SIGNALS = ["view", "click", "like", "share", "purchase"]
 
 
@@ -39,9 +39,7 @@ def main() -> int:
     say("starting a local Apache Kafka broker")
     with kafka_local.session_broker() as (bootstrap, _broker):
         print(f"broker at {bootstrap}")
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-        admin.create_topics([NewTopic(TOPIC, 4, 1), NewTopic(ACKS, 4, 1), NewTopic(DLQ, 1, 1)])
-        admin.close()
+        kafka_local.service_topics(bootstrap, TOPIC, 4)
         print(f"topics: {TOPIC} (4 partitions), {ACKS} (4), {DLQ} (1)")
 
         shutil.rmtree(WAL_DIR, ignore_errors=True)

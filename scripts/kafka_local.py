@@ -307,6 +307,22 @@ def _docker_broker() -> Iterator[str]:
         yield f"127.0.0.1:{port}"
 
 
+def create_topics(bootstrap: str, partitions: dict[str, int]) -> None:
+    """Create topics (name -> partitions, replication factor 1) on a local broker."""
+    from kafka.admin import KafkaAdminClient, NewTopic  # noqa: PLC0415 - only callers with a broker need it
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(name, count, 1) for name, count in partitions.items()])
+    finally:
+        admin.close()
+
+
+def service_topics(bootstrap: str, topic: str, partitions: int) -> None:
+    """The input topic, its reply topic (``.acks``) and its DLQ (``.dlq``), as the service uses them."""
+    create_topics(bootstrap, {topic: partitions, f"{topic}.acks": partitions, f"{topic}.dlq": 1})
+
+
 # --- `make kafka-up` / `make kafka-down`: a broker that outlives the command ----------
 
 

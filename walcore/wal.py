@@ -61,14 +61,13 @@ class Wal:
     """
 
     def __init__(self, directory: Path, config: WalConfig, lock: DirLock, wal_id: str, *,
-                 checkpoint: int, writer: Writer, clock: Callable[[], int]) -> None:
+                 checkpoint: int, writer: Writer) -> None:
         self.directory = directory
         self.config = config
         self.wal_id = wal_id
         self._lock = lock
         self._checkpoint = checkpoint
         self._writer = writer
-        self._clock = clock
         self._state = threading.Lock()
         self._closed = False
 
@@ -109,7 +108,7 @@ class Wal:
             raise
         log.info("opened WAL %s (%s): seqs %d..%d in %d segment(s), checkpoint %d", directory, wal_id,
                  scan.first_seq, scan.next_seq - 1, len(scan.segments) or 1, scan.checkpoint)
-        return cls(directory, config, lock, wal_id, checkpoint=scan.checkpoint, writer=writer, clock=clock)
+        return cls(directory, config, lock, wal_id, checkpoint=scan.checkpoint, writer=writer)
 
     # -- appending -----------------------------------------------------------------------
 
