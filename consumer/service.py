@@ -3,7 +3,8 @@
 Exit codes (docs/operations.md): 0 stopped by SIGTERM/SIGINT after draining;
 2 the WAL directory is unusable (locked by another instance); 3 fatal WAL error
 (fsync/write failure, corruption): nothing of the batch is committed, a restart
-recovers from the log; 4 acks or dead letters could not be delivered (nothing committed).
+recovers from the log; 4 acks or dead letters could not be delivered (nothing committed);
+5 Kafka stayed unreachable beyond kafka-python's own timeouts (nothing uncommitted is lost).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ EXIT_OK = 0
 EXIT_WAL_UNUSABLE = 2
 EXIT_WAL_FATAL = 3
 EXIT_DELIVERY = 4
+EXIT_KAFKA = 5
 MAX_INFLIGHT_BATCHES = 4
 BUSY_TICK_MS = 5
 
@@ -195,6 +197,12 @@ class Service:
         except DeliveryFailed as exc:
             log.critical("%s", exc)
             code = EXIT_DELIVERY
+        except KafkaError as exc:
+            # kafka-python reconnects by itself; this is an outage longer than its own
+            # timeouts (e.g. max_block_ms for a full send buffer). Nothing unacked is committed.
+            log.critical("Kafka unavailable beyond the client's timeouts (%r); nothing uncommitted is lost, "
+                         "restart when the broker is back", exc)
+            code = EXIT_KAFKA
         finally:
             metrics.maybe_log(self.consumer, force=True)
             # Never commit on close: everything that may be committed already was.
