@@ -25,14 +25,12 @@ class Metrics:
         self._interval = interval_s
         self._since = time.monotonic()
         self._zero()
-        self.total_consumed = 0
 
     def _zero(self) -> None:
         self.consumed = self.stored = self.batches = self.duplicates = self.redelivered = self.rejected = 0
 
     def record(self, report: Any) -> None:
         self.consumed += report.consumed
-        self.total_consumed += report.consumed
         self.stored += report.stored
         self.batches += 1
         self.duplicates += report.duplicates

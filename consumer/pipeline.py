@@ -49,7 +49,6 @@ class BatchReport:
     duplicates: int = 0
     redeliveries: int = 0
     rejected: int = 0
-    reject_reasons: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -95,7 +94,6 @@ class Pipeline:
                     offsets.append(message.offset)
             shares.append((tp, first, offsets, rejected))
             report.rejected += len(rejected)
-            report.reject_reasons += [reason for _, reason in rejected]
         return StagedBatch(report, shares, self._wal.submit_batch(records))
 
     def complete(self, staged: StagedBatch) -> BatchReport:

@@ -23,9 +23,6 @@ class DedupWindow:
         self._previous: dict[Hashable, int] = {}
         self._started = now_ns
 
-    def __len__(self) -> int:
-        return len(self._current) + len(self._previous)
-
     def get(self, key: Hashable) -> int | None:
         seq = self._current.get(key)
         return self._previous.get(key) if seq is None else seq

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from walcore.checkpoint import write_checkpoint
 from walcore.dedup import DedupWindow
-from walcore.errors import InvalidRecord, WalClosed, WalError
+from walcore.errors import InvalidRecord, WalClosed
 from walcore.files import DirLock, atomic_write, remove_durably
 from walcore.format import EncodedBody, encode_body
 from walcore.records import AppendResult, EventRecord, validate_record, validate_records
@@ -162,10 +162,6 @@ class Wal:
         """{(topic, partition): highest offset stored} for every partition seen."""
         return self._run(self._writer.sources.last_offsets)
 
-    def lookup_source(self, topic: str, partition: int, offset: int) -> int | None:
-        """The seq a Kafka record was stored under, if it is in the log."""
-        return self._run(lambda: self._writer.sources.lookup(topic, partition, offset))
-
     def replay(self, from_seq: int = 1) -> Iterator[tuple[int, EventRecord]]:
         """Durable (seq, record) pairs from ``from_seq`` up to ``last_seq`` as of this
         call, each frame's BLAKE3 digest checked as it is read back."""
@@ -223,10 +219,6 @@ class Wal:
         self._writer.stop(WalClosed(f"WAL {self.directory} was closed before this append was taken"))
         self._writer.segment.close()
         self._lock.release()
-
-    @property
-    def failed(self) -> WalError | None:
-        return self._writer.failure
 
     def __enter__(self) -> Wal:
         return self
