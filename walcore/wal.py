@@ -20,6 +20,7 @@ from walcore.dedup import DedupWindow
 from walcore.errors import InvalidRecord, WalClosed
 from walcore.files import DirLock, atomic_write, remove_durably
 from walcore.format import EncodedBody, encode_body
+from walcore.future import AppendFuture
 from walcore.records import AppendResult, EventRecord, validate_record, validate_records
 from walcore.recovery import cut_torn_tail, iter_records, recent_keys, scan_log
 from walcore.segment import ActiveSegment, list_segments
@@ -116,7 +117,7 @@ class Wal:
         """Submit one record; the future resolves once it is durable (or a duplicate).
         Raises InvalidRecord (a ValueError) at once for an out-of-range field."""
         validate_record(record)
-        future: Future[AppendResult] = Future()
+        future: Future[AppendResult] = AppendFuture()
         self._submit(Submission([record], future, single=True))
         return future
 
