@@ -210,11 +210,16 @@ class Service:
             self.producer.close()
         return code
 
-    def _commit_settled(self) -> None:
-        """Commit (async) the offsets of the leading batches whose deliveries all succeeded."""
+    def _take_settled(self) -> dict[TopicPartition, OffsetAndMetadata]:
+        """Pop the leading batches whose deliveries all succeeded; their merged offsets."""
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         while self._inflight and settled(self._inflight[0]):
             offsets.update(self._inflight.popleft().offsets)  # later batches carry higher offsets
+        return offsets
+
+    def _commit_settled(self) -> None:
+        """Commit (async) the offsets of the leading settled batches."""
+        offsets = self._take_settled()
         if offsets:
             self.consumer.commit_async(offsets, callback=_async_commit_done)
 
@@ -232,12 +237,9 @@ class Service:
         if not self._inflight:
             return
         self.producer.flush()
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-        while self._inflight:
-            report = self._inflight[0]
-            if not settled(report):
-                raise DeliveryFailed("an ack/DLQ delivery is still pending after flush(); nothing of it is committed")
-            offsets.update(self._inflight.popleft().offsets)
+        offsets = self._take_settled()
+        if self._inflight:
+            raise DeliveryFailed("an ack/DLQ delivery is still pending after flush(); nothing of it is committed")
         self._commit(offsets)
 
     def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:

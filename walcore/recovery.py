@@ -166,8 +166,6 @@ def scan_log(directory: Path) -> LogScan:
             for run in runs:
                 scan.sources.add(run.topic, run.partition, run.first_offset, run.count,
                                  base_seq + run.first_index)
-    if not segments:
-        scan.next_seq = checkpoint + 1
     return scan
 
 

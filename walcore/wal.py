@@ -91,7 +91,6 @@ class Wal:
             if torn is not None:
                 kept = cut_torn_tail(torn)
                 log.warning("cut %s; the cut bytes are kept in %s", torn.describe(), kept)
-                scan.segments[-1].torn = None
             if scan.segments:
                 last = scan.segments[-1]
                 segment = ActiveSegment(last.path, last.first_seq, last.valid_end)
