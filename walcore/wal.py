@@ -116,8 +116,8 @@ class Wal:
         """Submit one record; the future resolves once it is durable (or a duplicate).
         Raises InvalidRecord (a ValueError) at once for an out-of-range field."""
         validate_record(record)
-        future: Future[AppendResult] = AppendFuture()
-        self._submit(Submission([record], future, single=True))
+        future = AppendFuture(record)
+        self._submit(future)
         return future
 
     def append_batch(self, records: Sequence[EventRecord]) -> list[AppendResult]:
@@ -135,10 +135,10 @@ class Wal:
         if not records:
             future.set_result([])
             return future
-        self._submit(Submission(records, future, single=False, body=_encode_checked(records)))
+        self._submit(Submission(records, _encode_checked(records), future))
         return future
 
-    def _submit(self, item: Submission | Control) -> None:
+    def _submit(self, item: AppendFuture | Submission | Control) -> None:
         # No lock on this hot path: a submission that races past close() is failed with
         # WalClosed by the writer's stop(), never left unresolved.
         if self._closed:

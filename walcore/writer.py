@@ -32,6 +32,7 @@ from typing import Any
 from walcore.dedup import DedupWindow
 from walcore.errors import WalFailed
 from walcore.format import CONTENT_KEY, EncodedBody, encode_body, encode_frame
+from walcore.future import AppendFuture
 from walcore.records import AppendResult, EventRecord
 from walcore.segment import ActiveSegment
 from walcore.sources import SourceIndex
@@ -41,10 +42,12 @@ log = logging.getLogger("walcore.writer")
 
 @dataclass(slots=True)
 class Submission:
+    """A caller-formed batch (``append_batch``), encoded by the caller's thread.
+    (A single append travels as its AppendFuture, which carries the record.)"""
+
     records: list[EventRecord]
-    future: Future[Any]
-    single: bool
-    body: EncodedBody | None = None  # pre-encoded by the caller's thread, if a batch
+    body: EncodedBody
+    future: Future[list[AppendResult]]
 
 
 @dataclass(slots=True)
@@ -79,7 +82,7 @@ class Writer:
 
     # -- called from any thread ----------------------------------------------------------
 
-    def submit(self, item: Submission | Control) -> None:
+    def submit(self, item: AppendFuture | Submission | Control) -> None:
         self._queue.put(item)
 
     def stop(self, late: Exception) -> None:
@@ -92,7 +95,9 @@ class Writer:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(item, (Submission, Control)):
+            if isinstance(item, AppendFuture):
+                item.set_exception(late)
+            elif isinstance(item, (Submission, Control)):
                 item.future.set_exception(late)
 
     # -- the writer thread -----------------------------------------------------------------
@@ -105,24 +110,23 @@ class Writer:
                 return
             if isinstance(item, Control):
                 self._control(item)
-                continue
-            assert isinstance(item, Submission)
-            group, controls, stop = self._gather(item)
-            self._commit(group)
-            for control in controls:
-                self._control(control)
-            if stop:
-                return
+            elif isinstance(item, Submission):
+                self._commit_batch(item)
+            else:
+                assert isinstance(item, AppendFuture)
+                singles, controls, stop = self._gather(item)
+                self._commit_singles(singles)
+                for control in controls:
+                    self._control(control)
+                if stop:
+                    return
 
-    def _gather(self, first: Submission) -> tuple[list[Submission], list[Control], bool]:
-        group = [first]
+    def _gather(self, first: AppendFuture) -> tuple[list[AppendFuture], list[Control], bool]:
+        singles = [first]
         controls: list[Control] = []
-        if not first.single:
-            return group, controls, False
-        gathered = len(first.records)
         deadline = time.monotonic() + self._batch_timeout
         get_nowait = self._queue.get_nowait
-        while gathered < self._batch_size:
+        while len(singles) < self._batch_size:
             # Take what is already queued without blocking: a blocking get releases the
             # GIL, and with many appending threads each release costs a thread switch.
             try:
@@ -136,17 +140,15 @@ class Writer:
                 except queue.Empty:
                     break
             if item is _STOP:
-                return group, controls, True
+                return singles, controls, True
             if isinstance(item, Control):
                 controls.append(item)  # runs right after this batch, in order
-                continue
-            assert isinstance(item, Submission)
-            if not item.single:
+            elif isinstance(item, Submission):
                 self._carried = item  # a caller-formed batch is waiting: commit the singles now
                 break
-            group.append(item)
-            gathered += len(item.records)
-        return group, controls, False
+            else:
+                singles.append(item)  # type: ignore[arg-type]
+        return singles, controls, False
 
     def _control(self, control: Control) -> None:
         if not control.future.set_running_or_notify_cancel():
@@ -159,105 +161,117 @@ class Writer:
         except Exception as exc:  # noqa: BLE001 - handed to the caller, who sees the real error
             control.future.set_exception(exc)
 
-    def _commit(self, group: list[Submission]) -> None:
+    def _commit_batch(self, submission: Submission) -> None:
+        future = submission.future
         if self.failure is not None:
-            for submission in group:
-                submission.future.set_exception(self.failure)
+            future.set_exception(self.failure)
             return
         now = self._clock()
         self.dedup.advance(now)
-        base_seq = self.next_seq
-        if len(group) == 1 and self._commit_unique(group[0], base_seq, now):
+        if self._commit_unique(submission, now):
             return
+        results, kept, keys = self._assign(submission.records)
+        body = submission.body
+        if kept and len(kept) != body.count:
+            body = encode_body(kept)
+        if not kept or self._store(body, keys, now, [future]):
+            future.set_result(results)
+
+    def _commit_singles(self, singles: list[AppendFuture]) -> None:
+        if self.failure is not None:
+            for future in singles:
+                future.set_exception(self.failure)
+            return
+        now = self._clock()
+        self.dedup.advance(now)
+        results, kept, keys = self._assign([future.record for future in singles])
+        if not kept or self._store(encode_body(kept), keys, now, singles):
+            for future, result in zip(singles, results):
+                future.set_result(result)
+
+    def _assign(self, records: list[EventRecord]) -> tuple[list[AppendResult], list[EventRecord],
+                                                          dict[Hashable, int]]:
+        """Record by record: the original seq of a redelivery or a duplicate, else the
+        next seq. Returns (one result per record, the records to store, their keys)."""
+        base_seq = self.next_seq
         kept: list[EventRecord] = []
-        batch_keys: dict[Hashable, int] = {}
-        all_results = []
+        keys: dict[Hashable, int] = {}
+        results: list[AppendResult] = []
+        append_result = results.append
         sources = self.sources
         last_offset = sources.last_offset
         window_get = self.dedup.get
-        keys_get = batch_keys.get
+        keys_get = keys.get
         content_key = CONTENT_KEY.pack
         new_result = tuple.__new__  # NamedTuple's own __new__ is Python code: 3x slower
-        for submission in group:
-            results = []
-            append_result = results.append
-            for record in submission.records:
-                source = record[5]
-                if source is not None and source[2] <= last_offset(source[0], source[1]):
-                    seq = sources.lookup(*source)
-                    if seq is not None:
-                        append_result(AppendResult(seq, True, True))
-                        continue
-                event_id = record[4]
-                key = content_key(record[0], record[1], record[2], record[3]) if event_id is None else event_id
-                seq = keys_get(key)
-                if seq is None:
-                    seq = window_get(key)
+        for record in records:
+            source = record[5]
+            if source is not None and source[2] <= last_offset(source[0], source[1]):
+                seq = sources.lookup(*source)
                 if seq is not None:
-                    append_result(AppendResult(seq, True))
+                    append_result(AppendResult(seq, True, True))
                     continue
-                seq = base_seq + len(kept)
-                batch_keys[key] = seq
-                kept.append(record)
-                append_result(new_result(AppendResult, (seq, False, False)))
-            all_results.append(results)
-        if kept:
-            body = group[0].body
-            if body is None or len(group) > 1 or len(kept) != body.count:
-                body = encode_body(kept)
-            try:
-                self._write(encode_frame(body, base_seq, now), base_seq)
-            except OSError as exc:
-                self._fail(group, exc)
-                return
-            self.dedup.add(batch_keys)
-            for run in body.runs:
-                sources.add(run.topic, run.partition, run.first_offset, run.count, base_seq + run.first_index)
-            self.next_seq = base_seq + len(kept)
-        for submission, results in zip(group, all_results):
-            submission.future.set_result(results[0] if submission.single else results)
+            event_id = record[4]
+            key = content_key(record[0], record[1], record[2], record[3]) if event_id is None else event_id
+            seq = keys_get(key)
+            if seq is None:
+                seq = window_get(key)
+            if seq is not None:
+                append_result(AppendResult(seq, True))
+                continue
+            seq = base_seq + len(kept)
+            keys[key] = seq
+            kept.append(record)
+            append_result(new_result(AppendResult, (seq, False, False)))
+        return results, kept, keys
 
-    def _commit_unique(self, submission: Submission, base_seq: int, now: int) -> bool:
+    def _commit_unique(self, submission: Submission, now: int) -> bool:
         """The common case in bulk, at C speed: a caller-formed batch none of whose
         records is a redelivery or a duplicate. Returns False (nothing done) otherwise,
         and the record-by-record path decides."""
         body = submission.body
-        if body is None:
-            return False
         last_offset = self.sources.last_offset
         # Offsets rise within a run, so a run starting past what is stored holds no redelivery.
         if any(run.first_offset <= last_offset(run.topic, run.partition) for run in body.runs):
             return False
+        base_seq = self.next_seq
         count = body.count
         fresh = dict(zip(body.keys, range(base_seq, base_seq + count)))
         if len(fresh) != count or not self.dedup.isdisjoint(fresh):
             return False
-        try:
-            self._write(encode_frame(body, base_seq, now), base_seq)
-        except OSError as exc:
-            self._fail([submission], exc)
-            return True
-        self.dedup.add(fresh)
-        for run in body.runs:
-            self.sources.add(run.topic, run.partition, run.first_offset, run.count, base_seq + run.first_index)
-        self.next_seq = base_seq + count
-        submission.future.set_result(list(map(
-            tuple.__new__, repeat(AppendResult), zip(range(base_seq, base_seq + count), repeat(False),
-                                                       repeat(False)))))
+        if self._store(body, fresh, now, [submission.future]):
+            submission.future.set_result(list(map(
+                tuple.__new__, repeat(AppendResult), zip(range(base_seq, base_seq + count), repeat(False),
+                                                           repeat(False)))))
         return True
 
-    def _write(self, frame: bytes, base_seq: int) -> None:
+    def _store(self, body: EncodedBody, keys: dict[Hashable, int], now: int, futures: list[Future[Any]]) -> bool:
+        """Write and fdatasync the body's frame at the next seq, then index it. On a
+        failed write, fail ``futures`` and every later append; returns False."""
+        base_seq = self.next_seq
+        try:
+            self._write(encode_frame(body, base_seq, now))
+        except OSError as exc:
+            self._fail(futures, exc)
+            return False
+        self.dedup.add(keys)
+        for run in body.runs:
+            self.sources.add(run.topic, run.partition, run.first_offset, run.count, base_seq + run.first_index)
+        self.next_seq = base_seq + body.count
+        return True
+
+    def _write(self, frame: bytes) -> None:
         segment = self.segment
         if segment.size >= self._segment_size:
             # The full segment's data was fdatasynced with its last batch; the new file's
             # name is made durable (directory fsync) before any data goes into it.
-            new = ActiveSegment.create(self.directory, base_seq)
+            new = ActiveSegment.create(self.directory, self.next_seq)
             segment.close()
             self.segment = segment = new
         segment.append(frame)
         segment.sync()
 
-    def _fail(self, group: list[Submission], exc: OSError) -> None:
+    def _fail(self, futures: list[Future[Any]], exc: OSError) -> None:
         self.failure = WalFailed(
             f"writing the WAL failed ({exc.__class__.__name__}: {exc}) on {self.segment.path}; nothing "
             "in this batch is durable, the WAL refuses further appends and is never fsynced again in "
@@ -265,5 +279,5 @@ class Writer:
         )
         self.failure.__cause__ = exc
         log.critical("%s", self.failure)
-        for submission in group:
-            submission.future.set_exception(self.failure)
+        for future in futures:
+            future.set_exception(self.failure)

@@ -10,9 +10,9 @@ import pytest
 from walcore.future import AppendFuture
 
 
-def test_has_exactly_the_stdlib_futures_fields() -> None:
+def test_has_exactly_the_stdlib_futures_fields_plus_its_record() -> None:
     # If a Python release adds or renames a field in Future.__init__, this fails first.
-    assert set(vars(AppendFuture())) == set(vars(Future()))
+    assert set(vars(AppendFuture())) == set(vars(Future())) | {"record"}
 
 
 def test_result_waits_for_another_thread_and_times_out_when_nobody_answers() -> None:
@@ -45,6 +45,8 @@ def test_many_waiters_are_all_woken_and_callbacks_run() -> None:
     for waiter in waiters:
         waiter.join()
     assert results == [error] * 5 and seen == [error]
+    with pytest.raises(OSError, match="boom"):
+        future.result(timeout=0)  # the done-without-lock path must not mistake an error for a result
 
 
 def test_works_with_wait_and_as_completed() -> None:
