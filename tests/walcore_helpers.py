@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
+import blake3
+
 from walcore import EventRecord, SourcePosition, Wal, WalConfig
+from walcore.format import MAGIC, encode_body
 from walcore.segment import list_segments
 
 
@@ -35,3 +40,17 @@ def segments(directory: Path) -> list[Path]:
 def replayed(directory: Path) -> list[tuple[int, EventRecord]]:
     with Wal.open(directory) as wal:
         return list(wal.replay())
+
+
+def version_1_frame(batch: list[EventRecord], base_seq: int, batch_ts: int) -> bytes:
+    """A frame as walcore wrote it before the row layout, built from the spec in
+    docs/wal-format.md (fixed fields column by column), not by the codec under test."""
+    n = len(batch)
+    columns = struct.pack(f"<{n}Q{n}Q{n}d{n}H", *(r.entity_id for r in batch), *(r.timestamp_nanos for r in batch),
+                          *(r.weight for r in batch), *(r.signal_type for r in batch))
+    sections = encode_body(batch)
+    body = columns + sections.data[26 * n:]  # the event-id and source sections did not change
+    head = struct.pack("<IBBHIIQQIII", MAGIC, 1, 1, 0, len(body), n, base_seq, batch_ts, sections.ids_len,
+                       sections.src_len, 0)
+    head += struct.pack("<I", zlib.crc32(head))
+    return head + body + blake3.blake3(head + body).digest()

@@ -5,7 +5,7 @@ description with a worked example is docs/wal-format.md)::
 
     header (48 bytes)
       0  u32  magic 0x4C415754 (b"TWAL")
-      4  u8   format version (1)
+      4  u8   format version (2; version 1 frames are still read)
       5  u8   frame type (1 = batch)
       6  u16  flags (0; reserved)
       8  u32  body_len
@@ -17,17 +17,20 @@ description with a worked example is docs/wal-format.md)::
      40  u32  reserved (0)
      44  u32  CRC-32 of bytes 0..43: a torn or garbage length is never trusted
     body (body_len bytes) = 26 * count + ids_len + src_len
-      entity_id u64[count] | timestamp_nanos u64[count] | weight f64[count] | signal_type u16[count]
+      rows: (entity_id u64, signal_type u16, weight f64, timestamp_nanos u64)[count]
       event ids:  u16 byte length[count] (0 = none) | UTF-8 bytes, concatenated
       sources:    u16 n_topics | (u16 len | UTF-8 name)[n_topics] | u32 n_runs |
                   (u16 topic index, u32 partition, u64 first offset, u32 first record index, u32 count)[n_runs]
     digest: BLAKE3-256 over header and body (32 bytes)
 
-The body is columnar rather than a list of length-prefixed rows: a whole column packs
-and unpacks in one C call, which is what lets a Python writer reach a million durable
-events a second. Sources are stored as runs (consecutive records with consecutive
-offsets of one partition), which is both compact and exactly what recovery needs to
-rebuild the per-partition offset index without decoding every record.
+A row is exactly an event's content dedup key (CONTENT_KEY): the writer packs each
+record once, uses the bytes as its key, and joins them into the body, which is what
+lets a Python writer reach a million durable events a second. (Version 1 stored the
+same fields column by column; it cost a second packing of every record.) Variable
+parts follow as sections, so the rows unpack in one C call. Sources are stored as runs
+(consecutive records with consecutive offsets of one partition), which is both compact
+and exactly what recovery needs to rebuild the per-partition offset index without
+decoding every record.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ import struct
 import zlib
 from collections.abc import Hashable, Sequence
 from functools import lru_cache
+from itertools import starmap
+from operator import itemgetter
 from typing import NamedTuple
 
 import blake3
@@ -44,7 +49,8 @@ import blake3
 from walcore.records import MAX_EVENT_ID_BYTES, MAX_TOPIC_BYTES, EventRecord, SourcePosition
 
 MAGIC = 0x4C415754
-VERSION = 1
+VERSION = 2  # what this code writes
+COLUMNS_VERSION = 1  # still read: the fixed fields stored column by column
 FRAME_BATCH = 1
 HEADER = struct.Struct("<IBBHIIQQIIII")
 HEADER_LEN = HEADER.size  # 48
@@ -62,6 +68,7 @@ class FrameHeader(NamedTuple):
     batch_ts: int
     ids_len: int
     src_len: int
+    version: int = VERSION
 
     @property
     def frame_len(self) -> int:
@@ -77,6 +84,9 @@ class BadHeader(NamedTuple):
     the caller decides whether that is a torn tail or corruption)."""
 
     reason: str
+    # An intact header this code cannot read (a newer format): never a torn write, so
+    # never cut off; recovery stops with an error instead.
+    unreadable: bool = False
 
 
 class SourceRun(NamedTuple):
@@ -96,14 +106,24 @@ class EncodedBody(NamedTuple):
     ids_len: int
     src_len: int
     runs: list[SourceRun]
-    # Each record's dedup key (event_id, else the packed content): computed here because
-    # the columns are at hand, and the writer needs them for every batch.
+    # Each record's dedup key (event_id, else its row): the writer needs them for every batch.
     keys: list[Hashable]
+
+
+# The content key of an event without an event_id, and its row in a frame: its four
+# fields packed. bytes (not a tuple) because bytes caches its hash (the writer looks
+# each key up several times) and is about a third of the memory of a tuple of four numbers.
+CONTENT_KEY = struct.Struct("<QHdQ")
+
+
+@lru_cache(maxsize=64)
+def _rows(count: int) -> struct.Struct:
+    return struct.Struct("<" + "QHdQ" * count)
 
 
 @lru_cache(maxsize=64)
 def _columns(count: int) -> struct.Struct:
-    return struct.Struct(f"<{count}Q{count}Q{count}d{count}H")
+    return struct.Struct(f"<{count}Q{count}Q{count}d{count}H")  # format version 1
 
 
 @lru_cache(maxsize=64)
@@ -115,19 +135,42 @@ class EncodeError(ValueError):
     """A record does not fit the format; walcore.records.validate_record names the field."""
 
 
+# Whole-batch passes are C loops over the records: ``map`` with these getters (and a
+# type check through a frozenset). Unlike ``zip(*records)`` they allocate nothing per
+# record that the cyclic GC tracks: zip makes an iterator per record, and 5,000
+# tracked allocations per batch set off collections in the middle of append_batch.
+_RECORD_TYPE = frozenset([EventRecord])
+_POSITION_TYPE = frozenset([SourcePosition])
+_CONTENT = itemgetter(0, 1, 2, 3)
+_EVENT_ID = itemgetter(4)
+_SOURCE = itemgetter(5)
+_POSITION = (itemgetter(0), itemgetter(1), itemgetter(2))
+
+
+@lru_cache(maxsize=64)
+def _row_weights(count: int) -> struct.Struct:
+    return struct.Struct("<" + "10xd8x" * count)  # each row's weight, skipping the other fields
+
+
 def encode_body(records: Sequence[EventRecord]) -> EncodedBody:
     """Encode a batch's body. Raises EncodeError (or struct.error/TypeError from the
     packers) for any record that does not fit; the caller then finds the exact field."""
     count = len(records)
     if count == 0:
         raise EncodeError("a frame holds at least one record")
-    # One C-level transpose gives every column; each column then packs in one call.
-    entity_ids, signal_types, weights, timestamps, event_ids, sources = zip(*records)
+    if not _RECORD_TYPE.issuperset(map(type, records)) and not all(isinstance(r, EventRecord) for r in records):
+        raise EncodeError("every record must be a walcore.EventRecord")
+    # Packing range-checks every integer field (struct refuses what does not fit).
+    rows = list(starmap(CONTENT_KEY.pack, map(_CONTENT, records)))
+    fixed = b"".join(rows)
     # One C-level sum proves every weight finite: a NaN or infinity anywhere makes the
     # sum non-finite. A non-finite sum of finite values (overflow) is rechecked one by one.
+    weights = _row_weights(count).unpack(fixed)
     if not math.isfinite(sum(weights)) and not all(map(math.isfinite, weights)):
         raise EncodeError("weight must be finite")
-    parts = [_columns(count).pack(*entity_ids, *timestamps, *weights, *signal_types)]
+    event_ids = tuple(map(_EVENT_ID, records))
+    sources = tuple(map(_SOURCE, records))
+    parts = [fixed]
     ids_len = 0
     if event_ids.count(None) != count:
         encoded = [b"" if e is None else e.encode() for e in event_ids]
@@ -139,34 +182,73 @@ def encode_body(records: Sequence[EventRecord]) -> EncodedBody:
         id_section = _u16s(count).pack(*lengths) + b"".join(encoded)
         parts.append(id_section)
         ids_len = len(id_section)
-    runs = source_runs(sources) if sources.count(None) != count else []
+    # (`is None` first: comparing a SourcePosition with None is the slow way to say no.)
+    runs = [] if sources[0] is None and sources.count(None) == count else source_runs(sources)
     src_len = 0
     if runs:
         src_section = _encode_sources(runs)
         parts.append(src_section)
         src_len = len(src_section)
-    keys = _dedup_keys(entity_ids, signal_types, weights, timestamps, event_ids if ids_len else None)
+    keys = _dedup_keys(rows, event_ids if ids_len else None)
     return EncodedBody(b"".join(parts), count, ids_len, src_len, runs, keys)
 
 
-# The content key of an event without an event_id: its four fields packed. bytes (not
-# a tuple) because bytes caches its hash (the writer looks each key up several times)
-# and is about a third of the memory of a tuple of four numbers.
-CONTENT_KEY = struct.Struct("<QHdQ")
-
-
-def _dedup_keys(entity_ids: Sequence[int], signal_types: Sequence[int], weights: Sequence[float],
-                timestamps: Sequence[int], event_ids: Sequence[str | None] | None) -> list[Hashable]:
-    """A record's dedup key: its event_id (str), else its packed content (bytes); the two
-    kinds never compare equal. The one definition, for writing and for recovery."""
-    contents = map(CONTENT_KEY.pack, entity_ids, signal_types, weights, timestamps)
+def _dedup_keys(rows: list[bytes], event_ids: Sequence[str | None] | None) -> list[Hashable]:
+    """A record's dedup key: its event_id (str), else its row, the packed content (bytes);
+    the two kinds never compare equal. The one definition, for writing and for recovery."""
     if event_ids is None:
-        return list(contents)
-    return [content if eid is None else eid for content, eid in zip(contents, event_ids)]
+        return rows
+    return [row if eid is None else eid for row, eid in zip(rows, event_ids)]
 
 
 def source_runs(sources: Sequence[SourcePosition | None]) -> list[SourceRun]:
-    """Group the records' sources into runs of consecutive offsets of one partition."""
+    """Group the records' sources into maximal runs of consecutive offsets of one partition."""
+    if not _POSITION_TYPE.issuperset(map(type, sources)):  # some record has no source
+        return _runs_one_by_one(sources)
+    columns = tuple(tuple(map(field, sources)) for field in _POSITION)  # topics, partitions, offsets
+    runs: list[SourceRun] = []
+    _split_runs(columns, 0, len(sources), runs)  # type: ignore[arg-type]
+    return runs
+
+
+# Below this many records a slice is grouped record by record rather than halved again.
+_SPLIT_MIN = 32
+
+
+def _split_runs(columns: tuple[tuple[str, ...], tuple[int, ...], tuple[int, ...]], lo: int, hi: int,
+                runs: list[SourceRun]) -> None:
+    """Append the runs of records ``lo..hi-1``. A consumer's batch is a few long runs (one
+    per partition polled), so test the whole slice for being one run with C-level
+    comparisons and only halve it when it is not: k runs cost about k*log(n) slice
+    tests instead of a Python step per record (which was a tenth of append_batch)."""
+    topics, partitions, offsets = columns
+    count = hi - lo
+    first = offsets[lo]
+    if (offsets[hi - 1] - first == count - 1 and partitions[lo:hi].count(partitions[lo]) == count
+            and topics[lo:hi].count(topics[lo]) == count and offsets[lo:hi] == tuple(range(first, first + count))):
+        _add_run(runs, SourceRun(topics[lo], partitions[lo], first, lo, count))
+    elif count <= _SPLIT_MIN:
+        for run in _runs_one_by_one(tuple(zip(topics[lo:hi], partitions[lo:hi], offsets[lo:hi]))):
+            _add_run(runs, run._replace(first_index=lo + run.first_index))
+    else:
+        mid = (lo + hi) // 2
+        _split_runs(columns, lo, mid, runs)
+        _split_runs(columns, mid, hi, runs)
+
+
+def _add_run(runs: list[SourceRun], run: SourceRun) -> None:
+    """Append ``run``, merged into the last one when it continues it (a halving point
+    may fall inside a run)."""
+    if runs:
+        last = runs[-1]
+        if (last.first_index + last.count == run.first_index and last.first_offset + last.count == run.first_offset
+                and last.partition == run.partition and last.topic == run.topic):
+            runs[-1] = last._replace(count=last.count + run.count)
+            return
+    runs.append(run)
+
+
+def _runs_one_by_one(sources: Sequence[SourcePosition | tuple[str, int, int] | None]) -> list[SourceRun]:
     runs: list[SourceRun] = []
     topic = partition = None
     first_offset = first_index = run_len = 0
@@ -226,11 +308,13 @@ def decode_header(buf: bytes | memoryview, offset: int) -> FrameHeader | BadHead
         return BadHeader("zero-filled" if magic == 0 and crc == 0 else f"bad magic 0x{magic:08x}")
     if zlib.crc32(buf[offset:offset + HEADER_CRC_SPAN]) != crc:
         return BadHeader("header checksum mismatch")
-    if version != VERSION or ftype != FRAME_BATCH:
-        return BadHeader(f"unsupported format version {version} / frame type {ftype}")
+    if version not in (VERSION, COLUMNS_VERSION) or ftype != FRAME_BATCH:
+        return BadHeader(f"format version {version} / frame type {ftype}, which this walcore cannot read "
+                         f"(it reads versions {COLUMNS_VERSION} and {VERSION}): written by a newer walcore? "
+                         "Nothing was changed; open it with the walcore that wrote it", unreadable=True)
     if count == 0 or body_len != FIXED_BYTES_PER_RECORD * count + ids_len + src_len:
         return BadHeader(f"inconsistent lengths (count={count}, body_len={body_len})")
-    return FrameHeader(body_len, count, base_seq, batch_ts, ids_len, src_len)
+    return FrameHeader(body_len, count, base_seq, batch_ts, ids_len, src_len, version)
 
 
 def digest_ok(buf: bytes | memoryview, offset: int, header: FrameHeader) -> bool:
@@ -249,10 +333,14 @@ def _body(buf: bytes | memoryview, offset: int, header: FrameHeader) -> memoryvi
 
 def decode_columns(buf: bytes | memoryview, offset: int, header: FrameHeader) -> tuple[
         tuple[int, ...], tuple[int, ...], tuple[float, ...], tuple[int, ...]]:
-    """The fixed columns: (entity_ids, timestamps, weights, signal_types)."""
+    """The fixed fields, a tuple each: (entity_ids, signal_types, weights, timestamps)."""
     n = header.count
-    values = _columns(n).unpack_from(_body(buf, offset, header))
-    return values[:n], values[n:2 * n], values[2 * n:3 * n], values[3 * n:]
+    body = _body(buf, offset, header)
+    if header.version == COLUMNS_VERSION:
+        values = _columns(n).unpack_from(body)
+        return values[:n], values[3 * n:], values[2 * n:3 * n], values[n:2 * n]
+    values = _rows(n).unpack_from(body)
+    return values[0::4], values[1::4], values[2::4], values[3::4]
 
 
 def decode_event_ids(buf: bytes | memoryview, offset: int, header: FrameHeader) -> list[str | None]:
@@ -296,7 +384,7 @@ def decode_source_runs(buf: bytes | memoryview, offset: int, header: FrameHeader
 
 def decode_records(buf: bytes | memoryview, offset: int, header: FrameHeader) -> list[EventRecord]:
     """Every record of a (verified) frame, in seq order."""
-    entity_ids, timestamps, weights, signal_types = decode_columns(buf, offset, header)
+    entity_ids, signal_types, weights, timestamps = decode_columns(buf, offset, header)
     event_ids = decode_event_ids(buf, offset, header)
     sources: list[SourcePosition | None] = [None] * header.count
     for run in decode_source_runs(buf, offset, header):
@@ -307,6 +395,10 @@ def decode_records(buf: bytes | memoryview, offset: int, header: FrameHeader) ->
 
 def dedup_keys(buf: bytes | memoryview, offset: int, header: FrameHeader) -> list[Hashable]:
     """The dedup key of each record of a stored frame (recovery rebuilds the window)."""
-    entity_ids, timestamps, weights, signal_types = decode_columns(buf, offset, header)
     event_ids = decode_event_ids(buf, offset, header) if header.ids_len else None
-    return _dedup_keys(entity_ids, signal_types, weights, timestamps, event_ids)
+    if header.version == COLUMNS_VERSION:
+        rows = list(map(CONTENT_KEY.pack, *decode_columns(buf, offset, header)))
+    else:
+        fixed = bytes(_body(buf, offset, header)[:FIXED_BYTES_PER_RECORD * header.count])
+        rows = [fixed[i:i + FIXED_BYTES_PER_RECORD] for i in range(0, len(fixed), FIXED_BYTES_PER_RECORD)]
+    return _dedup_keys(rows, event_ids)

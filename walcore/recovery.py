@@ -81,6 +81,8 @@ def scan_segment(data: bytes, path: Path, first_seq: int, *, is_last: bool) -> S
         header = decode_header(data, offset)
         problem = None
         if isinstance(header, BadHeader):
+            if header.unreadable:
+                raise WalCorruption(path, offset, header.reason)
             problem = header.reason
         elif offset + header.frame_len > size:
             problem = f"frame of {header.frame_len} bytes runs past the end of the file ({size} bytes)"

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+import re
 import struct
 import zlib
+from itertools import pairwise
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from walcore_helpers import version_1_frame
 
 from walcore import EventRecord, SourcePosition
 from walcore.format import (
@@ -18,9 +22,11 @@ from walcore.format import (
     FrameHeader,
     decode_header,
     decode_records,
+    dedup_keys,
     digest_ok,
     encode_body,
     encode_frame,
+    source_runs,
 )
 
 sources = st.one_of(st.none(), st.builds(SourcePosition, st.sampled_from(["a", "topic-b", "ü"]),
@@ -34,6 +40,39 @@ event_records = st.builds(
     event_id=st.one_of(st.none(), st.text(min_size=1, max_size=40)),
     source=sources,
 )
+
+
+# Kafka-like sources: stretches of consecutive offsets of a few partitions, sometimes
+# continuing an earlier stretch, sometimes interrupted by a record with no source.
+stretches = st.lists(st.tuples(st.sampled_from(["a", "b"]), st.integers(0, 2), st.integers(0, 40),
+                               st.integers(1, 120), st.booleans()), min_size=1, max_size=12)
+
+
+def _kafka_like(spec: list[tuple[str, int, int, int, bool]]) -> list[SourcePosition | None]:
+    sources: list[SourcePosition | None] = []
+    for topic, partition, start, length, then_none in spec:
+        sources.extend(SourcePosition(topic, partition, start + i) for i in range(length))
+        if then_none:
+            sources.append(None)
+    return sources
+
+
+@settings(max_examples=300, deadline=None)
+@given(spec=stretches)
+def test_source_runs_cover_every_source_in_maximal_runs(spec: list[tuple[str, int, int, int, bool]]) -> None:
+    sources = _kafka_like(spec)
+    runs = source_runs(sources)
+    rebuilt: list[SourcePosition | None] = [None] * len(sources)
+    for run in runs:
+        for i in range(run.count):
+            assert rebuilt[run.first_index + i] is None
+            rebuilt[run.first_index + i] = SourcePosition(run.topic, run.partition, run.first_offset + i)
+    assert rebuilt == sources
+    for before, after in pairwise(runs):
+        continues = (before.first_index + before.count == after.first_index and before.topic == after.topic
+                     and before.partition == after.partition
+                     and before.first_offset + before.count == after.first_offset)
+        assert not continues, f"{before} and {after} should be one run"
 
 
 @settings(max_examples=300, deadline=None)
@@ -53,10 +92,38 @@ def test_header_layout_is_the_documented_one() -> None:
     magic, version, ftype, flags, body_len, count, base_seq, ts, ids_len, src_len, reserved, crc = struct.unpack_from(
         "<IBBHIIQQIIII", frame)
     assert frame[:4] == b"TWAL" and magic == MAGIC
-    assert (version, ftype, flags, count, base_seq, ts, ids_len, src_len, reserved) == (1, 1, 0, 1, 42, 123, 0, 0, 0)
+    assert (version, ftype, flags, count, base_seq, ts, ids_len, src_len, reserved) == (2, 1, 0, 1, 42, 123, 0, 0, 0)
     assert body_len == 26 and len(frame) == HEADER_LEN + 26 + 32
     assert crc == zlib.crc32(frame[:44])
-    assert struct.unpack_from("<QQdH", frame, HEADER_LEN) == (7, 99, 1.5, 2)
+    assert struct.unpack_from("<QHdQ", frame, HEADER_LEN) == (7, 2, 1.5, 99)
+
+
+def test_worked_example_in_the_docs_is_what_the_codec_writes() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "wal-format.md").read_text()
+    example = text.split("### Worked example", 1)[1].split("```", 2)[1]
+    documented = bytes.fromhex("".join(
+        " ".join(line[6:54].split()) for line in example.splitlines() if re.match(r"^[0-9a-f]{4}  ", line)))
+    record = EventRecord(42, 1, 1.5, 1_700_000_000_000_000_000, None, SourcePosition("signals", 3, 7))
+    assert encode_frame(encode_body([record]), base_seq=1, batch_ts=1_700_000_000_123_456_789) == documented
+
+
+@settings(max_examples=100, deadline=None)
+@given(batch=st.lists(event_records, min_size=1, max_size=40))
+def test_version_1_frames_are_still_read(batch: list[EventRecord]) -> None:
+    old = version_1_frame(batch, 5, 6)
+    header = decode_header(old, 0)
+    assert isinstance(header, FrameHeader) and header.version == 1 and digest_ok(old, 0, header)
+    assert decode_records(old, 0, header) == batch
+    new = encode_frame(encode_body(batch), 5, 6)
+    assert dedup_keys(old, 0, header) == dedup_keys(new, 0, decode_header(new, 0))  # type: ignore[arg-type]
+
+
+def test_an_intact_header_of_an_unknown_version_is_unreadable_not_torn() -> None:
+    frame = bytearray(encode_frame(encode_body([EventRecord(1, 1, 1.0, 1)]), 1, 1))
+    frame[4] = 3
+    frame[44:48] = struct.pack("<I", zlib.crc32(frame[:44]))
+    header = decode_header(bytes(frame), 0)
+    assert isinstance(header, BadHeader) and header.unreadable and "version 3" in header.reason
 
 
 def test_torn_length_prefix_is_never_trusted() -> None:

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import os
+import time
+import zlib
 from pathlib import Path
 
 import pytest
-from walcore_helpers import records, replayed, segments, write_log
+from walcore_helpers import records, replayed, segments, version_1_frame, write_log
 
-from walcore import Wal, WalConfig, WalCorruption
+from walcore import AppendResult, Wal, WalConfig, WalCorruption
 from walcore.checkpoint import NAME as CHECKPOINT_NAME
 from walcore.format import HEADER_LEN
+from walcore.recovery import scan_segment
 from walcore.segment import segment_name
 
 
 def frame_starts(path: Path) -> list[int]:
-    from walcore.recovery import scan_segment
-
     scan = scan_segment(path.read_bytes(), path, int(path.name[:20]), is_last=True)
     return [offset for offset, _ in scan.frames]
 
@@ -93,6 +94,37 @@ def test_damage_followed_by_an_intact_continuing_frame_is_corruption_not_a_torn_
     with pytest.raises(WalCorruption) as err:
         Wal.open(tmp_path)
     assert err.value.file == seg and err.value.offset == middle
+
+
+def test_a_frame_of_an_unknown_format_version_stops_open_and_nothing_is_cut(tmp_path: Path) -> None:
+    write_log(tmp_path, [3, 2])
+    seg = segments(tmp_path)[0]
+    last = frame_starts(seg)[-1]
+    data = bytearray(seg.read_bytes())
+    data[last + 4] = 9  # as if a newer walcore wrote the last frame (header CRC still right)
+    data[last + 44:last + 48] = zlib.crc32(data[last:last + 44]).to_bytes(4, "little")
+    seg.write_bytes(bytes(data))
+    with pytest.raises(WalCorruption) as caught:
+        Wal.open(tmp_path)
+    assert caught.value.file == seg and caught.value.offset == last and "version 9" in caught.value.reason
+    assert seg.read_bytes() == bytes(data) and not list(tmp_path.glob("*.broken-*"))
+
+
+def test_a_log_written_in_format_version_1_opens_and_continues_in_version_2(tmp_path: Path) -> None:
+    now = time.time_ns()
+    old = [records(10, 0), records(3, 10)]
+    (tmp_path / segment_name(1)).write_bytes(version_1_frame(old[0], 1, now) + version_1_frame(old[1], 11, now))
+    with Wal.open(tmp_path) as wal:
+        assert wal.last_seq == 13 and wal.source_offsets() == {("signals", 0): 12}
+        assert [r for _, r in wal.replay()] == old[0] + old[1]
+        # both indexes were rebuilt from the version-1 frames: offsets and content keys
+        assert [r.seq for r in wal.append_batch(records(3, 10))] == [11, 12, 13]
+        assert wal.append_batch([records(1, 0)[0]._replace(source=None)]) == [AppendResult(1, True)]
+        assert [r.seq for r in wal.append_batch(records(5, 13))] == [14, 15, 16, 17, 18]
+    seg = segments(tmp_path)[0]
+    scan = scan_segment(seg.read_bytes(), seg, 1, is_last=True)
+    assert [header.version for _, header in scan.frames] == [1, 1, 2]
+    assert [seq for seq, _ in replayed(tmp_path)] == list(range(1, 19))
 
 
 @pytest.mark.parametrize("where", ["header", "body", "digest"])

@@ -116,6 +116,8 @@ def test_kafka_redelivery_is_recognised_long_after_the_window(tmp_path: Path) ->
     ("timestamp_nanos", EventRecord(1, 1, 1.0, 2**64)),
     ("event_id", EventRecord(1, 1, 1.0, 1, event_id="")),
     ("source.partition", EventRecord(1, 1, 1.0, 1, source=SourcePosition("t", -1, 0))),
+    ("record", (1, 1, 1.0, 1, None, None, "a seventh field")),  # not an EventRecord: never stored in part
+    ("source", EventRecord(1, 1, 1.0, 1, source=("t", 0, 3, "extra"))),  # type: ignore[arg-type]
 ])
 def test_invalid_field_is_named_and_nothing_of_the_batch_is_written(tmp_path: Path, field: str,
                                                                      record: EventRecord) -> None:
