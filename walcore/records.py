@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from itertools import repeat
 from typing import NamedTuple
 
 from walcore.errors import InvalidRecord
@@ -51,6 +52,13 @@ class AppendResult(NamedTuple):
     seq: int
     duplicate: bool
     redelivery: bool = False
+
+
+def fresh_results(first_seq: int, count: int) -> list[AppendResult]:
+    """The results of ``count`` records stored as seqs ``first_seq, ...`` (none a duplicate),
+    built at C speed: NamedTuple's own ``__new__`` is Python code, three times slower."""
+    return list(map(tuple.__new__, repeat(AppendResult),
+                    zip(range(first_seq, first_seq + count), repeat(False), repeat(False))))
 
 
 def _check_int(field: str, value: object, low: int, high: int, index: int | None) -> None:

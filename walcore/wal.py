@@ -21,7 +21,7 @@ from walcore.errors import InvalidRecord, WalClosed
 from walcore.files import DirLock, atomic_write, remove_durably
 from walcore.format import EncodedBody, encode_body
 from walcore.future import AppendFuture
-from walcore.records import AppendResult, EventRecord, validate_record, validate_records
+from walcore.records import AppendResult, EventRecord, fresh_results, validate_record, validate_records
 from walcore.recovery import cut_torn_tail, iter_records, recent_keys, scan_log
 from walcore.segment import ActiveSegment, list_segments
 from walcore.writer import Control, Submission, Writer
@@ -124,7 +124,20 @@ class Wal:
         """Append a caller-formed batch as one group commit; returns after the fsync,
         with one result per record, in order. Validates the whole batch first: an
         invalid record raises InvalidRecord and nothing of the batch is written."""
-        return self.submit_batch(records).result()
+        records = list(records)
+        if not records:
+            return []
+        assigned: Future[int | None] = AppendFuture()
+        future: Future[list[AppendResult] | None] = Future()
+        self._submit(Submission(records, _encode_checked(records), future, assigned))
+        first_seq = assigned.result()
+        if first_seq is None:
+            return future.result()  # type: ignore[return-value]  # the writer's full answer
+        # No record is a duplicate: build the results here while the writer thread is in
+        # fdatasync (which releases the GIL), and hand them out once the batch is durable.
+        results = fresh_results(first_seq, len(records))
+        future.result()  # raises if the write or the fdatasync failed
+        return results
 
     def submit_batch(self, records: Sequence[EventRecord]) -> Future[list[AppendResult]]:
         """``append_batch`` without waiting: the future resolves after the fsync. Lets a
@@ -135,7 +148,7 @@ class Wal:
         if not records:
             future.set_result([])
             return future
-        self._submit(Submission(records, _encode_checked(records), future))
+        self._submit(Submission(records, _encode_checked(records), future))  # type: ignore[arg-type]
         return future
 
     def _submit(self, item: AppendFuture | Submission | Control) -> None:

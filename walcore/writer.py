@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from walcore.dedup import DedupWindow
 from walcore.errors import WalFailed
 from walcore.format import CONTENT_KEY, EncodedBody, encode_body, encode_frame
 from walcore.future import AppendFuture
-from walcore.records import AppendResult, EventRecord
+from walcore.records import AppendResult, EventRecord, fresh_results
 from walcore.segment import ActiveSegment
 from walcore.sources import SourceIndex
 
@@ -47,7 +46,11 @@ class Submission:
 
     records: list[EventRecord]
     body: EncodedBody
-    future: Future[list[AppendResult]]
+    future: Future[list[AppendResult] | None]
+    # append_batch's: told the batch's first seq before the write when no record is a
+    # duplicate (else None), so the caller builds the results while the disk works,
+    # and ``future`` then resolves to None.
+    assigned: Future[int | None] | None = None
 
 
 @dataclass(slots=True)
@@ -99,6 +102,8 @@ class Writer:
                 item.set_exception(late)
             elif isinstance(item, (Submission, Control)):
                 item.future.set_exception(late)
+                if isinstance(item, Submission) and item.assigned is not None:
+                    item.assigned.set_result(None)
 
     # -- the writer thread -----------------------------------------------------------------
 
@@ -162,6 +167,14 @@ class Writer:
             control.future.set_exception(exc)
 
     def _commit_batch(self, submission: Submission) -> None:
+        try:
+            self._commit_batch_unless_failed(submission)
+        finally:
+            # Every way but the fast one: the caller waits for the full answer in ``future``.
+            if submission.assigned is not None and not submission.assigned.done():
+                submission.assigned.set_result(None)
+
+    def _commit_batch_unless_failed(self, submission: Submission) -> None:
         future = submission.future
         if self.failure is not None:
             future.set_exception(self.failure)
@@ -203,7 +216,7 @@ class Writer:
         window_get = self.dedup.get
         keys_get = keys.get
         content_key = CONTENT_KEY.pack
-        new_result = tuple.__new__  # NamedTuple's own __new__ is Python code: 3x slower
+        new_result = tuple.__new__  # NamedTuple's own __new__ is Python code: 3x slower (fresh_results)
         for record in records:
             source = record[5]
             if source is not None and source[2] <= last_offset(source[0], source[1]):
@@ -239,18 +252,25 @@ class Writer:
         fresh = dict(zip(body.keys, range(base_seq, base_seq + count)))
         if len(fresh) != count or not self.dedup.isdisjoint(fresh):
             return False
-        if self._store(body, fresh, now, [submission.future]):
-            submission.future.set_result(list(map(
-                tuple.__new__, repeat(AppendResult), zip(range(base_seq, base_seq + count), repeat(False),
-                                                           repeat(False)))))
+        assigned = submission.assigned
+        if self._store(body, fresh, now, [submission.future], assigned):
+            submission.future.set_result(None if assigned is not None else fresh_results(base_seq, count))
         return True
 
-    def _store(self, body: EncodedBody, keys: dict[Hashable, int], now: int, futures: list[Future[Any]]) -> bool:
+    def _store(self, body: EncodedBody, keys: dict[Hashable, int], now: int, futures: list[Future[Any]],
+               assigned: Future[int | None] | None = None) -> bool:
         """Write and fdatasync the body's frame at the next seq, then index it. On a
-        failed write, fail ``futures`` and every later append; returns False."""
+        failed write, fail ``futures`` and every later append; returns False.
+        ``assigned`` is told the first seq between the write and the fdatasync: the
+        fdatasync releases the GIL for its whole length, so the caller's thread can
+        build its results meanwhile."""
         base_seq = self.next_seq
         try:
-            self._write(encode_frame(body, base_seq, now))
+            segment = self._segment_with_room()
+            segment.append(encode_frame(body, base_seq, now))
+            if assigned is not None:
+                assigned.set_result(base_seq)
+            segment.sync()
         except OSError as exc:
             self._fail(futures, exc)
             return False
@@ -260,7 +280,7 @@ class Writer:
         self.next_seq = base_seq + body.count
         return True
 
-    def _write(self, frame: bytes) -> None:
+    def _segment_with_room(self) -> ActiveSegment:
         segment = self.segment
         if segment.size >= self._segment_size:
             # The full segment's data was fdatasynced with its last batch; the new file's
@@ -268,8 +288,7 @@ class Writer:
             new = ActiveSegment.create(self.directory, self.next_seq)
             segment.close()
             self.segment = segment = new
-        segment.append(frame)
-        segment.sync()
+        return segment
 
     def _fail(self, futures: list[Future[Any]], exc: OSError) -> None:
         self.failure = WalFailed(

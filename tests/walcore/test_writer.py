@@ -161,6 +161,18 @@ def test_fsync_raising_eio_fails_every_caller_and_refuses_further_appends(tmp_pa
     assert [s for s, _ in replayed(tmp_path)][:5] == [1, 2, 3, 4, 5]
 
 
+def test_fsync_raising_eio_under_append_batch_returns_no_results(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # append_batch builds its results while the fdatasync runs: a failed fdatasync must
+    # still be what the caller gets, never those results.
+    with Wal.open(tmp_path) as wal:
+        wal.append_batch(records(5))
+        monkeypatch.setattr(os, "fdatasync", lambda fd: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+        with pytest.raises(WalFailed, match="I/O error"):
+            wal.append_batch(records(500, 5))
+        assert wal.last_seq == 5
+
+
 def test_write_raising_enospc_reports_no_success(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import walcore.files
 
