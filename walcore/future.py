@@ -1,4 +1,5 @@
-"""The Future that ``Wal.append`` returns: a concurrent.futures.Future, cheap to create.
+"""The Futures walcore hands out (``Wal.append``, ``submit_batch``): a
+concurrent.futures.Future, cheap to create and to wait on.
 
 At 100,000 appends a second a Future's construction is a large share of the work, and
 most of it is not the constructor's own time but the cyclic garbage collector's: every
@@ -73,6 +74,7 @@ class LeanCondition(RLock):  # type: ignore[misc, valid-type]
 
 class AppendFuture(Future):  # type: ignore[type-arg]
     def __init__(self, record: EventRecord | None = None) -> None:
+        """``record``: a single append's, carried to the writer thread; None for a batch."""
         # The stdlib's fields, with the lean condition.
         self._condition = LeanCondition()  # type: ignore[assignment]
         self._state = PENDING

@@ -128,7 +128,7 @@ class Wal:
         if not records:
             return []
         assigned: Future[int | None] = AppendFuture()
-        future: Future[list[AppendResult] | None] = Future()
+        future: Future[list[AppendResult] | None] = AppendFuture()
         self._submit(Submission(records, _encode_checked(records), future, assigned))
         first_seq = assigned.result()
         if first_seq is None:
@@ -144,7 +144,7 @@ class Wal:
         caller prepare its next batch while this one is written. Batches are committed
         in submission order, each as its own frame."""
         records = list(records)
-        future: Future[list[AppendResult]] = Future()
+        future: Future[list[AppendResult]] = AppendFuture()
         if not records:
             future.set_result([])
             return future
