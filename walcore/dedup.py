@@ -27,9 +27,22 @@ class DedupWindow:
         seq = self._current.get(key)
         return self._previous.get(key) if seq is None else seq
 
-    def isdisjoint(self, keys: Iterable[Hashable]) -> bool:
-        """True when none of ``keys`` is a duplicate (one C-level pass per generation)."""
-        return self._current.keys().isdisjoint(keys) and self._previous.keys().isdisjoint(keys)
+    def claim(self, keys: list[Hashable], first_seq: int) -> bool:
+        """Add ``keys`` as seqs ``first_seq, first_seq+1, ...`` if none is a duplicate,
+        of the window or of another key in ``keys``, and return True; else change
+        nothing and return False. The bulk path of every append_batch: C-level passes
+        only, and no intermediate dict (the window outgrows the CPU caches, so each
+        pass over it costs a cache miss per key)."""
+        current = self._current
+        if not current.keys().isdisjoint(keys) or not self._previous.keys().isdisjoint(keys):
+            return False
+        size = len(current)
+        current.update(zip(keys, range(first_seq, first_seq + len(keys))))
+        if len(current) == size + len(keys):
+            return True
+        for key in keys:  # two equal keys in the batch: take the batch back out
+            current.pop(key, None)
+        return False
 
     def advance(self, now_ns: int) -> None:
         """Rotate generations whose time (or key budget) is up. Call before lookups."""

@@ -8,7 +8,10 @@ Batch formation (the seed's, with one change):
    caller formed: it is committed at once, as its own frame (never waiting for more: a
    consumer's poll should not pay the timeout, and its records keep the bulk path).
 3. Dedup (source position, then the window), encode one frame, write, fdatasync.
-4. Only then: indexes updated, futures resolved with their seqs.
+4. Only then: indexes updated, futures resolved with their seqs. (One thing happens
+   earlier: an ``append_batch`` caller is told its first seq between the write and
+   the fdatasync, to build its results while the disk works; it hands them out only
+   once its future says the batch is durable.)
 
 A failed write or fsync fails every submission in the batch with the real error and
 every later one with the same WalFailed: the file is never written or fsynced again
@@ -249,18 +252,20 @@ class Writer:
             return False
         base_seq = self.next_seq
         count = body.count
-        fresh = dict(zip(body.keys, range(base_seq, base_seq + count)))
-        if len(fresh) != count or not self.dedup.isdisjoint(fresh):
+        # Claimed before the write: should the write fail, the WAL refuses every later
+        # append until it is reopened, and reopening rebuilds the window from the log.
+        if not self.dedup.claim(body.keys, base_seq):
             return False
         assigned = submission.assigned
-        if self._store(body, fresh, now, [submission.future], assigned):
+        if self._store(body, None, now, [submission.future], assigned):
             submission.future.set_result(None if assigned is not None else fresh_results(base_seq, count))
         return True
 
-    def _store(self, body: EncodedBody, keys: dict[Hashable, int], now: int, futures: list[Future[Any]],
+    def _store(self, body: EncodedBody, keys: dict[Hashable, int] | None, now: int, futures: list[Future[Any]],
                assigned: Future[int | None] | None = None) -> bool:
-        """Write and fdatasync the body's frame at the next seq, then index it. On a
-        failed write, fail ``futures`` and every later append; returns False.
+        """Write and fdatasync the body's frame at the next seq, then index it (``keys``
+        into the dedup window, unless claimed already). On a failed write, fail
+        ``futures`` and every later append; returns False.
         ``assigned`` is told the first seq between the write and the fdatasync: the
         fdatasync releases the GIL for its whole length, so the caller's thread can
         build its results meanwhile."""
@@ -274,7 +279,8 @@ class Writer:
         except OSError as exc:
             self._fail(futures, exc)
             return False
-        self.dedup.add(keys)
+        if keys is not None:
+            self.dedup.add(keys)
         for run in body.runs:
             self.sources.add(run.topic, run.partition, run.first_offset, run.count, base_seq + run.first_index)
         self.next_seq = base_seq + body.count
