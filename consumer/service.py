@@ -77,7 +77,8 @@ class Reconcile(ConsumerRebalanceListener):
 
     def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         self._service.drain()
-        log.info("partitions revoked: %s (every consumed batch acked and committed first)", _names(revoked))
+        log.info("partitions revoked: %s (every consumed batch durable and acked first; its offsets committed "
+                 "unless a warning above says otherwise)", _names(revoked))
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("partitions assigned: %s", _names(assigned))
@@ -87,12 +88,6 @@ class Reconcile(ConsumerRebalanceListener):
             if last is not None:
                 log.info("%s:%d: the WAL holds offsets up to %d; any of them consumed again is acked with "
                          "its original seq, not stored twice", tp.topic, tp.partition, last)
-
-
-def _async_commit_done(offsets: dict[TopicPartition, OffsetAndMetadata], response: object) -> None:
-    if isinstance(response, Exception):
-        # The next commit (async, or the drain's sync one) covers these offsets.
-        log.warning("async offset commit failed (%r); a later commit covers it", response)
 
 
 def _names(partitions: set[TopicPartition]) -> str:
@@ -110,6 +105,10 @@ class Service:
         # once settled. Pipelining this saves two broker round trips per batch.
         self._inflight: deque[BatchReport] = deque()
         self._staged: StagedBatch | None = None  # submitted to the WAL, acks not yet sent
+        # Offsets sent by commit_async and not yet confirmed by the broker: the drain
+        # commits them again, synchronously, so that a lost async commit (a broker
+        # outage, a connection reset) is never the last word before a stop or a revocation.
+        self._unconfirmed: dict[TopicPartition, OffsetAndMetadata] = {}
         self._pipeline: Pipeline
 
     def request_stop(self, signum: int = 0, _frame: object = None) -> None:
@@ -221,7 +220,18 @@ class Service:
         """Commit (async) the offsets of the leading settled batches."""
         offsets = self._take_settled()
         if offsets:
-            self.consumer.commit_async(offsets, callback=_async_commit_done)
+            self._unconfirmed.update(offsets)
+            self.consumer.commit_async(offsets, callback=self._async_commit_done)
+
+    def _async_commit_done(self, offsets: dict[TopicPartition, OffsetAndMetadata], response: object) -> None:
+        # kafka-python runs this inside poll() (or close()), on the service thread.
+        if isinstance(response, Exception):
+            log.warning("async offset commit failed (%r); the next commit, or the drain's synchronous "
+                        "one, covers it", response)
+            return
+        for tp, offset in offsets.items():
+            if self._unconfirmed.get(tp) == offset:  # not superseded by a later commit meanwhile
+                del self._unconfirmed[tp]
 
     def _complete_staged(self) -> None:
         if self._staged is not None:
@@ -234,13 +244,16 @@ class Service:
         """Complete the staged batch, flush every ack and dead letter in flight, then
         commit synchronously."""
         self._complete_staged()
-        if not self._inflight:
-            return
-        self.producer.flush()
-        offsets = self._take_settled()
+        if self._inflight:
+            self.producer.flush()
+        offsets = {**self._unconfirmed, **self._take_settled()}  # later batches carry higher offsets
         if self._inflight:
             raise DeliveryFailed("an ack/DLQ delivery is still pending after flush(); nothing of it is committed")
-        self._commit(offsets)
+        if offsets:
+            self._commit(offsets)
+        # Committed, or refused and logged: either way these partitions may be about to
+        # go, and what was not committed is durable and recognised when consumed again.
+        self._unconfirmed.clear()
 
     def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
         backoff = Backoff(self.stop, first=0.1, cap=5.0)

@@ -159,6 +159,7 @@ class JarBroker:
     port: int
     data_dir: Path
     log_file: Path
+    log_start: int = 0  # where this run's lines begin in log_file
 
     @property
     def bootstrap(self) -> str:
@@ -178,35 +179,46 @@ class JarBroker:
 
 def start_jar_broker(data_dir: Path, port: int, *, tied_to_parent: bool) -> JarBroker:
     """Format a fresh KRaft log dir and start the broker; returns once it serves."""
-    libs = ensure_jars()
     controller_port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     props = data_dir / "server.properties"
     props.write_text(_server_properties(port, controller_port, data_dir))
-    log4j = data_dir / "log4j.properties"
-    log4j.write_text(_LOG4J)
-    log_file = data_dir / "broker.log"
-    classpath = f"{libs}/*"
-    java = ["java", "-Xmx512m", "-Xms128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-            f"-Dlog4j.configuration=file:{log4j}", "-cp", classpath]
+    (data_dir / "log4j.properties").write_text(_LOG4J)
     # A KRaft cluster id is a base64url UUID without padding: generating it here
     # saves one JVM start (StorageTool random-uuid).
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     fmt = subprocess.run(
-        [*java, "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(props)],
+        [*_java(data_dir), "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(props)],
         capture_output=True, text=True, check=False,
     )
     if fmt.returncode != 0:
         raise BrokerUnavailable(f"kafka StorageTool format failed:\n{fmt.stdout}{fmt.stderr}")
+    return _launch(data_dir, port, tied_to_parent=tied_to_parent)
+
+
+def restart_jar_broker(broker: JarBroker, *, tied_to_parent: bool = True) -> JarBroker:
+    """Start a stopped (or killed) broker again on its own data and port: what a broker
+    outage looks like to its clients once it ends."""
+    return _launch(broker.data_dir, broker.port, tied_to_parent=tied_to_parent)
+
+
+def _java(data_dir: Path) -> list[str]:
+    return ["java", "-Xmx512m", "-Xms128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+            f"-Dlog4j.configuration=file:{data_dir / 'log4j.properties'}", "-cp", f"{ensure_jars()}/*"]
+
+
+def _launch(data_dir: Path, port: int, *, tied_to_parent: bool) -> JarBroker:
+    log_file = data_dir / "broker.log"
+    log_start = log_file.stat().st_size if log_file.exists() else 0  # a restart appends
     out = log_file.open("ab")
     process = subprocess.Popen(
-        [*java, "kafka.Kafka", str(props)],
+        [*_java(data_dir), "kafka.Kafka", str(data_dir / "server.properties")],
         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         preexec_fn=die_with_parent if tied_to_parent else None,  # noqa: PLW1509
         start_new_session=not tied_to_parent,
     )
     out.close()
-    broker = JarBroker(process, port, data_dir, log_file)
+    broker = JarBroker(process, port, data_dir, log_file, log_start)
     try:
         _await_ready(broker)
     except BaseException:
@@ -222,7 +234,7 @@ def _await_ready(broker: JarBroker) -> None:
             raise BrokerUnavailable(
                 f"Kafka broker exited with {broker.process.returncode} during start:\n{broker.log_tail()}"
             )
-        if READY_LINE in broker.log_file.read_text(errors="replace") and port_open(broker.port):
+        if READY_LINE.encode() in broker.log_file.read_bytes()[broker.log_start:] and port_open(broker.port):
             return
         # The broker writes its log as it starts; re-reading a small file every 50 ms
         # is an await on that event, not a fixed sleep.

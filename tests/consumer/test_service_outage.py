@@ -1,0 +1,81 @@
+"""A broker outage under a running service: a broker of its own, SIGKILLed and restarted."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import kafka_local
+import pytest
+from service_helpers import Service, acks_cover, committed, dump, end_offsets, event, produce
+
+pytestmark = pytest.mark.kafka
+
+TOPIC = "signals"
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[list[kafka_local.JarBroker]]:
+    """A jar broker only this test uses (killing the session's would break the others).
+    Yields a one-element list so the test can swap in the restarted broker."""
+    if not shutil.which("java"):
+        pytest.skip("needs Java for a broker of its own (the jar broker), to kill and restart it")
+    holder = [kafka_local.start_jar_broker(tmp_path / "kafka", kafka_local.free_port(), tied_to_parent=True)]
+    try:
+        yield holder
+    finally:
+        holder[0].stop()
+
+
+def wait_for_more(service: Service, needle: str, more: int, timeout: float = 60.0) -> None:
+    """Await ``more`` new occurrences of ``needle`` in the service log (it prints a
+    progress line every second in tests): proof it stayed up that long."""
+    target = service.log().count(needle) + more
+    deadline = time.monotonic() + timeout
+    while service.log().count(needle) < target:
+        assert service.process.poll() is None, f"service exited {service.process.returncode}:\n{service.log()}"
+        assert time.monotonic() < deadline, f"only {service.log().count(needle)} {needle!r} lines:\n{service.log()}"
+        time.sleep(0.05)
+
+
+def await_committed(bootstrap: str, group: str, wanted: dict[int, int], service: Service,
+                    timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (now := committed(bootstrap, group, TOPIC, len(wanted))) != wanted:
+        assert time.monotonic() < deadline, f"committed {now}, wanted {wanted}:\n{service.log()}"
+        time.sleep(0.2)
+
+
+def test_broker_killed_and_restarted_under_the_service_loses_nothing_stores_nothing_twice(
+        own_broker: list[kafka_local.JarBroker], tmp_path: Path) -> None:
+    bootstrap = own_broker[0].bootstrap
+    kafka_local.service_topics(bootstrap, TOPIC, 2)
+    wal_dir = tmp_path / "wal"
+    service = Service(bootstrap, TOPIC, wal_dir, group="outage", reply=f"{TOPIC}.acks", dlq=f"{TOPIC}.dlq")
+    before = produce(bootstrap, TOPIC, [event(i) for i in range(400)])
+    acks_cover(bootstrap, f"{TOPIC}.acks", before)
+
+    broker = own_broker[0]
+    broker.process.send_signal(signal.SIGKILL)  # no clean shutdown: a crash or a network cut
+    broker.process.wait()
+    wait_for_more(service, "tidal.metrics", 4)  # stays up through the outage, reporting progress
+
+    own_broker[0] = kafka_local.restart_jar_broker(broker)
+    after = produce(bootstrap, TOPIC, [event(i) for i in range(400, 800)])
+    acks = acks_cover(bootstrap, f"{TOPIC}.acks", before + after)
+    # The outage outlived the group session, so the broker dropped the service from the
+    # group: it rejoins by itself and then commits everything it stored.
+    await_committed(bootstrap, "outage", end_offsets(bootstrap, TOPIC, 2), service)
+    assert service.stop() == 0, service.log()
+
+    stored = dump(wal_dir)
+    assert [r["seq"] for r in stored] == list(range(1, 801))  # gap-free, nothing stored twice
+    assert sorted(r["entity_id"] for r in stored) == list(range(800))
+    seq_of = {(r["source"]["partition"], r["source"]["offset"]): r["seq"] for r in stored}
+    # every offset acked with the seq its event got (a redelivery after the group rejoins
+    # is acked as a duplicate, with the same seq)
+    assert {pos: seq for pos, (_, seq) in acks.items()} == seq_of
+    assert {status for status, _ in acks.values()} <= {"acked", "duplicate"}
