@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 from walcore.errors import WalCorruption
@@ -68,6 +69,9 @@ def cmd_stats(directory: Path, as_json: bool) -> int:
         "segments": len(scan.segments),
         "bytes": sum(s.valid_end for s in scan.segments),
         "frames": scan.frame_count,
+        # frames per format version: after an upgrade a log holds both until truncated
+        "format_versions": dict(sorted(Counter(str(header.version) for segment in scan.segments
+                                               for _, header in segment.frames).items())),
         "events": scan.next_seq - scan.first_seq,
         "first_seq": scan.first_seq,
         "last_seq": scan.next_seq - 1,
@@ -92,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     dump.add_argument("directory", type=Path)
     dump.add_argument("--from-seq", type=int, default=1)
     dump.add_argument("--json", action="store_true")
-    stats = sub.add_parser("stats", help="segments, events, seqs, checkpoint, partitions")
+    stats = sub.add_parser("stats", help="segments, events, seqs, checkpoint, partitions, format versions")
     stats.add_argument("directory", type=Path)
     stats.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)

@@ -8,9 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from walcore_helpers import records, segments, write_log
+from walcore_helpers import records, segments, version_1_frame, write_log
 
 from walcore import Wal, WalConfig
+from walcore.segment import segment_name
 
 WALCORE = shutil.which("walcore", path=str(Path(sys.executable).parent)) or "walcore"
 
@@ -72,3 +73,11 @@ def test_stats_reports_seqs_and_partitions(tmp_path: Path) -> None:
     stats = json.loads(result.stdout)
     assert (stats["events"], stats["first_seq"], stats["last_seq"]) == (8, 1, 8)
     assert stats["partitions"] == {"signals:0": 7}
+    assert stats["format_versions"] == {"2": 2}
+
+
+def test_stats_counts_frames_of_each_format_version(tmp_path: Path) -> None:
+    (tmp_path / segment_name(1)).write_bytes(version_1_frame(records(3), 1, 1))  # written before the upgrade
+    with Wal.open(tmp_path) as wal:
+        wal.append_batch(records(2, 3))
+    assert json.loads(run("stats", str(tmp_path), "--json").stdout)["format_versions"] == {"1": 1, "2": 1}
