@@ -40,7 +40,7 @@ import struct
 import zlib
 from collections.abc import Hashable, Sequence
 from functools import lru_cache
-from itertools import starmap
+from itertools import chain, starmap
 from operator import itemgetter
 from typing import NamedTuple
 
@@ -117,11 +117,6 @@ CONTENT_KEY = struct.Struct("<QHdQ")
 
 
 @lru_cache(maxsize=64)
-def _rows(count: int) -> struct.Struct:
-    return struct.Struct("<" + "QHdQ" * count)
-
-
-@lru_cache(maxsize=64)
 def _columns(count: int) -> struct.Struct:
     return struct.Struct(f"<{count}Q{count}Q{count}d{count}H")  # format version 1
 
@@ -144,12 +139,8 @@ _POSITION_TYPE = frozenset([SourcePosition])
 _CONTENT = itemgetter(0, 1, 2, 3)
 _EVENT_ID = itemgetter(4)
 _SOURCE = itemgetter(5)
+_WEIGHT = itemgetter(2)
 _POSITION = (itemgetter(0), itemgetter(1), itemgetter(2))
-
-
-@lru_cache(maxsize=64)
-def _row_weights(count: int) -> struct.Struct:
-    return struct.Struct("<" + "10xd8x" * count)  # each row's weight, skipping the other fields
 
 
 def encode_body(records: Sequence[EventRecord]) -> EncodedBody:
@@ -165,8 +156,7 @@ def encode_body(records: Sequence[EventRecord]) -> EncodedBody:
     fixed = b"".join(rows)
     # One C-level sum proves every weight finite: a NaN or infinity anywhere makes the
     # sum non-finite. A non-finite sum of finite values (overflow) is rechecked one by one.
-    weights = _row_weights(count).unpack(fixed)
-    if not math.isfinite(sum(weights)) and not all(map(math.isfinite, weights)):
+    if not math.isfinite(sum(map(_WEIGHT, records))) and not all(map(math.isfinite, map(_WEIGHT, records))):
         raise EncodeError("weight must be finite")
     event_ids = tuple(map(_EVENT_ID, records))
     sources = tuple(map(_SOURCE, records))
@@ -339,7 +329,7 @@ def decode_columns(buf: bytes | memoryview, offset: int, header: FrameHeader) ->
     if header.version == COLUMNS_VERSION:
         values = _columns(n).unpack_from(body)
         return values[:n], values[3 * n:], values[2 * n:3 * n], values[n:2 * n]
-    values = _rows(n).unpack_from(body)
+    values = tuple(chain.from_iterable(CONTENT_KEY.iter_unpack(body[:FIXED_BYTES_PER_RECORD * n])))
     return values[0::4], values[1::4], values[2::4], values[3::4]
 
 

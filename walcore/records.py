@@ -66,6 +66,14 @@ def _check_int(field: str, value: object, low: int, high: int, index: int | None
         raise InvalidRecord(field, value, f"must be an integer in {low}..{high}", index)
 
 
+def _finite_float(value: float) -> bool:
+    """Finite as an f64: an int beyond the f64 range is not (math.isfinite raises on it)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def validate_record(record: EventRecord, index: int | None = None) -> None:
     """Raise InvalidRecord naming the first bad field of one record."""
     if (type(record) is EventRecord and type(record[0]) is int and type(record[1]) is int
@@ -83,7 +91,7 @@ def validate_record(record: EventRecord, index: int | None = None) -> None:
     _check_int("entity_id", record.entity_id, 0, U64_MAX, index)
     _check_int("signal_type", record.signal_type, 0, U16_MAX, index)
     weight = record.weight
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not _finite_float(weight):
         raise InvalidRecord("weight", weight, "must be a finite number", index)
     _check_int("timestamp_nanos", record.timestamp_nanos, 0, U64_MAX, index)
     event_id = record.event_id

@@ -113,6 +113,7 @@ def test_kafka_redelivery_is_recognised_long_after_the_window(tmp_path: Path) ->
     ("entity_id", EventRecord(-1, 1, 1.0, 1)),
     ("signal_type", EventRecord(1, 65536, 1.0, 1)),
     ("weight", EventRecord(1, 1, float("nan"), 1)),
+    ("weight", EventRecord(1, 1, 10**400, 1)),  # an int no f64 can hold
     ("timestamp_nanos", EventRecord(1, 1, 1.0, 2**64)),
     ("event_id", EventRecord(1, 1, 1.0, 1, event_id="")),
     ("source.partition", EventRecord(1, 1, 1.0, 1, source=SourcePosition("t", -1, 0))),
