@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 KAFKA_PORT ?= 9092
 export KAFKA_PORT
 
-.PHONY: test demo kafka-up kafka-down kafka-status bench lint install clean
+.PHONY: test soak demo kafka-up kafka-down kafka-status bench lint install clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10) and "Python 3.10+ is required" or 0)'
@@ -22,6 +22,11 @@ install: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m ruff check walcore consumer tests benchmarks scripts
 	$(PY) -m pytest
+
+# The soak/chaos tests at full length (e.g. 200 SIGKILL rounds instead of 6); `make test`
+# runs the same tests bounded.
+soak: $(VENV)/.installed
+	TIDAL_SOAK=1 $(PY) -m pytest -m soak
 
 demo: $(VENV)/.installed
 	$(PY) scripts/demo.py

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 from walcore.errors import WalCorruption
-from walcore.recovery import LogScan, iter_records, scan_log
+from walcore.recovery import LogScan, replay_log, scan_log
 from walcore.wal import WAL_ID_NAME
 
 
@@ -40,7 +40,8 @@ def cmd_verify(directory: Path) -> int:
 def cmd_dump(directory: Path, from_seq: int, as_json: bool) -> int:
     scan = _scan(directory)
     out = sys.stdout
-    for seq, record in iter_records(scan, from_seq):
+    # The whole log is verified first, so damage anywhere prints nothing but the error.
+    for seq, record in replay_log(directory, from_seq, scan.next_seq - 1):
         source = record.source
         row = {
             "seq": seq, "entity_id": record.entity_id, "signal_type": record.signal_type,

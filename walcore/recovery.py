@@ -156,8 +156,7 @@ def scan_log(directory: Path) -> LogScan:
                     path, 0, f"the log starts at seq {first_seq} but only seqs up to {checkpoint} are "
                     "checkpointed: earlier segments are missing")
         elif first_seq != scan.next_seq:
-            raise WalCorruption(path, 0, f"segment starts at seq {first_seq}, expected {scan.next_seq}: "
-                                "a segment is missing or misnamed")
+            raise _missing_segment(path, first_seq, scan.next_seq)
         is_last = index == len(segments) - 1
         segment = scan_segment(path.read_bytes(), path, first_seq, is_last=is_last)
         if not segment.frames and not is_last:
@@ -169,6 +168,11 @@ def scan_log(directory: Path) -> LogScan:
                 scan.sources.add(run.topic, run.partition, run.first_offset, run.count,
                                  base_seq + run.first_index)
     return scan
+
+
+def _missing_segment(path: Path, first_seq: int, expected: int) -> WalCorruption:
+    return WalCorruption(path, 0, f"segment starts at seq {first_seq}, expected {expected}: "
+                         "a segment is missing or misnamed")
 
 
 def cut_torn_tail(torn: TornTail) -> Path:
@@ -214,26 +218,44 @@ def recent_keys(scan: LogScan, since_ns: int, max_keys: int) -> list[tuple[objec
     return pairs
 
 
-def iter_records(scan: LogScan, from_seq: int = 1,
-                 until_seq: int | None = None) -> Iterator[tuple[int, EventRecord]]:
-    """Replay (seq, record) for ``from_seq <= seq <= until_seq`` from the frames a scan
-    found, checking each frame's digest again as it is read back (never replay damage)."""
-    last = scan.next_seq - 1 if until_seq is None else until_seq
-    for index, segment in enumerate(scan.segments):
-        following = scan.segments[index + 1].first_seq if index + 1 < len(scan.segments) else None
+def replay_log(directory: Path, from_seq: int, until_seq: int) -> Iterator[tuple[int, EventRecord]]:
+    """Replay (seq, record) for ``from_seq <= seq <= until_seq``, verifying on read.
+
+    Each segment holding wanted seqs is read once and verified whole (every frame, as on
+    open) before any of its records is yielded, so damage done since the log was opened
+    or scanned raises WalCorruption instead of being replayed. Segments wholly before
+    ``from_seq`` are not read at all. A log ending before ``until_seq`` (a durable seq the
+    caller knows of is gone) is damage too.
+    """
+    if from_seq > until_seq:
+        return
+    segments = list_segments(directory)
+    expected: int | None = None
+    path = directory
+    for index, (first_seq, path) in enumerate(segments):
+        following = segments[index + 1][0] if index + 1 < len(segments) else None
         if following is not None and following <= from_seq:
             continue
-        if segment.first_seq > last:
+        if first_seq > until_seq:
             return
-        data = segment.path.read_bytes()
+        if expected is not None and first_seq != expected:
+            raise _missing_segment(path, first_seq, expected)
+        data = path.read_bytes()
+        segment = scan_segment(data, path, first_seq, is_last=following is None)
+        if segment.torn is not None and segment.next_seq <= until_seq:
+            # What looks like a torn tail holds seqs already durable: damage, not a crash.
+            raise WalCorruption(path, segment.torn.offset, f"{segment.torn.reason}, but seqs up to "
+                                f"{until_seq} were durable")
         for offset, header in segment.frames:
             if header.last_seq < from_seq:
                 continue
-            if header.base_seq > last:
+            if header.base_seq > until_seq:
                 return
-            if not digest_ok(data, offset, header):
-                raise WalCorruption(segment.path, offset, "BLAKE3 digest mismatch on replay")
-            for i, record in enumerate(decode_records(data, offset, header)):
-                seq = header.base_seq + i
-                if from_seq <= seq <= last:
+            for seq, record in enumerate(decode_records(data, offset, header), header.base_seq):
+                if from_seq <= seq <= until_seq:
                     yield seq, record
+        expected = segment.next_seq
+        if expected > until_seq:
+            return
+    raise WalCorruption(path, 0, f"the log ends before seq {until_seq}, which was durable: "
+                        "a segment is missing or was cut")

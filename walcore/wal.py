@@ -22,7 +22,7 @@ from walcore.files import DirLock, atomic_write, remove_durably
 from walcore.format import EncodedBody, encode_body
 from walcore.future import AppendFuture
 from walcore.records import AppendResult, EventRecord, fresh_results, validate_record, validate_records
-from walcore.recovery import cut_torn_tail, iter_records, recent_keys, scan_log
+from walcore.recovery import cut_torn_tail, recent_keys, replay_log, scan_log
 from walcore.segment import ActiveSegment, list_segments
 from walcore.writer import Control, Submission, Writer
 
@@ -177,9 +177,9 @@ class Wal:
 
     def replay(self, from_seq: int = 1) -> Iterator[tuple[int, EventRecord]]:
         """Durable (seq, record) pairs from ``from_seq`` up to ``last_seq`` as of this
-        call, each frame's BLAKE3 digest checked as it is read back."""
-        until = self.last_seq
-        return iter_records(scan_log(self.directory), from_seq, until)
+        call. Only the segments holding them are read, each verified whole as it is read
+        back (damage since open raises WalCorruption, never replays)."""
+        return replay_log(self.directory, from_seq, self.last_seq)
 
     # -- checkpoint and truncation (run on the writer thread: no race with rotation) -------
 

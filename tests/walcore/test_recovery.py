@@ -151,6 +151,54 @@ def test_missing_middle_segment_is_corruption(tmp_path: Path) -> None:
     assert err.value.file == last and "expected 11" in err.value.reason
 
 
+def test_a_bit_flipped_on_disk_after_open_is_raised_by_replay_never_replayed(tmp_path: Path) -> None:
+    with Wal.open(tmp_path) as wal:
+        wal.append_batch(records(10))
+        wal.append_batch(records(10, 10))
+        seg = segments(tmp_path)[0]
+        second = frame_starts(seg)[1]
+        data = bytearray(seg.read_bytes())
+        data[second + HEADER_LEN + 5] ^= 0x10
+        seg.write_bytes(bytes(data))
+        with pytest.raises(WalCorruption) as err:
+            list(wal.replay())
+        assert (err.value.file, err.value.offset) == (seg, second)
+        # nothing is yielded from a damaged segment, not even its intact first frame
+        with pytest.raises(WalCorruption):
+            next(wal.replay())
+
+
+def test_replay_reads_only_the_segments_it_replays(tmp_path: Path) -> None:
+    with Wal.open(tmp_path, WalConfig(segment_size=1)) as wal:  # one frame per segment
+        for start in (0, 10, 20):
+            wal.append_batch(records(10, start))
+        first = segments(tmp_path)[0]
+        first.write_bytes(b"\0" * first.stat().st_size)  # damage a segment before from_seq
+        assert [s for s, _ in wal.replay(15)] == list(range(15, 31))
+        with pytest.raises(WalCorruption) as err:
+            list(wal.replay(1))
+        assert err.value.file == first
+
+
+@pytest.mark.parametrize(("loss", "reason"), [
+    ("middle segment deleted", "expected 11"),
+    ("last segment emptied", "ends before seq 30"),
+    ("last frame cut in half", "seqs up to 30 were durable"),
+])
+def test_durable_records_lost_on_disk_after_open_are_raised_by_replay(tmp_path: Path, loss: str, reason: str) -> None:
+    with Wal.open(tmp_path, WalConfig(segment_size=1)) as wal:  # one frame per segment
+        for start in (0, 10, 20):
+            wal.append_batch(records(10, start))
+        _first, middle, last = segments(tmp_path)
+        if loss == "middle segment deleted":
+            middle.unlink()
+        else:
+            os.truncate(last, 0 if loss == "last segment emptied" else last.stat().st_size // 2)
+        with pytest.raises(WalCorruption, match=reason) as err:
+            list(wal.replay())
+        assert (err.value.file, err.value.offset) == (last, 0)  # each segment holds one frame
+
+
 def test_missing_first_segment_without_checkpoint_is_corruption(tmp_path: Path) -> None:
     write_log(tmp_path, [10, 10], WalConfig(segment_size=1))
     segments(tmp_path)[0].unlink()
