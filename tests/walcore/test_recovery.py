@@ -247,7 +247,7 @@ def test_crash_midway_through_truncation_leaves_a_log_that_opens(tmp_path: Path)
         assert wal.truncate_before(36) == 2
 
 
-def test_truncate_refuses_to_delete_unchecktpointed_records(tmp_path: Path) -> None:
+def test_truncate_refuses_to_delete_uncheckpointed_records(tmp_path: Path) -> None:
     write_log(tmp_path, [10, 10], WalConfig(segment_size=1))
     with Wal.open(tmp_path) as wal, pytest.raises(ValueError, match="checkpoint"):
         wal.truncate_before(15)
