@@ -10,9 +10,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import kafka_local
 from kafka import KafkaConsumer, KafkaProducer
@@ -21,6 +21,8 @@ from kafka.structs import TopicPartition
 BIN = Path(sys.executable).parent
 TIDAL = shutil.which("tidal-consumer", path=str(BIN)) or "tidal-consumer"
 WALCORE = shutil.which("walcore", path=str(BIN)) or "walcore"
+T = TypeVar("T")
+
 STARTED: list[Service] = []  # killed after each test by tests/consumer/conftest.py
 
 
@@ -66,15 +68,27 @@ class Service:
         return self.log_path.read_text(errors="replace")
 
     def wait_for_log(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
+        return self._await_log(lambda log: re.search(pattern, log), repr(pattern), timeout)
+
+    def wait_for_more(self, needle: str, more: int, timeout: float = 60.0) -> None:
+        """Await ``more`` new occurrences of ``needle`` in the log (the service prints a
+        progress line every second in tests): proof it stayed up that long."""
+        target = self.log().count(needle) + more
+        self._await_log(lambda log: log.count(needle) >= target, f"{more} more {needle!r} lines", timeout)
+
+    def _await_log(self, found: Callable[[str], T], what: str, timeout: float) -> T:
+        """Poll the log file (the service appends to it as it goes) until ``found(log)``
+        is truthy; fail at once if the service exits first."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            match = re.search(pattern, self.log())
-            if match:
-                return match
+            log = self.log()
+            result = found(log)
+            if result:
+                return result
             if self.process.poll() is not None:
-                raise AssertionError(f"service exited {self.process.returncode} before {pattern!r}:\n{self.log()}")
+                raise AssertionError(f"service exited {self.process.returncode} before {what}:\n{log}")
             time.sleep(0.05)
-        raise AssertionError(f"no {pattern!r} in the service log after {timeout}s:\n{self.log()}")
+        raise AssertionError(f"no {what} in the service log after {timeout}s:\n{self.log()}")
 
     def stop(self, timeout: float = 60.0) -> int:
         if self.process.poll() is None:

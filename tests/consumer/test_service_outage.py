@@ -30,17 +30,6 @@ def own_broker(tmp_path: Path) -> Iterator[list[kafka_local.JarBroker]]:
         holder[0].stop()
 
 
-def wait_for_more(service: Service, needle: str, more: int, timeout: float = 60.0) -> None:
-    """Await ``more`` new occurrences of ``needle`` in the service log (it prints a
-    progress line every second in tests): proof it stayed up that long."""
-    target = service.log().count(needle) + more
-    deadline = time.monotonic() + timeout
-    while service.log().count(needle) < target:
-        assert service.process.poll() is None, f"service exited {service.process.returncode}:\n{service.log()}"
-        assert time.monotonic() < deadline, f"only {service.log().count(needle)} {needle!r} lines:\n{service.log()}"
-        time.sleep(0.05)
-
-
 def await_committed(bootstrap: str, group: str, wanted: dict[int, int], service: Service,
                     timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
@@ -61,7 +50,7 @@ def test_broker_killed_and_restarted_under_the_service_loses_nothing_stores_noth
     broker = own_broker[0]
     broker.process.send_signal(signal.SIGKILL)  # no clean shutdown: a crash or a network cut
     broker.process.wait()
-    wait_for_more(service, "tidal.metrics", 4)  # stays up through the outage, reporting progress
+    service.wait_for_more("tidal.metrics", 4)  # stays up through the outage, reporting progress
 
     own_broker[0] = kafka_local.restart_jar_broker(broker)
     after = produce(bootstrap, TOPIC, [event(i) for i in range(400, 800)])
