@@ -15,7 +15,8 @@ from collections import Counter
 from pathlib import Path
 
 from walcore.errors import WalCorruption
-from walcore.recovery import LogScan, replay_log, scan_log
+from walcore.replay import replay_log
+from walcore.scan import LogScan, scan_log
 from walcore.wal import WAL_ID_NAME
 
 

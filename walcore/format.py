@@ -46,7 +46,8 @@ from typing import NamedTuple
 
 import blake3
 
-from walcore.records import MAX_EVENT_ID_BYTES, MAX_TOPIC_BYTES, EventRecord, SourcePosition
+from walcore.errors import InvalidRecord
+from walcore.records import MAX_EVENT_ID_BYTES, MAX_TOPIC_BYTES, EventRecord, SourcePosition, validate_record
 
 MAGIC = 0x4C415754
 VERSION = 2  # what this code writes
@@ -126,8 +127,8 @@ def _u16s(count: int) -> struct.Struct:
     return struct.Struct(f"<{count}H")
 
 
-class EncodeError(ValueError):
-    """A record does not fit the format; walcore.records.validate_record names the field."""
+class _DoesNotFit(ValueError):
+    """A bulk pass found a record that does not fit; ``encode_body`` then names it."""
 
 
 # Whole-batch passes are C loops over the records: ``map`` with these getters (and a
@@ -144,20 +145,44 @@ _POSITION = (itemgetter(0), itemgetter(1), itemgetter(2))
 
 
 def encode_body(records: Sequence[EventRecord]) -> EncodedBody:
-    """Encode a batch's body. Raises EncodeError (or struct.error/TypeError from the
-    packers) for any record that does not fit; the caller then finds the exact field."""
+    """Encode a batch's body. A record that does not fit raises InvalidRecord naming
+    its index in the batch and its field."""
+    if not records:
+        raise ValueError("a frame holds at least one record")
+    try:
+        return _encode_body(records)
+    except (_DoesNotFit, struct.error, TypeError, ValueError, OverflowError, AttributeError, IndexError):
+        raise _locate_misfit(records) from None
+
+
+def _locate_misfit(records: Sequence[EventRecord]) -> InvalidRecord:
+    """The bulk passes only say that *some* record does not fit. Find the first one and
+    its field with the record rules (walcore.records, the one statement of them); failing
+    that, the first record that does not encode on its own."""
+    for index, record in enumerate(records):
+        try:
+            validate_record(record, index)
+        except InvalidRecord as exc:
+            return exc
+    for index, record in enumerate(records):
+        try:
+            _encode_body([record])
+        except (_DoesNotFit, struct.error, TypeError, ValueError, OverflowError, AttributeError, IndexError):
+            return InvalidRecord("record", record, "does not fit the WAL format", index)
+    return InvalidRecord("record", None, "the batch does not fit the WAL format (its section sizes)", None)
+
+
+def _encode_body(records: Sequence[EventRecord]) -> EncodedBody:
     count = len(records)
-    if count == 0:
-        raise EncodeError("a frame holds at least one record")
     if not _RECORD_TYPE.issuperset(map(type, records)) and not all(isinstance(r, EventRecord) for r in records):
-        raise EncodeError("every record must be a walcore.EventRecord")
+        raise _DoesNotFit("every record must be a walcore.EventRecord")
     # Packing range-checks every integer field (struct refuses what does not fit).
     rows = list(starmap(CONTENT_KEY.pack, map(_CONTENT, records)))
     fixed = b"".join(rows)
     # One C-level sum proves every weight finite: a NaN or infinity anywhere makes the
     # sum non-finite. A non-finite sum of finite values (overflow) is rechecked one by one.
     if not math.isfinite(sum(map(_WEIGHT, records))) and not all(map(math.isfinite, map(_WEIGHT, records))):
-        raise EncodeError("weight must be finite")
+        raise _DoesNotFit("weight must be finite")
     event_ids = tuple(map(_EVENT_ID, records))
     sources = tuple(map(_SOURCE, records))
     parts = [fixed]
@@ -168,7 +193,7 @@ def encode_body(records: Sequence[EventRecord]) -> EncodedBody:
         if max(lengths) > MAX_EVENT_ID_BYTES or any(
             n == 0 and e is not None for n, e in zip(lengths, event_ids)
         ):
-            raise EncodeError("event_id must be non-empty and fit the length limit")
+            raise _DoesNotFit("event_id must be non-empty and fit the length limit")
         id_section = _u16s(count).pack(*lengths) + b"".join(encoded)
         parts.append(id_section)
         ids_len = len(id_section)
@@ -270,7 +295,7 @@ def _encode_sources(runs: list[SourceRun]) -> bytes:
     for name in topics:
         raw = name.encode()
         if not raw or len(raw) > MAX_TOPIC_BYTES:
-            raise EncodeError("source.topic must be non-empty and fit the length limit")
+            raise _DoesNotFit("source.topic must be non-empty and fit the length limit")
         parts.append(struct.pack("<H", len(raw)) + raw)
     parts.append(struct.pack("<I", len(runs)))
     pack = RUN.pack

@@ -8,14 +8,12 @@ an event without an ``event_id``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from itertools import repeat
 from typing import NamedTuple
 
 from walcore.errors import InvalidRecord
 
 U16_MAX = 2**16 - 1
-U32_MAX = 2**32 - 1
 U64_MAX = 2**64 - 1
 I32_MAX = 2**31 - 1
 I64_MAX = 2**63 - 1
@@ -110,9 +108,3 @@ def validate_record(record: EventRecord, index: int | None = None) -> None:
                                 f"{MAX_TOPIC_BYTES} UTF-8 bytes", index)
         _check_int("source.partition", source.partition, 0, I32_MAX, index)
         _check_int("source.offset", source.offset, 0, I64_MAX, index)
-
-
-def validate_records(records: Sequence[EventRecord]) -> None:
-    """Validate a whole batch; the error names the record's index and field."""
-    for index, record in enumerate(records):
-        validate_record(record, index)

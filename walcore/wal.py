@@ -4,29 +4,28 @@ from __future__ import annotations
 
 import logging
 import math
-import struct
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
-from itertools import pairwise
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, ClassVar, TypeVar
 
-from walcore.checkpoint import write_checkpoint
 from walcore.dedup import DedupWindow
-from walcore.errors import InvalidRecord, WalClosed
-from walcore.files import DirLock, atomic_write, remove_durably
-from walcore.format import EncodedBody, encode_body
+from walcore.errors import WalClosed
+from walcore.files import DirLock, atomic_write
+from walcore.format import encode_body
 from walcore.future import AppendFuture
-from walcore.records import AppendResult, EventRecord, fresh_results, validate_record, validate_records
-from walcore.recovery import cut_torn_tail, recent_keys, replay_log, scan_log
-from walcore.segment import ActiveSegment, list_segments
-from walcore.writer import Control, Submission, Writer
+from walcore.records import AppendResult, EventRecord, fresh_results, validate_record
+from walcore.repair import cut_torn_tail
+from walcore.replay import recent_keys, replay_log
+from walcore.scan import scan_log
+from walcore.segment import ActiveSegment
+from walcore.writer import Checkpoint, Command, SourceOffsets, Submission, TruncateBefore, Writer
 
-log = logging.getLogger("walcore")
+log = logging.getLogger(__name__)
 
 WAL_ID_NAME = "WAL_ID"
 T = TypeVar("T")
@@ -42,17 +41,26 @@ class WalConfig:
     dedup_window: float = 30.0  # seconds a stored key stays a duplicate (at least)
     dedup_max_keys: int = 2_000_000  # memory bound of the window (both generations)
 
+    # The one statement of each field's range, in pydantic's words (ge/gt/le), so that
+    # configuration (consumer.config.WalSettings) checks exactly what this class checks.
+    LIMITS: ClassVar[dict[str, dict[str, float]]] = {
+        "segment_size": {"ge": 1},  # any size works: a segment rotates after the frame that fills it
+        "batch_size": {"ge": 1},
+        "batch_timeout": {"ge": 0, "le": 10},
+        "dedup_window": {"gt": 0},
+        "dedup_max_keys": {"ge": 2},
+    }
+
     def __post_init__(self) -> None:
-        checks = {
-            "segment_size": self.segment_size >= 1,
-            "batch_size": self.batch_size >= 1,
-            "batch_timeout": math.isfinite(self.batch_timeout) and self.batch_timeout >= 0,
-            "dedup_window": math.isfinite(self.dedup_window) and self.dedup_window > 0,
-            "dedup_max_keys": self.dedup_max_keys >= 2,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(f"WalConfig.{name}={getattr(self, name)!r} is out of range")
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if not _within(value, self.LIMITS[field.name]):
+                raise ValueError(f"WalConfig.{field.name}={value!r} is out of range {self.LIMITS[field.name]}")
+
+
+def _within(value: float, limits: dict[str, float]) -> bool:
+    return (math.isfinite(value) and value >= limits.get("ge", -math.inf) and value > limits.get("gt", -math.inf)
+            and value <= limits.get("le", math.inf))
 
 
 class Wal:
@@ -61,13 +69,11 @@ class Wal:
     Use ``Wal.open``; ``with Wal.open(...) as wal:`` closes it (draining appends).
     """
 
-    def __init__(self, directory: Path, config: WalConfig, lock: DirLock, wal_id: str, *,
-                 checkpoint: int, writer: Writer) -> None:
+    def __init__(self, directory: Path, config: WalConfig, lock: DirLock, wal_id: str, *, writer: Writer) -> None:
         self.directory = directory
         self.config = config
         self.wal_id = wal_id
         self._lock = lock
-        self._checkpoint = checkpoint
         self._writer = writer
         self._state = threading.Lock()
         self._closed = False
@@ -100,15 +106,16 @@ class Wal:
             window_ns = int(config.dedup_window * 1e9)
             dedup = DedupWindow(window_ns, config.dedup_max_keys, now)
             dedup.preload(recent_keys(scan, now - window_ns, config.dedup_max_keys // 2))
-            writer = Writer(directory=directory, segment=segment, next_seq=scan.next_seq, dedup=dedup,
-                            sources=scan.sources, segment_size=config.segment_size,
+            writer = Writer(directory=directory, segment=segment, next_seq=scan.next_seq,
+                            checkpoint=scan.checkpoint, dedup=dedup, sources=scan.sources,
+                            segment_size=config.segment_size,
                             batch_size=config.batch_size, batch_timeout=config.batch_timeout, clock=clock)
         except BaseException:
             lock.release()
             raise
         log.info("opened WAL %s (%s): seqs %d..%d in %d segment(s), checkpoint %d", directory, wal_id,
                  scan.first_seq, scan.next_seq - 1, len(scan.segments) or 1, scan.checkpoint)
-        return cls(directory, config, lock, wal_id, checkpoint=scan.checkpoint, writer=writer)
+        return cls(directory, config, lock, wal_id, writer=writer)
 
     # -- appending -----------------------------------------------------------------------
 
@@ -129,7 +136,7 @@ class Wal:
             return []
         assigned: Future[int | None] = AppendFuture()
         future: Future[list[AppendResult] | None] = AppendFuture()
-        self._submit(Submission(records, _encode_checked(records), future, assigned))
+        self._submit(Submission(records, encode_body(records), future, assigned))
         first_seq = assigned.result()
         if first_seq is None:
             return future.result()  # type: ignore[return-value]  # the writer's full answer
@@ -148,10 +155,10 @@ class Wal:
         if not records:
             future.set_result([])
             return future
-        self._submit(Submission(records, _encode_checked(records), future))  # type: ignore[arg-type]
+        self._submit(Submission(records, encode_body(records), future))  # type: ignore[arg-type]
         return future
 
-    def _submit(self, item: AppendFuture | Submission | Control) -> None:
+    def _submit(self, item: AppendFuture | Submission | Command) -> None:
         # No lock on this hot path: a submission that races past close() is failed with
         # WalClosed by the writer's stop(), never left unresolved.
         if self._closed:
@@ -169,11 +176,11 @@ class Wal:
 
     @property
     def checkpoint_seq(self) -> int:
-        return self._checkpoint
+        return self._writer.checkpoint
 
     def source_offsets(self) -> dict[tuple[str, int], int]:
         """{(topic, partition): highest offset stored} for every partition seen."""
-        return self._run(self._writer.sources.last_offsets)
+        return self._command(SourceOffsets(Future()))
 
     def replay(self, from_seq: int = 1) -> Iterator[tuple[int, EventRecord]]:
         """Durable (seq, record) pairs from ``from_seq`` up to ``last_seq`` as of this
@@ -181,45 +188,22 @@ class Wal:
         back (damage since open raises WalCorruption, never replays)."""
         return replay_log(self.directory, from_seq, self.last_seq)
 
-    # -- checkpoint and truncation (run on the writer thread: no race with rotation) -------
+    # -- checkpoint and truncation (commands run by the writer thread, between batches) ----
 
     def checkpoint(self, seq: int) -> None:
-        """Durably record that everything up to ``seq`` is applied downstream."""
-        if not 0 <= seq <= self.last_seq:
-            raise ValueError(f"checkpoint seq {seq} is outside 0..{self.last_seq} (last durable seq)")
-
-        def write() -> None:
-            write_checkpoint(self.directory, seq)
-            self._checkpoint = seq
-
-        self._run(write)
+        """Durably record that everything up to ``seq`` is applied downstream.
+        Raises ValueError unless 0 <= seq <= last_seq."""
+        self._command(Checkpoint(seq, Future()))
 
     def truncate_before(self, seq: int) -> int:
         """Delete whole segments whose records are all below ``seq``. Only checkpointed
-        data may go: ``seq`` must be at most checkpoint + 1. Returns segments deleted."""
-        if seq > self._checkpoint + 1:
-            raise ValueError(f"truncate_before({seq}) would delete records after the checkpoint "
-                             f"({self._checkpoint}); checkpoint them first")
-        return self._run(lambda: self._truncate(seq))
+        data may go: ``seq`` must be at most checkpoint + 1 (else ValueError). The active
+        segment is never deleted. Returns how many segments were deleted."""
+        return self._command(TruncateBefore(seq, Future()))
 
-    def _truncate(self, seq: int) -> int:
-        segments = list_segments(self.directory)
-        deleted = 0
-        # Oldest first, each removal made durable before the next, so a crash midway
-        # leaves a log that starts later, never one with a hole in the middle.
-        for (_first, path), (next_first, _next_path) in pairwise(segments):
-            if next_first > seq or path == self._writer.segment.path:
-                break
-            remove_durably(path)
-            deleted += 1
-        if deleted:
-            self._writer.sources.drop_below(seq)
-        return deleted
-
-    def _run(self, action: Callable[[], T]) -> T:
-        future: Future[T] = Future()
-        self._submit(Control(action, future))
-        return future.result()
+    def _command(self, command: Command) -> Any:
+        self._submit(command)
+        return command.future.result()
 
     # -- closing -----------------------------------------------------------------------------
 
@@ -238,16 +222,6 @@ class Wal:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _encode_checked(records: list[EventRecord]) -> EncodedBody:
-    """Encode in the caller's thread (that also validates in bulk, in C); when it fails,
-    the slow per-field check finds the exact record and field for the error."""
-    try:
-        return encode_body(records)
-    except (ValueError, TypeError, AttributeError, IndexError, OverflowError, struct.error):
-        validate_records(records)
-        raise InvalidRecord("record", None, "does not fit the WAL format") from None
 
 
 def _wal_id(directory: Path) -> str:

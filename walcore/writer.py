@@ -28,15 +28,18 @@ import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+from walcore.checkpoint import write_checkpoint
 from walcore.dedup import DedupWindow
 from walcore.errors import WalFailed
-from walcore.format import CONTENT_KEY, EncodedBody, encode_body, encode_frame
+from walcore.files import remove_durably
+from walcore.format import EncodedBody, encode_body, encode_frame
 from walcore.future import AppendFuture
 from walcore.records import AppendResult, EventRecord, fresh_results
-from walcore.segment import ActiveSegment
+from walcore.segment import ActiveSegment, list_segments
 from walcore.sources import SourceIndex
 
 log = logging.getLogger("walcore.writer")
@@ -57,23 +60,48 @@ class Submission:
 
 
 @dataclass(slots=True)
-class Control:
-    """Work that must not race with appends or rotation (truncate, checkpoint)."""
+class Checkpoint:
+    """Record durably that seqs up to ``seq`` are applied downstream."""
 
-    action: Callable[[], Any]
-    future: Future[Any]
+    seq: int
+    future: Future[None]
+
+
+@dataclass(slots=True)
+class TruncateBefore:
+    """Delete whole segments whose records are all below ``seq`` (checkpointed ones only)."""
+
+    seq: int
+    future: Future[int]
+
+
+@dataclass(slots=True)
+class SourceOffsets:
+    """Ask for {(topic, partition): highest stored offset}."""
+
+    future: Future[dict[tuple[str, int], int]]
+
+
+# Commands run on the writer thread, between batches: they read or change the writer's
+# own state (checkpoint, segments, source index), so they never race with an append or
+# a rotation, and no other thread touches that state.
+Command = Checkpoint | TruncateBefore | SourceOffsets
+_COMMANDS = (Checkpoint, TruncateBefore, SourceOffsets)
 
 
 _STOP = object()
 
 
 class Writer:
-    def __init__(self, *, directory: Path, segment: ActiveSegment, next_seq: int, dedup: DedupWindow,
-                 sources: SourceIndex, segment_size: int, batch_size: int, batch_timeout: float,
-                 clock: Callable[[], int]) -> None:
+    def __init__(self, *, directory: Path, segment: ActiveSegment, next_seq: int, checkpoint: int,
+                 dedup: DedupWindow, sources: SourceIndex, segment_size: int, batch_size: int,
+                 batch_timeout: float, clock: Callable[[], int]) -> None:
         self.directory = directory
         self.segment = segment
+        # Read from other threads (Wal.last_seq, Wal.checkpoint_seq): plain int attributes,
+        # each replaced whole by this thread, so a reader sees an old or a new value.
         self.next_seq = next_seq
+        self.checkpoint = checkpoint
         self.dedup = dedup
         self.sources = sources
         self._segment_size = segment_size
@@ -82,13 +110,14 @@ class Writer:
         self._clock = clock
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._carried: Submission | None = None  # a batch that ended a gathering of singles
+        self._in_hand: list[Future[Any]] = []  # what the item being handled must resolve
         self.failure: WalFailed | None = None
         self._thread = threading.Thread(target=self._run, name="walcore-writer", daemon=True)
         self._thread.start()
 
     # -- called from any thread ----------------------------------------------------------
 
-    def submit(self, item: AppendFuture | Submission | Control) -> None:
+    def submit(self, item: AppendFuture | Submission | Command) -> None:
         self._queue.put(item)
 
     def stop(self, late: Exception) -> None:
@@ -103,7 +132,7 @@ class Writer:
                 return
             if isinstance(item, AppendFuture):
                 item.set_exception(late)
-            elif isinstance(item, (Submission, Control)):
+            elif isinstance(item, (Submission, *_COMMANDS)):
                 item.future.set_exception(late)
                 if isinstance(item, Submission) and item.assigned is not None:
                     item.assigned.set_result(None)
@@ -116,22 +145,47 @@ class Writer:
             item, self._carried = (self._carried, None) if self._carried is not None else (get(), None)
             if item is _STOP:
                 return
-            if isinstance(item, Control):
-                self._control(item)
-            elif isinstance(item, Submission):
-                self._commit_batch(item)
-            else:
-                assert isinstance(item, AppendFuture)
-                singles, controls, stop = self._gather(item)
-                self._commit_singles(singles)
-                for control in controls:
-                    self._control(control)
-                if stop:
+            try:
+                if self._handle(item):
                     return
+            except Exception as exc:  # noqa: BLE001 - whatever it is, the thread must not die silently
+                self._broken(exc)
 
-    def _gather(self, first: AppendFuture) -> tuple[list[AppendFuture], list[Control], bool]:
+    def _handle(self, item: object) -> bool:
+        """Commit or run one queued item (and the singles gathered with it); True to stop."""
+        if isinstance(item, _COMMANDS):
+            self._in_hand = [item.future]
+            self._command(item)
+            return False
+        if isinstance(item, Submission):
+            self._in_hand = [item.future] if item.assigned is None else [item.future, item.assigned]
+            self._commit_batch(item)
+            return False
+        assert isinstance(item, AppendFuture)
+        singles, commands, stop = self._gather(item)
+        self._in_hand = [*singles, *(command.future for command in commands)]
+        self._commit_singles(singles)
+        for command in commands:
+            self._command(command)
+        return stop
+
+    def _broken(self, exc: Exception) -> None:
+        """An unexpected error on the writer thread (a bug, a corrupt value): treat it like
+        a failed write. Everything in hand and everything after fails with WalFailed; the
+        thread lives on to fail later submissions, so no future ever waits for ever."""
+        if self.failure is None:
+            self.failure = WalFailed(f"the WAL writer failed unexpectedly ({exc.__class__.__name__}: {exc}); "
+                                     "the WAL refuses further appends. Reopen it (restart) to recover from the log.")
+            self.failure.__cause__ = exc
+            log.critical("%s", self.failure, exc_info=exc)
+        for future in self._in_hand:
+            if not future.done():
+                future.set_exception(self.failure)
+        self._in_hand = []
+
+    def _gather(self, first: AppendFuture) -> tuple[list[AppendFuture], list[Command], bool]:
         singles = [first]
-        controls: list[Control] = []
+        commands: list[Command] = []
         deadline = time.monotonic() + self._batch_timeout
         get_nowait = self._queue.get_nowait
         while len(singles) < self._batch_size:
@@ -148,26 +202,58 @@ class Writer:
                 except queue.Empty:
                     break
             if item is _STOP:
-                return singles, controls, True
-            if isinstance(item, Control):
-                controls.append(item)  # runs right after this batch, in order
+                return singles, commands, True
+            if isinstance(item, _COMMANDS):
+                commands.append(item)  # runs right after this batch, in order
             elif isinstance(item, Submission):
                 self._carried = item  # a caller-formed batch is waiting: commit the singles now
                 break
             else:
                 singles.append(item)  # type: ignore[arg-type]
-        return singles, controls, False
+        return singles, commands, False
 
-    def _control(self, control: Control) -> None:
-        if not control.future.set_running_or_notify_cancel():
+    def _command(self, command: Command) -> None:
+        future: Future[Any] = command.future
+        if not future.set_running_or_notify_cancel():
             return
         if self.failure is not None:
-            control.future.set_exception(self.failure)
+            future.set_exception(self.failure)
             return
         try:
-            control.future.set_result(control.action())
-        except Exception as exc:  # noqa: BLE001 - handed to the caller, who sees the real error
-            control.future.set_exception(exc)
+            if isinstance(command, Checkpoint):
+                future.set_result(self._checkpoint(command.seq))
+            elif isinstance(command, TruncateBefore):
+                future.set_result(self._truncate_before(command.seq))
+            else:
+                future.set_result(self.sources.last_offsets())
+        except (OSError, ValueError) as exc:  # handed to the caller, who sees the real error
+            future.set_exception(exc)
+
+    def _checkpoint(self, seq: int) -> None:
+        if not 0 <= seq < self.next_seq:
+            raise ValueError(f"checkpoint seq {seq} is outside 0..{self.next_seq - 1} (last durable seq)")
+        write_checkpoint(self.directory, seq)
+        self.checkpoint = seq
+
+    def _truncate_before(self, seq: int) -> int:
+        if seq > self.checkpoint + 1:
+            raise ValueError(f"truncate_before({seq}) would delete records after the checkpoint "
+                             f"({self.checkpoint}); checkpoint them first")
+        segments = list_segments(self.directory)
+        deleted = 0
+        # Oldest first, each removal made durable before the next, so a crash midway
+        # leaves a log that starts later, never one with a hole in the middle. A segment
+        # goes only when the next one starts at or below ``seq``: all its records are below.
+        for (_first, path), (next_first, _next_path) in pairwise(segments):
+            if next_first > seq or path == self.segment.path:
+                break
+            remove_durably(path)
+            deleted += 1
+        if deleted:
+            # What is still on disk starts at the oldest remaining segment: the index keeps
+            # exactly what a reopen would rebuild from the log.
+            self.sources.drop_below(segments[deleted][0])
+        return deleted
 
     def _commit_batch(self, submission: Submission) -> None:
         try:
@@ -186,8 +272,8 @@ class Writer:
         self.dedup.advance(now)
         if self._commit_unique(submission, now):
             return
-        results, kept, keys = self._assign(submission.records)
         body = submission.body
+        results, kept, keys = self._assign(submission.records, body.keys)
         if kept and len(kept) != body.count:
             body = encode_body(kept)
         if not kept or self._store(body, keys, now, [future]):
@@ -200,15 +286,20 @@ class Writer:
             return
         now = self._clock()
         self.dedup.advance(now)
-        results, kept, keys = self._assign([future.record for future in singles])
-        if not kept or self._store(encode_body(kept), keys, now, singles):
+        records = [future.record for future in singles]
+        body = encode_body(records)
+        results, kept, keys = self._assign(records, body.keys)
+        if kept and len(kept) != body.count:
+            body = encode_body(kept)
+        if not kept or self._store(body, keys, now, singles):
             for future, result in zip(singles, results):
                 future.set_result(result)
 
-    def _assign(self, records: list[EventRecord]) -> tuple[list[AppendResult], list[EventRecord],
-                                                          dict[Hashable, int]]:
+    def _assign(self, records: list[EventRecord], record_keys: list[Hashable]) -> tuple[
+            list[AppendResult], list[EventRecord], dict[Hashable, int]]:
         """Record by record: the original seq of a redelivery or a duplicate, else the
-        next seq. Returns (one result per record, the records to store, their keys)."""
+        next seq. ``record_keys`` are the records' dedup keys (``EncodedBody.keys``).
+        Returns (one result per record, the records to store, their keys)."""
         base_seq = self.next_seq
         kept: list[EventRecord] = []
         keys: dict[Hashable, int] = {}
@@ -218,17 +309,14 @@ class Writer:
         last_offset = sources.last_offset
         window_get = self.dedup.get
         keys_get = keys.get
-        content_key = CONTENT_KEY.pack
         new_result = tuple.__new__  # NamedTuple's own __new__ is Python code: 3x slower (fresh_results)
-        for record in records:
+        for record, key in zip(records, record_keys):
             source = record[5]
             if source is not None and source[2] <= last_offset(source[0], source[1]):
                 seq = sources.lookup(*source)
                 if seq is not None:
                     append_result(AppendResult(seq, True, True))
                     continue
-            event_id = record[4]
-            key = content_key(record[0], record[1], record[2], record[3]) if event_id is None else event_id
             seq = keys_get(key)
             if seq is None:
                 seq = window_get(key)

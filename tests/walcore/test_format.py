@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from walcore_helpers import version_1_frame
 
-from walcore import EventRecord, SourcePosition
+from walcore import EventRecord, InvalidRecord, SourcePosition
 from walcore.format import (
     HEADER_LEN,
     MAGIC,
@@ -146,9 +146,11 @@ def test_short_buffer_is_not_a_header() -> None:
     ("entity_id", EventRecord(2**64, 1, 1.0, 1)),
     ("signal_type", EventRecord(1, 2**16, 1.0, 1)),
 ])
-def test_out_of_range_fields_do_not_encode(field: str, record: EventRecord) -> None:
-    with pytest.raises((ValueError, struct.error)):
-        encode_body([record])
+def test_out_of_range_fields_do_not_encode_and_the_error_names_index_and_field(field: str,
+                                                                              record: EventRecord) -> None:
+    with pytest.raises(InvalidRecord) as err:
+        encode_body([EventRecord(7, 1, 1.0, 7), record])
+    assert (err.value.field, err.value.index) == (field, 1)
 
 
 @settings(max_examples=25, deadline=None)

@@ -13,7 +13,7 @@ from walcore_helpers import records, replayed, segments, version_1_frame, write_
 from walcore import AppendResult, Wal, WalConfig, WalCorruption
 from walcore.checkpoint import NAME as CHECKPOINT_NAME
 from walcore.format import HEADER_LEN
-from walcore.recovery import scan_segment
+from walcore.scan import scan_segment
 from walcore.segment import segment_name
 
 

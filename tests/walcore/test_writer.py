@@ -208,7 +208,7 @@ def test_segments_rotate_at_the_size_limit_and_are_named_by_first_seq(tmp_path: 
 
 
 def test_submitted_batches_commit_in_order_each_as_its_own_frame(tmp_path: Path) -> None:
-    from walcore.recovery import scan_log
+    from walcore.scan import scan_log
 
     with Wal.open(tmp_path) as wal:
         futures = [wal.submit_batch(records(10, i * 10)) for i in range(5)]

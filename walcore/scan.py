@@ -1,42 +1,41 @@
-"""Reading a WAL back: verify every frame, find the torn tail, rebuild the indexes.
+"""Verifying a WAL: every frame, the torn tail, segment continuity, the indexes to rebuild.
 
-The rules (ARCHITECTURE invariant 3, after etcd's ``repair.go``):
+The rules (ARCHITECTURE invariant 3, after etcd's ``decoder.go``/``repair.go``):
 
 * Every frame is checked: header CRC, lengths, seq continuity, BLAKE3 digest.
 * Only the *last* segment may end in a torn tail (a crash mid-write): a partial frame,
   a zero-filled or garbage header, a length running past the end of the file, or a
-  final frame whose digest fails. It is cut on open, and the cut bytes are kept in a
-  ``.broken`` file beside it so nothing vanishes without a trace.
+  final frame whose digest fails. Scanning only *finds* it (a ``TornTail`` value);
+  ``walcore.repair`` cuts it, keeping the bytes in a ``.broken`` file.
 * A torn point followed later in the file by an intact frame that continues the log is
   not a torn write (writes are sequential and each frame is fsynced before the next):
   that is damage to acknowledged data, and it is an error, like every other damage:
   ``WalCorruption(file, offset, reason)``. Frames after a torn point that do not
   continue the log (stale bytes) are cut with it and never replayed.
+
+Worst cases: a segment is read into memory whole (``segment_size`` plus at most one
+frame, since rotation happens after the frame that crosses the limit); ``scan_log``
+holds one segment's bytes at a time, plus every frame header of the log (48 bytes
+each as a tuple, about 150 bytes of Python objects per frame).
 """
 
 from __future__ import annotations
 
-import os
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from walcore.checkpoint import read_checkpoint
 from walcore.errors import WalCorruption
-from walcore.files import atomic_write, fsync_dir
 from walcore.format import (
     MAGIC,
     BadHeader,
     FrameHeader,
     SourceRun,
     decode_header,
-    decode_records,
     decode_source_runs,
-    dedup_keys,
     digest_ok,
 )
-from walcore.records import EventRecord
 from walcore.segment import list_segments
 from walcore.sources import SourceIndex
 
@@ -125,7 +124,6 @@ def _refuse_if_log_continues(data: bytes, path: Path, torn_at: int, expected: in
 
 @dataclass
 class LogScan:
-    directory: Path
     checkpoint: int
     segments: list[SegmentScan] = field(default_factory=list)
     next_seq: int = 1
@@ -147,7 +145,7 @@ class LogScan:
 def scan_log(directory: Path) -> LogScan:
     """Verify the whole log (read-only): segment continuity, every frame, the checkpoint."""
     checkpoint = read_checkpoint(directory)
-    scan = LogScan(directory, checkpoint, next_seq=checkpoint + 1)
+    scan = LogScan(checkpoint, next_seq=checkpoint + 1)
     segments = list_segments(directory)
     for index, (first_seq, path) in enumerate(segments):
         if index == 0:
@@ -155,8 +153,8 @@ def scan_log(directory: Path) -> LogScan:
                 raise WalCorruption(
                     path, 0, f"the log starts at seq {first_seq} but only seqs up to {checkpoint} are "
                     "checkpointed: earlier segments are missing")
-        elif first_seq != scan.next_seq:
-            raise _missing_segment(path, first_seq, scan.next_seq)
+        else:
+            check_continuity(path, first_seq, scan.next_seq)
         is_last = index == len(segments) - 1
         segment = scan_segment(path.read_bytes(), path, first_seq, is_last=is_last)
         if not segment.frames and not is_last:
@@ -170,92 +168,8 @@ def scan_log(directory: Path) -> LogScan:
     return scan
 
 
-def _missing_segment(path: Path, first_seq: int, expected: int) -> WalCorruption:
-    return WalCorruption(path, 0, f"segment starts at seq {first_seq}, expected {expected}: "
-                         "a segment is missing or misnamed")
-
-
-def cut_torn_tail(torn: TornTail) -> Path:
-    """Keep a copy of the torn bytes, then cut them off durably. Returns the copy's path."""
-    with torn.path.open("rb") as handle:
-        handle.seek(torn.offset)
-        tail = handle.read()
-    keep_name = f"{torn.path.name}.broken-{torn.offset}"
-    atomic_write(torn.path.parent, keep_name, tail)
-    fd = os.open(torn.path, os.O_WRONLY)
-    try:
-        os.ftruncate(fd, torn.offset)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    fsync_dir(torn.path.parent)
-    return torn.path.parent / keep_name
-
-
-def recent_keys(scan: LogScan, since_ns: int, max_keys: int) -> list[tuple[object, int]]:
-    """Dedup keys of frames stored at or after ``since_ns`` (newest ``max_keys`` at most),
-    oldest first, so that loading them in order leaves the newest seq for a repeated key."""
-    picked: list[tuple[Path, int, FrameHeader]] = []
-    total = 0
-    for segment in reversed(scan.segments):
-        for offset, header in reversed(segment.frames):
-            if header.batch_ts < since_ns or total >= max_keys:
-                break
-            picked.append((segment.path, offset, header))
-            total += header.count
-        else:
-            continue
-        break
-    pairs: list[tuple[object, int]] = []
-    cache: dict[Path, bytes] = {}
-    for path, offset, header in reversed(picked):
-        data = cache.get(path)
-        if data is None:
-            cache.clear()
-            data = cache[path] = path.read_bytes()
-        keys = dedup_keys(data, offset, header)
-        pairs.extend(zip(keys, range(header.base_seq, header.base_seq + header.count)))
-    return pairs
-
-
-def replay_log(directory: Path, from_seq: int, until_seq: int) -> Iterator[tuple[int, EventRecord]]:
-    """Replay (seq, record) for ``from_seq <= seq <= until_seq``, verifying on read.
-
-    Each segment holding wanted seqs is read once and verified whole (every frame, as on
-    open) before any of its records is yielded, so damage done since the log was opened
-    or scanned raises WalCorruption instead of being replayed. Segments wholly before
-    ``from_seq`` are not read at all. A log ending before ``until_seq`` (a durable seq the
-    caller knows of is gone) is damage too.
-    """
-    if from_seq > until_seq:
-        return
-    segments = list_segments(directory)
-    expected: int | None = None
-    path = directory
-    for index, (first_seq, path) in enumerate(segments):
-        following = segments[index + 1][0] if index + 1 < len(segments) else None
-        if following is not None and following <= from_seq:
-            continue
-        if first_seq > until_seq:
-            return
-        if expected is not None and first_seq != expected:
-            raise _missing_segment(path, first_seq, expected)
-        data = path.read_bytes()
-        segment = scan_segment(data, path, first_seq, is_last=following is None)
-        if segment.torn is not None and segment.next_seq <= until_seq:
-            # What looks like a torn tail holds seqs already durable: damage, not a crash.
-            raise WalCorruption(path, segment.torn.offset, f"{segment.torn.reason}, but seqs up to "
-                                f"{until_seq} were durable")
-        for offset, header in segment.frames:
-            if header.last_seq < from_seq:
-                continue
-            if header.base_seq > until_seq:
-                return
-            for seq, record in enumerate(decode_records(data, offset, header), header.base_seq):
-                if from_seq <= seq <= until_seq:
-                    yield seq, record
-        expected = segment.next_seq
-        if expected > until_seq:
-            return
-    raise WalCorruption(path, 0, f"the log ends before seq {until_seq}, which was durable: "
-                        "a segment is missing or was cut")
+def check_continuity(path: Path, first_seq: int, expected: int) -> None:
+    """A segment must start where the one before it ended: the one rule for scan and replay."""
+    if first_seq != expected:
+        raise WalCorruption(path, 0, f"segment starts at seq {first_seq}, expected {expected}: "
+                            "a segment is missing or misnamed")
