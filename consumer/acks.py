@@ -8,24 +8,96 @@ Key ``"<topic>:<partition>"``; value (JSON)::
      "rejected": [[offset, "reason"], ...]}
 
 Every consumed offset of the batch is in exactly one list (a rejected record is not in
-the WAL, so the three lists partition the offsets). An ``acked`` run maps
-consecutive offsets to consecutive seqs; a Kafka redelivery is acked again there with
-its original seq. ``duplicates`` are producer retries (same event_id or content).
-Pure: outcomes in, (key, value) bytes out.
+the WAL, so the three lists partition the offsets). An ``acked`` run maps consecutive
+offsets to consecutive seqs; a Kafka redelivery is acked again there with its original
+seq. ``duplicates`` are producer retries (same event_id or content).
+
+Pure: outcomes in, ``Ack`` out, bytes out (``Ack.encode``); bytes in, ``Ack`` or
+``NotAnAck`` out (``parse_ack``: a malformed or foreign message is a value, never an
+exception, so one bad message on the reply topic cannot stop a reader).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Literal, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from walcore import AppendResult
 
 ACK_VERSION = 1
 
 
+class Stored(NamedTuple):
+    """The offset's event is durable as (wal_id, seq); ``duplicate``: a producer retry of
+    an event stored earlier, ``seq`` being the original's."""
+
+    wal_id: str
+    seq: int
+    duplicate: bool
+
+
+class Rejection(NamedTuple):
+    """The offset's message went to the DLQ."""
+
+    reason: str
+
+
+Outcome = Stored | Rejection
+
+
+class NotAnAck(NamedTuple):
+    """A message on the reply topic that is not a well-formed ack: why."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    wal_id: str
+    topic: str
+    partition: int
+    acked: Sequence[tuple[int, int, int]]  # (first_offset, last_offset, first_seq)
+    duplicates: Sequence[tuple[int, int]]  # (offset, original_seq)
+    rejected: Sequence[tuple[int, str]]  # (offset, reason)
+
+    @property
+    def key(self) -> bytes:
+        return f"{self.topic}:{self.partition}".encode()
+
+    def encode(self) -> bytes:
+        value = {"v": ACK_VERSION, "wal_id": self.wal_id, "topic": self.topic, "partition": self.partition,
+                 "acked": self.acked, "duplicates": self.duplicates, "rejected": self.rejected}
+        return json.dumps(value, separators=(",", ":")).encode()
+
+    def offsets(self) -> Iterator[int]:
+        """Every offset this ack answers for."""
+        for first, last, _ in self.acked:
+            yield from range(first, last + 1)
+        for offset, _ in self.duplicates:
+            yield offset
+        for offset, _ in self.rejected:
+            yield offset
+
+    def outcome(self, offset: int) -> Outcome | None:
+        """What became of ``offset``; None when this ack does not cover it."""
+        for first, last, seq in self.acked:
+            if first <= offset <= last:
+                return Stored(self.wal_id, seq + offset - first, False)
+        for dup_offset, seq in self.duplicates:
+            if dup_offset == offset:
+                return Stored(self.wal_id, seq, True)
+        for rej_offset, reason in self.rejected:
+            if rej_offset == offset:
+                return Rejection(reason)
+        return None
+
+
 def build_ack(wal_id: str, topic: str, partition: int, offsets: Sequence[int], results: Sequence[AppendResult],
-              *, rejected: Sequence[tuple[int, str]]) -> tuple[bytes, bytes]:
+              *, rejected: Sequence[tuple[int, str]]) -> Ack:
     """The ack of one partition's share of a batch.
 
     ``offsets[i]`` was stored (or recognised) as ``results[i]``; ``rejected`` lists
@@ -49,14 +121,42 @@ def build_ack(wal_id: str, topic: str, partition: int, offsets: Sequence[int], r
                 last[1] = offset
             else:
                 acked.append([offset, offset, seq])
-    value = {"v": ACK_VERSION, "wal_id": wal_id, "topic": topic, "partition": partition,
-             "acked": acked, "duplicates": duplicates, "rejected": [[o, r] for o, r in rejected]}
-    return f"{topic}:{partition}".encode(), json.dumps(value, separators=(",", ":")).encode()
+    return Ack(wal_id, topic, partition, [(first, last, seq) for first, last, seq in acked],
+               [(offset, seq) for offset, seq in duplicates], [(offset, reason) for offset, reason in rejected])
 
 
-def parse_ack(value: bytes) -> dict:
-    """Decode and shape-check an ack message value (used by DurableProducer)."""
-    ack = json.loads(value)
-    if not isinstance(ack, dict) or ack.get("v") != ACK_VERSION:
-        raise ValueError(f"not a version-{ACK_VERSION} ack: {value[:80]!r}")
-    return ack
+_Offset = Annotated[int, Field(ge=0)]
+_Seq = Annotated[int, Field(ge=1)]
+
+
+class _AckMessage(BaseModel):
+    """The shape an ack must have; anything else on the reply topic is NotAnAck."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    v: Literal[1]
+    wal_id: Annotated[str, Field(min_length=1)]
+    topic: Annotated[str, Field(min_length=1)]
+    partition: Annotated[int, Field(ge=0)]
+    acked: list[tuple[_Offset, _Offset, _Seq]]
+    duplicates: list[tuple[_Offset, _Seq]]
+    rejected: list[tuple[_Offset, str]]
+
+
+_validate_ack = _AckMessage.__pydantic_validator__.validate_json
+
+
+def parse_ack(value: bytes | None) -> Ack | NotAnAck:
+    """Decode and shape-check a reply-topic message. Never raises."""
+    if value is None:
+        return NotAnAck("empty value")
+    try:
+        message = _validate_ack(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "value"
+        return NotAnAck(f"{where}: {first['msg']}")
+    if any(first > last for first, last, _ in message.acked):
+        return NotAnAck("acked: a run's first offset is after its last")
+    return Ack(message.wal_id, message.topic, message.partition, message.acked, message.duplicates,
+               message.rejected)

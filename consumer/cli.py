@@ -7,14 +7,28 @@ import logging
 import os
 import signal
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from consumer.config import ConfigError, load_settings
+from consumer.errors import ExitCode
 
-EXIT_CONFIG = 1
 
+def main(argv: list[str] | None = None, *, after_fsync: Callable[[int], None] | None = None) -> int:
+    """``after_fsync``: a test's crash point (tests/hooked_service.py), passed to the Service."""
+    # First of all: a SIGTERM during start-up (config, imports, WAL recovery, broker
+    # connect) must stop the service cleanly, not kill it with the default handler.
+    stop = threading.Event()
+    log = logging.getLogger("consumer.cli")
 
-def main(argv: list[str] | None = None) -> int:
+    def request_stop(signum: int, _frame: object) -> None:
+        log.info("received %s: finishing the current batch, then stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
     parser = argparse.ArgumentParser(prog="tidal-consumer", description="Make Kafka signal events durable.")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="consume, make durable, ack, commit (until SIGTERM/SIGINT)")
@@ -39,13 +53,14 @@ def main(argv: list[str] | None = None) -> int:
                                  dlq_topic=args.dlq_topic, wal_dir=args.wal_dir)
     except ConfigError as exc:
         print(f"tidal-consumer: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return ExitCode.CONFIG
+    if stop.is_set():
+        return ExitCode.OK
 
     from consumer.service import Service  # noqa: PLC0415 - config errors should not wait for kafka imports
 
-    service = Service(settings)
-    signal.signal(signal.SIGTERM, service.request_stop)
-    signal.signal(signal.SIGINT, service.request_stop)
+    service = Service(settings, stop=stop) if after_fsync is None else Service(settings, stop=stop,
+                                                                                 after_fsync=after_fsync)
     return service.run()
 
 

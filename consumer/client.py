@@ -26,10 +26,10 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 from pydantic import ValidationError
 
-from consumer.acks import parse_ack
+from consumer.acks import Ack, NotAnAck, Rejection, parse_ack
 from consumer.events import SignalEvent, describe
 
-log = logging.getLogger("tidal.client")
+log = logging.getLogger(__name__)
 
 
 # How many acks entirely below an offset the race lookup passes before giving up
@@ -85,8 +85,10 @@ class DurableProducer:
         # (topic, partition) -> recent (arrival, lowest offset, highest offset, ack), for acks
         # that beat their send's callback, and the highest offset any ack has covered: a
         # send beyond it cannot have been acked yet, so only that race looks at recent acks.
-        self._recent: dict[tuple[str, int], deque[tuple[float, int, int, dict[str, Any]]]] = {}
+        self._recent: dict[tuple[str, int], deque[tuple[float, int, int, Ack]]] = {}
         self._highest: dict[tuple[str, int], int] = {}
+        # Messages on the reply topic that are not well-formed acks: skipped, never fatal.
+        self.skipped_replies = 0
         self._closed = threading.Event()
         # linger_ms=5: at thousands of sends a second, fewer and larger produce requests
         # (client and broker CPU); overridable through kafka_options.
@@ -186,19 +188,24 @@ class DurableProducer:
             with self._lock:
                 for messages in polled.values():
                     for message in messages:
-                        self._on_ack(message.value, now)
+                        try:
+                            self._on_ack(message.value, now)
+                        except Exception:  # e.g. a future its caller cancelled: never stop the reader
+                            log.exception("handling a message on %s failed; skipped", self.reply_topic)
                 self._expire(now)
 
-    def _on_ack(self, value: bytes, now: float) -> None:
-        try:
-            ack = parse_ack(value)
-            topic, partition = ack["topic"], ack["partition"]
-        except (ValueError, KeyError, TypeError):
-            log.warning("ignoring a malformed message on %s: %r", self.reply_topic, value[:100])
+    def _on_ack(self, value: bytes | None, now: float) -> None:
+        ack = parse_ack(value)
+        if isinstance(ack, NotAnAck):
+            self.skipped_replies += 1
+            if self.skipped_replies == 1 or self.skipped_replies % 1000 == 0:
+                log.warning("skipped a message on %s that is not an ack (%s; %d skipped so far): %r",
+                            self.reply_topic, ack.reason, self.skipped_replies, (value or b"")[:100])
             return
+        topic, partition = ack.topic, ack.partition
         if topic != self.topic:
             return
-        offsets = _offsets(ack)
+        offsets = list(ack.offsets())
         if not offsets:
             return
         low, high = min(offsets), max(offsets)
@@ -252,26 +259,13 @@ class DurableProducer:
         self.close()
 
 
-def _offsets(ack: dict[str, Any]) -> list[int]:
-    offsets = [o for first, last, _ in ack["acked"] for o in range(first, last + 1)]
-    offsets += [o for o, _ in ack["duplicates"]]
-    offsets += [o for o, _ in ack["rejected"]]
-    return offsets
-
-
-def _resolve_from(ack: dict[str, Any], offset: int, future: Future[DurableResult]) -> bool:
+def _resolve_from(ack: Ack, offset: int, future: Future[DurableResult]) -> bool:
     """Resolve ``future`` if ``ack`` covers ``offset``; True when it did."""
-    partition, wal_id = ack["partition"], ack["wal_id"]
-    for first, last, seq in ack["acked"]:
-        if first <= offset <= last:
-            future.set_result(DurableResult(wal_id, seq + offset - first, False, partition, offset))
-            return True
-    for dup_offset, seq in ack["duplicates"]:
-        if dup_offset == offset:
-            future.set_result(DurableResult(wal_id, seq, True, partition, offset))
-            return True
-    for rej_offset, reason in ack["rejected"]:
-        if rej_offset == offset:
-            future.set_exception(EventRejected(partition, offset, reason))
-            return True
-    return False
+    outcome = ack.outcome(offset)
+    if outcome is None:
+        return False
+    if isinstance(outcome, Rejection):
+        future.set_exception(EventRejected(ack.partition, offset, outcome.reason))
+    else:
+        future.set_result(DurableResult(outcome.wal_id, outcome.seq, outcome.duplicate, ack.partition, offset))
+    return True

@@ -7,7 +7,10 @@ The DLQ message keeps the original key, value and headers, and adds headers
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from consumer.batch import PolledRecord
 
 REASON = "tidal.reason"
 SOURCE_TOPIC = "tidal.source.topic"
@@ -22,8 +25,7 @@ class DeadLetter(NamedTuple):
     headers: list[tuple[str, bytes]]
 
 
-def dead_letter(message: Any, reason: str) -> DeadLetter:
-    """``message`` is a kafka-python ConsumerRecord (topic, partition, offset, ...)."""
+def dead_letter(message: PolledRecord, reason: str) -> DeadLetter:
     headers = list(message.headers or [])
     headers += [
         (REASON, reason.encode()),

@@ -18,9 +18,12 @@ import kafka_local
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
+from consumer.acks import Ack, Rejection, parse_ack
+
 BIN = Path(sys.executable).parent
 TIDAL = shutil.which("tidal-consumer", path=str(BIN)) or "tidal-consumer"
 WALCORE = shutil.which("walcore", path=str(BIN)) or "walcore"
+HOOKED = Path(__file__).with_name("hooked_service.py")
 T = TypeVar("T")
 
 STARTED: list[Service] = []  # killed after each test by tests/consumer/conftest.py
@@ -51,11 +54,13 @@ class Service:
     """`tidal-consumer run` in a subprocess; its log goes to a file tests can await."""
 
     def __init__(self, bootstrap: str, topic: str, wal_dir: Path, *, group: str, reply: str, dlq: str,
-                 env: dict[str, str] | None = None, extra: list[str] | None = None) -> None:
+                 env: dict[str, str] | None = None, extra: list[str] | None = None, hooked: bool = False) -> None:
+        """``hooked``: run tests/hooked_service.py (the CLI with the faults its ``env`` asks for)."""
         self.log_path = wal_dir.parent / f"{wal_dir.name}-{time.monotonic_ns()}.log"
         self._log = self.log_path.open("wb")
+        command = [sys.executable, str(HOOKED)] if hooked else [TIDAL]
         self.process = subprocess.Popen(
-            [TIDAL, "run", "--bootstrap-servers", bootstrap, "--topic", topic, "--group-id", group,
+            [*command, "run", "--bootstrap-servers", bootstrap, "--topic", topic, "--group-id", group,
              "--reply-topic", reply, "--dlq-topic", dlq, "--wal-dir", str(wal_dir), *(extra or [])],
             stdout=self._log, stderr=subprocess.STDOUT,
             env={**os.environ, "TIDAL_METRICS_INTERVAL_S": "1", **(env or {})},
@@ -105,6 +110,21 @@ class Service:
         self._log.close()
 
 
+METRIC = re.compile(r"(\w+(?:/s)?)=(\d+(?:\.\d+)?)")
+
+
+def metric_totals(log: str) -> dict[str, float]:
+    """The service's progress lines summed per counter (``events/s`` is the highest seen)."""
+    totals: dict[str, float] = {}
+    for line in log.splitlines():
+        if "events/s=" not in line:
+            continue
+        for name, value in METRIC.findall(line):
+            totals[name] = max(totals.get(name, 0.0), float(value)) if name == "events/s" else (
+                totals.get(name, 0.0) + float(value))
+    return totals
+
+
 def read_topic(bootstrap: str, topic: str, *, until: Any, timeout: float = 60.0) -> list[Any]:
     """All messages of a topic from the beginning, until ``until(messages)`` is true."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
@@ -130,15 +150,15 @@ def ack_index(messages: list[Any]) -> dict[tuple[int, int], tuple[str, Any]]:
     """(partition, offset) -> ("acked", seq) | ("duplicate", seq) | ("rejected", reason), last ack wins."""
     index: dict[tuple[int, int], tuple[str, Any]] = {}
     for message in messages:
-        ack = json.loads(message.value)
-        p = ack["partition"]
-        for first, last, seq in ack["acked"]:
-            for offset in range(first, last + 1):
-                index[(p, offset)] = ("acked", seq + offset - first)
-        for offset, seq in ack["duplicates"]:
-            index[(p, offset)] = ("duplicate", seq)
-        for offset, reason in ack["rejected"]:
-            index[(p, offset)] = ("rejected", reason)
+        ack = parse_ack(message.value)
+        assert isinstance(ack, Ack), f"not an ack on the reply topic: {ack}"
+        for offset in ack.offsets():
+            outcome = ack.outcome(offset)
+            if isinstance(outcome, Rejection):
+                index[(ack.partition, offset)] = ("rejected", outcome.reason)
+            else:
+                assert outcome is not None
+                index[(ack.partition, offset)] = ("duplicate" if outcome.duplicate else "acked", outcome.seq)
     return index
 
 

@@ -1,10 +1,9 @@
-"""Fault injection in the service (in-process, real broker): fsync EIO is fatal; a lost
-async commit is made good by the drain."""
+"""Fault injection in the service, against the real broker: a failing disk (fsync EIO)
+and an undeliverable ack are fatal with their documented exit codes (checked as
+literal numbers on the real process); a lost async commit is made good by the drain."""
 
 from __future__ import annotations
 
-import errno
-import os
 import threading
 import time
 from pathlib import Path
@@ -12,52 +11,59 @@ from pathlib import Path
 import pytest
 from consumer_fixtures import PARTITIONS, Topics
 from kafka import KafkaConsumer
+from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaConnectionError
-from service_helpers import acks_cover, committed, end_offsets, event, produce
+from service_helpers import acks_cover, committed, dump, end_offsets, event, produce
 
 from consumer.config import load_settings
-from consumer.service import EXIT_WAL_FATAL, Service
+from consumer.service import Service
 
 pytestmark = pytest.mark.kafka
 
 
-def test_fsync_eio_exits_3_publishes_no_ack_and_commits_nothing(topics: Topics, tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fsync_eio_exits_3_publishes_no_ack_commits_nothing_and_a_restart_recovers(
+        topics: Topics, tmp_path: Path) -> None:
     produce(topics.bootstrap, topics.signals, [event(i) for i in range(200)])
-    settings = load_settings(bootstrap_servers=topics.bootstrap, topics=[topics.signals], group_id=topics.group,
-                             reply_topic=topics.reply, dlq_topic=topics.dlq, wal_dir=tmp_path / "wal")
-    calls: list[int] = []
-
-    def eio(fd: int) -> None:
-        calls.append(fd)
-        raise OSError(errno.EIO, "Input/output error")
-
-    monkeypatch.setattr(os, "fdatasync", eio)
-    service = Service(settings)
-    codes: list[int] = []
-    runner = threading.Thread(target=lambda: codes.append(service.run()))
-    runner.start()
-    runner.join(timeout=120)
-    assert not runner.is_alive()
-    assert codes == [EXIT_WAL_FATAL]
-    assert len(calls) == 1  # the failed fsync was not retried
+    failing = topics.service(tmp_path / "wal", env={"TIDAL_TEST_FSYNC_EIO": "1"}, hooked=True)
+    assert failing.process.wait(timeout=120) == 3, failing.log()
+    failing.kill()
+    log = failing.log()
+    assert log.count("injected EIO on fdatasync") == 1  # the failed fsync was never retried
+    assert "Traceback" not in log
     assert all(v is None for v in committed(topics.bootstrap, topics.group, topics.signals, PARTITIONS).values())
     assert all(v == 0 for v in end_offsets(topics.bootstrap, topics.reply, PARTITIONS).values())  # no ack
-    monkeypatch.undo()
     # a restart recovers from the log and stores every event once
-    codes.clear()
-    service = Service(settings)
-    runner = threading.Thread(target=lambda: codes.append(service.run()))
-    runner.start()
-    try:
-        positions = [(p, o) for p in range(PARTITIONS)
-                     for o in range(end_offsets(topics.bootstrap, topics.signals, PARTITIONS)[p])]
-        acks = acks_cover(topics.bootstrap, topics.reply, positions)
-    finally:
-        service.request_stop()
-        runner.join(timeout=60)
-    assert codes == [0]
+    service = topics.service(tmp_path / "wal")
+    positions = [(p, o) for p, end in end_offsets(topics.bootstrap, topics.signals, PARTITIONS).items()
+                 for o in range(end)]
+    acks = acks_cover(topics.bootstrap, topics.reply, positions)
+    assert service.stop() == 0
     assert sorted(seq for _, seq in acks.values()) == list(range(1, 201))
+
+
+def test_an_ack_the_broker_refuses_exits_4_and_commits_nothing(topics: Topics, tmp_path: Path,
+                                                               kafka_admin: KafkaAdminClient) -> None:
+    # A reply topic whose broker-side message limit no ack fits: every ack delivery fails.
+    reply = f"tiny-acks-{topics.group}"
+    kafka_admin.create_topics([NewTopic(reply, 1, 1, topic_configs={"max.message.bytes": "64"})])
+    produce(topics.bootstrap, topics.signals, [event(i) for i in range(300)])
+    service = topics.service(tmp_path / "wal", extra=["--reply-topic", reply])
+    assert service.process.wait(timeout=120) == 4, service.log()
+    service.kill()
+    assert "were not delivered" in service.log() and "Traceback" not in service.log()
+    assert all(v is None for v in committed(topics.bootstrap, topics.group, topics.signals, PARTITIONS).values())
+    assert dump(tmp_path / "wal"), "the batch was durable before its acks failed (and is recognised later)"
+
+
+def test_a_dead_letter_the_broker_refuses_exits_4_and_commits_nothing(topics: Topics, tmp_path: Path,
+                                                                      kafka_admin: KafkaAdminClient) -> None:
+    dlq = f"tiny-dlq-{topics.group}"
+    kafka_admin.create_topics([NewTopic(dlq, 1, 1, topic_configs={"max.message.bytes": "64"})])
+    produce(topics.bootstrap, topics.signals, [b"not json", *[event(i) for i in range(20)]])
+    service = topics.service(tmp_path / "wal", extra=["--dlq-topic", dlq])
+    assert service.process.wait(timeout=120) == 4, service.log()
+    service.kill()
+    assert all(v is None for v in committed(topics.bootstrap, topics.group, topics.signals, PARTITIONS).values())
 
 
 def test_an_async_commit_lost_before_a_stop_is_made_good_by_the_drain(topics: Topics, tmp_path: Path,

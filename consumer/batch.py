@@ -1,0 +1,130 @@
+"""The batch core: one poll in, a plan out; the WAL's results in, acks out.
+
+Pure (h11's lesson): plain values in and out, no I/O, no Kafka client, no clock, so
+every rule here is tested with literal bytes and no broker. The service's I/O step
+(consumer.pipeline) sends what the plan says, submits the plan's records to the WAL,
+and hands the plan's offsets to the commit step (consumer.commits).
+
+What a plan guarantees (ARCHITECTURE invariant 2): every polled offset is in exactly
+one share's ``offsets`` (sent to the WAL: it comes back stored, a duplicate or a
+redelivery) or ``rejected`` (sent to the DLQ, with a dead letter for each), and the
+offsets to commit are one past the last polled offset of each partition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+from consumer.acks import Ack, build_ack
+from consumer.dlq import DeadLetter, dead_letter
+from consumer.events import Decoder, Rejected
+from walcore import AppendResult, EventRecord
+
+
+class PolledRecord(Protocol):
+    """A consumed message as the batch core reads it. kafka-python's ConsumerRecord has
+    these attributes already (so its adapter passes records through without a copy);
+    ``Polled`` is the plain one, for tests and for adapters that must build one."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]] | None: ...
+    @property
+    def timestamp(self) -> int: ...
+
+
+class Polled(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]] = ()
+    timestamp: int = -1
+
+
+# One poll: (topic, partition) -> its records in offset order. kafka-python's
+# TopicPartition is a (topic, partition) named tuple, so its poll result is one as is.
+Poll = Mapping[tuple[str, int], Sequence[PolledRecord]]
+
+
+@dataclass(slots=True)
+class Share:
+    """One partition's part of a batch."""
+
+    topic: str
+    partition: int
+    first: int  # index of its first record in BatchPlan.records
+    offsets: list[int]  # the offsets of its records sent to the WAL, in order
+    rejected: list[tuple[int, str]]  # (offset, reason) of those sent to the DLQ
+
+
+@dataclass(slots=True)
+class BatchPlan:
+    records: list[EventRecord]  # for the WAL, in poll order
+    dead_letters: list[DeadLetter]  # for the DLQ
+    shares: list[Share]
+    commit: dict[tuple[str, int], int]  # (topic, partition) -> next offset, once the batch is settled
+    consumed: int
+
+
+class BatchCounts(NamedTuple):
+    consumed: int
+    stored: int  # newly written to the WAL
+    duplicates: int  # producer retries (same event_id or content)
+    redeliveries: int  # Kafka redeliveries (same source position)
+    rejected: int
+
+
+def plan_batch(poll: Poll, decoder: Decoder) -> BatchPlan:
+    """Decode a poll: records for the WAL, dead letters with their reasons, per-partition
+    shares, and the offsets to commit once everything is durable and delivered."""
+    decode = decoder.decode
+    records: list[EventRecord] = []
+    dead_letters: list[DeadLetter] = []
+    shares: list[Share] = []
+    commit: dict[tuple[str, int], int] = {}
+    consumed = 0
+    for (topic, partition), messages in poll.items():
+        if not messages:
+            continue
+        consumed += len(messages)
+        commit[(topic, partition)] = messages[-1].offset + 1
+        share = Share(topic, partition, len(records), [], [])
+        for message in messages:
+            result = decode(message.value, topic, partition, message.offset)
+            if type(result) is Rejected:
+                dead_letters.append(dead_letter(message, result.reason))
+                share.rejected.append((message.offset, result.reason))
+            else:
+                records.append(result)  # type: ignore[arg-type]
+                share.offsets.append(message.offset)
+        shares.append(share)
+    return BatchPlan(records, dead_letters, shares, commit, consumed)
+
+
+def acks_for(plan: BatchPlan, results: Sequence[AppendResult], wal_id: str) -> list[Ack]:
+    """One ack per partition of the batch, from the WAL's results (one per plan record)."""
+    if len(results) != len(plan.records):
+        raise ValueError(f"{len(results)} WAL results for {len(plan.records)} records")
+    return [build_ack(wal_id, share.topic, share.partition, share.offsets,
+                      results[share.first:share.first + len(share.offsets)], rejected=share.rejected)
+            for share in plan.shares]
+
+
+def count_outcomes(plan: BatchPlan, results: Sequence[AppendResult]) -> BatchCounts:
+    duplicates = sum(1 for r in results if r.duplicate)
+    redeliveries = sum(1 for r in results if r.redelivery)
+    return BatchCounts(plan.consumed, len(results) - duplicates, duplicates - redeliveries, redeliveries,
+                       len(plan.dead_letters))

@@ -1,0 +1,177 @@
+"""Committing offsets: the pipeline's last step, and the only code that commits.
+
+After arroyo's ``CommitOffsets`` step: commit is a piece of its own, so "commit only
+after durable and delivered" is visible in one place. The rule (ARCHITECTURE
+invariants 1-2): a batch's offsets are committed only once every ack and dead letter of
+it is confirmed by the broker; batches are committed in order, so an offset is never
+committed past a batch that is not settled.
+
+* ``submit`` takes a batch whose WAL write is durable and whose acks/dead letters are
+  on their way. ``poll`` commits the leading settled batches asynchronously (no round
+  trip in the loop); beyond ``max_in_flight`` batches it drains instead
+  (back-pressure: the broker is not keeping up with our acks).
+* ``drain`` (stop, revocation, back-pressure) flushes the sends, then commits
+  synchronously everything settled, plus the async commits not yet confirmed (one
+  lost to a connection reset is never the last word), retrying a failing commit for
+  up to ``retry_for_s``.
+* A failed delivery raises DeliveryFailed: nothing of that batch, or after it, is
+  committed (the records are durable and recognised when consumed again).
+* A refused commit (the group moved on) is logged and dropped: the records are durable
+  and acked, so their next consumer recognises them.
+
+No Kafka client is imported: the target (consumer.adapter) is anything with ``flush``,
+``commit_async`` and ``commit_sync``, so this is tested with a fake one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from consumer.errors import CommitRefused, DeliveryFailed, KafkaUnavailable
+
+log = logging.getLogger(__name__)
+
+Offsets = dict[tuple[str, int], int]  # (topic, partition) -> next offset to consume
+
+
+class Delivery(Protocol):
+    """One send (an ack or a dead letter) on its way to the broker."""
+
+    def done(self) -> bool: ...
+    def error(self) -> BaseException | None: ...
+
+
+class CommitTarget(Protocol):
+    def flush(self) -> None:
+        """Block until every send so far is done (delivered or failed)."""
+
+    def commit_async(self, offsets: Offsets, on_done: Callable[[Offsets, BaseException | None], None]) -> None:
+        """Send the commit; ``on_done`` runs later on the service thread (inside poll)."""
+
+    def commit_sync(self, offsets: Offsets) -> None:
+        """Commit and wait. Raises CommitRefused (for good) or KafkaUnavailable (try again)."""
+
+
+@dataclass(slots=True)
+class InFlight:
+    offsets: Offsets
+    deliveries: Sequence[Delivery]
+
+
+class Backoff:
+    """Exponential backoff with a cap, waiting on the stop event (so SIGTERM cuts it short)."""
+
+    def __init__(self, stop: threading.Event, first: float, cap: float) -> None:
+        self._stop = stop
+        self._next = first
+        self._cap = cap
+
+    def wait(self) -> bool:
+        """Sleep the next interval; False when a stop was requested meanwhile."""
+        delay = self._next
+        self._next = min(self._next * 2, self._cap)
+        return not self._stop.wait(delay)
+
+
+def delivered(batch: InFlight) -> bool:
+    """True when every delivery of the batch succeeded, False while any is pending;
+    raises DeliveryFailed if any failed (then nothing of the batch may be committed)."""
+    deliveries = batch.deliveries
+    if not all(d.done() for d in deliveries):
+        return False
+    failed = [error for error in (d.error() for d in deliveries) if error is not None]
+    if failed:
+        raise DeliveryFailed(f"{len(failed)} of {len(deliveries)} ack/DLQ messages were not delivered "
+                             f"(first: {failed[0]!r}); nothing of this batch is committed")
+    return True
+
+
+class Committer:
+    def __init__(self, target: CommitTarget, *, max_in_flight: int, retry_for_s: float,
+                 stop: threading.Event) -> None:
+        self._target = target
+        self._max_in_flight = max_in_flight
+        self._retry_for_s = retry_for_s
+        self._stop = stop
+        self._in_flight: deque[InFlight] = deque()
+        # Offsets sent by commit_async and not yet confirmed by the broker: the drain
+        # commits them again, synchronously.
+        self._unconfirmed: Offsets = {}
+
+    @property
+    def in_flight(self) -> int:
+        """Batches submitted and not yet committed (or handed to an async commit)."""
+        return len(self._in_flight)
+
+    def submit(self, batch: InFlight) -> None:
+        self._in_flight.append(batch)
+
+    def poll(self) -> None:
+        """Commit what is settled (async); drain when too much is in flight."""
+        if len(self._in_flight) > self._max_in_flight:
+            self.drain()
+            return
+        offsets = self._take_settled()
+        if offsets:
+            self._unconfirmed.update(offsets)
+            self._target.commit_async(offsets, self._async_done)
+
+    def drain(self) -> int:
+        """Flush every send, then commit synchronously all that is settled and every
+        async commit not yet confirmed. Returns how many batches it settled. Raises
+        DeliveryFailed when a delivery failed (nothing of that batch is committed)."""
+        batches = len(self._in_flight)
+        if batches:
+            self._target.flush()
+        offsets = {**self._unconfirmed, **self._take_settled()}  # later batches carry higher offsets
+        if self._in_flight:
+            raise DeliveryFailed("an ack/DLQ delivery is still pending after flush(); nothing of it is committed")
+        if offsets:
+            self._commit_sync(offsets)
+        # Committed, or refused and logged: either way what was not committed is durable
+        # and recognised when consumed again.
+        self._unconfirmed.clear()
+        return batches
+
+    def _take_settled(self) -> Offsets:
+        """Pop the leading batches whose deliveries all succeeded; their merged offsets."""
+        offsets: Offsets = {}
+        while self._in_flight and delivered(self._in_flight[0]):
+            offsets.update(self._in_flight.popleft().offsets)  # later batches carry higher offsets
+        return offsets
+
+    def _async_done(self, offsets: Offsets, error: BaseException | None) -> None:
+        if error is not None:
+            log.warning("async offset commit failed (%r); the next commit, or the drain's synchronous "
+                        "one, covers it", error)
+            return
+        for tp, offset in offsets.items():
+            if self._unconfirmed.get(tp) == offset:  # not superseded by a later commit meanwhile
+                del self._unconfirmed[tp]
+
+    def _commit_sync(self, offsets: Offsets) -> None:
+        backoff = Backoff(self._stop, first=0.1, cap=5.0)
+        deadline = time.monotonic() + self._retry_for_s
+        while True:
+            try:
+                self._target.commit_sync(offsets)
+                return
+            except CommitRefused as exc:
+                # The group rebalanced under us; the records are durable and acked, so a
+                # redelivery (to us or to another instance) is recognised, not lost.
+                log.warning("offset commit refused after a rebalance (%s); the batch is durable and acked", exc)
+                return
+            except KafkaUnavailable as exc:
+                if time.monotonic() > deadline:
+                    log.warning("offset commit still failing after %.0fs (%s); the next commit covers it",
+                                self._retry_for_s, exc)
+                    return
+                log.warning("offset commit failed (%s); retrying", exc)
+                if not backoff.wait():
+                    return

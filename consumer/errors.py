@@ -1,0 +1,33 @@
+"""The service's exit codes and the errors that lead to them (docs/operations.md).
+
+One table, so the CLI, the service loop and the docs cannot drift apart. Each error
+type is adapter-neutral: the Kafka client adapter translates its library's exceptions
+into these, so the service loop and the commit step never import a Kafka client.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0  # stopped by SIGTERM/SIGINT after draining
+    CONFIG = 1  # invalid configuration (the message names the field)
+    WAL_UNUSABLE = 2  # the WAL directory is locked by another instance
+    WAL_FATAL = 3  # write/fsync failure or corruption: nothing of the batch committed; a restart recovers
+    DELIVERY = 4  # an ack or dead letter was not delivered: nothing of its batch committed
+    KAFKA = 5  # Kafka unreachable beyond the client's own timeouts: nothing uncommitted is lost
+
+
+class DeliveryFailed(RuntimeError):
+    """An ack or DLQ message could not be delivered: nothing of its batch is committed."""
+
+
+class KafkaUnavailable(RuntimeError):
+    """The broker could not be reached (or answered with an error) beyond what the
+    client retries by itself. The adapter's original exception is the cause."""
+
+
+class CommitRefused(RuntimeError):
+    """The group coordinator refused an offset commit for good: the group rebalanced and
+    this member no longer owns (some of) the partitions. Retrying cannot succeed."""

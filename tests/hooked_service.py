@@ -1,0 +1,47 @@
+"""`tidal-consumer` with a test's fault injected, run by the tests as a real process.
+
+Production code reads no test switch from its environment; this wrapper does, and
+passes the fault in through the service's own injection points:
+
+  TIDAL_TEST_CRASH_AFTER_FSYNC=N  SIGKILL itself right after the N-th batch is durable,
+                                  before its acks and commit (Service's after_fsync hook)
+  TIDAL_TEST_FSYNC_EIO=1          every fdatasync fails with EIO (a failing disk); each
+                                  attempt is logged, so a test can count them
+
+Usage: python tests/hooked_service.py run --bootstrap-servers ... (the CLI's arguments)
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+# Run as a script, its folder (tests/) would lead sys.path, and tests/walcore/ and
+# tests/consumer/ would shadow the packages under test.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+from consumer.cli import main  # noqa: E402
+
+
+def crash_after(batch: int) -> Callable[[int], None]:
+    def hook(completed: int) -> None:
+        if completed == batch:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
+def failing_fdatasync(fd: int) -> None:
+    print(f"injected EIO on fdatasync(fd={fd})", file=sys.stderr, flush=True)
+    raise OSError(errno.EIO, "Input/output error (injected)")
+
+
+if __name__ == "__main__":
+    crash = int(os.environ.get("TIDAL_TEST_CRASH_AFTER_FSYNC", "0"))
+    if os.environ.get("TIDAL_TEST_FSYNC_EIO"):
+        os.fdatasync = failing_fdatasync
+    sys.exit(main(sys.argv[1:], after_fsync=crash_after(crash) if crash else None))
