@@ -51,16 +51,21 @@ class SignalConfig(BaseModel):
     velocity: bool = False
 
 
+def _wal_field(name: str) -> Any:
+    """A WalConfig field as configuration: its default and its limits (WalConfig.LIMITS)."""
+    return Field(getattr(WalConfig, name), allow_inf_nan=False, **WalConfig.LIMITS[name])
+
+
 class WalSettings(BaseModel):
-    """walcore.WalConfig, as configuration (same names, same defaults)."""
+    """walcore.WalConfig, as configuration (same names, same defaults, same limits)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    segment_size: int = Field(WalConfig.segment_size, ge=4096)
-    batch_size: int = Field(WalConfig.batch_size, ge=1)
-    batch_timeout: float = Field(WalConfig.batch_timeout, ge=0, le=10)
-    dedup_window: float = Field(WalConfig.dedup_window, gt=0)
-    dedup_max_keys: int = Field(WalConfig.dedup_max_keys, ge=2)
+    segment_size: int = _wal_field("segment_size")
+    batch_size: int = _wal_field("batch_size")
+    batch_timeout: float = _wal_field("batch_timeout")
+    dedup_window: float = _wal_field("dedup_window")
+    dedup_max_keys: int = _wal_field("dedup_max_keys")
 
     def to_wal_config(self) -> WalConfig:
         return WalConfig(**self.model_dump())

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.structs import TopicPartition
 
 pytestmark = pytest.mark.kafka
 
@@ -27,5 +28,12 @@ def test_produce_then_consume_over_tcp(kafka_bootstrap: str, make_topic: Callabl
     assert values == {f"v{i}".encode() for i in range(20)}
 
 
-def test_topics_from_make_topic_never_collide(make_topic: Callable[..., str]) -> None:
-    assert make_topic("x") != make_topic("x")
+def test_make_topic_creates_a_fresh_empty_topic_with_the_partitions_asked(kafka_bootstrap: str,
+                                                                          make_topic: Callable[..., str]) -> None:
+    topic = make_topic("fresh", partitions=3)
+    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, enable_auto_commit=False)
+    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    ends = consumer.end_offsets(partitions)
+    consumer.close()
+    assert [tp.partition for tp in partitions] == [0, 1, 2]
+    assert set(ends.values()) == {0}  # nothing of another test's in it

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from consumer_fixtures import PARTITIONS, Topics
-from service_helpers import dump, end_offsets, event
+from service_helpers import dump, end_offsets, event, produce
 
 from consumer.client import AckTimeout, DurableProducer, EventRejected, InvalidEvent
 from consumer.events import SignalEvent
@@ -31,6 +31,24 @@ def test_1000_events_resolve_to_the_seqs_in_walcore_dump(topics: Topics, tmp_pat
         assert (row["seq"], row["entity_id"]) == (result.seq, i)
         assert not result.duplicate
     assert len({r.wal_id for r in results}) == 1
+    assert sorted(r.seq for r in results) == list(range(1, 1001))
+
+
+def test_malformed_messages_on_the_reply_topic_are_skipped_and_every_future_still_resolves(
+        topics: Topics, tmp_path: Path) -> None:
+    service = topics.service(tmp_path / "wal")
+    with client(topics) as producer:
+        malformed = [
+            {"v": 1, "wal_id": "w", "topic": topics.signals, "partition": 0, "acked": "no", "duplicates": [],
+             "rejected": []},  # names the right topic, wrong shape
+            {"v": 1, "wal_id": "w", "topic": topics.signals, "partition": 0, "acked": [[0, 0, 1]],
+             "duplicates": [[1, "x"]], "rejected": []},
+        ]
+        produce(topics.bootstrap, topics.reply, [*malformed, b"\xff not json", None], key=b"noise")
+        futures = [producer.send(event(i)) for i in range(1000)]
+        results = [f.result(timeout=90) for f in futures]
+        assert producer.skipped_replies == 4
+    assert service.stop() == 0
     assert sorted(r.seq for r in results) == list(range(1, 1001))
 
 

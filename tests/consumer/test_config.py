@@ -33,7 +33,8 @@ def test_flags_beat_environment_beat_file(tmp_path: Path, monkeypatch: pytest.Mo
 
 @pytest.mark.parametrize("toml,field", [
     ("max_poll_records = 0", "max_poll_records"),
-    ("[wal]\nsegment_size = 10", "wal.segment_size"),
+    ("[wal]\nsegment_size = 0", "wal.segment_size"),
+    ("[wal]\ndedup_window = inf", "wal.dedup_window"),
     ("unknown_option = 1", "unknown_option"),
     ("[kafka]\nenable_auto_commit = true", "enable_auto_commit"),
     ('[[signals]]\nname = "view"\nid = 1\nhalf_life_seconds = -1\nwindows_seconds = [1]', "half_life_seconds"),

@@ -1,0 +1,96 @@
+"""The batch core with literal bytes: no broker, no Java (consumer.batch is pure)."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from consumer.acks import Rejection, Stored
+from consumer.batch import Polled, acks_for, count_outcomes, plan_batch
+from consumer.config import Settings
+from consumer.dlq import REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
+from consumer.events import Decoder
+from walcore import AppendResult, EventRecord, SourcePosition
+
+DECODER = Decoder(Settings().schema(), max_message_bytes=4096)
+VIEW = b'{"entity_id":42,"signal_type":"view","weight":1.5,"timestamp_nanos":1700000000000000000}'
+CLICK = b'{"entity_id":7,"signal_type":"click","weight":2.0,"timestamp_nanos":1,"event_id":"e-7"}'
+
+
+def test_a_poll_becomes_records_dead_letters_shares_and_offsets() -> None:
+    poll = {("s", 0): [Polled("s", 0, 10, b"k", VIEW), Polled("s", 0, 11, None, None, [("h", b"v")], 99),
+                       Polled("s", 0, 12, None, CLICK)],
+            ("s", 3): [Polled("s", 3, 5, None, b"{not json")]}
+    plan = plan_batch(poll, DECODER)
+    assert plan.records == [EventRecord(42, 1, 1.5, 1700000000000000000, None, SourcePosition("s", 0, 10)),
+                            EventRecord(7, 2, 2.0, 1, "e-7", SourcePosition("s", 0, 12))]
+    assert plan.commit == {("s", 0): 13, ("s", 3): 6}
+    assert plan.consumed == 4
+    assert [(s.topic, s.partition, s.first, s.offsets) for s in plan.shares] == [("s", 0, 0, [10, 12]),
+                                                                                ("s", 3, 2, [])]
+    assert [offset for s in plan.shares for offset, _ in s.rejected] == [11, 5]
+
+
+def test_a_tombstone_is_rejected_and_sent_to_the_dlq_with_its_headers_and_source() -> None:
+    plan = plan_batch({("s", 1): [Polled("s", 1, 7, b"key", None, [("trace", b"abc")], 123)]}, DECODER)
+    assert plan.records == []
+    [letter] = plan.dead_letters
+    headers = dict(letter.headers)
+    assert (letter.key, letter.value) == (b"key", None)
+    assert headers["trace"] == b"abc"
+    assert b"tombstone" in headers[REASON]
+    assert (headers[SOURCE_TOPIC], headers[SOURCE_PARTITION], headers[SOURCE_OFFSET]) == (b"s", b"1", b"7")
+    [ack] = acks_for(plan, [], "w")
+    assert ack.outcome(7) == Rejection(headers[REASON].decode())
+
+
+def test_acks_carry_each_share_its_own_results() -> None:
+    poll = {("s", 0): [Polled("s", 0, 0, None, VIEW), Polled("s", 0, 1, None, CLICK)],
+            ("s", 1): [Polled("s", 1, 9, None, CLICK)]}
+    plan = plan_batch(poll, DECODER)
+    results = [AppendResult(1, False), AppendResult(2, False), AppendResult(2, True)]
+    first, second = acks_for(plan, results, "w")
+    assert (first.key, first.outcome(0), first.outcome(1)) == (b"s:0", Stored("w", 1, False), Stored("w", 2, False))
+    assert (second.key, second.outcome(9)) == (b"s:1", Stored("w", 2, True))
+    assert count_outcomes(plan, results) == (3, 2, 1, 0, 0)
+
+
+kinds = st.sampled_from(["valid", "retry", "redelivery", "tombstone", "garbage", "unknown type", "too big"])
+VALUES = {"valid": VIEW, "retry": CLICK, "redelivery": VIEW, "tombstone": None, "garbage": b"\xff\x00",
+          "unknown type": json.dumps({**json.loads(VIEW), "signal_type": "teleport"}).encode(),
+          "too big": b" " * 5000 + VIEW}
+
+
+@given(polls=st.dictionaries(st.tuples(st.sampled_from(["a", "b"]), st.integers(0, 3)),
+                             st.tuples(st.integers(0, 10**9), st.lists(kinds, min_size=1, max_size=30)),
+                             min_size=1, max_size=5))
+def test_every_polled_offset_ends_in_exactly_one_of_stored_duplicate_rejected(
+        polls: dict[tuple[str, int], tuple[int, list[str]]]) -> None:
+    poll = {tp: [Polled(tp[0], tp[1], first + i, None, VALUES[kind]) for i, kind in enumerate(batch)]
+            for tp, (first, batch) in polls.items()}
+    plan = plan_batch(poll, DECODER)
+    # what the WAL would answer: a fresh seq, a retry's original, or a redelivery's original
+    results = []
+    for seq, record in enumerate(plan.records, 1):
+        offset = record.source.offset if record.source else 0
+        kind = polls[(record.source.topic, record.source.partition)][1][offset - polls[(record.source.topic,
+                                                                                        record.source.partition)][0]]
+        results.append(AppendResult(seq, kind != "valid", kind == "redelivery"))
+    acks = {ack.key: ack for ack in acks_for(plan, results, "w")}
+    stored = duplicates = rejected = 0
+    for (topic, partition), messages in poll.items():
+        ack = acks[f"{topic}:{partition}".encode()]
+        assert sorted(ack.offsets()) == [m.offset for m in messages]  # every offset, exactly once
+        for message in messages:
+            outcome = ack.outcome(message.offset)
+            if isinstance(outcome, Rejection):
+                rejected += 1
+            elif outcome is not None and outcome.duplicate:
+                duplicates += 1
+            else:
+                stored += 1
+        assert plan.commit[(topic, partition)] == messages[-1].offset + 1
+    assert rejected == len(plan.dead_letters)  # every rejected offset has its dead letter
+    assert stored + duplicates + rejected == sum(len(m) for m in poll.values()) == plan.consumed

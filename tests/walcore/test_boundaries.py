@@ -1,0 +1,100 @@
+"""The boundaries a one-character bug would move: each test here fails if a `<=` turns
+into `<`, a window rotates early, truncation deletes one segment too many, or the source
+index forgets what is still on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from walcore_helpers import records, segments, write_log
+
+import walcore.writer
+from walcore import EventRecord, Wal, WalConfig, WalFailed
+
+WINDOW_S = 10.0
+WINDOW_NS = int(WINDOW_S * 1e9)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000 * 10**9
+
+    def __call__(self) -> int:
+        return self.now
+
+
+@pytest.mark.parametrize("how", ["append_batch", "append"])
+def test_the_last_stored_offset_redelivered_after_the_window_is_recognised(tmp_path: Path, how: str) -> None:
+    clock = FakeClock()
+    batch = records(10, topic="orders", partition=1)  # offsets 0..9, seqs 1..10
+    with Wal.open(tmp_path, WalConfig(dedup_window=1.0), clock=clock) as wal:
+        wal.append_batch(batch)
+        clock.now += 3 * 10**9  # the dedup window has forgotten it: only the source index knows
+        last = batch[-1]
+        result = wal.append_batch([last])[0] if how == "append_batch" else wal.append(last).result()
+        assert result == (10, True, True)  # the original seq, as a redelivery
+        assert wal.last_seq == 10  # not stored again
+
+
+@pytest.mark.parametrize("phase", [0.0, 0.25, 0.49, 0.51, 0.9, 0.999])
+def test_a_retry_within_the_window_is_a_duplicate_wherever_the_first_copy_fell(tmp_path: Path,
+                                                                                phase: float) -> None:
+    """The promise: a stored key stays a duplicate for at least the window. A window
+    rotating at half its length would forget keys stored just before a rotation."""
+    clock = FakeClock()
+    with Wal.open(tmp_path, WalConfig(dedup_window=WINDOW_S), clock=clock) as wal:
+        clock.now += int(phase * WINDOW_NS)
+        first = wal.append(EventRecord(1, 1, 1.0, 1, event_id="order-1")).result()
+        for step in range(1, 20):  # other traffic meanwhile, so the window gets every chance to rotate
+            clock.now += int(0.05 * WINDOW_NS)
+            wal.append(EventRecord(2, 1, 1.0, step)).result()
+        clock.now += int(0.04 * WINDOW_NS)  # 0.99 of the window after the first copy
+        retry = wal.append(EventRecord(1, 1, 2.0, 2, event_id="order-1")).result()
+    assert (retry.seq, retry.duplicate) == (first.seq, True)
+
+
+def test_truncate_before_checkpoint_plus_one_keeps_the_segment_holding_it(tmp_path: Path) -> None:
+    write_log(tmp_path, [10, 10, 10, 10], WalConfig(segment_size=1))  # segments start at 1, 11, 21, 31
+    with Wal.open(tmp_path, WalConfig(segment_size=1)) as wal:
+        wal.checkpoint(20)
+        with pytest.raises(ValueError, match="after the checkpoint"):
+            wal.truncate_before(22)  # one past the limit: would let seq 21 go
+        assert len(segments(tmp_path)) == 4
+        assert wal.truncate_before(21) == 2  # the segments of 1..10 and 11..20, nothing else
+        assert [seq for seq, _ in wal.replay(21)][:1] == [21]
+    assert [p.name for p in segments(tmp_path)] == ["00000000000000000021.wal", "00000000000000000031.wal"]
+
+
+def test_after_truncation_the_source_index_is_what_a_reopen_rebuilds(tmp_path: Path) -> None:
+    config = WalConfig(segment_size=500)  # two 10-record frames per segment
+    with Wal.open(tmp_path, config) as wal:
+        for frame in range(6):  # offsets 11k..11k+9 (one skipped between frames: each frame its own run)
+            wal.append_batch(records(10, 11 * frame))  # seqs 10k+1..10k+10
+    assert [p.name[:20].lstrip("0") for p in segments(tmp_path)] == ["1", "21", "41"]
+    probes = (22, 27, 33, 40)  # offsets in the frames of seqs 21..30 and 31..40, kept on disk
+    with Wal.open(tmp_path, config) as wal:
+        wal.checkpoint(30)
+        assert wal.truncate_before(31) == 1  # 1..20 go; 21..40 stay, 21..30 included
+        live = [wal.append_batch(records(1, offset))[0] for offset in probes]
+    with Wal.open(tmp_path, config) as wal:
+        reopened = [wal.append_batch(records(1, offset))[0] for offset in probes]
+        assert wal.last_seq == 60
+    assert live == reopened == [(21, True, True), (26, True, True), (31, True, True), (38, True, True)]
+
+
+def test_an_unexpected_error_in_the_writer_fails_every_caller_and_never_hangs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_args: object) -> bytes:
+        raise RuntimeError("a bug in the writer")
+
+    with Wal.open(tmp_path) as wal:
+        monkeypatch.setattr(walcore.writer, "encode_frame", broken)
+        futures = [wal.append(record) for record in records(50)]
+        batch = wal.submit_batch(records(10, 100))
+        for future in [*futures, batch]:
+            with pytest.raises(WalFailed, match="a bug in the writer"):
+                future.result(timeout=10)
+        with pytest.raises(WalFailed):
+            wal.append_batch(records(1, 200))
+        assert wal.last_seq == 0
