@@ -186,7 +186,12 @@ def start_jar_broker(data_dir: Path, port: int, *, tied_to_parent: bool) -> JarB
     (data_dir / "log4j.properties").write_text(_LOG4J)
     # A KRaft cluster id is a base64url UUID without padding: generating it here
     # saves one JVM start (StorageTool random-uuid).
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # One in 64 starts with "-", which StorageTool's argument parser takes for an option
+    # ("expected one argument"): a broker that failed to start one run in 64. Kafka's own
+    # Uuid.randomUuid avoids those too.
+    cluster_id = "-"
+    while cluster_id.startswith("-"):
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     fmt = subprocess.run(
         [*_java(data_dir), "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(props)],
         capture_output=True, text=True, check=False,
