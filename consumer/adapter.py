@@ -31,7 +31,8 @@ class KafkaAdapter(Protocol):
     def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None: ...
 
     def poll(self, timeout_ms: int, max_records: int) -> Poll:
-        """Up to ``max_records`` records; rebalance callbacks run inside this call."""
+        """Up to ``max_records`` records; rebalance callbacks run inside this call, and
+        what a callback raised is raised from here."""
 
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              headers: Sequence[tuple[str, bytes]] | None = None) -> Delivery:

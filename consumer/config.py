@@ -3,8 +3,10 @@ flags, each overriding the one before (flags win). One validated model; a bad va
 fails at start with the field's dotted name (``ConfigError``).
 
 Nested fields in the environment use ``__``: ``TIDAL_WAL__BATCH_SIZE=2000``.
-Kafka client options (security, timeouts) pass through unchanged from the ``[kafka]``
-table to kafka-python, e.g. ``security_protocol = "SASL_SSL"``.
+Kafka client options pass through to kafka-python: ``[kafka]`` to both clients (security,
+timeouts, e.g. ``security_protocol = "SASL_SSL"``), ``[kafka.consumer]`` and
+``[kafka.producer]`` to one. An unknown option, one given to a client that does not have
+it, or one the service sets itself, is refused when the configuration loads.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -31,11 +33,6 @@ DEFAULT_SIGNALS: list[dict[str, Any]] = [
      "velocity": True},
     {"name": "purchase", "id": 5, "half_life_seconds": 604800, "windows_seconds": [86400, 604800, 2592000]},
 ]
-
-# Options the service sets itself: letting [kafka] change them would break invariants.
-_RESERVED_KAFKA_OPTIONS = {"enable_auto_commit", "group_id", "bootstrap_servers", "value_deserializer",
-                           "key_deserializer", "acks"}
-
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field."""
@@ -71,12 +68,48 @@ class WalSettings(BaseModel):
         return WalConfig(**self.model_dump())
 
 
+class KafkaOptions(BaseModel):
+    """``[kafka]`` (options for both clients), with ``[kafka.consumer]`` and ``[kafka.producer]``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    consumer: dict[str, Any] = Field(default_factory=dict)
+    producer: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_options(self) -> KafkaOptions:
+        from consumer.kafka_python import option_problems  # noqa: PLC0415 - the backend's own option table
+
+        problems = option_problems(self.common, self.consumer, self.producer)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def common(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    def for_consumer(self) -> dict[str, Any]:
+        return {**self.common, **self.consumer}
+
+    def for_producer(self) -> dict[str, Any]:
+        return {**self.common, **self.producer}
+
+
+# A static member's id: Kafka allows these characters, at most 249 of them.
+_INSTANCE_ID = r"^(auto|[A-Za-z0-9._-]{1,249})?$"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TIDAL_", env_nested_delimiter="__", extra="forbid")
 
     bootstrap_servers: str = "127.0.0.1:9092"
     topics: list[str] = Field(default_factory=lambda: ["signals"], min_length=1)
     group_id: str = Field("tidal-consumer", min_length=1)
+    # Static membership (KIP-345): "auto" = tidal-<wal_id>, so an instance restarted on its
+    # WAL within the session timeout gets its partitions back without a rebalance; any
+    # other value is used as is; "" = dynamic membership.
+    group_instance_id: str = Field("auto", pattern=_INSTANCE_ID)
     reply_topic: str = Field("signals.acks", min_length=1)
     dlq_topic: str = Field("signals.dlq", min_length=1)
     wal_dir: Path = Path("wal")
@@ -86,16 +119,8 @@ class Settings(BaseSettings):
     metrics_interval_s: float = Field(10.0, gt=0)
     commit_retry_max_s: float = Field(30.0, gt=0)
     wal: WalSettings = Field(default_factory=WalSettings)
-    kafka: dict[str, Any] = Field(default_factory=dict)
+    kafka: KafkaOptions = Field(default_factory=KafkaOptions)
     signals: list[SignalConfig] = Field(default_factory=lambda: [SignalConfig(**s) for s in DEFAULT_SIGNALS])
-
-    @field_validator("kafka")
-    @classmethod
-    def _no_reserved_options(cls, value: dict[str, Any]) -> dict[str, Any]:
-        clash = sorted(set(value) & _RESERVED_KAFKA_OPTIONS)
-        if clash:
-            raise ValueError(f"{', '.join(clash)} cannot be set here: the service sets them itself")
-        return value
 
     @model_validator(mode="after")
     def _schema_is_valid(self) -> Settings:
@@ -104,6 +129,12 @@ class Settings(BaseSettings):
         except SchemaError as exc:
             raise ValueError(f"signals: {exc}") from None
         return self
+
+    def instance_id(self, wal_id: str) -> str | None:
+        """The consumer's group.instance.id for the WAL ``wal_id`` (None: dynamic membership)."""
+        if self.group_instance_id == "auto":
+            return f"tidal-{wal_id}"
+        return self.group_instance_id or None
 
     def schema(self) -> Schema:
         builder = SchemaBuilder()

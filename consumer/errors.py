@@ -31,3 +31,7 @@ class KafkaUnavailable(RuntimeError):
 class CommitRefused(RuntimeError):
     """The group coordinator refused an offset commit for good: the group rebalanced and
     this member no longer owns (some of) the partitions. Retrying cannot succeed."""
+
+
+class KafkaOptionInvalid(ValueError):
+    """The Kafka client refused an option's value (its name passed the config check)."""

@@ -15,14 +15,14 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import CommitFailedError, KafkaConfigurationError, KafkaError
 from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from consumer.adapter import RebalanceListener
 from consumer.batch import Poll
 from consumer.commits import Offsets
-from consumer.errors import CommitRefused, KafkaUnavailable
+from consumer.errors import CommitRefused, KafkaOptionInvalid, KafkaUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +41,25 @@ class _Delivery:
 
 
 class _Listener(ConsumerRebalanceListener):
+    """kafka-python logs and swallows what a rebalance listener raises, and carries on: a
+    drain that failed at revocation (an undeliverable ack, a failed fsync) would go
+    unnoticed. Keep the error; the adapter's poll raises it."""
+
     def __init__(self, listener: RebalanceListener) -> None:
         self._listener = listener
+        self.error: BaseException | None = None
 
     def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        self._listener.revoked(sorted((tp.topic, tp.partition) for tp in revoked))
+        try:
+            self._listener.revoked(sorted((tp.topic, tp.partition) for tp in revoked))
+        except Exception as exc:  # noqa: BLE001 - raised again from poll()
+            self.error = self.error or exc
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self._listener.assigned(sorted((tp.topic, tp.partition) for tp in assigned))
+        try:
+            self._listener.assigned(sorted((tp.topic, tp.partition) for tp in assigned))
+        except Exception as exc:  # noqa: BLE001 - raised again from poll()
+            self.error = self.error or exc
 
 
 def _to_kafka(offsets: Offsets) -> dict[TopicPartition, OffsetAndMetadata]:
@@ -56,36 +67,103 @@ def _to_kafka(offsets: Offsets) -> dict[TopicPartition, OffsetAndMetadata]:
             for (topic, partition), offset in offsets.items()}
 
 
+# Options the service sets itself, per client, and why a user may not: each would break an
+# invariant or has its own setting. Refused when the configuration is loaded.
+RESERVED_CONSUMER = {
+    "bootstrap_servers": "set bootstrap_servers instead",
+    "group_id": "set group_id instead",
+    "group_instance_id": "set group_instance_id instead",
+    "max_poll_records": "set max_poll_records instead",
+    "enable_auto_commit": "the service commits offsets itself, only once a batch is durable and acked",
+    "auto_offset_reset": "the service starts new groups at the earliest offset, so nothing is skipped",
+    "key_deserializer": "the service reads raw bytes",
+    "value_deserializer": "the service reads raw bytes",
+    "default_offset_commit_callback": "the service handles its commits",
+}
+RESERVED_PRODUCER = {
+    "bootstrap_servers": "set bootstrap_servers instead",
+    "acks": "acks and dead letters are sent with acks=all: they must survive a broker failure",
+    "key_serializer": "the service sends raw bytes",
+    "value_serializer": "the service sends raw bytes",
+    "transactional_id": "the service does not use transactions",
+}
+# What the service passes unless the configuration says otherwise.
+CONSUMER_DEFAULTS: dict[str, Any] = {"session_timeout_ms": 10_000, "heartbeat_interval_ms": 3_000}
+PRODUCER_DEFAULTS: dict[str, Any] = {"linger_ms": 2}
+
+
+def option_problems(common: dict[str, Any], consumer: dict[str, Any], producer: dict[str, Any]) -> list[str]:
+    """What is wrong with the [kafka], [kafka.consumer] and [kafka.producer] tables, one
+    line per option naming it (empty when nothing is)."""
+    problems: list[str] = []
+    for table, options, known, reserved in (
+            ("kafka.consumer", consumer, KafkaConsumer.DEFAULT_CONFIG, RESERVED_CONSUMER),
+            ("kafka.producer", producer, KafkaProducer.DEFAULT_CONFIG, RESERVED_PRODUCER)):
+        for name in options:
+            if name in reserved:
+                problems.append(f"{table}.{name} cannot be set: {reserved[name]}")
+            elif name not in known:
+                problems.append(f"{table}.{name} is not a kafka-python {table.split('.')[1]} option")
+    for name in common:
+        if name in RESERVED_CONSUMER or name in RESERVED_PRODUCER:
+            problems.append(f"kafka.{name} cannot be set: "
+                            f"{RESERVED_CONSUMER.get(name) or RESERVED_PRODUCER[name]}")
+        elif name not in KafkaConsumer.DEFAULT_CONFIG or name not in KafkaProducer.DEFAULT_CONFIG:
+            only = ("consumer" if name in KafkaConsumer.DEFAULT_CONFIG else
+                    "producer" if name in KafkaProducer.DEFAULT_CONFIG else None)
+            problems.append(f"kafka.{name} is an option of the {only} only: put it under [kafka.{only}]" if only
+                            else f"kafka.{name} is not a kafka-python client option")
+    return problems
+
+
 class KafkaPythonAdapter:
     def __init__(self, consumer: KafkaConsumer, producer: KafkaProducer) -> None:
         self._consumer = consumer
         self._producer = producer
+        self._listener: _Listener | None = None
 
     @classmethod
-    def connect(cls, *, bootstrap_servers: str, group_id: str, client_id: str, max_poll_records: int,
-                options: dict[str, Any]) -> KafkaPythonAdapter:
-        """Create both clients; KafkaUnavailable when the broker cannot be reached."""
-        common = {"bootstrap_servers": bootstrap_servers.split(","), "client_id": client_id, **options}
+    def connect(cls, *, bootstrap_servers: str, group_id: str, group_instance_id: str | None, client_id: str,
+                max_poll_records: int, consumer_options: dict[str, Any],
+                producer_options: dict[str, Any]) -> KafkaPythonAdapter:
+        """Create both clients; KafkaUnavailable when the broker cannot be reached.
+        ``*_options`` were checked by ``option_problems`` when the configuration loaded."""
+        servers = bootstrap_servers.split(",")
         try:
-            producer = KafkaProducer(acks="all", linger_ms=2, **common)
+            producer = KafkaProducer(**{"client_id": client_id, **PRODUCER_DEFAULTS, **producer_options},
+                                     bootstrap_servers=servers, acks="all")
+        except (KafkaConfigurationError, TypeError, ValueError, AssertionError) as exc:
+            raise KafkaOptionInvalid(f"the Kafka producer refused its options ([kafka], [kafka.producer]): "
+                                     f"{exc!r}") from exc
         except KafkaError as exc:
             raise KafkaUnavailable(f"producer: {exc!r}") from exc
         try:
-            consumer = KafkaConsumer(group_id=group_id, enable_auto_commit=False, auto_offset_reset="earliest",
-                                     max_poll_records=max_poll_records, **common)
+            consumer = KafkaConsumer(**{"client_id": client_id, **CONSUMER_DEFAULTS, **consumer_options},
+                                     bootstrap_servers=servers, group_id=group_id,
+                                     group_instance_id=group_instance_id, enable_auto_commit=False,
+                                     auto_offset_reset="earliest", max_poll_records=max_poll_records)
+        except (KafkaConfigurationError, TypeError, ValueError, AssertionError) as exc:
+            producer.close()
+            raise KafkaOptionInvalid(f"the Kafka consumer refused its options ([kafka], [kafka.consumer]): "
+                                     f"{exc!r}") from exc
         except KafkaError as exc:
             producer.close()
             raise KafkaUnavailable(f"consumer: {exc!r}") from exc
         return cls(consumer, producer)
 
     def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None:
-        self._consumer.subscribe(list(topics), listener=_Listener(listener))
+        self._listener = _Listener(listener)
+        self._consumer.subscribe(list(topics), listener=self._listener)
 
     def poll(self, timeout_ms: int, max_records: int) -> Poll:
         try:
-            return self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+            records = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         except KafkaError as exc:
             raise KafkaUnavailable(repr(exc)) from exc
+        if self._listener is not None and self._listener.error is not None:
+            error, self._listener.error = self._listener.error, None
+            raise error
+        return records
 
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              headers: Sequence[tuple[str, bytes]] | None = None) -> _Delivery:

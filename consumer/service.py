@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from consumer.adapter import KafkaAdapter, Partition
 from consumer.commits import Backoff, Committer
 from consumer.config import Settings
-from consumer.errors import DeliveryFailed, ExitCode, KafkaUnavailable
+from consumer.errors import DeliveryFailed, ExitCode, KafkaOptionInvalid, KafkaUnavailable
 from consumer.events import Decoder
 from consumer.metrics import Metrics
 from consumer.pipeline import Pipeline, Staged
@@ -29,16 +29,18 @@ log = logging.getLogger(__name__)
 MAX_IN_FLIGHT_BATCHES = 4
 BUSY_TICK_MS = 5
 
-# Builds the Kafka adapter: (settings, client_id) -> adapter; raises KafkaUnavailable.
+# Builds the Kafka adapter: (settings, wal_id) -> adapter; raises KafkaUnavailable.
 AdapterFactory = Callable[[Settings, str], KafkaAdapter]
 
 
-def kafka_python_adapter(settings: Settings, client_id: str) -> KafkaAdapter:
+def kafka_python_adapter(settings: Settings, wal_id: str) -> KafkaAdapter:
     from consumer.kafka_python import KafkaPythonAdapter  # noqa: PLC0415 - only this backend needs kafka-python
 
     return KafkaPythonAdapter.connect(bootstrap_servers=settings.bootstrap_servers, group_id=settings.group_id,
-                                      client_id=client_id, max_poll_records=settings.max_poll_records,
-                                      options=settings.kafka)
+                                      group_instance_id=settings.instance_id(wal_id), client_id=f"tidal-{wal_id}",
+                                      max_poll_records=settings.max_poll_records,
+                                      consumer_options=settings.kafka.for_consumer(),
+                                      producer_options=settings.kafka.for_producer())
 
 
 def _no_hook(_batch: int) -> None:
@@ -112,7 +114,11 @@ class Service:
             log.critical("%s; run `walcore verify %s` and see docs/operations.md", exc, settings.wal_dir)
             return ExitCode.WAL_FATAL
         try:
-            client = self._connect()
+            try:
+                client = self._connect()
+            except KafkaOptionInvalid as exc:
+                log.critical("%s", exc)
+                return ExitCode.CONFIG
             if client is None:
                 return ExitCode.OK  # stopped while waiting for the broker
             try:
@@ -127,7 +133,7 @@ class Service:
         backoff = Backoff(self.stop, first=0.5, cap=15.0)
         while not self.stop.is_set():
             try:
-                return self._adapter_factory(self.settings, f"tidal-{self.wal.wal_id}")
+                return self._adapter_factory(self.settings, self.wal.wal_id)
             except KafkaUnavailable as exc:
                 log.warning("cannot reach Kafka at %s (%s); retrying", self.settings.bootstrap_servers, exc)
                 if not backoff.wait():

@@ -162,6 +162,29 @@ def ack_index(messages: list[Any]) -> dict[tuple[int, int], tuple[str, Any]]:
     return index
 
 
+class AckWatcher:
+    """Reads the reply topic from its end as of construction: acks published from now on."""
+
+    def __init__(self, bootstrap: str, reply: str) -> None:
+        self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+        partitions = [TopicPartition(reply, p) for p in sorted(self._consumer.partitions_for_topic(reply) or ())]
+        self._consumer.assign(partitions)
+        for tp, end in self._consumer.end_offsets(partitions).items():
+            self._consumer.seek(tp, end)
+
+    def wait_for_any(self, positions: set[tuple[int, int]], timeout: float) -> float:
+        """The monotonic time at which an ack covering one of ``positions`` was read."""
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                for messages in self._consumer.poll(timeout_ms=20).values():
+                    if positions & set(ack_index(messages)):
+                        return time.monotonic()
+            raise AssertionError(f"no ack for any of {len(positions)} positions within {timeout}s")
+        finally:
+            self._consumer.close()
+
+
 def acks_cover(bootstrap: str, reply: str, positions: list[tuple[int, int]], timeout: float = 90.0) -> dict:
     wanted = set(positions)
     messages = read_topic(bootstrap, reply, until=lambda m: wanted <= set(ack_index(m)), timeout=timeout)

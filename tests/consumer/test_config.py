@@ -37,6 +37,14 @@ def test_flags_beat_environment_beat_file(tmp_path: Path, monkeypatch: pytest.Mo
     ("[wal]\ndedup_window = inf", "wal.dedup_window"),
     ("unknown_option = 1", "unknown_option"),
     ("[kafka]\nenable_auto_commit = true", "enable_auto_commit"),
+    ("[kafka]\nsession_timeout_ms = 6000", r"kafka.session_timeout_ms is an option of the consumer only"),
+    ("[kafka]\nlinger_ms = 5", r"kafka.linger_ms is an option of the producer only"),
+    ("[kafka]\nno_such_option = 5", r"kafka.no_such_option is not a kafka-python client option"),
+    ("[kafka.consumer]\nacks = 1", r"kafka.consumer.acks is not a kafka-python consumer option"),
+    ("[kafka.consumer]\ngroup_instance_id = 'x'", r"kafka.consumer.group_instance_id cannot be set"),
+    ("[kafka.producer]\nacks = 1", r"kafka.producer.acks cannot be set"),
+    ("[kafka.producer]\ntransactional_id = 'x'", r"kafka.producer.transactional_id cannot be set"),
+    ('group_instance_id = "has space"', "group_instance_id"),
     ('[[signals]]\nname = "view"\nid = 1\nhalf_life_seconds = -1\nwindows_seconds = [1]', "half_life_seconds"),
     ('[[signals]]\nname = "a"\nid = 1\nhalf_life_seconds = 1\nwindows_seconds = [1]\n'
      '[[signals]]\nname = "b"\nid = 1\nhalf_life_seconds = 1\nwindows_seconds = [1]', "duplicate id"),
@@ -51,3 +59,23 @@ def test_bad_config_names_the_field(tmp_path: Path, toml: str, field: str) -> No
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.toml")
+
+
+def test_kafka_options_go_to_the_client_that_has_them(tmp_path: Path) -> None:
+    config = tmp_path / "kafka.toml"
+    config.write_text('[kafka]\nsecurity_protocol = "PLAINTEXT"\nclient_id = "mine"\n'
+                      '[kafka.consumer]\nsession_timeout_ms = 6000\nisolation_level = "read_committed"\n'
+                      "max_partition_fetch_bytes = 2097152\n"
+                      "[kafka.producer]\nlinger_ms = 7\n")
+    settings = load_settings(config)
+    assert settings.kafka.for_consumer() == {"security_protocol": "PLAINTEXT", "client_id": "mine",
+                                             "session_timeout_ms": 6000, "isolation_level": "read_committed",
+                                             "max_partition_fetch_bytes": 2097152}
+    assert settings.kafka.for_producer() == {"security_protocol": "PLAINTEXT", "client_id": "mine", "linger_ms": 7}
+
+
+def test_static_membership_is_derived_from_the_wal_unless_configured(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().instance_id("9a3c7eaa") == "tidal-9a3c7eaa"
+    assert load_settings(group_instance_id="node-7").instance_id("9a3c7eaa") == "node-7"
+    assert load_settings(group_instance_id="").instance_id("9a3c7eaa") is None  # dynamic membership

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from consumer_fixtures import PARTITIONS, Topics
 from service_helpers import (
+    AckWatcher,
     Service,
     acks_cover,
     committed,
@@ -187,3 +189,35 @@ def test_broker_unreachable_retries_with_a_log_line_and_stops_cleanly(tmp_path: 
     service = Service("127.0.0.1:1", "signals", tmp_path / "wal", group="g", reply="r", dlq="d")
     service.wait_for_log("cannot reach Kafka at 127.0.0.1:1")
     assert service.stop() == 0
+
+
+def test_per_client_kafka_options_reach_their_client_and_the_service_runs(topics: Topics, tmp_path: Path) -> None:
+    config = tmp_path / "consumer.toml"
+    config.write_text('[kafka]\nclient_id = "tidal-custom"\n'
+                      '[kafka.consumer]\nsession_timeout_ms = 12000\nmax_partition_fetch_bytes = 2097152\n'
+                      'isolation_level = "read_committed"\n[kafka.producer]\nlinger_ms = 1\n')
+    positions = produce(topics.bootstrap, topics.signals, [event(i) for i in range(300)])
+    service = topics.service(tmp_path / "wal", extra=["--config", str(config)])
+    acks = acks_cover(topics.bootstrap, topics.reply, positions)
+    assert service.stop() == 0, service.log()
+    assert sorted(seq for _, seq in acks.values()) == list(range(1, 301))
+
+
+def test_an_instance_sigkilled_and_restarted_on_its_wal_gets_its_partitions_back_at_once(
+        topics: Topics, tmp_path: Path) -> None:
+    """Static membership (group.instance.id from the WAL id): the restarted member takes its
+    place in the group without waiting for the old one's session (10 s) to expire."""
+    first = produce(topics.bootstrap, topics.signals, [event(i) for i in range(200)])
+    service = topics.service(tmp_path / "wal")
+    acks_cover(topics.bootstrap, topics.reply, first)
+    service.kill()  # SIGKILL: no LeaveGroup, the broker still counts the old member in
+    second = produce(topics.bootstrap, topics.signals, [event(i) for i in range(200, 400)])
+    watcher = AckWatcher(topics.bootstrap, topics.reply)
+    started = time.monotonic()
+    service = topics.service(tmp_path / "wal")
+    first_ack = watcher.wait_for_any(set(second), timeout=60) - started
+    print(f"\nrestart -> first new ack: {first_ack:.2f} s (session timeout 10 s)")
+    acks = acks_cover(topics.bootstrap, topics.reply, first + second)
+    assert service.stop() == 0
+    assert first_ack < 5.0, f"the restarted instance waited {first_ack:.1f} s: it was not a static member"
+    assert sorted(seq for _, seq in acks.values()) == list(range(1, 401))
