@@ -42,21 +42,25 @@ def cmd_dump(directory: Path, from_seq: int, as_json: bool) -> int:
     scan = _scan(directory)
     out = sys.stdout
     # The whole log is verified first, so damage anywhere prints nothing but the error.
+    # Voided events are printed too, marked: dump shows what is on disk.
     for seq, record in replay_log(directory, from_seq, scan.next_seq - 1):
         source = record.source
+        voided = seq in scan.voided
         row = {
             "seq": seq, "entity_id": record.entity_id, "signal_type": record.signal_type,
             "weight": record.weight, "timestamp_nanos": record.timestamp_nanos,
             "event_id": record.event_id,
             "source": None if source is None else
             {"topic": source.topic, "partition": source.partition, "offset": source.offset},
+            "voided": voided,
         }
         if as_json:
             out.write(json.dumps(row, separators=(",", ":")) + "\n")
         else:
             where = "-" if source is None else f"{source.topic}:{source.partition}@{source.offset}"
             out.write(f"{seq}\t{record.entity_id}\t{record.signal_type}\t{record.weight!r}\t"
-                      f"{record.timestamp_nanos}\t{record.event_id or '-'}\t{where}\n")
+                      f"{record.timestamp_nanos}\t{record.event_id or '-'}\t{where}"
+                      f"{chr(9) + 'VOIDED' if voided else ''}\n")
     if scan.torn is not None:
         print(f"warning: stopped at {scan.torn.describe()}", file=sys.stderr)
         return 1
@@ -75,6 +79,7 @@ def cmd_stats(directory: Path, as_json: bool) -> int:
         "format_versions": dict(sorted(Counter(str(header.version) for segment in scan.segments
                                                for _, header in segment.frames).items())),
         "events": scan.next_seq - scan.first_seq,
+        "voided": len(scan.voided),  # events a void entry took out of the live ones (invariant 7)
         "first_seq": scan.first_seq,
         "last_seq": scan.next_seq - 1,
         "checkpoint": scan.checkpoint,

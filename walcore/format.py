@@ -53,6 +53,8 @@ MAGIC = 0x4C415754
 VERSION = 2  # what this code writes
 COLUMNS_VERSION = 1  # still read: the fixed fields stored column by column
 FRAME_BATCH = 1
+FRAME_VOID = 2  # voids earlier records (invariant 7): takes no seqs, changes no frame
+VOID_SEQ = struct.Struct("<Q")
 HEADER = struct.Struct("<IBBHIIQQIIII")
 HEADER_LEN = HEADER.size  # 48
 HEADER_CRC_SPAN = HEADER_LEN - 4
@@ -64,20 +66,26 @@ NO_ID = 0
 
 class FrameHeader(NamedTuple):
     body_len: int
-    count: int
-    base_seq: int
+    count: int  # batch: records; void: seqs voided
+    base_seq: int  # batch: its first record's seq; void: the log's next seq when written
     batch_ts: int
-    ids_len: int
+    ids_len: int  # batch: event-id section; void: the reason's UTF-8 bytes
     src_len: int
     version: int = VERSION
+    kind: int = FRAME_BATCH
 
     @property
     def frame_len(self) -> int:
         return HEADER_LEN + self.body_len + DIGEST_LEN
 
     @property
+    def seqs_taken(self) -> int:
+        """How many seqs the frame assigns (a void frame assigns none)."""
+        return self.count if self.kind == FRAME_BATCH else 0
+
+    @property
     def last_seq(self) -> int:
-        return self.base_seq + self.count - 1
+        return self.base_seq + self.seqs_taken - 1
 
 
 class BadHeader(NamedTuple):
@@ -313,6 +321,26 @@ def encode_frame(body: EncodedBody, base_seq: int, batch_ts: int) -> bytes:
     return b"".join((head, body.data, hasher.digest()))
 
 
+def encode_void_frame(seqs: Sequence[int], reason: str, next_seq: int, batch_ts: int) -> bytes:
+    """A void entry: ``seqs`` (stored earlier) are not live events any more, because
+    ``reason``. Appended like a batch; the frames holding those records never change."""
+    if not seqs:
+        raise ValueError("a void frame voids at least one seq")
+    raw_reason = reason.encode()[:MAX_EVENT_ID_BYTES]
+    body = b"".join(VOID_SEQ.pack(seq) for seq in sorted(seqs)) + raw_reason
+    head = HEADER.pack(MAGIC, VERSION, FRAME_VOID, 0, len(body), len(seqs), next_seq, batch_ts,
+                       len(raw_reason), 0, 0, 0)
+    head = head[:HEADER_CRC_SPAN] + struct.pack("<I", zlib.crc32(head[:HEADER_CRC_SPAN]))
+    return b"".join((head, body, blake3.blake3(head + body).digest()))
+
+
+def decode_void(buf: bytes | memoryview, offset: int, header: FrameHeader) -> tuple[list[int], str]:
+    """The seqs a (verified) void frame voids, and why."""
+    body = _body(buf, offset, header)
+    seqs = [seq for (seq,) in VOID_SEQ.iter_unpack(body[:VOID_SEQ.size * header.count])]
+    return seqs, bytes(body[VOID_SEQ.size * header.count:]).decode(errors="replace")
+
+
 def decode_header(buf: bytes | memoryview, offset: int) -> FrameHeader | BadHeader:
     """Read the header at ``offset``; a BadHeader says why those bytes are not one."""
     if len(buf) - offset < HEADER_LEN:
@@ -323,13 +351,16 @@ def decode_header(buf: bytes | memoryview, offset: int) -> FrameHeader | BadHead
         return BadHeader("zero-filled" if magic == 0 and crc == 0 else f"bad magic 0x{magic:08x}")
     if zlib.crc32(buf[offset:offset + HEADER_CRC_SPAN]) != crc:
         return BadHeader("header checksum mismatch")
-    if version not in (VERSION, COLUMNS_VERSION) or ftype != FRAME_BATCH:
+    if version not in (VERSION, COLUMNS_VERSION) or ftype not in (FRAME_BATCH, FRAME_VOID) or (
+            ftype == FRAME_VOID and version != VERSION):
         return BadHeader(f"format version {version} / frame type {ftype}, which this walcore cannot read "
                          f"(it reads versions {COLUMNS_VERSION} and {VERSION}): written by a newer walcore? "
                          "Nothing was changed; open it with the walcore that wrote it", unreadable=True)
-    if count == 0 or body_len != FIXED_BYTES_PER_RECORD * count + ids_len + src_len:
+    expected_len = (FIXED_BYTES_PER_RECORD * count + ids_len + src_len if ftype == FRAME_BATCH
+                    else VOID_SEQ.size * count + ids_len)
+    if count == 0 or body_len != expected_len or (ftype == FRAME_VOID and src_len):
         return BadHeader(f"inconsistent lengths (count={count}, body_len={body_len})")
-    return FrameHeader(body_len, count, base_seq, batch_ts, ids_len, src_len, version)
+    return FrameHeader(body_len, count, base_seq, batch_ts, ids_len, src_len, version, ftype)
 
 
 def digest_ok(buf: bytes | memoryview, offset: int, header: FrameHeader) -> bool:
@@ -408,12 +439,21 @@ def decode_records(buf: bytes | memoryview, offset: int, header: FrameHeader) ->
     return list(map(EventRecord, entity_ids, signal_types, weights, timestamps, event_ids, sources))
 
 
+def _rows(buf: bytes | memoryview, offset: int, header: FrameHeader) -> list[bytes]:
+    """Each record's 26-byte row (its content key) of a stored batch frame."""
+    if header.version == COLUMNS_VERSION:
+        return list(map(CONTENT_KEY.pack, *decode_columns(buf, offset, header)))
+    fixed = bytes(_body(buf, offset, header)[:FIXED_BYTES_PER_RECORD * header.count])
+    return [fixed[i:i + FIXED_BYTES_PER_RECORD] for i in range(0, len(fixed), FIXED_BYTES_PER_RECORD)]
+
+
 def dedup_keys(buf: bytes | memoryview, offset: int, header: FrameHeader) -> list[Hashable]:
     """The dedup key of each record of a stored frame (recovery rebuilds the window)."""
     event_ids = decode_event_ids(buf, offset, header) if header.ids_len else None
-    if header.version == COLUMNS_VERSION:
-        rows = list(map(CONTENT_KEY.pack, *decode_columns(buf, offset, header)))
-    else:
-        fixed = bytes(_body(buf, offset, header)[:FIXED_BYTES_PER_RECORD * header.count])
-        rows = [fixed[i:i + FIXED_BYTES_PER_RECORD] for i in range(0, len(fixed), FIXED_BYTES_PER_RECORD)]
-    return _dedup_keys(rows, event_ids)
+    return _dedup_keys(_rows(buf, offset, header), event_ids)
+
+
+def identities(buf: bytes | memoryview, offset: int, header: FrameHeader) -> list[tuple[bytes, str | None]]:
+    """(row, event_id) of each record of a stored frame: what makes a Kafka redelivery the
+    same message as the one stored (the writer compares them before trusting a position)."""
+    return list(zip(_rows(buf, offset, header), decode_event_ids(buf, offset, header)))

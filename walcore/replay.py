@@ -6,7 +6,7 @@ Worst case: one segment's bytes in memory at a time (``segment_size`` plus one f
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator
+from collections.abc import Container, Hashable, Iterator
 from pathlib import Path
 
 from walcore.errors import WalCorruption
@@ -16,8 +16,10 @@ from walcore.scan import LogScan, check_continuity, scan_segment
 from walcore.segment import list_segments
 
 
-def replay_log(directory: Path, from_seq: int, until_seq: int) -> Iterator[tuple[int, EventRecord]]:
-    """Replay (seq, record) for ``from_seq <= seq <= until_seq``, verifying on read.
+def replay_log(directory: Path, from_seq: int, until_seq: int,
+               skip: Container[int] = ()) -> Iterator[tuple[int, EventRecord]]:
+    """Replay (seq, record) for ``from_seq <= seq <= until_seq``, verifying on read, except
+    the seqs in ``skip`` (the voided ones, for a replay of live events).
 
     Each segment holding wanted seqs is read once and verified whole (every frame, as on
     open) before any of its records is yielded, so damage done since the log was opened
@@ -50,7 +52,7 @@ def replay_log(directory: Path, from_seq: int, until_seq: int) -> Iterator[tuple
             if header.base_seq > until_seq:
                 return
             for seq, record in enumerate(decode_records(data, offset, header), header.base_seq):
-                if from_seq <= seq <= until_seq:
+                if from_seq <= seq <= until_seq and seq not in skip:
                     yield seq, record
         expected = segment.next_seq
         if expected > until_seq:
@@ -79,5 +81,6 @@ def recent_keys(scan: LogScan, since_ns: int, max_keys: int) -> list[tuple[Hasha
             cache.clear()
             data = cache[path] = path.read_bytes()
         keys = dedup_keys(data, offset, header)
-        pairs.extend(zip(keys, range(header.base_seq, header.base_seq + header.count)))
+        pairs.extend(pair for pair in zip(keys, range(header.base_seq, header.base_seq + header.count))
+                     if pair[1] not in scan.voided)  # a voided event is nobody's original
     return pairs

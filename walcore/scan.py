@@ -28,12 +28,14 @@ from pathlib import Path
 from walcore.checkpoint import read_checkpoint
 from walcore.errors import WalCorruption
 from walcore.format import (
+    FRAME_VOID,
     MAGIC,
     BadHeader,
     FrameHeader,
     SourceRun,
     decode_header,
     decode_source_runs,
+    decode_void,
     digest_ok,
 )
 from walcore.segment import list_segments
@@ -60,9 +62,10 @@ class SegmentScan:
     first_seq: int
     next_seq: int
     valid_end: int
-    frames: list[tuple[int, FrameHeader]]
+    frames: list[tuple[int, FrameHeader]]  # batch frames: (byte offset, header)
     runs: list[tuple[int, list[SourceRun]]]
     torn: TornTail | None = None
+    voided: list[int] = field(default_factory=list)  # seqs its void frames void
 
 
 def scan_segment(data: bytes, path: Path, first_seq: int, *, is_last: bool) -> SegmentScan:
@@ -75,6 +78,7 @@ def scan_segment(data: bytes, path: Path, first_seq: int, *, is_last: bool) -> S
     expected = first_seq
     frames: list[tuple[int, FrameHeader]] = []
     runs: list[tuple[int, list[SourceRun]]] = []
+    voided: list[int] = []
     size = len(data)
     while offset < size:
         header = decode_header(data, offset)
@@ -94,16 +98,22 @@ def scan_segment(data: bytes, path: Path, first_seq: int, *, is_last: bool) -> S
                 raise WalCorruption(path, offset, problem)
             _refuse_if_log_continues(data, path, offset, expected)
             torn = TornTail(path, offset, size, problem)
-            return SegmentScan(path, first_seq, expected, offset, frames, runs, torn)
+            return SegmentScan(path, first_seq, expected, offset, frames, runs, torn, voided)
         assert isinstance(header, FrameHeader)
         if header.base_seq != expected:
             raise WalCorruption(path, offset, f"frame starts at seq {header.base_seq}, expected {expected}")
-        frames.append((offset, header))
-        if header.src_len:
-            runs.append((header.base_seq, decode_source_runs(data, offset, header)))
-        expected += header.count
+        if header.kind == FRAME_VOID:
+            seqs, _reason = decode_void(data, offset, header)
+            if not all(0 < seq < expected for seq in seqs):
+                raise WalCorruption(path, offset, f"void entry names seqs outside 1..{expected - 1}")
+            voided.extend(seqs)
+        else:
+            frames.append((offset, header))
+            if header.src_len:
+                runs.append((header.base_seq, decode_source_runs(data, offset, header)))
+        expected += header.seqs_taken
         offset += header.frame_len
-    return SegmentScan(path, first_seq, expected, offset, frames, runs)
+    return SegmentScan(path, first_seq, expected, offset, frames, runs, None, voided)
 
 
 def _refuse_if_log_continues(data: bytes, path: Path, torn_at: int, expected: int) -> None:
@@ -128,6 +138,7 @@ class LogScan:
     segments: list[SegmentScan] = field(default_factory=list)
     next_seq: int = 1
     sources: SourceIndex = field(default_factory=SourceIndex)
+    voided: set[int] = field(default_factory=set)  # seqs void entries void: not live events
 
     @property
     def torn(self) -> TornTail | None:
@@ -157,10 +168,11 @@ def scan_log(directory: Path) -> LogScan:
             check_continuity(path, first_seq, scan.next_seq)
         is_last = index == len(segments) - 1
         segment = scan_segment(path.read_bytes(), path, first_seq, is_last=is_last)
-        if not segment.frames and not is_last:
+        if not segment.frames and not segment.voided and not is_last:
             raise WalCorruption(path, 0, "empty segment in the middle of the log")
         scan.segments.append(segment)
         scan.next_seq = segment.next_seq
+        scan.voided.update(segment.voided)
         for base_seq, runs in segment.runs:
             for run in runs:
                 scan.sources.add(run.topic, run.partition, run.first_offset, run.count,

@@ -28,6 +28,11 @@ class SourceIndex:
     def add(self, topic: str, partition: int, first_offset: int, count: int, first_seq: int) -> None:
         key = (topic, partition)
         runs = self._parts.get(key)
+        if runs is not None and first_offset <= self._last[key] and self._overlaps(runs, first_offset, count):
+            # A redelivery is never stored twice, so offsets stored again mean a new source
+            # (a recreated topic, a wiped broker): the old positions no longer name anything.
+            self.forget(topic, partition)
+            runs = None
         if runs is None:
             runs = self._parts[key] = _Runs()
         if runs.firsts:
@@ -47,6 +52,16 @@ class SourceIndex:
             runs.counts.append(count)
             runs.seqs.append(first_seq)
         self._bump(key, first_offset + count - 1)
+
+    @staticmethod
+    def _overlaps(runs: _Runs, first_offset: int, count: int) -> bool:
+        index = bisect_right(runs.firsts, first_offset + count - 1) - 1
+        return index >= 0 and runs.firsts[index] + runs.counts[index] > first_offset
+
+    def forget(self, topic: str, partition: int) -> None:
+        """Drop every position of a partition (it became a new source)."""
+        self._parts.pop((topic, partition), None)
+        self._last.pop((topic, partition), None)
 
     def _bump(self, key: tuple[str, int], last: int) -> None:
         if last > self._last.get(key, -1):

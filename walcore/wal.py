@@ -17,13 +17,14 @@ from walcore.dedup import DedupWindow
 from walcore.errors import WalClosed
 from walcore.files import DirLock, atomic_write
 from walcore.format import encode_body
+from walcore.frames import FrameIndex
 from walcore.future import AppendFuture
 from walcore.records import AppendResult, EventRecord, fresh_results, validate_record
 from walcore.repair import cut_torn_tail
 from walcore.replay import recent_keys, replay_log
 from walcore.scan import scan_log
 from walcore.segment import ActiveSegment
-from walcore.writer import Checkpoint, Command, SourceOffsets, Submission, TruncateBefore, Writer
+from walcore.writer import Checkpoint, Command, SourceOffsets, StoredAt, Submission, TruncateBefore, Void, Writer
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +107,13 @@ class Wal:
             window_ns = int(config.dedup_window * 1e9)
             dedup = DedupWindow(window_ns, config.dedup_max_keys, now)
             dedup.preload(recent_keys(scan, now - window_ns, config.dedup_max_keys // 2))
+            frames = FrameIndex()
+            for segment_scan in scan.segments:
+                for offset, header in segment_scan.frames:
+                    frames.add(header.base_seq, segment_scan.path, offset)
             writer = Writer(directory=directory, segment=segment, next_seq=scan.next_seq,
-                            checkpoint=scan.checkpoint, dedup=dedup, sources=scan.sources,
-                            segment_size=config.segment_size,
+                            checkpoint=scan.checkpoint, dedup=dedup, sources=scan.sources, voided=scan.voided,
+                            frames=frames, segment_size=config.segment_size,
                             batch_size=config.batch_size, batch_timeout=config.batch_timeout, clock=clock)
         except BaseException:
             lock.release()
@@ -182,11 +187,27 @@ class Wal:
         """{(topic, partition): highest offset stored} for every partition seen."""
         return self._command(SourceOffsets(Future()))
 
-    def replay(self, from_seq: int = 1) -> Iterator[tuple[int, EventRecord]]:
+    def replay(self, from_seq: int = 1, *, include_voided: bool = False) -> Iterator[tuple[int, EventRecord]]:
         """Durable (seq, record) pairs from ``from_seq`` up to ``last_seq`` as of this
-        call. Only the segments holding them are read, each verified whole as it is read
-        back (damage since open raises WalCorruption, never replays)."""
-        return replay_log(self.directory, from_seq, self.last_seq)
+        call: live events only, unless ``include_voided``. Only the segments holding them
+        are read, each verified whole as it is read back (damage since open raises
+        WalCorruption, never replays)."""
+        return replay_log(self.directory, from_seq, self.last_seq, () if include_voided else self.voided)
+
+    @property
+    def voided(self) -> frozenset[int]:
+        """The seqs void entries have voided (not live events)."""
+        return frozenset(self._writer.voided)
+
+    def void(self, seqs: Sequence[int], reason: str) -> list[int]:
+        """Append a void entry for ``seqs`` (stored events that must not count as live:
+        another WAL's ack for the same Kafka offset came first). Durable on return;
+        returns the seqs newly voided. The frames holding them are never changed."""
+        return self._command(Void(list(seqs), reason, Future()))
+
+    def stored_at(self, topic: str, partition: int, offsets: Sequence[int]) -> dict[int, int]:
+        """{offset: seq} for those of ``offsets`` of a Kafka partition held as live events."""
+        return self._command(StoredAt(topic, partition, list(offsets), Future()))
 
     # -- checkpoint and truncation (commands run by the writer thread, between batches) ----
 

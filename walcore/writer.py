@@ -36,7 +36,8 @@ from walcore.checkpoint import write_checkpoint
 from walcore.dedup import DedupWindow
 from walcore.errors import WalFailed
 from walcore.files import remove_durably
-from walcore.format import EncodedBody, encode_body, encode_frame
+from walcore.format import CONTENT_KEY, EncodedBody, encode_body, encode_frame, encode_void_frame
+from walcore.frames import FrameIndex
 from walcore.future import AppendFuture
 from walcore.records import AppendResult, EventRecord, fresh_results
 from walcore.segment import ActiveSegment, list_segments
@@ -82,11 +83,32 @@ class SourceOffsets:
     future: Future[dict[tuple[str, int], int]]
 
 
+@dataclass(slots=True)
+class StoredAt:
+    """Ask which of ``offsets`` of a partition this WAL holds as live events: {offset: seq}."""
+
+    topic: str
+    partition: int
+    offsets: list[int]
+    future: Future[dict[int, int]]
+
+
+@dataclass(slots=True)
+class Void:
+    """Append a void entry for ``seqs`` (ARCHITECTURE invariant 7): from then on they are
+    not live events: never replayed by default, never an original for a duplicate or a
+    redelivery. The frames holding them are never changed."""
+
+    seqs: list[int]
+    reason: str
+    future: Future[list[int]]
+
+
 # Commands run on the writer thread, between batches: they read or change the writer's
-# own state (checkpoint, segments, source index), so they never race with an append or
-# a rotation, and no other thread touches that state.
-Command = Checkpoint | TruncateBefore | SourceOffsets
-_COMMANDS = (Checkpoint, TruncateBefore, SourceOffsets)
+# own state (checkpoint, segments, source index, voids), so they never race with an
+# append or a rotation, and no other thread touches that state.
+Command = Checkpoint | TruncateBefore | SourceOffsets | StoredAt | Void
+_COMMANDS = (Checkpoint, TruncateBefore, SourceOffsets, StoredAt, Void)
 
 
 _STOP = object()
@@ -94,10 +116,12 @@ _STOP = object()
 
 class Writer:
     def __init__(self, *, directory: Path, segment: ActiveSegment, next_seq: int, checkpoint: int,
-                 dedup: DedupWindow, sources: SourceIndex, segment_size: int, batch_size: int,
-                 batch_timeout: float, clock: Callable[[], int]) -> None:
+                 dedup: DedupWindow, sources: SourceIndex, voided: set[int], frames: FrameIndex,
+                 segment_size: int, batch_size: int, batch_timeout: float, clock: Callable[[], int]) -> None:
         self.directory = directory
         self.segment = segment
+        self.voided = voided
+        self._frames = frames
         # Read from other threads (Wal.last_seq, Wal.checkpoint_seq): plain int attributes,
         # each replaced whole by this thread, so a reader sees an old or a new value.
         self.next_seq = next_seq
@@ -224,10 +248,36 @@ class Writer:
                 future.set_result(self._checkpoint(command.seq))
             elif isinstance(command, TruncateBefore):
                 future.set_result(self._truncate_before(command.seq))
+            elif isinstance(command, Void):
+                future.set_result(self._void(command.seqs, command.reason))
+            elif isinstance(command, StoredAt):
+                lookup = self.sources.lookup
+                found = {offset: lookup(command.topic, command.partition, offset) for offset in command.offsets}
+                future.set_result({offset: seq for offset, seq in found.items()
+                                   if seq is not None and seq not in self.voided})
             else:
                 future.set_result(self.sources.last_offsets())
-        except (OSError, ValueError) as exc:  # handed to the caller, who sees the real error
+        except (OSError, ValueError, WalFailed) as exc:  # handed to the caller, who sees the real error
             future.set_exception(exc)
+
+    def _void(self, seqs: list[int], reason: str) -> list[int]:
+        fresh = sorted({seq for seq in seqs if seq not in self.voided})
+        outside = [seq for seq in fresh if not 0 < seq < self.next_seq]
+        if outside:
+            raise ValueError(f"cannot void seqs {outside[:5]}: only stored seqs 1..{self.next_seq - 1} can be voided")
+        if not fresh:
+            return []
+        # Into the active segment whatever its size: a void frame takes no seq, so it must
+        # never open a segment (segments are named by the first seq they hold).
+        try:
+            self.segment.append(encode_void_frame(fresh, reason, self.next_seq, self._clock()))
+            self.segment.sync()
+        except OSError as exc:
+            self._fail([], exc)
+            assert self.failure is not None
+            raise self.failure from exc
+        self.voided.update(fresh)
+        return fresh
 
     def _checkpoint(self, seq: int) -> None:
         if not 0 <= seq < self.next_seq:
@@ -250,9 +300,10 @@ class Writer:
             remove_durably(path)
             deleted += 1
         if deleted:
-            # What is still on disk starts at the oldest remaining segment: the index keeps
+            # What is still on disk starts at the oldest remaining segment: the indexes keep
             # exactly what a reopen would rebuild from the log.
             self.sources.drop_below(segments[deleted][0])
+            self._frames.drop_below(segments[deleted][0])
         return deleted
 
     def _commit_batch(self, submission: Submission) -> None:
@@ -300,26 +351,27 @@ class Writer:
         """Record by record: the original seq of a redelivery or a duplicate, else the
         next seq. ``record_keys`` are the records' dedup keys (``EncodedBody.keys``).
         Returns (one result per record, the records to store, their keys)."""
+        redelivered = self._redeliveries(records)
         base_seq = self.next_seq
         kept: list[EventRecord] = []
         keys: dict[Hashable, int] = {}
         results: list[AppendResult] = []
         append_result = results.append
-        sources = self.sources
-        last_offset = sources.last_offset
         window_get = self.dedup.get
         keys_get = keys.get
+        voided = self.voided
         new_result = tuple.__new__  # NamedTuple's own __new__ is Python code: 3x slower (fresh_results)
-        for record, key in zip(records, record_keys):
-            source = record[5]
-            if source is not None and source[2] <= last_offset(source[0], source[1]):
-                seq = sources.lookup(*source)
+        for index, (record, key) in enumerate(zip(records, record_keys)):
+            if redelivered:
+                seq = redelivered.get(index)
                 if seq is not None:
                     append_result(AppendResult(seq, True, True))
                     continue
             seq = keys_get(key)
             if seq is None:
                 seq = window_get(key)
+                if seq is not None and seq in voided:
+                    seq = None  # a voided event is nobody's original
             if seq is not None:
                 append_result(AppendResult(seq, True))
                 continue
@@ -328,6 +380,34 @@ class Writer:
             kept.append(record)
             append_result(new_result(AppendResult, (seq, False, False)))
         return results, kept, keys
+
+    def _redeliveries(self, records: list[EventRecord]) -> dict[int, int]:
+        """{index: original seq} of the records that are Kafka redeliveries: their source
+        position is stored, live, and holds the same message (same content and event id).
+        A position holding a different message means the topic was recreated or the
+        broker's data wiped (offsets start again at 0): that partition is a new source,
+        and its positions are forgotten, so its records are stored and acked anew."""
+        sources = self.sources
+        last_offset = sources.last_offset
+        found: dict[int, int] = {}
+        for index, record in enumerate(records):
+            source = record[5]
+            if source is not None and source[2] <= last_offset(source[0], source[1]):
+                seq = sources.lookup(*source)
+                if seq is not None and seq not in self.voided:
+                    found[index] = seq
+        if found:
+            stored = self._frames.identities(found.values())
+            changed = {records[index][5][:2] for index, seq in found.items()  # type: ignore[index]
+                       if seq in stored and stored[seq] != (CONTENT_KEY.pack(*records[index][:4]), records[index][4])}
+            for topic, partition in sorted(changed):
+                log.warning("%s:%d holds other messages than those this WAL stored from it at the same offsets: "
+                            "the topic was recreated or the broker's data wiped. From here on it is a new "
+                            "source: its records are stored and acked anew", topic, partition)
+                sources.forget(topic, partition)
+            if changed:
+                found = {index: seq for index, seq in found.items() if records[index][5][:2] not in changed}  # type: ignore[index]
+        return found
 
     def _commit_unique(self, submission: Submission, now: int) -> bool:
         """The common case in bulk, at C speed: a caller-formed batch none of whose
@@ -360,6 +440,7 @@ class Writer:
         base_seq = self.next_seq
         try:
             segment = self._segment_with_room()
+            at = segment.size
             segment.append(encode_frame(body, base_seq, now))
             if assigned is not None:
                 assigned.set_result(base_seq)
@@ -367,6 +448,7 @@ class Writer:
         except OSError as exc:
             self._fail(futures, exc)
             return False
+        self._frames.add(base_seq, segment.path, at)
         if keys is not None:
             self.dedup.add(keys)
         for run in body.runs:

@@ -64,7 +64,8 @@ def test_dump_json_prints_every_event_with_its_source(tmp_path: Path) -> None:
     assert [r["seq"] for r in rows] == [3, 4]
     assert rows[0]["source"] == {"topic": "signals", "partition": 0, "offset": 2}
     assert rows[1]["event_id"] == "e-1" and rows[1]["source"] is None
-    assert set(rows[0]) == {"seq", "entity_id", "signal_type", "weight", "timestamp_nanos", "event_id", "source"}
+    assert set(rows[0]) == {"seq", "entity_id", "signal_type", "weight", "timestamp_nanos", "event_id", "source",
+                            "voided"}
 
 
 def test_stats_reports_seqs_and_partitions(tmp_path: Path) -> None:
