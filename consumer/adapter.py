@@ -14,9 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from consumer.batch import Poll
-from consumer.commits import Delivery, Offsets
-
-Partition = tuple[str, int]
+from consumer.commits import Commits, Delivery, Partition
 
 
 class RebalanceListener(Protocol):
@@ -39,8 +37,17 @@ class KafkaAdapter(Protocol):
         """Hand a message to the producer (acks=all); the Delivery says when it is done."""
 
     def flush(self) -> None: ...
-    def commit_async(self, offsets: Offsets, on_done: Callable[[Offsets, BaseException | None], None]) -> None: ...
-    def commit_sync(self, offsets: Offsets) -> None: ...
+    def commit_async(self, commits: Commits, on_done: Callable[[Commits, BaseException | None], None]) -> None: ...
+    def commit_sync(self, commits: Commits) -> None: ...
+
+    def committed(self, partitions: Sequence[Partition]) -> dict[Partition, tuple[int, str] | None]:
+        """The group's committed (offset, metadata) of each partition; None: never committed."""
+
+    def reply_partition(self, topic: str, key: bytes) -> int | None:
+        """The partition of ``topic`` the producer sends messages keyed ``key`` to."""
+
+    def read_from(self, topic: str, partition: int, offset: int) -> list[bytes | None]:
+        """Message values of a partition from ``offset`` to its end as of the call (handoffs)."""
 
     def lag(self) -> int | None:
         """Sum over assigned partitions of (end offset - position); None when unknown.

@@ -14,10 +14,10 @@ offsets to commit are one past the last polled offset of each partition.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
-from consumer.acks import Ack, build_ack
+from consumer.acks import Ack, Stored, build_ack
 from consumer.dlq import DeadLetter, dead_letter
 from consumer.events import Decoder, Rejected
 from walcore import AppendResult, EventRecord
@@ -68,6 +68,9 @@ class Share:
     first: int  # index of its first record in BatchPlan.records
     offsets: list[int]  # the offsets of its records sent to the WAL, in order
     rejected: list[tuple[int, str]]  # (offset, reason) of those sent to the DLQ
+    # (offset, home) of records already acked by another WAL (consumer.handoff): acked
+    # again with that home, never stored here
+    homed: list[tuple[int, Stored]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -87,9 +90,15 @@ class BatchCounts(NamedTuple):
     rejected: int
 
 
-def plan_batch(poll: Poll, decoder: Decoder) -> BatchPlan:
+# (topic, partition) -> offset -> the home another WAL's first ack gave it (consumer.handoff)
+Homes = Mapping[tuple[str, int], Mapping[int, Stored]]
+
+
+def plan_batch(poll: Poll, decoder: Decoder, homes: Homes | None = None) -> BatchPlan:
     """Decode a poll: records for the WAL, dead letters with their reasons, per-partition
-    shares, and the offsets to commit once everything is durable and delivered."""
+    shares, and the offsets to commit once everything is durable and delivered. A record
+    whose offset has a home in ``homes`` (acked first by another WAL) is not decoded
+    again: its ack repeats that home (ARCHITECTURE invariant 7)."""
     decode = decoder.decode
     records: list[EventRecord] = []
     dead_letters: list[DeadLetter] = []
@@ -102,7 +111,13 @@ def plan_batch(poll: Poll, decoder: Decoder) -> BatchPlan:
         consumed += len(messages)
         commit[(topic, partition)] = messages[-1].offset + 1
         share = Share(topic, partition, len(records), [], [])
+        homed = homes.get((topic, partition)) if homes else None
         for message in messages:
+            if homed:
+                home = homed.get(message.offset)
+                if home is not None:
+                    share.homed.append((message.offset, home))
+                    continue
             result = decode(message.value, topic, partition, message.offset)
             if type(result) is Rejected:
                 dead_letters.append(dead_letter(message, result.reason))
@@ -115,16 +130,35 @@ def plan_batch(poll: Poll, decoder: Decoder) -> BatchPlan:
 
 
 def acks_for(plan: BatchPlan, results: Sequence[AppendResult], wal_id: str) -> list[Ack]:
-    """One ack per partition of the batch, from the WAL's results (one per plan record)."""
+    """The acks of a batch, from the WAL's results (one per plan record): one per
+    partition, then one per other WAL whose homes the batch repeats (an ack names one
+    WAL). Acks of one partition share a key, so they keep this order on the reply topic."""
     if len(results) != len(plan.records):
         raise ValueError(f"{len(results)} WAL results for {len(plan.records)} records")
-    return [build_ack(wal_id, share.topic, share.partition, share.offsets,
-                      results[share.first:share.first + len(share.offsets)], rejected=share.rejected)
-            for share in plan.shares]
+    acks = []
+    for share in plan.shares:
+        acks.append(build_ack(wal_id, share.topic, share.partition, share.offsets,
+                              results[share.first:share.first + len(share.offsets)], rejected=share.rejected))
+        by_wal: dict[str, list[tuple[int, Stored]]] = {}
+        for offset, home in share.homed:
+            by_wal.setdefault(home.wal_id, []).append((offset, home))
+        for other_wal, homed in by_wal.items():
+            acks.append(build_ack(other_wal, share.topic, share.partition, [offset for offset, _ in homed],
+                                  [AppendResult(home.seq, True, not home.duplicate) for _, home in homed],
+                                  rejected=[]))
+    return acks
+
+
+def last_seqs(plan: BatchPlan, results: Sequence[AppendResult]) -> dict[tuple[str, int], int]:
+    """Per partition, the highest seq of this WAL the batch's acks name (0: none)."""
+    return {(share.topic, share.partition): max((r.seq for r in results[share.first:share.first + len(share.offsets)]),
+                                                default=0)
+            for share in plan.shares}
 
 
 def count_outcomes(plan: BatchPlan, results: Sequence[AppendResult]) -> BatchCounts:
     duplicates = sum(1 for r in results if r.duplicate)
     redeliveries = sum(1 for r in results if r.redelivery)
-    return BatchCounts(plan.consumed, len(results) - duplicates, duplicates - redeliveries, redeliveries,
+    homed = sum(len(share.homed) for share in plan.shares)  # acked again with another WAL's home
+    return BatchCounts(plan.consumed, len(results) - duplicates, duplicates - redeliveries, redeliveries + homed,
                        len(plan.dead_letters))

@@ -15,8 +15,9 @@ from consumer.config import ConfigError, load_settings
 from consumer.errors import ExitCode
 
 
-def main(argv: list[str] | None = None, *, after_fsync: Callable[[int], None] | None = None) -> int:
-    """``after_fsync``: a test's crash point (tests/hooked_service.py), passed to the Service."""
+def main(argv: list[str] | None = None, **hooks: Callable[[int], None]) -> int:
+    """``hooks``: a test's crash points (``after_fsync``, ``before_commit``: see
+    tests/hooked_service.py), passed to the Service."""
     # First of all: a SIGTERM during start-up (config, imports, WAL recovery, broker
     # connect) must stop the service cleanly, not kill it with the default handler.
     stop = threading.Event()
@@ -59,9 +60,7 @@ def main(argv: list[str] | None = None, *, after_fsync: Callable[[int], None] | 
 
     from consumer.service import Service  # noqa: PLC0415 - config errors should not wait for kafka imports
 
-    service = Service(settings, stop=stop) if after_fsync is None else Service(settings, stop=stop,
-                                                                                 after_fsync=after_fsync)
-    return service.run()
+    return Service(settings, stop=stop, **hooks).run()
 
 
 if __name__ == "__main__":

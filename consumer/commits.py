@@ -30,14 +30,17 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
 
 from consumer.errors import CommitRefused, DeliveryFailed, KafkaUnavailable
+from consumer.handoff import CommitMark, encode_mark
 
 log = logging.getLogger(__name__)
 
-Offsets = dict[tuple[str, int], int]  # (topic, partition) -> next offset to consume
+Partition = tuple[str, int]
+Offsets = dict[Partition, int]  # (topic, partition) -> next offset to consume
+Commits = dict[Partition, tuple[int, str]]  # (topic, partition) -> (next offset, metadata)
 
 
 class Delivery(Protocol):
@@ -46,22 +49,34 @@ class Delivery(Protocol):
     def done(self) -> bool: ...
     def error(self) -> BaseException | None: ...
 
+    def position(self) -> tuple[int, int] | None:
+        """(partition, offset) the broker gave the message; None until delivered."""
+
 
 class CommitTarget(Protocol):
     def flush(self) -> None:
         """Block until every send so far is done (delivered or failed)."""
 
-    def commit_async(self, offsets: Offsets, on_done: Callable[[Offsets, BaseException | None], None]) -> None:
+    def commit_async(self, commits: Commits, on_done: Callable[[Commits, BaseException | None], None]) -> None:
         """Send the commit; ``on_done`` runs later on the service thread (inside poll)."""
 
-    def commit_sync(self, offsets: Offsets) -> None:
+    def commit_sync(self, commits: Commits) -> None:
         """Commit and wait. Raises CommitRefused (for good) or KafkaUnavailable (try again)."""
+
+
+class PartitionMark(NamedTuple):
+    """What a batch's commit of one partition says (consumer.handoff.CommitMark): the seq
+    of the partition's last event in this WAL, and the send of the partition's ack."""
+
+    last_seq: int
+    ack: Delivery
 
 
 @dataclass(slots=True)
 class InFlight:
     offsets: Offsets
     deliveries: Sequence[Delivery]
+    marks: dict[Partition, PartitionMark] = field(default_factory=dict)
 
 
 class Backoff:
@@ -92,17 +107,27 @@ def delivered(batch: InFlight) -> bool:
     return True
 
 
+def _no_hook(_batch: int) -> None:
+    pass
+
+
 class Committer:
-    def __init__(self, target: CommitTarget, *, max_in_flight: int, retry_for_s: float,
-                 stop: threading.Event) -> None:
+    def __init__(self, target: CommitTarget, *, wal_id: str, max_in_flight: int, retry_for_s: float,
+                 stop: threading.Event, before_commit: Callable[[int], None] = _no_hook) -> None:
+        """``before_commit(n)``: called once the n-th batch is settled (durable, every ack
+        and dead letter delivered), before its offsets are committed: a test's crash point."""
         self._target = target
+        self._wal_id = wal_id
         self._max_in_flight = max_in_flight
         self._retry_for_s = retry_for_s
         self._stop = stop
+        self._before_commit = before_commit
+        self._settled = 0
         self._in_flight: deque[InFlight] = deque()
-        # Offsets sent by commit_async and not yet confirmed by the broker: the drain
+        # Commits sent by commit_async and not yet confirmed by the broker: the drain
         # commits them again, synchronously.
-        self._unconfirmed: Offsets = {}
+        self._unconfirmed: Commits = {}
+        self._last_seqs: dict[Partition, int] = {}  # per partition, the highest seq this WAL stored
 
     @property
     def in_flight(self) -> int:
@@ -117,10 +142,10 @@ class Committer:
         if len(self._in_flight) > self._max_in_flight:
             self.drain()
             return
-        offsets = self._take_settled()
-        if offsets:
-            self._unconfirmed.update(offsets)
-            self._target.commit_async(offsets, self._async_done)
+        commits = self._take_settled()
+        if commits:
+            self._unconfirmed.update(commits)
+            self._target.commit_async(commits, self._async_done)
 
     def drain(self) -> int:
         """Flush every send, then commit synchronously all that is settled and every
@@ -129,38 +154,47 @@ class Committer:
         batches = len(self._in_flight)
         if batches:
             self._target.flush()
-        offsets = {**self._unconfirmed, **self._take_settled()}  # later batches carry higher offsets
+        commits = {**self._unconfirmed, **self._take_settled()}  # later batches carry higher offsets
         if self._in_flight:
             raise DeliveryFailed("an ack/DLQ delivery is still pending after flush(); nothing of it is committed")
-        if offsets:
-            self._commit_sync(offsets)
+        if commits:
+            self._commit_sync(commits)
         # Committed, or refused and logged: either way what was not committed is durable
         # and recognised when consumed again.
         self._unconfirmed.clear()
         return batches
 
-    def _take_settled(self) -> Offsets:
-        """Pop the leading batches whose deliveries all succeeded; their merged offsets."""
-        offsets: Offsets = {}
+    def _take_settled(self) -> Commits:
+        """Pop the leading batches whose deliveries all succeeded; their merged commits,
+        each with its mark (consumer.handoff) as metadata."""
+        commits: Commits = {}
         while self._in_flight and delivered(self._in_flight[0]):
-            offsets.update(self._in_flight.popleft().offsets)  # later batches carry higher offsets
-        return offsets
+            batch = self._in_flight.popleft()
+            self._settled += 1
+            self._before_commit(self._settled)
+            for partition, offset in batch.offsets.items():  # later batches carry higher offsets
+                mark = batch.marks.get(partition)
+                last_seq = max(self._last_seqs.get(partition, 0), mark.last_seq if mark else 0)
+                self._last_seqs[partition] = last_seq
+                ack = mark.ack.position() if mark else None
+                commits[partition] = (offset, encode_mark(CommitMark(self._wal_id, last_seq, *ack)) if ack else "")
+        return commits
 
-    def _async_done(self, offsets: Offsets, error: BaseException | None) -> None:
+    def _async_done(self, commits: Commits, error: BaseException | None) -> None:
         if error is not None:
             log.warning("async offset commit failed (%r); the next commit, or the drain's synchronous "
                         "one, covers it", error)
             return
-        for tp, offset in offsets.items():
-            if self._unconfirmed.get(tp) == offset:  # not superseded by a later commit meanwhile
+        for tp, commit in commits.items():
+            if self._unconfirmed.get(tp) == commit:  # not superseded by a later commit meanwhile
                 del self._unconfirmed[tp]
 
-    def _commit_sync(self, offsets: Offsets) -> None:
+    def _commit_sync(self, commits: Commits) -> None:
         backoff = Backoff(self._stop, first=0.1, cap=5.0)
         deadline = time.monotonic() + self._retry_for_s
         while True:
             try:
-                self._target.commit_sync(offsets)
+                self._target.commit_sync(commits)
                 return
             except CommitRefused as exc:
                 # The group rebalanced under us; the records are durable and acked, so a

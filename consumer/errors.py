@@ -35,3 +35,9 @@ class CommitRefused(RuntimeError):
 
 class KafkaOptionInvalid(ValueError):
     """The Kafka client refused an option's value (its name passed the config check)."""
+
+
+class WalTailLost(RuntimeError):
+    """The WAL no longer holds events it acknowledged (its own commit metadata or acks on
+    the reply topic name higher seqs): a deleted last segment, a restored old copy.
+    Running on would hand those (wal_id, seq) pairs to other events."""

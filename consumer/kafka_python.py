@@ -16,12 +16,13 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaConfigurationError, KafkaError
+from kafka.partitioner import DefaultPartitioner
 from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from consumer.adapter import RebalanceListener
+from consumer.adapter import Partition, RebalanceListener
 from consumer.batch import Poll
-from consumer.commits import Offsets
+from consumer.commits import Commits
 from consumer.errors import CommitRefused, KafkaOptionInvalid, KafkaUnavailable
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,11 @@ class _Delivery:
 
     def error(self) -> BaseException | None:
         return self._future.exception if self._future.failed() else None
+
+    def position(self) -> tuple[int, int] | None:
+        if not self._future.succeeded():
+            return None
+        return self._future.value.partition, self._future.value.offset
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -62,9 +68,9 @@ class _Listener(ConsumerRebalanceListener):
             self.error = self.error or exc
 
 
-def _to_kafka(offsets: Offsets) -> dict[TopicPartition, OffsetAndMetadata]:
-    return {TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
-            for (topic, partition), offset in offsets.items()}
+def _to_kafka(commits: Commits) -> dict[TopicPartition, OffsetAndMetadata]:
+    return {TopicPartition(topic, partition): OffsetAndMetadata(offset, metadata, -1)
+            for (topic, partition), (offset, metadata) in commits.items()}
 
 
 # Options the service sets itself, per client, and why a user may not: each would break an
@@ -117,10 +123,12 @@ def option_problems(common: dict[str, Any], consumer: dict[str, Any], producer: 
 
 
 class KafkaPythonAdapter:
-    def __init__(self, consumer: KafkaConsumer, producer: KafkaProducer) -> None:
+    def __init__(self, consumer: KafkaConsumer, producer: KafkaProducer, reader_options: dict[str, Any]) -> None:
         self._consumer = consumer
         self._producer = producer
         self._listener: _Listener | None = None
+        self._reader_options = reader_options
+        self._reader: KafkaConsumer | None = None  # reads the reply topic at handoffs; made when first needed
 
     @classmethod
     def connect(cls, *, bootstrap_servers: str, group_id: str, group_instance_id: str | None, client_id: str,
@@ -149,7 +157,9 @@ class KafkaPythonAdapter:
         except KafkaError as exc:
             producer.close()
             raise KafkaUnavailable(f"consumer: {exc!r}") from exc
-        return cls(consumer, producer)
+        reader_options = {**consumer_options, "bootstrap_servers": servers, "client_id": f"{client_id}-handoff",
+                          "group_id": None, "enable_auto_commit": False}
+        return cls(consumer, producer, reader_options)
 
     def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None:
         self._listener = _Listener(listener)
@@ -179,20 +189,59 @@ class KafkaPythonAdapter:
         except KafkaError as exc:
             raise KafkaUnavailable(repr(exc)) from exc
 
-    def commit_async(self, offsets: Offsets, on_done: Callable[[Offsets, BaseException | None], None]) -> None:
+    def commit_async(self, commits: Commits, on_done: Callable[[Commits, BaseException | None], None]) -> None:
         def done(_offsets: object, response: object) -> None:
-            on_done(offsets, response if isinstance(response, BaseException) else None)
+            on_done(commits, response if isinstance(response, BaseException) else None)
 
         try:
-            self._consumer.commit_async(_to_kafka(offsets), callback=done)
+            self._consumer.commit_async(_to_kafka(commits), callback=done)
         except KafkaError as exc:
-            on_done(offsets, exc)
+            on_done(commits, exc)
 
-    def commit_sync(self, offsets: Offsets) -> None:
+    def commit_sync(self, commits: Commits) -> None:
         try:
-            self._consumer.commit(_to_kafka(offsets))
+            self._consumer.commit(_to_kafka(commits))
         except CommitFailedError as exc:
             raise CommitRefused(str(exc)) from exc
+        except KafkaError as exc:
+            raise KafkaUnavailable(repr(exc)) from exc
+
+    def committed(self, partitions: Sequence[Partition]) -> dict[Partition, tuple[int, str] | None]:
+        try:
+            found = {(topic, partition): self._consumer.committed(TopicPartition(topic, partition), metadata=True)
+                     for topic, partition in partitions}
+        except KafkaError as exc:
+            raise KafkaUnavailable(repr(exc)) from exc
+        return {tp: None if meta is None else (meta.offset, meta.metadata or "") for tp, meta in found.items()}
+
+    def reply_partition(self, topic: str, key: bytes) -> int | None:
+        """The partition the producer sends ``key`` to (its default partitioner); None
+        while the topic's partitions are unknown."""
+        partitions = self._producer.partitions_for(topic)
+        if not partitions:
+            return None
+        ordered = sorted(partitions)
+        return DefaultPartitioner()(key, ordered, ordered)
+
+    def read_from(self, topic: str, partition: int, offset: int) -> list[bytes | None]:
+        """Every message value of a partition from ``offset`` (or its earliest retained
+        one) to its end as of this call."""
+        try:
+            if self._reader is None:
+                self._reader = KafkaConsumer(**self._reader_options)
+            reader = self._reader
+            tp = TopicPartition(topic, partition)
+            reader.assign([tp])
+            end = reader.end_offsets([tp])[tp]
+            start = max(offset, reader.beginning_offsets([tp])[tp])
+            values: list[bytes | None] = []
+            if start >= end:
+                return values
+            reader.seek(tp, start)
+            while reader.position(tp) < end:
+                for messages in reader.poll(timeout_ms=200, max_records=10_000).values():
+                    values.extend(message.value for message in messages if message.offset < end)
+            return values
         except KafkaError as exc:
             raise KafkaUnavailable(repr(exc)) from exc
 
@@ -213,3 +262,5 @@ class KafkaPythonAdapter:
         # Never commit on close: everything that may be committed already was.
         self._consumer.close(autocommit=False)
         self._producer.close()
+        if self._reader is not None:
+            self._reader.close()

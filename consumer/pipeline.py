@@ -23,8 +23,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from consumer.adapter import KafkaAdapter
-from consumer.batch import BatchCounts, BatchPlan, Poll, acks_for, count_outcomes, plan_batch
-from consumer.commits import Delivery, InFlight
+from consumer.batch import BatchCounts, BatchPlan, Homes, Poll, acks_for, count_outcomes, last_seqs, plan_batch
+from consumer.commits import Delivery, InFlight, Partition, PartitionMark
 from consumer.events import Decoder
 from walcore import AppendResult, Wal
 
@@ -49,10 +49,11 @@ class Pipeline:
         self._after_fsync = after_fsync
         self._completed = 0
 
-    def stage(self, poll: Poll) -> Staged:
+    def stage(self, poll: Poll, homes: Homes | None = None) -> Staged:
         """Plan a poll, send its dead letters, submit its records to the WAL (not waiting
-        for the fsync: the caller polls its next batch meanwhile)."""
-        plan = plan_batch(poll, self._decoder)
+        for the fsync: the caller polls its next batch meanwhile). ``homes``: offsets
+        another WAL acked first (consumer.handoff), acked again, never stored."""
+        plan = plan_batch(poll, self._decoder, homes)
         send = self._client.send
         deliveries = [send(self._dlq_topic, letter.key, letter.value, letter.headers)
                       for letter in plan.dead_letters]
@@ -66,6 +67,11 @@ class Pipeline:
         self._after_fsync(self._completed)
         send = self._client.send
         deliveries = staged.deliveries
+        seqs = last_seqs(staged.plan, results)
+        marks: dict[Partition, PartitionMark] = {}
         for ack in acks_for(staged.plan, results, self._wal.wal_id):
-            deliveries.append(send(self._reply_topic, ack.key, ack.encode()))
-        return InFlight(staged.plan.commit, deliveries), count_outcomes(staged.plan, results)
+            delivery = send(self._reply_topic, ack.key, ack.encode())
+            deliveries.append(delivery)
+            # The commit's mark points at the partition's last ack of the batch.
+            marks[(ack.topic, ack.partition)] = PartitionMark(seqs[(ack.topic, ack.partition)], delivery)
+        return InFlight(staged.plan.commit, deliveries, marks), count_outcomes(staged.plan, results)

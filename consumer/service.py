@@ -18,10 +18,11 @@ from collections.abc import Callable, Sequence
 from consumer.adapter import KafkaAdapter, Partition
 from consumer.commits import Backoff, Committer
 from consumer.config import Settings
-from consumer.errors import DeliveryFailed, ExitCode, KafkaOptionInvalid, KafkaUnavailable
+from consumer.errors import DeliveryFailed, ExitCode, KafkaOptionInvalid, KafkaUnavailable, WalTailLost
 from consumer.events import Decoder
 from consumer.metrics import Metrics
 from consumer.pipeline import Pipeline, Staged
+from consumer.takeover import Takeover
 from walcore import Wal, WalCorruption, WalFailed, WalLocked
 
 log = logging.getLogger(__name__)
@@ -64,11 +65,14 @@ class DrainOnRevoke:
 
     def revoked(self, partitions: Sequence[Partition]) -> None:
         drained = self._service.drain()
+        self._service.takeover.revoked(partitions)
         log.info("partitions revoked: %s (drained %d batch(es) in flight first: durable, acked and committed "
                  "unless a warning above says otherwise)", _names(partitions), drained)
 
     def assigned(self, partitions: Sequence[Partition]) -> None:
         log.info("partitions assigned: %s", _names(partitions))
+        # Before anything of them is stored: what other WALs acked first, what this WAL lost.
+        self._service.takeover.assigned(partitions)
         stored = self._service.wal.source_offsets()
         for topic, partition in partitions:
             last = stored.get((topic, partition))
@@ -84,15 +88,19 @@ def _names(partitions: Sequence[Partition]) -> str:
 class Service:
     def __init__(self, settings: Settings, *, stop: threading.Event | None = None,
                  adapter_factory: AdapterFactory = kafka_python_adapter,
-                 after_fsync: Callable[[int], None] = _no_hook) -> None:
+                 after_fsync: Callable[[int], None] = _no_hook,
+                 before_commit: Callable[[int], None] = _no_hook) -> None:
         """``stop``: set to stop (after a drain); the CLI's signal handlers set it.
-        ``after_fsync(n)``: called after the n-th batch is durable, before its acks
-        (a crash point for tests; see tests/hooked_service.py)."""
+        ``after_fsync(n)``: called after the n-th batch is durable, before its acks;
+        ``before_commit(n)``: after the n-th batch's acks are delivered, before its commit
+        (crash points for tests; see tests/hooked_service.py)."""
         self.settings = settings
         self.stop = stop or threading.Event()
         self.wal: Wal
+        self.takeover: Takeover
         self._adapter_factory = adapter_factory
         self._after_fsync = after_fsync
+        self._before_commit = before_commit
         self._staged: Staged | None = None  # submitted to the WAL, acks not yet sent
         self._pipeline: Pipeline
         self._committer: Committer
@@ -145,8 +153,10 @@ class Service:
         self._pipeline = Pipeline(self.wal, Decoder(settings.schema(), settings.max_message_bytes), client,
                                   reply_topic=settings.reply_topic, dlq_topic=settings.dlq_topic,
                                   after_fsync=self._after_fsync)
-        self._committer = committer = Committer(client, max_in_flight=MAX_IN_FLIGHT_BATCHES,
-                                                retry_for_s=settings.commit_retry_max_s, stop=self.stop)
+        self._committer = committer = Committer(client, wal_id=self.wal.wal_id, max_in_flight=MAX_IN_FLIGHT_BATCHES,
+                                                retry_for_s=settings.commit_retry_max_s, stop=self.stop,
+                                                before_commit=self._before_commit)
+        self.takeover = Takeover(client, self.wal, settings.reply_topic)
         self._metrics = metrics = Metrics(settings.metrics_interval_s)
         client.subscribe(settings.topics, DrainOnRevoke(self))
         log.info("consuming %s as group %s into WAL %s (%s); acks to %s, rejects to %s",
@@ -166,7 +176,7 @@ class Service:
                 poll = client.poll(BUSY_TICK_MS if busy else settings.poll_timeout_ms, settings.max_poll_records)
                 # Stage the new poll before completing the previous one: its WAL write and
                 # fsync ran while this poll waited on the network.
-                staged = self._pipeline.stage(poll) if poll else None
+                staged = self._pipeline.stage(poll, self.takeover.homes) if poll else None
                 self._complete_staged()
                 self._staged = staged
                 committer.poll()
@@ -174,6 +184,9 @@ class Service:
             self.drain()
         except (WalFailed, WalCorruption) as exc:
             log.critical("fatal WAL error, nothing of the batch is committed: %s", exc)
+            return ExitCode.WAL_FATAL
+        except WalTailLost as exc:
+            log.critical("%s", exc)
             return ExitCode.WAL_FATAL
         except DeliveryFailed as exc:
             log.critical("%s", exc)

@@ -5,6 +5,8 @@ passes the fault in through the service's own injection points:
 
   TIDAL_TEST_CRASH_AFTER_FSYNC=N  SIGKILL itself right after the N-th batch is durable,
                                   before its acks and commit (Service's after_fsync hook)
+  TIDAL_TEST_CRASH_BEFORE_COMMIT=N  SIGKILL itself once the N-th batch's acks are all
+                                  delivered, before its offsets are committed
   TIDAL_TEST_FSYNC_EIO=1          every fdatasync fails with EIO (a failing disk); each
                                   attempt is logged, so a test can count them
 
@@ -41,7 +43,10 @@ def failing_fdatasync(fd: int) -> None:
 
 
 if __name__ == "__main__":
-    crash = int(os.environ.get("TIDAL_TEST_CRASH_AFTER_FSYNC", "0"))
+    hooks = {hook: crash_after(int(os.environ[variable]))
+             for hook, variable in (("after_fsync", "TIDAL_TEST_CRASH_AFTER_FSYNC"),
+                                    ("before_commit", "TIDAL_TEST_CRASH_BEFORE_COMMIT"))
+             if os.environ.get(variable)}
     if os.environ.get("TIDAL_TEST_FSYNC_EIO"):
         os.fdatasync = failing_fdatasync
-    sys.exit(main(sys.argv[1:], after_fsync=crash_after(crash) if crash else None))
+    sys.exit(main(sys.argv[1:], **hooks))

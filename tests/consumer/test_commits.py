@@ -9,16 +9,18 @@ from collections.abc import Callable
 
 import pytest
 
-from consumer.commits import Committer, InFlight, Offsets
+from consumer.commits import Commits, Committer, InFlight, Offsets, PartitionMark
 from consumer.errors import CommitRefused, DeliveryFailed, KafkaUnavailable
+from consumer.handoff import CommitMark, decode_mark
 
 
 class Send:
     """A delivery the test settles by hand, or that the fake's flush settles."""
 
-    def __init__(self) -> None:
+    def __init__(self, position: tuple[int, int] = (0, 0)) -> None:
         self._done = False
         self._error: BaseException | None = None
+        self._position = position
 
     def settle(self, error: BaseException | None = None) -> None:
         self._done, self._error = True, error
@@ -29,13 +31,18 @@ class Send:
     def error(self) -> BaseException | None:
         return self._error
 
+    def position(self) -> tuple[int, int] | None:
+        return self._position if self._done and self._error is None else None
+
 
 class FakeConsumer:
     def __init__(self) -> None:
         self.pending: list[Send] = []  # what flush() settles
         self.committed: Offsets = {}  # what the broker holds
+        self.metadata: dict[tuple[str, int], str] = {}  # and the metadata of each commit
         self.sync_commits: list[Offsets] = []
-        self.async_callbacks: list[tuple[Offsets, Callable[[Offsets, BaseException | None], None]]] = []
+        self.async_callbacks: list[tuple[Offsets, Callable[[Commits, BaseException | None], None]]] = []
+        self._async_commits: list[Commits] = []
         self.sync_failures: list[BaseException] = []  # raised by the next commit_sync calls, in order
         self.flushes = 0
 
@@ -50,25 +57,31 @@ class FakeConsumer:
             if not send.done():
                 send.settle()
 
-    def commit_async(self, offsets: Offsets, on_done: Callable[[Offsets, BaseException | None], None]) -> None:
-        self.async_callbacks.append((offsets, on_done))
+    def commit_async(self, commits: Commits, on_done: Callable[[Commits, BaseException | None], None]) -> None:
+        self.async_callbacks.append(({p: offset for p, (offset, _) in commits.items()}, on_done))
+        self._async_commits.append(commits)
 
     def confirm_async(self, error: BaseException | None = None) -> None:
         """The broker answers the oldest async commit."""
-        offsets, on_done = self.async_callbacks.pop(0)
+        _, on_done = self.async_callbacks.pop(0)
+        commits = self._async_commits.pop(0)
         if error is None:
-            self.committed.update(offsets)
-        on_done(offsets, error)
+            self._store(commits)
+        on_done(commits, error)
 
-    def commit_sync(self, offsets: Offsets) -> None:
-        self.sync_commits.append(dict(offsets))
+    def commit_sync(self, commits: Commits) -> None:
+        self.sync_commits.append({p: offset for p, (offset, _) in commits.items()})
         if self.sync_failures:
             raise self.sync_failures.pop(0)
-        self.committed.update(offsets)
+        self._store(commits)
+
+    def _store(self, commits: Commits) -> None:
+        self.committed.update({p: offset for p, (offset, _) in commits.items()})
+        self.metadata.update({p: metadata for p, (_, metadata) in commits.items()})
 
 
 def committer(fake: FakeConsumer, max_in_flight: int = 4) -> Committer:
-    return Committer(fake, max_in_flight=max_in_flight, retry_for_s=5.0, stop=threading.Event())
+    return Committer(fake, wal_id="w", max_in_flight=max_in_flight, retry_for_s=5.0, stop=threading.Event())
 
 
 P0, P1 = ("t", 0), ("t", 1)
@@ -183,3 +196,32 @@ def test_beyond_the_in_flight_bound_poll_drains_back_pressure() -> None:
         step.submit(InFlight({P0: offset}, [fake.send()]))
     step.poll()  # 3 > 2 in flight: wait for the acks (flush) and commit synchronously
     assert fake.flushes == 1 and fake.committed == {P0: 30} and step.in_flight == 0
+
+
+def test_each_commit_carries_the_wal_its_last_seq_and_where_its_ack_is() -> None:
+    fake = FakeConsumer()
+    step = committer(fake)
+    first_ack, second_ack, letter = Send((2, 40)), Send((2, 41)), Send((0, 9))
+    step.submit(InFlight({P0: 10, P1: 4}, [first_ack], {P0: PartitionMark(7, first_ack)}))
+    step.submit(InFlight({P0: 20}, [second_ack, letter], {P0: PartitionMark(0, second_ack)}))  # all rejected
+    for send in (first_ack, second_ack, letter):
+        send.settle()
+    step.drain()
+    assert fake.committed == {P0: 20, P1: 4}
+    # the highest seq stays (a batch of rejects stores none); the ack is the latest batch's
+    assert decode_mark(fake.metadata[P0]) == CommitMark("w", 7, 2, 41)
+    assert fake.metadata[P1] == ""  # no ack of P1 in the batch: no mark
+
+
+def test_the_before_commit_hook_runs_once_a_batch_is_settled_and_before_its_commit() -> None:
+    fake = FakeConsumer()
+    seen: list[tuple[int, Offsets]] = []
+    step = Committer(fake, wal_id="w", max_in_flight=4, retry_for_s=5.0, stop=threading.Event(),
+                     before_commit=lambda n: seen.append((n, dict(fake.committed))))
+    send = fake.send()
+    step.submit(InFlight({P0: 10}, [send]))
+    step.poll()
+    assert seen == []  # not settled yet
+    send.settle()
+    step.poll()
+    assert seen == [(1, {})]  # settled, nothing committed yet when the hook ran

@@ -13,7 +13,7 @@ from test_commits import Send
 from consumer.acks import Ack, parse_ack
 from consumer.adapter import RebalanceListener
 from consumer.batch import Poll, Polled
-from consumer.commits import Offsets
+from consumer.commits import Commits, Offsets
 from consumer.config import Settings, load_settings
 from consumer.errors import ExitCode
 from consumer.service import Service
@@ -37,7 +37,7 @@ class ScriptedKafka:
         self.listener: RebalanceListener
         self.events: list[str] = []  # what happened, in order
         self.pending: list[Send] = []
-        self.committed: Offsets = {}
+        self.committed_now: Offsets = {}
         self.acks: list[Ack] = []
 
     def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None:
@@ -68,14 +68,25 @@ class ScriptedKafka:
         for send in self.pending:
             send.settle()
 
-    def commit_async(self, offsets: Offsets, on_done: Callable[[Offsets, BaseException | None], None]) -> None:
+    def commit_async(self, commits: Commits, on_done: Callable[[Commits, BaseException | None], None]) -> None:
+        offsets = {p: offset for p, (offset, _) in commits.items()}
         self.events.append(f"commit_async {sorted(offsets.items())}")
-        self.committed.update(offsets)
-        on_done(offsets, None)
+        self.committed_now.update(offsets)
+        on_done(commits, None)
 
-    def commit_sync(self, offsets: Offsets) -> None:
+    def commit_sync(self, commits: Commits) -> None:
+        offsets = {p: offset for p, (offset, _) in commits.items()}
         self.events.append(f"commit_sync {sorted(offsets.items())}")
-        self.committed.update(offsets)
+        self.committed_now.update(offsets)
+
+    def committed(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, str] | None]:
+        return {p: None for p in partitions}
+
+    def reply_partition(self, topic: str, key: bytes) -> int | None:
+        return 0
+
+    def read_from(self, topic: str, partition: int, offset: int) -> list[bytes | None]:
+        return []
 
     def lag(self) -> int | None:
         return 0
@@ -103,7 +114,7 @@ def test_a_revocation_with_a_batch_in_flight_drains_it_before_the_partitions_go(
     # it was completed, its ack flushed and its offsets committed before revoked() returned.
     revoked_at = kafka.events.index("revoked returned")
     assert kafka.events[:revoked_at] == ["send acks", "flush", "commit_sync [(('signals', 0), 10)]"]
-    assert kafka.committed == {P0: 10}
+    assert kafka.committed_now == {P0: 10}
     [ack] = kafka.acks
     assert sorted(ack.offsets()) == list(range(10))
     with Wal.open(tmp_path / "wal") as wal:
@@ -116,6 +127,6 @@ def test_the_stop_drains_and_commits_every_batch(tmp_path: Path) -> None:
     kafka = ScriptedKafka(polls, stop)
     service = Service(settings(tmp_path), stop=stop, adapter_factory=lambda _settings, _client_id: kafka)
     assert service.run() == ExitCode.OK
-    assert kafka.committed == {P0: 5}
+    assert kafka.committed_now == {P0: 5}
     assert sorted(o for ack in kafka.acks for o in ack.offsets()) == list(range(5))
     assert kafka.events[-1] == "close"
