@@ -11,7 +11,6 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from consumer.config import ConfigError, load_settings
 from consumer.errors import ExitCode
 
 
@@ -46,6 +45,8 @@ def main(argv: list[str] | None = None, **hooks: Callable[[int], None]) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Imported only now, with the signal handlers in place (pydantic's import takes a while).
+    from consumer.config import ConfigError, load_settings  # noqa: PLC0415
     # kafka-python logs every failed connect at ERROR; the service logs one line per retry itself.
     logging.getLogger("kafka").setLevel(os.environ.get("TIDAL_KAFKA_LOG_LEVEL", "CRITICAL").upper())
     try:

@@ -113,9 +113,12 @@ def _no_hook(_batch: int) -> None:
 
 class Committer:
     def __init__(self, target: CommitTarget, *, wal_id: str, max_in_flight: int, retry_for_s: float,
-                 stop: threading.Event, before_commit: Callable[[int], None] = _no_hook) -> None:
+                 stop: threading.Event, before_commit: Callable[[int], None] = _no_hook,
+                 on_committed: Callable[[Commits], None] = lambda _commits: None) -> None:
         """``before_commit(n)``: called once the n-th batch is settled (durable, every ack
-        and dead letter delivered), before its offsets are committed: a test's crash point."""
+        and dead letter delivered), before its offsets are committed: a test's crash point.
+        ``on_committed(commits)``: called with what the broker confirmed."""
+        self._on_committed = on_committed
         self._target = target
         self._wal_id = wal_id
         self._max_in_flight = max_in_flight
@@ -188,6 +191,7 @@ class Committer:
         for tp, commit in commits.items():
             if self._unconfirmed.get(tp) == commit:  # not superseded by a later commit meanwhile
                 del self._unconfirmed[tp]
+        self._on_committed(commits)
 
     def _commit_sync(self, commits: Commits) -> None:
         backoff = Backoff(self._stop, first=0.1, cap=5.0)
@@ -195,6 +199,7 @@ class Committer:
         while True:
             try:
                 self._target.commit_sync(commits)
+                self._on_committed(commits)
                 return
             except CommitRefused as exc:
                 # The group rebalanced under us; the records are durable and acked, so a

@@ -153,10 +153,11 @@ class Service:
         self._pipeline = Pipeline(self.wal, Decoder(settings.schema(), settings.max_message_bytes), client,
                                   reply_topic=settings.reply_topic, dlq_topic=settings.dlq_topic,
                                   after_fsync=self._after_fsync)
+        self.takeover = Takeover(client, self.wal, settings.reply_topic)
         self._committer = committer = Committer(client, wal_id=self.wal.wal_id, max_in_flight=MAX_IN_FLIGHT_BATCHES,
                                                 retry_for_s=settings.commit_retry_max_s, stop=self.stop,
-                                                before_commit=self._before_commit)
-        self.takeover = Takeover(client, self.wal, settings.reply_topic)
+                                                before_commit=self._before_commit,
+                                                on_committed=self.takeover.committed)
         self._metrics = metrics = Metrics(settings.metrics_interval_s)
         client.subscribe(settings.topics, DrainOnRevoke(self))
         log.info("consuming %s as group %s into WAL %s (%s); acks to %s, rejects to %s",

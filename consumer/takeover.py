@@ -1,33 +1,46 @@
 """What an instance does when partitions are assigned to it, before it stores anything
 from them (ARCHITECTURE invariant 7): the I/O around consumer.handoff.
 
-For each assigned partition: read the committed offset and its mark; refuse to run if
-the mark (or an ack on the reply topic) shows that this WAL lost acknowledged events;
-read the acks published since the mark's ack; remember the offsets another WAL acked
-first (the batch core acks them again with that home), and void this WAL's own copies
-of them. Partitions this WAL holds uncommitted events of but was not given are swept
-the same way (void only), so a crashed instance's orphans are voided when it comes back.
+For each assigned partition: read the group's committed offset and its mark; refuse to
+run if the mark (or an ack on the reply topic) shows that this WAL lost acknowledged
+events; read the acks published since the mark's ack; remember the offsets another WAL
+acked first (the batch core acks them again with that home).
 
-Cost: one committed-offset fetch per partition, and reading the reply topic from the
-last committed ack to its end for the partitions that have anything past their commit
-(normally a few batches; after a long outage, what was acked meanwhile on that reply
-partition). Acks still on their way from a dead instance when the reply topic is read
-are not seen; static membership keeps a partition from moving before the old member's
-session expires, which bounds that window.
+Then the orphan sweep, for every partition this WAL holds events of past its *own* last
+commit (a crash between fsync and commit, or a zombie): read the acks published since
+that commit's mark (kept in ``COMMITTED.json`` in the WAL directory, a hint: a stale one
+only makes the read longer, a missing one makes it start at the reply partition's
+beginning), and void this WAL's copies of offsets another WAL acked first. The sweep
+runs at every assignment, so orphans left by a crash are voided when the instance comes
+back; one stored while another instance had not yet acked the offset is voided at the
+first assignment after that ack.
+
+Cost: one committed-offset fetch per partition held or assigned, and reading the reply
+topic from the relevant marks to its end (normally a few batches; after a long outage,
+what was acked meanwhile on that reply partition). Acks still on their way from a dead
+instance when the reply topic is read are not seen; static membership keeps a partition
+from moving before the old member's session expires, which bounds that window.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from consumer.acks import Stored
 from consumer.adapter import KafkaAdapter, Partition
+from consumer.commits import Commits
 from consumer.errors import WalTailLost
 from consumer.handoff import CommitMark, decode_mark, first_homes, lost_tail
 from walcore import Wal
 
 log = logging.getLogger(__name__)
+
+LOCAL_MARKS = "COMMITTED.json"
 
 
 class Takeover:
@@ -37,6 +50,15 @@ class Takeover:
         self._reply_topic = reply_topic
         # (topic, partition) -> offset -> home, for offsets another WAL acked first
         self.homes: dict[Partition, dict[int, Stored]] = {}
+        self._local = _load(wal.directory / LOCAL_MARKS)  # this WAL's last confirmed commits
+
+    def committed(self, commits: Commits) -> None:
+        """The broker confirmed these commits of ours: remember them (a hint, not fsynced)."""
+        self._local.update(commits)
+        path = self._wal.directory / LOCAL_MARKS
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({f"{t}\x00{p}": list(c) for (t, p), c in self._local.items()}))
+        os.replace(tmp, path)
 
     def revoked(self, partitions: Sequence[Partition]) -> None:
         for partition in partitions:
@@ -45,37 +67,33 @@ class Takeover:
     def assigned(self, partitions: Sequence[Partition]) -> None:
         """Raises WalTailLost when this WAL lost acknowledged events."""
         held = self._wal.source_offsets()
-        given = set(partitions)
-        sweep = [partition for partition in held if partition not in given]
-        commits = self._client.committed([*partitions, *sweep])
+        group = self._client.committed(sorted({*partitions, *held}))
         for partition in partitions:
-            homes = self._homes(partition, commits.get(partition))
-            if homes:
-                self.homes[partition] = homes
-        for partition in sweep:
-            commit = commits.get(partition)
-            if held[partition] >= (commit[0] if commit else 0):  # events stored past the commit
-                self._homes(partition, commit)
+            commit = group.get(partition)
+            mark = decode_mark(commit[1]) if commit else None
+            _refuse_if_lost(lost_tail(mark, self._wal.wal_id, self._wal.last_seq), partition, "its offset commit")
+            foreign = self._foreign_homes(partition, mark, commit[0] if commit else 0)
+            if foreign:
+                self.homes[partition] = foreign
+        for partition, last_held in held.items():
+            own = self._local.get(partition)
+            since = own[0] if own else 0
+            if last_held >= since:  # stored past this WAL's own last commit: maybe orphans
+                foreign = self._foreign_homes(partition, decode_mark(own[1]) if own else None, since)
+                self._void_copies(partition, foreign)
 
-    def _homes(self, partition: Partition, commit: tuple[int, str] | None) -> dict[int, Stored]:
-        """The foreign homes of the partition's offsets past its commit; voids this WAL's
-        copies of them."""
+    def _foreign_homes(self, partition: Partition, mark: CommitMark | None, from_offset: int) -> dict[int, Stored]:
+        """The first homes in other WALs of the partition's offsets from ``from_offset``,
+        read from the reply topic after ``mark``'s ack."""
         topic, number = partition
-        wal_id, last_seq = self._wal.wal_id, self._wal.last_seq
-        mark = decode_mark(commit[1]) if commit else None
-        _refuse_if_lost(lost_tail(mark, wal_id, last_seq), topic, number, "its offset commit")
         where = self._where_acks_start(partition, mark)
         if where is None:
             return {}
-        values = self._client.read_from(self._reply_topic, *where)
-        homes = first_homes(values, topic, number, commit[0] if commit else 0)
+        homes = first_homes(self._client.read_from(self._reply_topic, *where), topic, number, from_offset)
+        wal_id, last_seq = self._wal.wal_id, self._wal.last_seq
         own = max((home.seq for home in homes.values() if home.wal_id == wal_id), default=0)
-        _refuse_if_lost((last_seq + 1, own) if own > last_seq else None, topic, number,
-                        f"its acks on {self._reply_topic}")
-        foreign = {offset: home for offset, home in homes.items() if home.wal_id != wal_id}
-        if foreign:
-            self._void_copies(topic, number, foreign)
-        return foreign
+        _refuse_if_lost((last_seq + 1, own) if own > last_seq else None, partition, f"its acks on {self._reply_topic}")
+        return {offset: home for offset, home in homes.items() if home.wal_id != wal_id}
 
     def _where_acks_start(self, partition: Partition, mark: CommitMark | None) -> tuple[int, int] | None:
         if mark is not None:
@@ -84,24 +102,35 @@ class Takeover:
         # No mark (never committed, or committed before marks): from the reply partition's start.
         return None if reply_partition is None else (reply_partition, 0)
 
-    def _void_copies(self, topic: str, partition: int, foreign: dict[int, Stored]) -> None:
-        copies = self._wal.stored_at(topic, partition, sorted(foreign))
+    def _void_copies(self, partition: Partition, foreign: dict[int, Stored]) -> None:
+        if not foreign:
+            return
+        topic, number = partition
+        copies = self._wal.stored_at(topic, number, sorted(foreign))
         if not copies:
             return
         first = min(copies)
         home = foreign[first]
-        voided = self._wal.void(sorted(copies.values()),
-                                f"{topic}:{partition} offsets acked first by WAL {home.wal_id} "
-                                f"(offset {first} as seq {home.seq})")
-        log.warning("%s:%d: %d event(s) this WAL stored were acked first by another WAL (offset %d: %s seq %d); "
-                    "voided here: %s", topic, partition, len(voided), first, home.wal_id, home.seq,
-                    _ranges(voided))
+        voided = self._wal.void(sorted(copies.values()), f"{topic}:{number} offsets acked first by WAL "
+                                f"{home.wal_id} (offset {first} as seq {home.seq})")
+        if voided:
+            log.warning("%s:%d: %d event(s) this WAL stored were acked first by another WAL (offset %d: %s seq %d); "
+                        "voided here: %s", topic, number, len(voided), first, home.wal_id, home.seq,
+                        _ranges(voided))
 
 
-def _refuse_if_lost(lost: tuple[int, int] | None, topic: str, partition: int, witness: str) -> None:
+def _load(path: Path) -> dict[Partition, tuple[int, str]]:
+    with contextlib.suppress(FileNotFoundError, ValueError, TypeError, AttributeError):
+        found = json.loads(path.read_text())
+        return {(key.split("\x00")[0], int(key.split("\x00")[1])): (int(value[0]), str(value[1]))
+                for key, value in found.items()}
+    return {}
+
+
+def _refuse_if_lost(lost: tuple[int, int] | None, partition: Partition, witness: str) -> None:
     if lost is not None:
         raise WalTailLost(f"this WAL lost acknowledged events: seqs {lost[0]}..{lost[1]} are acknowledged "
-                          f"({witness}, {topic}:{partition}) but the WAL ends at seq {lost[0] - 1}; refusing "
+                          f"({witness}, {partition[0]}:{partition[1]}) but the WAL ends at seq {lost[0] - 1}; refusing "
                           "to run so those (wal_id, seq) pairs are never given to other events. Restore the "
                           "WAL's missing segments (docs/operations.md, WAL trouble)")
 

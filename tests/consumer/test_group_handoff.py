@@ -1,0 +1,174 @@
+"""One true home per event across the consumer group (ARCHITECTURE invariant 7), against
+the real broker with real processes: the windows a crash opens are forced with crash
+points, then the partition moves to another instance after the session timeout."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from consumer_fixtures import PARTITIONS, Topics
+from kafka.admin import KafkaAdminClient, NewTopic
+from service_helpers import (
+    Service,
+    acks_cover,
+    committed,
+    dump,
+    end_offsets,
+    event,
+    metric_totals,
+    produce,
+    read_topic,
+)
+
+from consumer.acks import Ack, parse_ack
+from walcore.segment import list_segments
+
+pytestmark = pytest.mark.kafka
+
+SESSION = '[kafka.consumer]\nsession_timeout_ms = 6000\nheartbeat_interval_ms = 1000\n'
+
+
+def config(tmp_path: Path, extra: str = "") -> list[str]:
+    path = tmp_path / "consumer.toml"
+    path.write_text(extra + "\n" + SESSION)
+    return ["--config", str(path)]
+
+
+def homes_of(messages: list) -> dict[tuple[int, int], set[tuple[str, int]]]:
+    """Every (wal_id, seq) any ack gave each (partition, offset)."""
+    homes: dict[tuple[int, int], set[tuple[str, int]]] = defaultdict(set)
+    for message in messages:
+        ack = parse_ack(message.value)
+        assert isinstance(ack, Ack)
+        for offset in ack.offsets():
+            outcome = ack.outcome(offset)
+            if outcome is not None and hasattr(outcome, "seq"):
+                homes[(ack.partition, offset)].add((outcome.wal_id, outcome.seq))
+    return homes
+
+
+def assert_one_home_each(topics: Topics, positions: list[tuple[int, int]], wal_dirs: list[Path]) -> None:
+    messages = read_topic(topics.bootstrap, topics.reply, until=lambda m: set(positions) <= set(homes_of(m)))
+    homes = homes_of(messages)
+    assert {p: h for p, h in homes.items() if len(h) > 1} == {}, "an offset acked with two homes"
+    live: dict[tuple[int, int], tuple[str, int]] = {}
+    for wal_dir in wal_dirs:
+        wal_id = (wal_dir / "WAL_ID").read_text().strip()
+        for row in dump(wal_dir):
+            if not row["voided"]:
+                position = (row["source"]["partition"], row["source"]["offset"])
+                assert position not in live, f"{position} is live in two WALs"
+                live[position] = (wal_id, row["seq"])
+    assert set(live) == set(positions)  # live events over all WALs = the distinct events, exactly
+    for position, home in live.items():  # and each is where its acks say
+        assert homes[position] == {home}
+
+
+def await_committed(topics: Topics, service: Service, timeout: float = 60.0) -> None:
+    wanted = {p: o or None for p, o in end_offsets(topics.bootstrap, topics.signals, PARTITIONS).items()}
+    deadline = time.monotonic() + timeout
+    while (now := committed(topics.bootstrap, topics.group, topics.signals, PARTITIONS)) != wanted:
+        assert time.monotonic() < deadline, f"committed {now}, wanted {wanted}:\n{service.log()}"
+        time.sleep(0.1)
+
+
+def test_acked_but_not_committed_then_moved_is_acked_again_with_its_first_home(topics: Topics,
+                                                                              tmp_path: Path) -> None:
+    positions = produce(topics.bootstrap, topics.signals, [event(i) for i in range(400)])
+    a = topics.service(tmp_path / "wal-a", env={"TIDAL_TEST_CRASH_BEFORE_COMMIT": "1"}, hooked=True,
+                       extra=config(tmp_path))
+    assert a.process.wait(timeout=120) == -9, a.log()
+    a.kill()
+    a_rows = dump(tmp_path / "wal-a")
+    assert a_rows and all(v is None for v in committed(topics.bootstrap, topics.group, topics.signals,
+                                                       PARTITIONS).values())
+    positions += produce(topics.bootstrap, topics.signals, [event(i) for i in range(400, 600)])
+    b = topics.service(tmp_path / "wal-b", extra=config(tmp_path))  # takes over once A's session expires
+    acks_cover(topics.bootstrap, topics.reply, positions)
+    await_committed(topics, b)
+    assert b.stop() == 0, b.log()
+    b_positions = {(r["source"]["partition"], r["source"]["offset"]) for r in dump(tmp_path / "wal-b")}
+    assert not b_positions & {(r["source"]["partition"], r["source"]["offset"]) for r in a_rows}
+    assert metric_totals(b.log())["redeliveries"] == len(a_rows)  # B acked A's events again, as A's
+    assert_one_home_each(topics, positions, [tmp_path / "wal-a", tmp_path / "wal-b"])
+
+
+def test_stored_but_never_acked_then_moved_is_voided_when_its_wal_comes_back(topics: Topics,
+                                                                            tmp_path: Path) -> None:
+    positions = produce(topics.bootstrap, topics.signals, [event(i) for i in range(400)])
+    a = topics.service(tmp_path / "wal-a", env={"TIDAL_TEST_CRASH_AFTER_FSYNC": "1"}, hooked=True,
+                       extra=config(tmp_path))
+    assert a.process.wait(timeout=120) == -9, a.log()
+    a.kill()
+    stored_by_a = len(dump(tmp_path / "wal-a"))
+    assert stored_by_a
+    b = topics.service(tmp_path / "wal-b", extra=config(tmp_path))  # stores and acks first
+    acks_cover(topics.bootstrap, topics.reply, positions)
+    await_committed(topics, b)
+    a = topics.service(tmp_path / "wal-a", extra=config(tmp_path))  # back: finds B's acks, voids its copies
+    a.wait_for_log(r"voided here")
+    assert a.stop() == 0 and b.stop() == 0
+    assert sum(r["voided"] for r in dump(tmp_path / "wal-a")) == stored_by_a
+    assert_one_home_each(topics, positions, [tmp_path / "wal-a", tmp_path / "wal-b"])
+
+
+def test_a_wal_that_lost_its_tail_refuses_to_run_naming_the_lost_seqs(topics: Topics, tmp_path: Path) -> None:
+    wal_dir = tmp_path / "wal"
+    small = config(tmp_path, "[wal]\nsegment_size = 4096")
+    first = produce(topics.bootstrap, topics.signals, [event(i) for i in range(300)])
+    service = topics.service(wal_dir, extra=small)
+    acks_cover(topics.bootstrap, topics.reply, first)
+    second = produce(topics.bootstrap, topics.signals, [event(i) for i in range(300, 600)])
+    acks_cover(topics.bootstrap, topics.reply, second)
+    assert service.stop() == 0
+    segments = list_segments(wal_dir)
+    assert len(segments) >= 2
+    last_first_seq, last = segments[-1]
+    last.unlink()  # a lost last segment: walcore cannot tell, the group can
+    service = topics.service(wal_dir, extra=small)
+    assert service.process.wait(timeout=60) == 3, service.log()
+    service.kill()
+    assert f"lost acknowledged events: seqs {last_first_seq}.." in service.log()
+    assert "Traceback" not in service.log()
+
+
+def test_a_recreated_topic_is_a_new_source_stored_and_acked_anew(topics: Topics, tmp_path: Path,
+                                                                  kafka_admin: KafkaAdminClient) -> None:
+    first = produce(topics.bootstrap, topics.signals, [event(i) for i in range(300)])
+    service = topics.service(tmp_path / "wal")
+    old = acks_cover(topics.bootstrap, topics.reply, first)
+    assert service.stop() == 0
+    kafka_admin.delete_topics([topics.signals])
+    deadline = time.monotonic() + 60
+    while True:  # the broker deletes asynchronously: create again once it lets us
+        try:
+            kafka_admin.create_topics([NewTopic(topics.signals, PARTITIONS, 1)])
+            break
+        except Exception:  # noqa: BLE001 - TopicAlreadyExists while the deletion completes
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    second = produce(topics.bootstrap, topics.signals, [event(1000 + i) for i in range(300)])
+    assert set(second) & set(first), "the new topic reuses the old offsets"
+    service = topics.service(tmp_path / "wal")
+    reply = read_topic(topics.bootstrap, topics.reply, until=lambda m: len(m) >= 1 and _covers(m, second, old))
+    assert service.stop() == 0
+    rows = dump(tmp_path / "wal")
+    assert [r["seq"] for r in rows] == list(range(1, 601))  # all 300 new events stored
+    assert sorted(r["entity_id"] for r in rows[300:]) == list(range(1000, 1300))
+    assert "new source" in service.log()
+    del reply
+
+
+def _covers(messages: list, positions: list[tuple[int, int]], old: dict) -> bool:
+    """Acks for ``positions`` newer than the ``old`` ones (seqs above 300)."""
+    newest: dict[tuple[int, int], int] = {}
+    for message in messages:
+        value = json.loads(message.value)
+        for first, last, seq in value["acked"]:
+            for offset in range(first, last + 1):
+                newest[(value["partition"], offset)] = seq + offset - first
+    return all(newest.get(p, 0) > 300 for p in positions)
