@@ -10,6 +10,7 @@ TopicPartition is a (topic, partition) tuple.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -93,6 +94,9 @@ RESERVED_PRODUCER = {
     "value_serializer": "the service sends raw bytes",
     "transactional_id": "the service does not use transactions",
 }
+# A handoff's reads (committed offsets, the reply topic) give up after this: the service
+# then exits 5 (Kafka unavailable) rather than hang inside a rebalance.
+HANDOFF_TIMEOUT_MS = 60_000
 # What the service passes unless the configuration says otherwise.
 CONSUMER_DEFAULTS: dict[str, Any] = {"session_timeout_ms": 10_000, "heartbeat_interval_ms": 3_000}
 PRODUCER_DEFAULTS: dict[str, Any] = {"linger_ms": 2}
@@ -208,7 +212,8 @@ class KafkaPythonAdapter:
 
     def committed(self, partitions: Sequence[Partition]) -> dict[Partition, tuple[int, str] | None]:
         try:
-            found = {(topic, partition): self._consumer.committed(TopicPartition(topic, partition), metadata=True)
+            found = {(topic, partition): self._consumer.committed(TopicPartition(topic, partition), metadata=True,
+                                                                  timeout_ms=HANDOFF_TIMEOUT_MS)
                      for topic, partition in partitions}
         except KafkaError as exc:
             raise KafkaUnavailable(repr(exc)) from exc
@@ -238,7 +243,11 @@ class KafkaPythonAdapter:
             if start >= end:
                 return values
             reader.seek(tp, start)
+            deadline = time.monotonic() + HANDOFF_TIMEOUT_MS / 1000
             while reader.position(tp) < end:
+                if time.monotonic() > deadline:
+                    raise KafkaUnavailable(f"reading {topic}:{partition} from {start} to {end} took over "
+                                           f"{HANDOFF_TIMEOUT_MS / 1000:.0f} s")
                 for messages in reader.poll(timeout_ms=200, max_records=10_000).values():
                     values.extend(message.value for message in messages if message.offset < end)
             return values

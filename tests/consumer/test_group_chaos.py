@@ -62,23 +62,21 @@ def test_three_instances_killed_at_random_keep_one_home_per_event(kafka_bootstra
         instance.wait_for_log("consuming")
 
     produced = threading.Event()
-    client_results: list = []
+    durable = DurableProducer(kafka_bootstrap, topics.signals, topics.reply, ack_timeout=600)
+    client_futures: list = []
 
     def produce() -> None:
         producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=5)
-        with DurableProducer(kafka_bootstrap, topics.signals, topics.reply, ack_timeout=180) as durable:
-            futures = []
-            for i in range(EVENTS):
-                if i % (EVENTS // CLIENT_EVENTS) == 0:
-                    futures.append(durable.send(event(i, entity_id=i)))
-                else:
-                    producer.send(topics.signals, key=str(i).encode(),
-                                  value=event_json(i))
-                if i % 500 == 0:
-                    time.sleep(PRODUCE_S / (EVENTS / 500))
-            producer.flush()
-            producer.close()
-            client_results.extend(f.result(timeout=300) for f in futures)
+        for i in range(EVENTS):
+            if i % (EVENTS // CLIENT_EVENTS) == 0:
+                client_futures.append(durable.send(event(i, entity_id=i)))
+            else:
+                producer.send(topics.signals, key=str(i).encode(), value=event_json(i))
+            if i % 500 == 0:
+                time.sleep(PRODUCE_S / (EVENTS / 500))
+        producer.flush()
+        producer.close()
+        durable.flush()
         produced.set()
 
     producer_thread = threading.Thread(target=produce)
@@ -115,6 +113,8 @@ def test_three_instances_killed_at_random_keep_one_home_per_event(kafka_bootstra
                 instances[index] = start(wal_dirs[index])
                 hooked[index] = False
         time.sleep(0.5)
+    client_results = [future.result(timeout=120) for future in client_futures]
+    durable.close()
     # One more round of assignments with every ack published: each instance sweeps its WAL.
     for index, instance in enumerate(instances):
         if hooked[index]:

@@ -76,16 +76,22 @@ def await_committed(topics: Topics, service: Service, timeout: float = 60.0) -> 
         time.sleep(0.1)
 
 
+def crash_first_instance(topics: Topics, tmp_path: Path, crash_point: str) -> list[dict]:
+    """Instance A stores the first batch and SIGKILLs itself at ``crash_point``, before any
+    commit; returns what its WAL holds."""
+    a = topics.service(tmp_path / "wal-a", env={crash_point: "1"}, hooked=True, extra=config(tmp_path))
+    assert a.process.wait(timeout=120) == -9, a.log()
+    a.kill()
+    assert all(v is None for v in committed(topics.bootstrap, topics.group, topics.signals, PARTITIONS).values())
+    rows = dump(tmp_path / "wal-a")
+    assert rows
+    return rows
+
+
 def test_acked_but_not_committed_then_moved_is_acked_again_with_its_first_home(topics: Topics,
                                                                               tmp_path: Path) -> None:
     positions = produce(topics.bootstrap, topics.signals, [event(i) for i in range(400)])
-    a = topics.service(tmp_path / "wal-a", env={"TIDAL_TEST_CRASH_BEFORE_COMMIT": "1"}, hooked=True,
-                       extra=config(tmp_path))
-    assert a.process.wait(timeout=120) == -9, a.log()
-    a.kill()
-    a_rows = dump(tmp_path / "wal-a")
-    assert a_rows and all(v is None for v in committed(topics.bootstrap, topics.group, topics.signals,
-                                                       PARTITIONS).values())
+    a_rows = crash_first_instance(topics, tmp_path, "TIDAL_TEST_CRASH_BEFORE_COMMIT")
     positions += produce(topics.bootstrap, topics.signals, [event(i) for i in range(400, 600)])
     b = topics.service(tmp_path / "wal-b", extra=config(tmp_path))  # takes over once A's session expires
     acks_cover(topics.bootstrap, topics.reply, positions)
@@ -100,12 +106,7 @@ def test_acked_but_not_committed_then_moved_is_acked_again_with_its_first_home(t
 def test_stored_but_never_acked_then_moved_is_voided_when_its_wal_comes_back(topics: Topics,
                                                                             tmp_path: Path) -> None:
     positions = produce(topics.bootstrap, topics.signals, [event(i) for i in range(400)])
-    a = topics.service(tmp_path / "wal-a", env={"TIDAL_TEST_CRASH_AFTER_FSYNC": "1"}, hooked=True,
-                       extra=config(tmp_path))
-    assert a.process.wait(timeout=120) == -9, a.log()
-    a.kill()
-    stored_by_a = len(dump(tmp_path / "wal-a"))
-    assert stored_by_a
+    stored_by_a = len(crash_first_instance(topics, tmp_path, "TIDAL_TEST_CRASH_AFTER_FSYNC"))
     b = topics.service(tmp_path / "wal-b", extra=config(tmp_path))  # stores and acks first
     acks_cover(topics.bootstrap, topics.reply, positions)
     await_committed(topics, b)
