@@ -68,11 +68,15 @@ class Takeover:
         """Raises WalTailLost when this WAL lost acknowledged events."""
         held = self._wal.source_offsets()
         group = self._client.committed(sorted({*partitions, *held}))
+        marks = {partition: decode_mark(commit[1]) if commit else None for partition, commit in group.items()}
+        lost = [(tail, partition) for partition, mark in marks.items()
+                if (tail := lost_tail(mark, self._wal.wal_id, self._wal.last_seq)) is not None]
+        if lost:  # the whole lost range: the highest seq any commit of this WAL names
+            (first, _), partition = max(lost, key=lambda item: item[0][1])
+            _refuse_if_lost((first, max(tail[1] for tail, _ in lost)), partition, "its offset commits")
         for partition in partitions:
             commit = group.get(partition)
-            mark = decode_mark(commit[1]) if commit else None
-            _refuse_if_lost(lost_tail(mark, self._wal.wal_id, self._wal.last_seq), partition, "its offset commit")
-            foreign = self._foreign_homes(partition, mark, commit[0] if commit else 0)
+            foreign = self._foreign_homes(partition, marks.get(partition), commit[0] if commit else 0)
             if foreign:
                 self.homes[partition] = foreign
         for partition, last_held in held.items():

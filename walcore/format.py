@@ -53,7 +53,8 @@ MAGIC = 0x4C415754
 VERSION = 2  # what this code writes
 COLUMNS_VERSION = 1  # still read: the fixed fields stored column by column
 FRAME_BATCH = 1
-FRAME_VOID = 2  # voids earlier records (invariant 7): takes no seqs, changes no frame
+FRAME_VOID = 2  # voids earlier records (invariant 7): takes no seq, changes no frame
+FRAME_SEAL = 3  # closes a full segment, naming the first seq of the next one
 VOID_SEQ = struct.Struct("<Q")
 HEADER = struct.Struct("<IBBHIIQQIIII")
 HEADER_LEN = HEADER.size  # 48
@@ -334,6 +335,15 @@ def encode_void_frame(seqs: Sequence[int], reason: str, next_seq: int, batch_ts:
     return b"".join((head, body, blake3.blake3(head + body).digest()))
 
 
+def encode_seal_frame(next_seq: int, batch_ts: int) -> bytes:
+    """The last frame of a full segment: the log continues at ``next_seq`` in the next
+    segment. A sealed last segment therefore proves that segments after it were lost."""
+    body = VOID_SEQ.pack(next_seq)
+    head = HEADER.pack(MAGIC, VERSION, FRAME_SEAL, 0, len(body), 1, next_seq, batch_ts, 0, 0, 0, 0)
+    head = head[:HEADER_CRC_SPAN] + struct.pack("<I", zlib.crc32(head[:HEADER_CRC_SPAN]))
+    return b"".join((head, body, blake3.blake3(head + body).digest()))
+
+
 def decode_void(buf: bytes | memoryview, offset: int, header: FrameHeader) -> tuple[list[int], str]:
     """The seqs a (verified) void frame voids, and why."""
     body = _body(buf, offset, header)
@@ -351,14 +361,15 @@ def decode_header(buf: bytes | memoryview, offset: int) -> FrameHeader | BadHead
         return BadHeader("zero-filled" if magic == 0 and crc == 0 else f"bad magic 0x{magic:08x}")
     if zlib.crc32(buf[offset:offset + HEADER_CRC_SPAN]) != crc:
         return BadHeader("header checksum mismatch")
-    if version not in (VERSION, COLUMNS_VERSION) or ftype not in (FRAME_BATCH, FRAME_VOID) or (
-            ftype == FRAME_VOID and version != VERSION):
+    if version not in (VERSION, COLUMNS_VERSION) or ftype not in (FRAME_BATCH, FRAME_VOID, FRAME_SEAL) or (
+            ftype != FRAME_BATCH and version != VERSION):
         return BadHeader(f"format version {version} / frame type {ftype}, which this walcore cannot read "
                          f"(it reads versions {COLUMNS_VERSION} and {VERSION}): written by a newer walcore? "
                          "Nothing was changed; open it with the walcore that wrote it", unreadable=True)
     expected_len = (FIXED_BYTES_PER_RECORD * count + ids_len + src_len if ftype == FRAME_BATCH
                     else VOID_SEQ.size * count + ids_len)
-    if count == 0 or body_len != expected_len or (ftype == FRAME_VOID and src_len):
+    if count == 0 or body_len != expected_len or (ftype != FRAME_BATCH and src_len) or (
+            ftype == FRAME_SEAL and (count != 1 or ids_len)):
         return BadHeader(f"inconsistent lengths (count={count}, body_len={body_len})")
     return FrameHeader(body_len, count, base_seq, batch_ts, ids_len, src_len, version, ftype)
 

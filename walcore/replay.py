@@ -12,7 +12,7 @@ from pathlib import Path
 from walcore.errors import WalCorruption
 from walcore.format import FrameHeader, decode_records, dedup_keys
 from walcore.records import EventRecord
-from walcore.scan import LogScan, check_continuity, scan_segment
+from walcore.scan import LogScan, check_continuity, scan_segment, tail_may_tear
 from walcore.segment import list_segments
 
 
@@ -41,7 +41,7 @@ def replay_log(directory: Path, from_seq: int, until_seq: int,
         if expected is not None:
             check_continuity(path, first_seq, expected)
         data = path.read_bytes()
-        segment = scan_segment(data, path, first_seq, is_last=following is None)
+        segment = scan_segment(data, path, first_seq, is_last=tail_may_tear(segments, index))
         if segment.torn is not None and segment.next_seq <= until_seq:
             # What looks like a torn tail holds seqs already durable: damage, not a crash.
             raise WalCorruption(path, segment.torn.offset, f"{segment.torn.reason}, but seqs up to "

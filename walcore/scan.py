@@ -28,6 +28,7 @@ from pathlib import Path
 from walcore.checkpoint import read_checkpoint
 from walcore.errors import WalCorruption
 from walcore.format import (
+    FRAME_SEAL,
     FRAME_VOID,
     MAGIC,
     BadHeader,
@@ -38,7 +39,7 @@ from walcore.format import (
     decode_void,
     digest_ok,
 )
-from walcore.segment import list_segments
+from walcore.segment import list_segments, segment_name
 from walcore.sources import SourceIndex
 
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -66,21 +67,25 @@ class SegmentScan:
     runs: list[tuple[int, list[SourceRun]]]
     torn: TornTail | None = None
     voided: list[int] = field(default_factory=list)  # seqs its void frames void
+    sealed_at: int | None = None  # byte offset of its seal frame (the segment is full and closed)
 
 
 def scan_segment(data: bytes, path: Path, first_seq: int, *, is_last: bool) -> SegmentScan:
     """Verify one segment's bytes. Pure: the caller reads the file.
 
-    Returns the intact frames (and where a torn tail starts, for the last segment);
-    raises WalCorruption for any other damage.
+    Returns the intact frames (and where a torn tail starts, when ``is_last``: the last
+    segment holding any bytes); raises WalCorruption for any other damage.
     """
     offset = 0
     expected = first_seq
     frames: list[tuple[int, FrameHeader]] = []
     runs: list[tuple[int, list[SourceRun]]] = []
     voided: list[int] = []
+    sealed_at: int | None = None
     size = len(data)
     while offset < size:
+        if sealed_at is not None:
+            raise WalCorruption(path, offset, "bytes after the segment's seal frame")
         header = decode_header(data, offset)
         problem = None
         if isinstance(header, BadHeader):
@@ -98,7 +103,7 @@ def scan_segment(data: bytes, path: Path, first_seq: int, *, is_last: bool) -> S
                 raise WalCorruption(path, offset, problem)
             _refuse_if_log_continues(data, path, offset, expected)
             torn = TornTail(path, offset, size, problem)
-            return SegmentScan(path, first_seq, expected, offset, frames, runs, torn, voided)
+            return SegmentScan(path, first_seq, expected, offset, frames, runs, torn, voided, sealed_at)
         assert isinstance(header, FrameHeader)
         if header.base_seq != expected:
             raise WalCorruption(path, offset, f"frame starts at seq {header.base_seq}, expected {expected}")
@@ -107,13 +112,15 @@ def scan_segment(data: bytes, path: Path, first_seq: int, *, is_last: bool) -> S
             if not all(0 < seq < expected for seq in seqs):
                 raise WalCorruption(path, offset, f"void entry names seqs outside 1..{expected - 1}")
             voided.extend(seqs)
+        elif header.kind == FRAME_SEAL:
+            sealed_at = offset
         else:
             frames.append((offset, header))
             if header.src_len:
                 runs.append((header.base_seq, decode_source_runs(data, offset, header)))
         expected += header.seqs_taken
         offset += header.frame_len
-    return SegmentScan(path, first_seq, expected, offset, frames, runs, None, voided)
+    return SegmentScan(path, first_seq, expected, offset, frames, runs, None, voided, sealed_at)
 
 
 def _refuse_if_log_continues(data: bytes, path: Path, torn_at: int, expected: int) -> None:
@@ -142,7 +149,7 @@ class LogScan:
 
     @property
     def torn(self) -> TornTail | None:
-        return self.segments[-1].torn if self.segments else None
+        return next((s.torn for s in reversed(self.segments) if s.torn is not None), None)
 
     @property
     def first_seq(self) -> int:
@@ -167,7 +174,7 @@ def scan_log(directory: Path) -> LogScan:
         else:
             check_continuity(path, first_seq, scan.next_seq)
         is_last = index == len(segments) - 1
-        segment = scan_segment(path.read_bytes(), path, first_seq, is_last=is_last)
+        segment = scan_segment(path.read_bytes(), path, first_seq, is_last=tail_may_tear(segments, index))
         if not segment.frames and not segment.voided and not is_last:
             raise WalCorruption(path, 0, "empty segment in the middle of the log")
         scan.segments.append(segment)
@@ -177,7 +184,18 @@ def scan_log(directory: Path) -> LogScan:
             for run in runs:
                 scan.sources.add(run.topic, run.partition, run.first_offset, run.count,
                                  base_seq + run.first_index)
+    last = scan.segments[-1] if scan.segments else None
+    if last is not None and last.sealed_at is not None:
+        raise WalCorruption(last.path, last.sealed_at, f"the segment is sealed, the log continuing at seq "
+                            f"{last.next_seq} in {segment_name(last.next_seq)}, which is missing: the log's "
+                            f"tail (seqs {last.next_seq} on) was lost")
     return scan
+
+
+def tail_may_tear(segments: list[tuple[int, Path]], index: int) -> bool:
+    """A torn write can only be in the last segment holding bytes: the last one, or the
+    one before an empty last one (a crash while sealing it, after its successor was made)."""
+    return all(path.stat().st_size == 0 for _, path in segments[index + 1:])
 
 
 def check_continuity(path: Path, first_seq: int, expected: int) -> None:

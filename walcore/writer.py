@@ -36,7 +36,14 @@ from walcore.checkpoint import write_checkpoint
 from walcore.dedup import DedupWindow
 from walcore.errors import WalFailed
 from walcore.files import remove_durably
-from walcore.format import CONTENT_KEY, EncodedBody, encode_body, encode_frame, encode_void_frame
+from walcore.format import (
+    CONTENT_KEY,
+    EncodedBody,
+    encode_body,
+    encode_frame,
+    encode_seal_frame,
+    encode_void_frame,
+)
 from walcore.frames import FrameIndex
 from walcore.future import AppendFuture
 from walcore.records import AppendResult, EventRecord, fresh_results
@@ -459,9 +466,13 @@ class Writer:
     def _segment_with_room(self) -> ActiveSegment:
         segment = self.segment
         if segment.size >= self._segment_size:
-            # The full segment's data was fdatasynced with its last batch; the new file's
-            # name is made durable (directory fsync) before any data goes into it.
+            # The new file's name is made durable (directory fsync) first; then the full
+            # segment is sealed (a frame naming the next seq, fdatasynced): a sealed last
+            # segment means later segments were lost. A crash in between leaves an
+            # unsealed or torn-sealed segment before an empty one, which opens cleanly.
             new = ActiveSegment.create(self.directory, self.next_seq)
+            segment.append(encode_seal_frame(self.next_seq, self._clock()))
+            segment.sync()
             segment.close()
             self.segment = segment = new
         return segment

@@ -5,6 +5,7 @@ points, then the partition moves to another instance after the session timeout."
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -117,23 +118,46 @@ def test_stored_but_never_acked_then_moved_is_voided_when_its_wal_comes_back(top
     assert_one_home_each(topics, positions, [tmp_path / "wal-a", tmp_path / "wal-b"])
 
 
-def test_a_wal_that_lost_its_tail_refuses_to_run_naming_the_lost_seqs(topics: Topics, tmp_path: Path) -> None:
+def two_acked_rounds(topics: Topics, wal_dir: Path, extra: list[str], between: object = None) -> None:
+    """300 events acked and committed, ``between()``, 300 more acked and committed."""
+    first = produce(topics.bootstrap, topics.signals, [event(i) for i in range(300)])
+    service = topics.service(wal_dir, extra=extra)
+    acks_cover(topics.bootstrap, topics.reply, first)
+    assert service.stop() == 0
+    if callable(between):
+        between()
+    second = produce(topics.bootstrap, topics.signals, [event(i) for i in range(300, 600)])
+    service = topics.service(wal_dir, extra=extra)
+    acks_cover(topics.bootstrap, topics.reply, first + second)
+    assert service.stop() == 0
+
+
+def test_a_wal_restored_from_an_old_copy_refuses_to_run_naming_the_lost_seqs(topics: Topics,
+                                                                             tmp_path: Path) -> None:
+    """The WAL alone cannot tell (the copy is a consistent log); the group's commits can."""
+    wal_dir, backup = tmp_path / "wal", tmp_path / "backup"
+    two_acked_rounds(topics, wal_dir, config(tmp_path), between=lambda: shutil.copytree(wal_dir, backup))
+    shutil.rmtree(wal_dir)
+    shutil.copytree(backup, wal_dir)  # seqs 301..600 were acked, and are not in this copy
+    service = topics.service(wal_dir, extra=config(tmp_path))
+    assert service.process.wait(timeout=60) == 3, service.log()
+    service.kill()
+    assert "lost acknowledged events: seqs 301..600" in service.log()
+    assert "Traceback" not in service.log()
+
+
+def test_a_deleted_last_segment_stops_the_service_naming_what_was_lost(topics: Topics, tmp_path: Path) -> None:
     wal_dir = tmp_path / "wal"
     small = config(tmp_path, "[wal]\nsegment_size = 4096")
-    first = produce(topics.bootstrap, topics.signals, [event(i) for i in range(300)])
-    service = topics.service(wal_dir, extra=small)
-    acks_cover(topics.bootstrap, topics.reply, first)
-    second = produce(topics.bootstrap, topics.signals, [event(i) for i in range(300, 600)])
-    acks_cover(topics.bootstrap, topics.reply, second)
-    assert service.stop() == 0
+    two_acked_rounds(topics, wal_dir, small)
     segments = list_segments(wal_dir)
     assert len(segments) >= 2
     last_first_seq, last = segments[-1]
-    last.unlink()  # a lost last segment: walcore cannot tell, the group can
+    last.unlink()  # the seal of the segment before it names it
     service = topics.service(wal_dir, extra=small)
     assert service.process.wait(timeout=60) == 3, service.log()
     service.kill()
-    assert f"lost acknowledged events: seqs {last_first_seq}.." in service.log()
+    assert f"continuing at seq {last_first_seq}" in service.log() and "was lost" in service.log()
     assert "Traceback" not in service.log()
 
 

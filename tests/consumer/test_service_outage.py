@@ -68,3 +68,28 @@ def test_broker_killed_and_restarted_under_the_service_loses_nothing_stores_noth
     # is acked as a duplicate, with the same seq)
     assert {pos: seq for pos, (_, seq) in acks.items()} == seq_of
     assert {status for status, _ in acks.values()} <= {"acked", "duplicate"}
+
+
+def test_a_wiped_broker_is_a_new_source_stored_and_acked_anew(own_broker: list[kafka_local.JarBroker],
+                                                               tmp_path: Path) -> None:
+    """The cluster's data is lost and the broker comes back empty at the same address:
+    offsets start again at 0, holding other messages. They are new events, not redeliveries."""
+    bootstrap = own_broker[0].bootstrap
+    kafka_local.service_topics(bootstrap, TOPIC, 2)
+    wal_dir = tmp_path / "wal"
+    before = produce(bootstrap, TOPIC, [event(i) for i in range(300)])
+    service = Service(bootstrap, TOPIC, wal_dir, group="wiped", reply=f"{TOPIC}.acks", dlq=f"{TOPIC}.dlq")
+    acks_cover(bootstrap, f"{TOPIC}.acks", before)
+    assert service.stop() == 0
+    old = own_broker[0]
+    old.stop()
+    own_broker[0] = kafka_local.start_jar_broker(tmp_path / "kafka-wiped", old.port, tied_to_parent=True)
+    kafka_local.service_topics(bootstrap, TOPIC, 2)
+    after = produce(bootstrap, TOPIC, [event(i) for i in range(1000, 1300)])
+    assert set(after) <= set(before)  # the same positions, other messages
+    service = Service(bootstrap, TOPIC, wal_dir, group="wiped", reply=f"{TOPIC}.acks", dlq=f"{TOPIC}.dlq")
+    acks = acks_cover(bootstrap, f"{TOPIC}.acks", after)
+    assert service.stop() == 0, service.log()
+    assert sorted(seq for _, seq in acks.values()) == list(range(301, 601))  # new seqs, none of the old
+    assert sorted(r["entity_id"] for r in dump(wal_dir)[300:]) == list(range(1000, 1300))
+    assert "new source" in service.log()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -12,7 +14,7 @@ from walcore_helpers import records, replayed, segments, version_1_frame, write_
 
 from walcore import AppendResult, Wal, WalConfig, WalCorruption
 from walcore.checkpoint import NAME as CHECKPOINT_NAME
-from walcore.format import HEADER_LEN
+from walcore.format import HEADER_LEN, decode_header, encode_seal_frame
 from walcore.scan import scan_segment
 from walcore.segment import segment_name
 
@@ -132,7 +134,8 @@ def test_bit_flip_in_a_sealed_segment_names_file_and_offset(tmp_path: Path, wher
     write_log(tmp_path, [10, 10, 10], WalConfig(segment_size=1))  # one frame per segment
     sealed = segments(tmp_path)[1]
     data = bytearray(sealed.read_bytes())
-    position = {"header": 12, "body": HEADER_LEN + 5, "digest": len(data) - 3}[where]
+    frame_len = decode_header(bytes(data), 0).frame_len  # the batch frame (the seal frame follows it)
+    position = {"header": 12, "body": HEADER_LEN + 5, "digest": frame_len - 3}[where]
     data[position] ^= 0x10
     sealed.write_bytes(bytes(data))
     with pytest.raises(WalCorruption) as err:
@@ -288,3 +291,49 @@ def test_sequence_numbers_are_gap_free_across_segments_restarts_and_truncation(t
         replay = [s for s, _ in wal.replay()]
     assert seqs == list(range(1, 32))
     assert replay == list(range(replay[0], 32)) and replay[0] <= 21
+
+
+def seal_len() -> int:
+    return len(encode_seal_frame(1, 0))
+
+
+def test_a_deleted_last_segment_is_reported_by_the_seal_before_it(tmp_path: Path) -> None:
+    write_log(tmp_path, [10, 10, 10], WalConfig(segment_size=1))  # segments 1, 11, 21
+    lost = segments(tmp_path)[-1]
+    lost.unlink()
+    with pytest.raises(WalCorruption, match=r"continuing at seq 21 .* was lost") as err:
+        Wal.open(tmp_path)
+    assert err.value.file == segments(tmp_path)[-1]
+    verify = subprocess.run([sys.executable, "-m", "walcore.cli", "verify", str(tmp_path)], capture_output=True,
+                            text=True, check=False)
+    assert verify.returncode == 1 and "was lost" in verify.stderr
+
+
+def test_crash_after_creating_the_next_segment_before_sealing_opens_cleanly(tmp_path: Path) -> None:
+    write_log(tmp_path, [10, 10], WalConfig(segment_size=1))  # 1 (sealed), 11 (active)
+    (tmp_path / segment_name(21)).write_bytes(b"")  # rotating for the next batch: 11 not sealed yet
+    with Wal.open(tmp_path, WalConfig(segment_size=1)) as wal:
+        assert wal.last_seq == 20
+        assert wal.append_batch(records(1, 99))[0].seq == 21
+    assert [seq for seq, _ in replayed(tmp_path)] == list(range(1, 22))
+
+
+def test_a_seal_torn_by_a_crash_is_cut_when_the_next_segment_is_still_empty(tmp_path: Path) -> None:
+    write_log(tmp_path, [10], WalConfig(segment_size=1))
+    full = segments(tmp_path)[0]
+    data = full.read_bytes()
+    full.write_bytes(data + encode_seal_frame(11, 0)[:40])  # crash mid-seal...
+    (tmp_path / segment_name(11)).write_bytes(b"")  # ...after the next segment was created
+    with Wal.open(tmp_path, WalConfig(segment_size=1)) as wal:
+        assert wal.last_seq == 10
+        assert [seq for seq, _ in wal.replay()] == list(range(1, 11))
+    assert full.read_bytes() == data  # cut back to the last intact frame
+    assert list(tmp_path.glob("*.broken-*"))
+
+
+def test_a_log_written_before_seals_still_opens(tmp_path: Path) -> None:
+    write_log(tmp_path, [10, 10, 10], WalConfig(segment_size=1))
+    for path in segments(tmp_path)[:-1]:
+        path.write_bytes(path.read_bytes()[:-seal_len()])
+    with Wal.open(tmp_path) as wal:
+        assert [seq for seq, _ in wal.replay()] == list(range(1, 31))

@@ -203,7 +203,8 @@ def test_segments_rotate_at_the_size_limit_and_are_named_by_first_seq(tmp_path: 
             wal.append_batch(records(20, i * 20))
     # a 20-record frame is 637 bytes: a segment takes frames until it reaches 2000 bytes (4 frames)
     assert [int(p.name[:20]) for p in segments(tmp_path)] == [1, 81, 161]
-    assert [p.stat().st_size for p in segments(tmp_path)] == [2548, 2548, 1274]
+    # 4 frames, then an 88-byte seal frame naming the next segment's first seq
+    assert [p.stat().st_size for p in segments(tmp_path)] == [2548 + 88, 2548 + 88, 1274]
     assert [s for s, _ in replayed(tmp_path)] == list(range(1, 201))
 
 
