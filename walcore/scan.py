@@ -3,10 +3,13 @@
 The rules (ARCHITECTURE invariant 3, after etcd's ``decoder.go``/``repair.go``):
 
 * Every frame is checked: header CRC, lengths, seq continuity, BLAKE3 digest.
-* Only the *last* segment may end in a torn tail (a crash mid-write): a partial frame,
-  a zero-filled or garbage header, a length running past the end of the file, or a
-  final frame whose digest fails. Scanning only *finds* it (a ``TornTail`` value);
-  ``walcore.repair`` cuts it, keeping the bytes in a ``.broken`` file.
+* Only the last segment holding bytes (``tail_may_tear``) may end in a torn tail (a
+  crash mid-write): a partial frame, a zero-filled or garbage header, a length running
+  past the end of the file, or a final frame whose digest fails. Scanning only *finds*
+  it (a ``TornTail`` value); ``walcore.repair`` cuts it, keeping the bytes in a
+  ``.broken`` file.
+* A full segment ends with a seal naming the next segment's first seq: a sealed last
+  segment means later segments were lost, and that is an error too.
 * A torn point followed later in the file by an intact frame that continues the log is
   not a torn write (writes are sequential and each frame is fsynced before the next):
   that is damage to acknowledged data, and it is an error, like every other damage:
