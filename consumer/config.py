@@ -11,6 +11,7 @@ it, or one the service sets itself, is refused when the configuration loads.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,8 @@ class KafkaOptions(BaseModel):
         return {**self.common, **self.producer}
 
 
+# Kafka's own rule for topic names.
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 # A static member's id: Kafka allows these characters, at most 249 of them.
 _INSTANCE_ID = r"^(auto|[A-Za-z0-9._-]{1,249})?$"
 
@@ -121,6 +124,24 @@ class Settings(BaseSettings):
     wal: WalSettings = Field(default_factory=WalSettings)
     kafka: KafkaOptions = Field(default_factory=KafkaOptions)
     signals: list[SignalConfig] = Field(default_factory=lambda: [SignalConfig(**s) for s in DEFAULT_SIGNALS])
+
+    @model_validator(mode="after")
+    def _topics_are_usable(self) -> Settings:
+        named = {"topics": self.topics, "reply_topic": [self.reply_topic], "dlq_topic": [self.dlq_topic]}
+        for field, names in named.items():
+            for name in names:
+                if not _TOPIC_NAME.fullmatch(name) or name in (".", ".."):
+                    raise ValueError(f"{field}: {name!r} is not a valid Kafka topic name (1-249 of a-z A-Z 0-9 . _ -)")
+        # Acks or dead letters written to an input topic would be consumed again, and
+        # again: the service would feed itself for ever.
+        for field in ("reply_topic", "dlq_topic"):
+            if getattr(self, field) in self.topics:
+                raise ValueError(f"{field}: {getattr(self, field)!r} is also an input topic: the service would "
+                                 "consume its own output for ever")
+        if self.reply_topic == self.dlq_topic:
+            raise ValueError(f"dlq_topic: {self.dlq_topic!r} is also the reply topic: dead letters and acks need "
+                             "topics of their own")
+        return self
 
     @model_validator(mode="after")
     def _schema_is_valid(self) -> Settings:

@@ -2,7 +2,8 @@
 
 The DLQ message keeps the original key, value and headers, and adds headers
 (docs/events.md): ``tidal.reason``, ``tidal.source.topic``, ``tidal.source.partition``,
-``tidal.source.offset``, ``tidal.source.timestamp``. Pure: builds the message only.
+``tidal.source.offset``, ``tidal.source.timestamp``; a producer's own ``tidal.*`` headers
+are renamed ``original.tidal.*``. Pure: builds the message only.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, NamedTuple
 if TYPE_CHECKING:
     from consumer.batch import PolledRecord
 
+PREFIX = "tidal."
 REASON = "tidal.reason"
 SOURCE_TOPIC = "tidal.source.topic"
 SOURCE_PARTITION = "tidal.source.partition"
@@ -26,7 +28,10 @@ class DeadLetter(NamedTuple):
 
 
 def dead_letter(message: PolledRecord, reason: str) -> DeadLetter:
-    headers = list(message.headers or [])
+    # A producer's own ``tidal.*`` headers are kept, renamed ``original.tidal.*``, so a
+    # reader of the DLQ never takes a spoofed reason or source for ours.
+    headers = [(f"original.{name}" if name.startswith(PREFIX) else name, value)
+               for name, value in message.headers or []]
     headers += [
         (REASON, reason.encode()),
         (SOURCE_TOPIC, message.topic.encode()),

@@ -13,7 +13,7 @@ from enum import IntEnum
 class ExitCode(IntEnum):
     OK = 0  # stopped by SIGTERM/SIGINT after draining
     CONFIG = 1  # invalid configuration (the message names the field)
-    WAL_UNUSABLE = 2  # the WAL directory is locked by another instance
+    WAL_UNUSABLE = 2  # the WAL directory is locked by another instance, or not a usable directory
     WAL_FATAL = 3  # write/fsync failure or corruption: nothing of the batch committed; a restart recovers
     DELIVERY = 4  # an ack or dead letter was not delivered: nothing of its batch committed
     KAFKA = 5  # Kafka unreachable beyond the client's own timeouts: nothing uncommitted is lost

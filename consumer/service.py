@@ -9,6 +9,7 @@ Kafka.
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import signal
@@ -28,6 +29,7 @@ from walcore import Wal, WalCorruption, WalFailed, WalLocked
 log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT_BATCHES = 4
+_DISK_FAILING = {errno.ENOSPC, errno.EDQUOT, errno.EIO}
 BUSY_TICK_MS = 5
 
 # Builds the Kafka adapter: (settings, wal_id) -> adapter; raises KafkaUnavailable.
@@ -112,15 +114,9 @@ class Service:
         self.stop.set()
 
     def run(self) -> ExitCode:
-        settings = self.settings
-        try:
-            self.wal = Wal.open(settings.wal_dir, settings.wal.to_wal_config())
-        except WalLocked as exc:
-            log.error("%s", exc)
-            return ExitCode.WAL_UNUSABLE
-        except WalCorruption as exc:
-            log.critical("%s; run `walcore verify %s` and see docs/operations.md", exc, settings.wal_dir)
-            return ExitCode.WAL_FATAL
+        failed = self._open_wal()
+        if failed is not None:
+            return failed
         try:
             try:
                 client = self._connect()
@@ -136,6 +132,26 @@ class Service:
         finally:
             self.wal.close()
             log.info("WAL closed at seq %d", self.wal.last_seq)
+
+    def _open_wal(self) -> ExitCode | None:
+        """Open (recover) the WAL; the exit code and one logged line when it cannot be."""
+        wal_dir = self.settings.wal_dir
+        try:
+            self.wal = Wal.open(wal_dir, self.settings.wal.to_wal_config())
+        except WalLocked as exc:
+            log.error("%s", exc)
+            return ExitCode.WAL_UNUSABLE
+        except WalCorruption as exc:
+            log.critical("%s; run `walcore verify %s` and see docs/operations.md", exc, wal_dir)
+            return ExitCode.WAL_FATAL
+        except OSError as exc:
+            if exc.errno in _DISK_FAILING:
+                log.critical("cannot open the WAL in %s: %s (the disk is full or failing); nothing was consumed",
+                             wal_dir, exc)
+                return ExitCode.WAL_FATAL
+            log.critical("the WAL directory %s is unusable: %s", wal_dir, exc)
+            return ExitCode.WAL_UNUSABLE
+        return None
 
     def _connect(self) -> KafkaAdapter | None:
         backoff = Backoff(self.stop, first=0.5, cap=15.0)

@@ -57,7 +57,9 @@ class Takeover:
         self._local.update(commits)
         path = self._wal.directory / LOCAL_MARKS
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({f"{t}\x00{p}": list(c) for (t, p), c in self._local.items()}))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # owner-only, as the WAL's files
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps({f"{t}\x00{p}": list(c) for (t, p), c in self._local.items()}))
         os.replace(tmp, path)
 
     def revoked(self, partitions: Sequence[Partition]) -> None:

@@ -54,9 +54,11 @@ class Service:
     """`tidal-consumer run` in a subprocess; its log goes to a file tests can await."""
 
     def __init__(self, bootstrap: str, topic: str, wal_dir: Path, *, group: str, reply: str, dlq: str,
-                 env: dict[str, str] | None = None, extra: list[str] | None = None, hooked: bool = False) -> None:
-        """``hooked``: run tests/hooked_service.py (the CLI with the faults its ``env`` asks for)."""
-        self.log_path = wal_dir.parent / f"{wal_dir.name}-{time.monotonic_ns()}.log"
+                 env: dict[str, str] | None = None, extra: list[str] | None = None, hooked: bool = False,
+                 log_dir: Path | None = None) -> None:
+        """``hooked``: run tests/hooked_service.py (the CLI with the faults its ``env`` asks for).
+        The log goes beside the WAL directory unless ``log_dir`` says where."""
+        self.log_path = (log_dir or wal_dir.parent) / f"{wal_dir.name}-{time.monotonic_ns()}.log"
         self._log = self.log_path.open("wb")
         command = [sys.executable, str(HOOKED)] if hooked else [TIDAL]
         self.process = subprocess.Popen(

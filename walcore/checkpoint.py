@@ -15,6 +15,7 @@ from walcore.errors import WalCorruption
 from walcore.files import atomic_write
 
 NAME = "CHECKPOINT"
+MAX_SEQ = 2**63 - 1  # far beyond any real log; the next seq must still fit a frame's u64
 _LAYOUT = struct.Struct("<4sIQI")
 _MAGIC = b"TCKP"
 
@@ -31,6 +32,8 @@ def decode_checkpoint(data: bytes, path: Path) -> int:
     magic, version, seq, crc = _LAYOUT.unpack(data)
     if magic != _MAGIC or version != 1 or zlib.crc32(data[:16]) != crc:
         raise WalCorruption(path, 0, "checkpoint magic/version/checksum mismatch")
+    if seq > MAX_SEQ:
+        raise WalCorruption(path, 8, f"checkpoint seq {seq} is beyond any seq a WAL reaches ({MAX_SEQ})")
     return int(seq)
 
 

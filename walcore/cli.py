@@ -1,7 +1,8 @@
 """``walcore verify|dump|stats DIR``: inspect a WAL without changing it.
 
 Exit codes: 0 clean, 1 damaged (the message names file and byte offset; a torn tail,
-which opening the WAL would cut, counts as damage), 2 usage or unreadable directory.
+which opening the WAL would cut, counts as damage), 2 usage, or a directory or entry that
+cannot be read (one line, the system's reason).
 Read-only and lock-free, so it may run beside a live writer (whose in-progress tail
 may then show as torn).
 """
@@ -17,12 +18,13 @@ from pathlib import Path
 from walcore.errors import WalCorruption
 from walcore.replay import replay_log
 from walcore.scan import LogScan, scan_log
-from walcore.wal import WAL_ID_NAME
+from walcore.wal import read_wal_id
 
 
 def _scan(directory: Path) -> LogScan:
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory} is not a directory")
+    read_wal_id(directory)  # damage to the identity is damage too
     return scan_log(directory)
 
 
@@ -69,9 +71,8 @@ def cmd_dump(directory: Path, from_seq: int, as_json: bool) -> int:
 
 def cmd_stats(directory: Path, as_json: bool) -> int:
     scan = _scan(directory)
-    wal_id_file = directory / WAL_ID_NAME
     stats = {
-        "wal_id": wal_id_file.read_text().strip() if wal_id_file.exists() else None,
+        "wal_id": read_wal_id(directory),
         "segments": len(scan.segments),
         "bytes": sum(s.valid_end for s in scan.segments),
         "frames": scan.frame_count,
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     except WalCorruption as exc:
         print(f"DAMAGED: {exc}", file=sys.stderr)
         return 1
-    except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+    except OSError as exc:  # not there, not a directory, unreadable, an entry that is a directory...
         print(f"walcore: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:

@@ -15,6 +15,11 @@ from pathlib import Path
 from walcore.errors import WalLocked
 
 LOCK_NAME = "LOCK"
+# The event stream is nobody else's business (etcd's WAL does the same): files the WAL
+# creates are owner-only, and so is a directory it creates, whatever the umask (a umask
+# can only take bits away).
+FILE_MODE = 0o600
+DIR_MODE = 0o700
 
 
 def fsync_dir(directory: Path) -> None:
@@ -38,12 +43,17 @@ def atomic_write(directory: Path, name: str, data: bytes) -> None:
     fsync dir. A crash leaves either the old file or the new one, plus at most a stray
     ``.tmp`` that readers ignore."""
     tmp = directory / f"{name}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     try:
-        write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # e.g. a full disk: leave no empty .tmp behind
+        raise
     os.replace(tmp, directory / name)
     fsync_dir(directory)
 
@@ -58,7 +68,7 @@ class DirLock:
     The kernel drops the lock when the process dies, so a crash leaves no stale lock."""
 
     def __init__(self, directory: Path) -> None:
-        self._fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, FILE_MODE)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -28,6 +28,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from walcore.checkpoint import NAME as CHECKPOINT_NAME
 from walcore.checkpoint import read_checkpoint
 from walcore.errors import WalCorruption
 from walcore.format import (
@@ -188,6 +189,9 @@ def scan_log(directory: Path) -> LogScan:
                 scan.sources.add(run.topic, run.partition, run.first_offset, run.count,
                                  base_seq + run.first_index)
     last = scan.segments[-1] if scan.segments else None
+    if checkpoint and (last is None or checkpoint >= last.next_seq):
+        raise WalCorruption(directory / CHECKPOINT_NAME, 8, f"the checkpoint is at seq {checkpoint} but the log "
+                            f"ends at seq {scan.next_seq - 1 if last else 0}: segments are missing")
     if last is not None and last.sealed_at is not None:
         raise WalCorruption(last.path, last.sealed_at, f"the segment is sealed, the log continuing at seq "
                             f"{last.next_seq} in {segment_name(last.next_seq)}, which is missing: the log's "

@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from walcore.files import fsync_dir, write_all
+from walcore.files import FILE_MODE, fsync_dir, write_all
 
 SUFFIX = ".wal"
 _NAME = re.compile(r"^(\d{20})\.wal$")
@@ -39,7 +39,7 @@ class ActiveSegment:
     @classmethod
     def create(cls, directory: Path, first_seq: int) -> ActiveSegment:
         path = directory / segment_name(first_seq)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         os.close(fd)
         fsync_dir(directory)  # the new name must survive a crash before data lands in it
         return cls(path, first_seq, 0)

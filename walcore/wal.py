@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import time
 import uuid
@@ -14,8 +15,8 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from walcore.dedup import DedupWindow
-from walcore.errors import WalClosed
-from walcore.files import DirLock, atomic_write
+from walcore.errors import WalClosed, WalCorruption
+from walcore.files import DIR_MODE, DirLock, atomic_write
 from walcore.format import encode_body
 from walcore.frames import FrameIndex
 from walcore.future import AppendFuture
@@ -29,6 +30,7 @@ from walcore.writer import Checkpoint, Command, SourceOffsets, StoredAt, Submiss
 log = logging.getLogger(__name__)
 
 WAL_ID_NAME = "WAL_ID"
+_WAL_ID = re.compile(r"[0-9a-f]{16}")
 T = TypeVar("T")
 
 
@@ -89,7 +91,7 @@ class Wal:
         """
         config = config or WalConfig()
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         lock = DirLock(directory)
         try:
             wal_id = _wal_id(directory)
@@ -245,14 +247,25 @@ class Wal:
         self.close()
 
 
+def read_wal_id(directory: Path) -> str | None:
+    """The WAL's identity as stored; None when it has none yet. Damage (not the 16
+    lowercase hex characters walcore writes) is WalCorruption naming the file."""
+    path = directory / WAL_ID_NAME
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    wal_id = raw.decode("ascii", errors="replace").strip()
+    if not _WAL_ID.fullmatch(wal_id):
+        raise WalCorruption(path, 0, f"not a WAL id (16 hex characters): {raw[:40]!r}")
+    return wal_id
+
+
 def _wal_id(directory: Path) -> str:
     """The WAL's identity, made once and kept: acks name it, so (wal_id, seq) names a
     stored event across a fleet of instances."""
-    path = directory / WAL_ID_NAME
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
+    wal_id = read_wal_id(directory)
+    if wal_id is None:
         wal_id = uuid.uuid4().hex[:16]
         atomic_write(directory, WAL_ID_NAME, wal_id.encode())
-        return wal_id
-
+    return wal_id

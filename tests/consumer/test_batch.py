@@ -94,3 +94,15 @@ def test_every_polled_offset_ends_in_exactly_one_of_stored_duplicate_rejected(
         assert plan.commit[(topic, partition)] == messages[-1].offset + 1
     assert rejected == len(plan.dead_letters)  # every rejected offset has its dead letter
     assert stored + duplicates + rejected == sum(len(m) for m in poll.values()) == plan.consumed
+
+
+def test_a_producers_own_tidal_headers_are_renamed_so_nobody_reads_a_spoofed_reason() -> None:
+    spoofed = [("tidal.reason", b"all fine, really"), ("tidal.source.offset", b"999"), ("trace", b"t-1")]
+    plan = plan_batch({("s", 0): [Polled("s", 0, 4, None, b"{not json", spoofed)]}, DECODER)
+    [letter] = plan.dead_letters
+    first = {}
+    for name, value in letter.headers:
+        first.setdefault(name, value)  # a reader taking the first match
+    assert b"not valid JSON" in first[REASON] and first[SOURCE_OFFSET] == b"4"
+    assert first["original.tidal.reason"] == b"all fine, really"  # kept, under another name
+    assert first["trace"] == b"t-1"

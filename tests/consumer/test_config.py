@@ -45,6 +45,12 @@ def test_flags_beat_environment_beat_file(tmp_path: Path, monkeypatch: pytest.Mo
     ("[kafka.producer]\nacks = 1", r"kafka.producer.acks cannot be set"),
     ("[kafka.producer]\ntransactional_id = 'x'", r"kafka.producer.transactional_id cannot be set"),
     ('group_instance_id = "has space"', "group_instance_id"),
+    ('topics = ["signals"]\nreply_topic = "signals"', "reply_topic: 'signals' is also an input topic"),
+    ('topics = ["a", "b"]\ndlq_topic = "b"', "dlq_topic: 'b' is also an input topic"),
+    ('reply_topic = "x"\ndlq_topic = "x"', "dlq_topic: 'x' is also the reply topic"),
+    ('topics = ["bad topic!"]', "topics: 'bad topic!' is not a valid Kafka topic name"),
+    ('reply_topic = ".."', "reply_topic: '..' is not a valid Kafka topic name"),
+    ('dlq_topic = "' + "d" * 250 + '"', "dlq_topic"),
     ('[[signals]]\nname = "view"\nid = 1\nhalf_life_seconds = -1\nwindows_seconds = [1]', "half_life_seconds"),
     ('[[signals]]\nname = "a"\nid = 1\nhalf_life_seconds = 1\nwindows_seconds = [1]\n'
      '[[signals]]\nname = "b"\nid = 1\nhalf_life_seconds = 1\nwindows_seconds = [1]', "duplicate id"),

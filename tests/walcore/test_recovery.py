@@ -337,3 +337,24 @@ def test_a_log_written_before_seals_still_opens(tmp_path: Path) -> None:
         path.write_bytes(path.read_bytes()[:-seal_len()])
     with Wal.open(tmp_path) as wal:
         assert [seq for seq, _ in wal.replay()] == list(range(1, 31))
+
+
+@pytest.mark.parametrize("seq,reason", [(2**64 - 1, "beyond any seq"), (500, "log ends at seq 0")])
+def test_a_checkpoint_beyond_the_log_is_corruption_not_a_dead_writer(tmp_path: Path, seq: int, reason: str) -> None:
+    """A valid-checksum CHECKPOINT at 2**64-1 in an empty WAL used to kill the writer thread
+    with a struct.error and leave every append waiting for ever."""
+    from walcore.checkpoint import encode_checkpoint
+
+    (tmp_path / CHECKPOINT_NAME).write_bytes(encode_checkpoint(seq))
+    with pytest.raises(WalCorruption, match=reason) as err:
+        Wal.open(tmp_path)
+    assert err.value.file == tmp_path / CHECKPOINT_NAME
+
+
+def test_a_checkpoint_past_the_last_stored_seq_is_corruption(tmp_path: Path) -> None:
+    from walcore.checkpoint import encode_checkpoint
+
+    write_log(tmp_path, [10])
+    (tmp_path / CHECKPOINT_NAME).write_bytes(encode_checkpoint(11))
+    with pytest.raises(WalCorruption, match="log ends at seq 10"):
+        Wal.open(tmp_path)
