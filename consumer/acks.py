@@ -96,6 +96,34 @@ class Ack:
         return None
 
 
+# Half the producer's default max_request_size (1 MiB): an ack message stays well inside it.
+MAX_ACK_BYTES = 512 * 1024
+
+
+def fit(ack: Ack, max_bytes: int = MAX_ACK_BYTES) -> Iterator[tuple[Ack, bytes]]:
+    """``ack`` encoded, split by offset into several acks whose encodings each fit
+    ``max_bytes`` when it is too large (5,000 rejects with long reasons). Each offset is in
+    exactly one of the parts, which keep offset order."""
+    value = ack.encode()
+    offsets = sorted(ack.offsets())
+    if len(value) <= max_bytes or len(offsets) < 2:  # one offset's entry is bounded (reasons are)
+        yield ack, value
+        return
+    middle = offsets[len(offsets) // 2]
+    yield from fit(_between(ack, 0, middle), max_bytes)
+    yield from fit(_between(ack, middle, None), max_bytes)
+
+
+def _between(ack: Ack, low: int, high: int | None) -> Ack:
+    """The part of ``ack`` for offsets ``low <= offset < high``."""
+    top = high - 1 if high is not None else None
+    acked = [(max(first, low), last if top is None else min(last, top), seq + max(first, low) - first)
+             for first, last, seq in ack.acked if last >= low and (top is None or first <= top)]
+    inside = (lambda offset: low <= offset and (high is None or offset < high))  # noqa: E731
+    return Ack(ack.wal_id, ack.topic, ack.partition, acked, [d for d in ack.duplicates if inside(d[0])],
+               [r for r in ack.rejected if inside(r[0])])
+
+
 def build_ack(wal_id: str, topic: str, partition: int, offsets: Sequence[int], results: Sequence[AppendResult],
               *, rejected: Sequence[tuple[int, str]]) -> Ack:
     """The ack of one partition's share of a batch.

@@ -43,6 +43,15 @@ class Rejected(NamedTuple):
     reason: str
 
 
+# A reason quotes at most this much of what the producer sent: reasons travel in acks and
+# DLQ headers, and 300 rejects quoting a 4 KB value each once made a 3 MB ack no broker took.
+MAX_QUOTED_CHARS = 64
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_QUOTED_CHARS else f"{text[:MAX_QUOTED_CHARS]}... ({len(text)} chars)"
+
+
 def describe(error: ValidationError) -> str:
     """A one-line reason naming the field, e.g. ``weight: Input should be a finite number``."""
     first = error.errors()[0]
@@ -72,6 +81,6 @@ class Decoder:
             return Rejected(describe(exc))
         signal_id = self._ids.get(event.signal_type)
         if signal_id is None:
-            return Rejected(f"signal_type: unknown signal type {event.signal_type!r} (known: {self._known})")
+            return Rejected(f"signal_type: unknown signal type {_clip(event.signal_type)!r} (known: {self._known})")
         return EventRecord(event.entity_id, signal_id, event.weight, event.timestamp_nanos, event.event_id,
                            SourcePosition(topic, partition, offset))

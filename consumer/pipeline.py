@@ -22,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
+from consumer.acks import fit
 from consumer.adapter import KafkaAdapter
 from consumer.batch import BatchCounts, BatchPlan, Homes, Poll, acks_for, count_outcomes, last_seqs, plan_batch
 from consumer.commits import Delivery, InFlight, Partition, PartitionMark
@@ -70,8 +71,9 @@ class Pipeline:
         seqs = last_seqs(staged.plan, results)
         marks: dict[Partition, PartitionMark] = {}
         for ack in acks_for(staged.plan, results, self._wal.wal_id):
-            delivery = send(self._reply_topic, ack.key, ack.encode())
-            deliveries.append(delivery)
+            for part, value in fit(ack):  # one message, or several when too large for one
+                delivery = send(self._reply_topic, part.key, value)
+                deliveries.append(delivery)
             # The commit's mark points at the partition's last ack of the batch.
             marks[(ack.topic, ack.partition)] = PartitionMark(seqs[(ack.topic, ack.partition)], delivery)
         return InFlight(staged.plan.commit, deliveries, marks), count_outcomes(staged.plan, results)

@@ -103,3 +103,24 @@ def test_every_offset_of_a_share_comes_back_with_exactly_its_outcome(first_offse
     assert isinstance(ack, Ack)
     assert sorted(ack.offsets()) == sorted(expected)  # each offset exactly once
     assert {offset: ack.outcome(offset) for offset in expected} == expected
+
+
+@given(kinds=outcomes, max_bytes=st.integers(200, 3000))
+def test_an_ack_too_large_splits_into_parts_that_fit_and_cover_each_offset_once(kinds: list[tuple[str, int]],
+                                                                                max_bytes: int) -> None:
+    from consumer.acks import fit
+
+    offsets, results, rejected = [], [], []
+    for i, (kind, seq) in enumerate(kinds):
+        if kind == "rejected":
+            rejected.append((i, f"signal_type: unknown signal type {'x' * 40!r} #{i}"))
+        else:
+            offsets.append(i)
+            results.append(AppendResult(seq, kind != "stored", kind == "redelivery"))
+    ack = build_ack("w", "t", 0, offsets, results, rejected=rejected)
+    parts = list(fit(ack, max_bytes))
+    assert all(len(value) <= max_bytes or len(list(part.offsets())) == 1 for part, value in parts)
+    covered = [offset for part, _ in parts for offset in part.offsets()]
+    assert sorted(covered) == sorted(ack.offsets()) and len(covered) == len(set(covered))
+    assert all(part.outcome(o) == ack.outcome(o) for part, _ in parts for o in part.offsets())
+    assert [value for _, value in parts] == [part.encode() for part, _ in parts]

@@ -106,3 +106,31 @@ def test_a_producers_own_tidal_headers_are_renamed_so_nobody_reads_a_spoofed_rea
     assert b"not valid JSON" in first[REASON] and first[SOURCE_OFFSET] == b"4"
     assert first["original.tidal.reason"] == b"all fine, really"  # kept, under another name
     assert first["trace"] == b"t-1"
+
+
+def test_a_dead_letter_too_large_to_send_is_truncated_with_its_size_and_digest() -> None:
+    import blake3
+
+    from consumer.dlq import MAX_DEAD_LETTER_BYTES, ORIGINAL_BLAKE3, TRUNCATED
+
+    huge = b"x" * 1_048_450  # a default topic takes it; no producer request can carry its copy
+    plan = plan_batch({("s", 2): [Polled("s", 2, 9, b"k", huge, [("h", b"v")])]}, DECODER)
+    [letter] = plan.dead_letters
+    headers = dict(letter.headers)
+    size = len(letter.key or b"") + len(letter.value or b"") + sum(len(n) + len(v) for n, v in letter.headers)
+    assert size <= MAX_DEAD_LETTER_BYTES
+    assert huge.startswith(letter.value) and len(letter.value) > 900_000
+    assert headers[TRUNCATED] == b"1048450"
+    assert headers[ORIGINAL_BLAKE3] == blake3.blake3(huge).hexdigest().encode()
+    assert (headers[SOURCE_PARTITION], headers[SOURCE_OFFSET], headers["h"]) == (b"2", b"9", b"v")
+    # even producer headers too large to carry: they go, our position and digest stay
+    plan = plan_batch({("s", 2): [Polled("s", 2, 10, b"k" * 10, huge, [("big", b"h" * 1_200_000)])]}, DECODER)
+    [letter] = plan.dead_letters
+    assert "big" not in dict(letter.headers) and dict(letter.headers)[SOURCE_OFFSET] == b"10"
+
+
+def test_a_reason_quotes_little_of_what_the_producer_sent() -> None:
+    value = json.dumps({**json.loads(VIEW), "signal_type": "😀" * 1000}, ensure_ascii=False).encode()
+    plan = plan_batch({("s", 0): [Polled("s", 0, 0, None, value)]}, Decoder(Settings().schema(), 8192))
+    [(_, reason)] = plan.shares[0].rejected
+    assert "unknown signal type" in reason and "(1000 chars)" in reason and len(reason) < 300
