@@ -17,6 +17,7 @@ class ExitCode(IntEnum):
     WAL_FATAL = 3  # write/fsync failure or corruption: nothing of the batch committed; a restart recovers
     DELIVERY = 4  # an ack or dead letter was not delivered: nothing of its batch committed
     KAFKA = 5  # Kafka unreachable beyond the client's own timeouts: nothing uncommitted is lost
+    CODEC = 6  # records compressed with a codec whose library is not installed: nothing of them consumed
 
 
 class DeliveryFailed(RuntimeError):
@@ -41,3 +42,7 @@ class WalTailLost(RuntimeError):
     """The WAL no longer holds events it acknowledged (its own commit metadata or acks on
     the reply topic name higher seqs): a deleted last segment, a restored old copy.
     Running on would hand those (wal_id, seq) pairs to other events."""
+
+
+class CodecMissing(RuntimeError):
+    """Records arrived compressed with a codec the Kafka client cannot decompress here."""

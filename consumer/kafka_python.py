@@ -16,7 +16,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import CommitFailedError, KafkaConfigurationError, KafkaError
+from kafka.errors import CommitFailedError, KafkaConfigurationError, KafkaError, UnsupportedCodecError
 from kafka.partitioner import DefaultPartitioner
 from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata, TopicPartition
@@ -24,7 +24,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from consumer.adapter import Partition, RebalanceListener
 from consumer.batch import Poll
 from consumer.commits import Commits
-from consumer.errors import CommitRefused, KafkaOptionInvalid, KafkaUnavailable
+from consumer.errors import CodecMissing, CommitRefused, KafkaOptionInvalid, KafkaUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +172,10 @@ class KafkaPythonAdapter:
     def poll(self, timeout_ms: int, max_records: int) -> Poll:
         try:
             records = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        except UnsupportedCodecError as exc:
+            raise CodecMissing(f"{exc} (kafka-python decompresses snappy, lz4 and zstd with the python-snappy, "
+                               "lz4 and zstandard packages, which tidal-consumer installs: is this environment "
+                               "missing one?)") from exc
         except KafkaError as exc:
             raise KafkaUnavailable(repr(exc)) from exc
         if self._listener is not None and self._listener.error is not None:

@@ -19,7 +19,14 @@ from collections.abc import Callable, Sequence
 from consumer.adapter import KafkaAdapter, Partition
 from consumer.commits import Backoff, Committer
 from consumer.config import Settings
-from consumer.errors import DeliveryFailed, ExitCode, KafkaOptionInvalid, KafkaUnavailable, WalTailLost
+from consumer.errors import (
+    CodecMissing,
+    DeliveryFailed,
+    ExitCode,
+    KafkaOptionInvalid,
+    KafkaUnavailable,
+    WalTailLost,
+)
 from consumer.events import Decoder
 from consumer.metrics import Metrics
 from consumer.pipeline import Pipeline, Staged
@@ -208,6 +215,9 @@ class Service:
         except DeliveryFailed as exc:
             log.critical("%s", exc)
             return ExitCode.DELIVERY
+        except CodecMissing as exc:
+            log.critical("cannot read the input: %s; nothing of those records was stored, acked or committed", exc)
+            return ExitCode.CODEC
         except KafkaUnavailable as exc:
             # The client reconnects by itself; this is an outage longer than its own
             # timeouts (e.g. a send buffer full beyond max_block_ms). Nothing unacked is committed.
