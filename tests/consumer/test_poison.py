@@ -41,3 +41,47 @@ def test_hundreds_of_long_reasons_in_one_batch_are_acked_not_fatal(topics: Topic
     kinds = [acks[p][0] for p in positions]
     assert kinds == ["rejected"] * 300 + ["acked"] * 20
     assert all(len(acks[p][1]) < 300 for p in positions[:300])  # bounded reasons
+
+
+def test_hostile_messages_of_every_kind_mixed_with_valid_ones(topics: Topics, tmp_path: Path) -> None:
+    import random
+
+    from kafka import KafkaProducer
+
+    rng = random.Random(5)
+    hostile = [
+        None,  # a tombstone
+        b"",
+        b"\xff\xfe\x00\x01 not utf-8",
+        b"{" * 3000,  # deep nesting
+        b'{"entity_id": 1}',
+        json.dumps(event(1, weight=float("nan"))).encode(),
+        json.dumps(event(1, entity_id=2**64)).encode(),
+        json.dumps(event(1, signal_type="😀" * 1000), ensure_ascii=False).encode(),
+        json.dumps(event(1, event_id="")).encode(),
+        json.dumps(event(1, timestamp_nanos="soon")).encode(),
+        b"p" * 600_000,
+        b"[1, 2, 3]",
+    ]
+    valid = [event(100_000 + i) for i in range(2000)]
+    mixed = [("valid", v) for v in valid] + [("hostile", rng.choice(hostile)) for _ in range(500)]
+    rng.shuffle(mixed)
+    producer = KafkaProducer(bootstrap_servers=topics.bootstrap, acks="all", linger_ms=5)
+    futures = []
+    for i, (kind, value) in enumerate(mixed):
+        raw = json.dumps(value).encode() if kind == "valid" else value
+        headers = [("tidal.reason", b"spoofed")] if kind == "hostile" and i % 2 else []
+        futures.append((kind, producer.send(topics.signals, key=str(i).encode(), value=raw, headers=headers)))
+    producer.flush()
+    positions = [(kind, (f.get(timeout=30).partition, f.get(timeout=30).offset)) for kind, f in futures]
+    producer.close()
+    service = topics.service(tmp_path / "wal")
+    acks = acks_cover(topics.bootstrap, topics.reply, [p for _, p in positions])
+    dlq = read_topic(topics.bootstrap, topics.dlq, until=lambda m: len(m) >= 500)
+    assert service.stop() == 0, service.log()
+    assert all(acks[p][0] == ("acked" if kind == "valid" else "rejected") for kind, p in positions)
+    assert sorted(seq for kind, p in positions if kind == "valid" for seq in [acks[p][1]]) == list(range(1, 2001))
+    assert len(dlq) == 500
+    assert all(dict(m.headers)["tidal.reason"] != b"spoofed" for m in dlq)
+    assert committed(topics.bootstrap, topics.group, topics.signals, PARTITIONS) == {
+        p: o or None for p, o in end_offsets(topics.bootstrap, topics.signals, PARTITIONS).items()}
