@@ -217,12 +217,26 @@ def _encode_body(records: Sequence[EventRecord]) -> EncodedBody:
     return EncodedBody(b"".join(parts), count, ids_len, src_len, runs, keys)
 
 
+# An event id up to this many characters is its own dedup key; a longer one is keyed by a
+# 128-bit BLAKE3 digest, so a key's memory does not grow with the id (a 256-emoji id was
+# ~1 KB a key). A collision needs ~2**64 distinct ids in one window.
+SHORT_ID_CHARS = 24
+_ID_DIGEST_PREFIX = b"id:"  # 19-byte digest keys: never equal to a 26-byte row
+
+
+def _id_key(event_id: str) -> Hashable:
+    if len(event_id) <= SHORT_ID_CHARS:
+        return event_id
+    return _ID_DIGEST_PREFIX + blake3.blake3(event_id.encode()).digest(length=16)
+
+
 def _dedup_keys(rows: list[bytes], event_ids: Sequence[str | None] | None) -> list[Hashable]:
-    """A record's dedup key: its event_id (str), else its row, the packed content (bytes);
-    the two kinds never compare equal. The one definition, for writing and for recovery."""
+    """A record's dedup key: its event_id (as a str when short, else a digest of it), else
+    its row, the packed content (bytes); the kinds never compare equal. The one
+    definition, for writing and for recovery."""
     if event_ids is None:
         return rows
-    return [row if eid is None else eid for row, eid in zip(rows, event_ids)]
+    return [row if eid is None else _id_key(eid) for row, eid in zip(rows, event_ids)]
 
 
 def source_runs(sources: Sequence[SourcePosition | None]) -> list[SourceRun]:

@@ -3,27 +3,37 @@
 This is how a Kafka redelivery (after a crash between fsync and commit, or a
 rebalance) is recognised at any distance in time, not only inside the dedup window,
 and answered with the original seq. Stored as runs of consecutive offsets mapped to
-consecutive seqs, so its size is about one entry per partition per batch.
+consecutive seqs, so its size is about one entry per partition per batch, more when the
+offsets have gaps (each rejected record between stored ones starts a new run).
+
+Memory is bounded: 24 bytes a run (three machine-integer arrays), at most ``max_runs``
+runs per partition (1,000,000 by default: 24 MB). Beyond that the oldest quarter of the
+partition's runs is forgotten: a redelivery of offsets that old (far behind any commit)
+falls back to the dedup window and the group handoff (consumer.takeover).
 """
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_right
+
+MAX_RUNS_PER_PARTITION = 1_000_000
 
 
 class _Runs:
     __slots__ = ("counts", "firsts", "seqs")
 
     def __init__(self) -> None:
-        self.firsts: list[int] = []
-        self.counts: list[int] = []
-        self.seqs: list[int] = []
+        self.firsts = array("q")
+        self.counts = array("q")
+        self.seqs = array("q")
 
 
 class SourceIndex:
-    def __init__(self) -> None:
+    def __init__(self, max_runs: int = MAX_RUNS_PER_PARTITION) -> None:
         self._parts: dict[tuple[str, int], _Runs] = {}
         self._last: dict[tuple[str, int], int] = {}
+        self._max_runs = max_runs
 
     def add(self, topic: str, partition: int, first_offset: int, count: int, first_seq: int) -> None:
         key = (topic, partition)
@@ -51,7 +61,17 @@ class SourceIndex:
             runs.firsts.append(first_offset)
             runs.counts.append(count)
             runs.seqs.append(first_seq)
+        if len(runs.firsts) > self._max_runs:
+            self._forget_oldest(runs)
         self._bump(key, first_offset + count - 1)
+
+    def _forget_oldest(self, runs: _Runs) -> None:
+        """Drop the quarter of the partition's runs with the lowest seqs (the oldest)."""
+        cut = sorted(runs.seqs)[len(runs.seqs) // 4]
+        keep = [i for i, seq in enumerate(runs.seqs) if seq >= cut]
+        runs.firsts = array("q", (runs.firsts[i] for i in keep))
+        runs.counts = array("q", (runs.counts[i] for i in keep))
+        runs.seqs = array("q", (runs.seqs[i] for i in keep))
 
     @staticmethod
     def _overlaps(runs: _Runs, first_offset: int, count: int) -> bool:
@@ -88,6 +108,6 @@ class SourceIndex:
         stored offset of each partition is kept: it still says what was consumed."""
         for runs in self._parts.values():
             keep = [i for i, (s, c) in enumerate(zip(runs.seqs, runs.counts)) if s + c > seq]
-            runs.firsts = [runs.firsts[i] for i in keep]
-            runs.counts = [runs.counts[i] for i in keep]
-            runs.seqs = [runs.seqs[i] for i in keep]
+            runs.firsts = array("q", (runs.firsts[i] for i in keep))
+            runs.counts = array("q", (runs.counts[i] for i in keep))
+            runs.seqs = array("q", (runs.seqs[i] for i in keep))

@@ -98,3 +98,32 @@ def test_an_unexpected_error_in_the_writer_fails_every_caller_and_never_hangs(
         with pytest.raises(WalFailed):
             wal.append_batch(records(1, 200))
         assert wal.last_seq == 0
+
+
+def test_long_event_ids_are_keyed_by_a_fixed_size_digest_and_still_deduplicate(tmp_path: Path) -> None:
+    from walcore.format import encode_body
+
+    long_id, short_id = "😀" * 256, "order-42"
+    keys = encode_body([EventRecord(1, 1, 1.0, 1, long_id), EventRecord(1, 1, 1.0, 1, short_id),
+                        EventRecord(1, 1, 1.0, 1)]).keys
+    assert isinstance(keys[0], bytes) and len(keys[0]) == 19  # not 1 KB of emoji
+    assert keys[1] == short_id and len(keys[2]) == 26  # short ids as they are; content rows
+    with Wal.open(tmp_path) as wal:
+        first = wal.append(EventRecord(1, 1, 1.0, 1, long_id)).result()
+        retry = wal.append(EventRecord(2, 2, 2.0, 2, long_id)).result()
+        other = wal.append(EventRecord(1, 1, 1.0, 1, long_id[:-1] + "😁")).result()
+    assert (retry.seq, retry.duplicate) == (first.seq, True) and not other.duplicate
+    with Wal.open(tmp_path) as wal:  # the window is rebuilt with the same keys
+        assert wal.append(EventRecord(3, 3, 3.0, 3, long_id)).result() == (first.seq, True, False)
+
+
+def test_the_source_index_forgets_its_oldest_runs_beyond_its_bound() -> None:
+    from walcore.sources import SourceIndex
+
+    index = SourceIndex(max_runs=8)
+    for run in range(20):  # offsets 0..4, 10..14, ...: a gap after each run, so nothing merges
+        index.add("t", 0, run * 10, 5, run * 5 + 1)
+    assert index.lookup("t", 0, 192) == 19 * 5 + 3  # the newest still answer
+    assert index.lookup("t", 0, 2) is None  # the oldest were forgotten
+    assert index.last_offset("t", 0) == 194
+    assert len(index._parts[("t", 0)].firsts) <= 8
