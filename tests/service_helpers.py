@@ -55,12 +55,15 @@ class Service:
 
     def __init__(self, bootstrap: str, topic: str, wal_dir: Path, *, group: str, reply: str, dlq: str,
                  env: dict[str, str] | None = None, extra: list[str] | None = None, hooked: bool = False,
-                 log_dir: Path | None = None) -> None:
+                 log_dir: Path | None = None, unprivileged: bool = False) -> None:
         """``hooked``: run tests/hooked_service.py (the CLI with the faults its ``env`` asks for).
-        The log goes beside the WAL directory unless ``log_dir`` says where."""
+        The log goes beside the WAL directory unless ``log_dir`` says where. ``unprivileged``:
+        without any capability (root then obeys file permissions like any user)."""
         self.log_path = (log_dir or wal_dir.parent) / f"{wal_dir.name}-{time.monotonic_ns()}.log"
         self._log = self.log_path.open("wb")
         command = [sys.executable, str(HOOKED)] if hooked else [TIDAL]
+        if unprivileged:
+            command = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--", *command]
         self.process = subprocess.Popen(
             [*command, "run", "--bootstrap-servers", bootstrap, "--topic", topic, "--group-id", group,
              "--reply-topic", reply, "--dlq-topic", dlq, "--wal-dir", str(wal_dir), *(extra or [])],

@@ -57,3 +57,76 @@ def test_an_unusable_wal_directory_is_one_line_and_its_exit_code(tmp_path: Path,
     assert says in log and "Traceback" not in log
     verify = subprocess.run([WALCORE, "verify", str(wal_dir)], capture_output=True, text=True, check=False)
     assert verify.returncode == (1 if code == 3 else 2) and "Traceback" not in verify.stderr, verify.stderr
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A 2 MiB tmpfs of the test's own (root only: skipped where mounting is not allowed)."""
+    mount_point = tmp_path / "fs"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def fill(directory: Path) -> None:
+    with (directory / "filler").open("wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+        except OSError:
+            pass
+
+
+def test_a_fresh_wal_on_a_full_disk_exits_3_and_leaves_no_tmp_file(small_fs: Path, tmp_path: Path) -> None:
+    fill(small_fs)
+    (small_fs / "wal").mkdir()
+    service = Service("127.0.0.1:1", "signals", small_fs / "wal", group="g", reply="r", dlq="d", log_dir=tmp_path)
+    assert service.process.wait(timeout=60) == 3, service.log()
+    service.kill()
+    assert "disk is full or failing" in service.log() and "Traceback" not in service.log()
+    assert list((small_fs / "wal").glob("*.tmp")) == []
+
+
+def test_a_wal_on_a_read_only_file_system_exits_2(small_fs: Path, tmp_path: Path) -> None:
+    (small_fs / "wal").mkdir()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    service = Service("127.0.0.1:1", "signals", small_fs / "wal", group="g", reply="r", dlq="d", log_dir=tmp_path)
+    assert service.process.wait(timeout=60) == 2, service.log()
+    service.kill()
+    assert "Read-only file system" in service.log() and "Traceback" not in service.log()
+
+
+def test_a_wal_directory_the_services_user_cannot_write_exits_2(tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to run the service without the capability to ignore permissions")
+    wal_dir = tmp_path / "wal"
+    wal_dir.mkdir(mode=0o700)
+    os.chown(wal_dir, 65534, 65534)  # another user's directory
+    service = Service("127.0.0.1:1", "signals", wal_dir, group="g", reply="r", dlq="d", unprivileged=True)
+    assert service.process.wait(timeout=60) == 2, service.log()
+    service.kill()
+    assert "Permission denied" in service.log() and "Traceback" not in service.log()
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.6, 1.0, 1.5])
+def test_sigterm_while_the_service_is_still_starting_exits_0(tmp_path: Path, delay: float) -> None:
+    """From config and imports through WAL recovery to the broker connect (which never
+    succeeds here): SIGTERM at any of these moments is a clean stop."""
+    import signal
+    import time
+
+    service = Service("127.0.0.1:1", "signals", tmp_path / "wal", group="g", reply="r", dlq="d")
+    time.sleep(delay)
+    service.process.send_signal(signal.SIGTERM)
+    assert service.process.wait(timeout=60) == 0, service.log()
+    service.kill()
