@@ -121,6 +121,8 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(4096, ge=64, le=1_048_576)
     metrics_interval_s: float = Field(10.0, gt=0)
     commit_retry_max_s: float = Field(30.0, gt=0)
+    # The broker refusing us (rejected SASL credentials) this long ends the service (exit 7).
+    kafka_refused_exit_s: float = Field(30.0, gt=0)
     wal: WalSettings = Field(default_factory=WalSettings)
     kafka: KafkaOptions = Field(default_factory=KafkaOptions)
     signals: list[SignalConfig] = Field(default_factory=lambda: [SignalConfig(**s) for s in DEFAULT_SIGNALS])

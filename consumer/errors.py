@@ -18,6 +18,7 @@ class ExitCode(IntEnum):
     DELIVERY = 4  # an ack or dead letter was not delivered: nothing of its batch committed
     KAFKA = 5  # Kafka unreachable beyond the client's own timeouts: nothing uncommitted is lost
     CODEC = 6  # records compressed with a codec whose library is not installed: nothing of them consumed
+    KAFKA_REFUSED = 7  # the broker refused us (credentials, TLS trust) beyond the grace period
 
 
 class DeliveryFailed(RuntimeError):
@@ -46,3 +47,8 @@ class WalTailLost(RuntimeError):
 
 class CodecMissing(RuntimeError):
     """Records arrived compressed with a codec the Kafka client cannot decompress here."""
+
+
+class KafkaRefused(RuntimeError):
+    """The broker refuses this client: SASL credentials rejected or its TLS certificate not
+    trusted. Retrying does not help until the configuration (or the broker) changes."""

@@ -10,13 +10,20 @@ TopicPartition is a (topic, partition) tuple.
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import CommitFailedError, KafkaConfigurationError, KafkaError, UnsupportedCodecError
+from kafka.errors import (
+    CommitFailedError,
+    KafkaConfigurationError,
+    KafkaError,
+    SaslAuthenticationFailedError,
+    UnsupportedCodecError,
+)
 from kafka.partitioner import DefaultPartitioner
 from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata, TopicPartition
@@ -24,7 +31,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from consumer.adapter import Partition, RebalanceListener
 from consumer.batch import Poll
 from consumer.commits import Commits
-from consumer.errors import CodecMissing, CommitRefused, KafkaOptionInvalid, KafkaUnavailable
+from consumer.errors import CodecMissing, CommitRefused, KafkaOptionInvalid, KafkaRefused, KafkaUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +74,22 @@ class _Listener(ConsumerRebalanceListener):
             self._listener.assigned(sorted((tp.topic, tp.partition) for tp in assigned))
         except Exception as exc:  # noqa: BLE001 - raised again from poll()
             self.error = self.error or exc
+
+
+def _watch_refusals() -> _RefusalWatch:
+    """The one watch of this process, on ``kafka.conn``: that logger is set to ERROR and
+    stops propagating, so kafka-python's own connection errors reach only the watch (the
+    service logs one line per retry itself; TIDAL_KAFKA_LOG_LEVEL shows kafka-python's)."""
+    conn_log = logging.getLogger("kafka.conn")
+    for handler in conn_log.handlers:
+        if isinstance(handler, _RefusalWatch):
+            return handler
+    watch = _RefusalWatch()
+    conn_log.addHandler(watch)
+    if conn_log.getEffectiveLevel() > logging.ERROR:
+        conn_log.setLevel(logging.ERROR)
+        conn_log.propagate = False
+    return watch
 
 
 def _to_kafka(commits: Commits) -> dict[TopicPartition, OffsetAndMetadata]:
@@ -126,10 +149,47 @@ def option_problems(common: dict[str, Any], consumer: dict[str, Any], producer: 
     return problems
 
 
+class _RefusalWatch(logging.Handler):
+    """kafka-python reports a rejected SASL login or an untrusted certificate only in its
+    own log, then retries for ever: the service would sit at events/s=0 without a word.
+    This handler on ``kafka.conn`` notes each refusal (the exception kafka-python closes
+    the connection with); the adapter turns a refusal that persists into KafkaRefused."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.first: float | None = None  # when the current run of refusals began
+        self.last = 0.0
+        self.reason = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        refused = [arg for arg in record.args or () if isinstance(arg, _REFUSALS)] if isinstance(
+            record.args, tuple) else []
+        text = record.getMessage() if not refused else ""
+        if not refused and "CERTIFICATE_VERIFY_FAILED" not in text:
+            return
+        now = time.monotonic()
+        if self.first is None or now - self.last > REFUSAL_QUIET_S:
+            self.first = now
+            self.reason = repr(refused[0]) if refused else "TLS: the broker's certificate is not trusted"
+            log.error("the broker refuses this client: %s (check [kafka] sasl_* / ssl_* settings)", self.reason)
+        self.last = now
+
+    def persisted(self, grace_s: float) -> bool:
+        now = time.monotonic()
+        return self.first is not None and now - self.last < REFUSAL_QUIET_S and now - self.first >= grace_s
+
+
+_REFUSALS = (SaslAuthenticationFailedError, ssl.SSLError)
+REFUSAL_QUIET_S = 30.0  # refusals this far apart are separate episodes
+
+
 class KafkaPythonAdapter:
-    def __init__(self, consumer: KafkaConsumer, producer: KafkaProducer, reader_options: dict[str, Any]) -> None:
+    def __init__(self, consumer: KafkaConsumer, producer: KafkaProducer, reader_options: dict[str, Any],
+                 refusals: _RefusalWatch | None = None, refusal_grace_s: float = 30.0) -> None:
         self._consumer = consumer
         self._producer = producer
+        self._refusals = refusals
+        self._refusal_grace_s = refusal_grace_s
         self._listener: _Listener | None = None
         self._reader_options = reader_options
         self._reader: KafkaConsumer | None = None  # reads the reply topic at handoffs; made when first needed
@@ -137,13 +197,30 @@ class KafkaPythonAdapter:
     @classmethod
     def connect(cls, *, bootstrap_servers: str, group_id: str, group_instance_id: str | None, client_id: str,
                 max_poll_records: int, consumer_options: dict[str, Any],
-                producer_options: dict[str, Any]) -> KafkaPythonAdapter:
-        """Create both clients; KafkaUnavailable when the broker cannot be reached.
+                producer_options: dict[str, Any], refusal_grace_s: float = 30.0) -> KafkaPythonAdapter:
+        """Create both clients; KafkaUnavailable when the broker cannot be reached,
+        KafkaRefused when it refuses us (an untrusted certificate fails at once; rejected
+        credentials once they persist for ``refusal_grace_s``, checked by ``poll``).
         ``*_options`` were checked by ``option_problems`` when the configuration loaded."""
         servers = bootstrap_servers.split(",")
+        refusals = _watch_refusals()
+        try:
+            return cls._connect(servers=servers, group_id=group_id, group_instance_id=group_instance_id,
+                                client_id=client_id, max_poll_records=max_poll_records,
+                                consumer_options=consumer_options, producer_options=producer_options,
+                                refusals=refusals, refusal_grace_s=refusal_grace_s)
+        except ssl.SSLError as exc:
+            raise KafkaRefused(f"TLS: {exc} (is ssl_cafile the CA that signed the broker's certificate?)") from exc
+
+    @classmethod
+    def _connect(cls, *, servers: list[str], group_id: str, group_instance_id: str | None, client_id: str,
+                 max_poll_records: int, consumer_options: dict[str, Any], producer_options: dict[str, Any],
+                 refusals: _RefusalWatch, refusal_grace_s: float) -> KafkaPythonAdapter:
         try:
             producer = KafkaProducer(**{"client_id": client_id, **PRODUCER_DEFAULTS, **producer_options},
                                      bootstrap_servers=servers, acks="all")
+        except ssl.SSLError:
+            raise  # an untrusted certificate (also a ValueError): not an option kafka-python refused
         except (KafkaConfigurationError, TypeError, ValueError, AssertionError) as exc:
             raise KafkaOptionInvalid(f"the Kafka producer refused its options ([kafka], [kafka.producer]): "
                                      f"{exc!r}") from exc
@@ -154,6 +231,9 @@ class KafkaPythonAdapter:
                                      bootstrap_servers=servers, group_id=group_id,
                                      group_instance_id=group_instance_id, enable_auto_commit=False,
                                      auto_offset_reset="earliest", max_poll_records=max_poll_records)
+        except ssl.SSLError:
+            producer.close()
+            raise
         except (KafkaConfigurationError, TypeError, ValueError, AssertionError) as exc:
             producer.close()
             raise KafkaOptionInvalid(f"the Kafka consumer refused its options ([kafka], [kafka.consumer]): "
@@ -163,7 +243,7 @@ class KafkaPythonAdapter:
             raise KafkaUnavailable(f"consumer: {exc!r}") from exc
         reader_options = {**consumer_options, "bootstrap_servers": servers, "client_id": f"{client_id}-handoff",
                           "group_id": None, "enable_auto_commit": False}
-        return cls(consumer, producer, reader_options)
+        return cls(consumer, producer, reader_options, refusals, refusal_grace_s)
 
     def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None:
         self._listener = _Listener(listener)
@@ -181,6 +261,8 @@ class KafkaPythonAdapter:
         if self._listener is not None and self._listener.error is not None:
             error, self._listener.error = self._listener.error, None
             raise error
+        if not records and self._refusals is not None and self._refusals.persisted(self._refusal_grace_s):
+            raise KafkaRefused(f"{self._refusals.reason}, for {self._refusal_grace_s:.0f} s")
         return records
 
     def send(self, topic: str, key: bytes | None, value: bytes | None,

@@ -24,6 +24,7 @@ from consumer.errors import (
     DeliveryFailed,
     ExitCode,
     KafkaOptionInvalid,
+    KafkaRefused,
     KafkaUnavailable,
     WalTailLost,
 )
@@ -39,6 +40,22 @@ MAX_IN_FLIGHT_BATCHES = 4
 _DISK_FAILING = {errno.ENOSPC, errno.EDQUOT, errno.EIO}
 BUSY_TICK_MS = 5
 
+# What ends the service, with which exit code and which line (one table: docs/operations.md).
+_FATAL: list[tuple[type[BaseException] | tuple[type[BaseException], ...], ExitCode, str]] = [
+    ((WalFailed, WalCorruption), ExitCode.WAL_FATAL, "fatal WAL error, nothing of the batch is committed: %s"),
+    (WalTailLost, ExitCode.WAL_FATAL, "%s"),
+    (DeliveryFailed, ExitCode.DELIVERY, "%s"),
+    (KafkaRefused, ExitCode.KAFKA_REFUSED,
+     "the broker refuses this client: %s; nothing was stored, acked or committed since"),
+    (CodecMissing, ExitCode.CODEC,
+     "cannot read the input: %s; nothing of those records was stored, acked or committed"),
+    # The client reconnects by itself; this is an outage longer than its own timeouts (e.g.
+    # a send buffer full beyond max_block_ms). Nothing unacked is committed.
+    (KafkaUnavailable, ExitCode.KAFKA, "Kafka unavailable beyond the client's timeouts (%s); nothing uncommitted is "
+                                       "lost, restart when the broker is back"),
+]
+_FATAL_ERRORS = tuple(kind for kinds, _, _ in _FATAL for kind in (kinds if isinstance(kinds, tuple) else (kinds,)))
+
 # Builds the Kafka adapter: (settings, wal_id) -> adapter; raises KafkaUnavailable.
 AdapterFactory = Callable[[Settings, str], KafkaAdapter]
 
@@ -50,7 +67,8 @@ def kafka_python_adapter(settings: Settings, wal_id: str) -> KafkaAdapter:
                                       group_instance_id=settings.instance_id(wal_id), client_id=f"tidal-{wal_id}",
                                       max_poll_records=settings.max_poll_records,
                                       consumer_options=settings.kafka.for_consumer(),
-                                      producer_options=settings.kafka.for_producer())
+                                      producer_options=settings.kafka.for_producer(),
+                                      refusal_grace_s=settings.kafka_refused_exit_s)
 
 
 def _no_hook(_batch: int) -> None:
@@ -125,13 +143,9 @@ class Service:
         if failed is not None:
             return failed
         try:
-            try:
-                client = self._connect()
-            except KafkaOptionInvalid as exc:
-                log.critical("%s", exc)
-                return ExitCode.CONFIG
-            if client is None:
-                return ExitCode.OK  # stopped while waiting for the broker
+            client = self._connect()
+            if isinstance(client, ExitCode):
+                return client
             try:
                 return self._serve(client)
             finally:
@@ -160,7 +174,8 @@ class Service:
             return ExitCode.WAL_UNUSABLE
         return None
 
-    def _connect(self) -> KafkaAdapter | None:
+    def _connect(self) -> KafkaAdapter | ExitCode:
+        """The adapter, or the exit code: OK when stopped while waiting for the broker."""
         backoff = Backoff(self.stop, first=0.5, cap=15.0)
         while not self.stop.is_set():
             try:
@@ -169,7 +184,13 @@ class Service:
                 log.warning("cannot reach Kafka at %s (%s); retrying", self.settings.bootstrap_servers, exc)
                 if not backoff.wait():
                     break
-        return None
+            except KafkaOptionInvalid as exc:
+                log.critical("%s", exc)
+                return ExitCode.CONFIG
+            except KafkaRefused as exc:
+                log.critical("the broker refuses this client: %s", exc)
+                return ExitCode.KAFKA_REFUSED
+        return ExitCode.OK
 
     def _serve(self, client: KafkaAdapter) -> ExitCode:
         settings = self.settings
@@ -206,24 +227,10 @@ class Service:
                 committer.poll()
                 metrics.maybe_log(client.lag)
             self.drain()
-        except (WalFailed, WalCorruption) as exc:
-            log.critical("fatal WAL error, nothing of the batch is committed: %s", exc)
-            return ExitCode.WAL_FATAL
-        except WalTailLost as exc:
-            log.critical("%s", exc)
-            return ExitCode.WAL_FATAL
-        except DeliveryFailed as exc:
-            log.critical("%s", exc)
-            return ExitCode.DELIVERY
-        except CodecMissing as exc:
-            log.critical("cannot read the input: %s; nothing of those records was stored, acked or committed", exc)
-            return ExitCode.CODEC
-        except KafkaUnavailable as exc:
-            # The client reconnects by itself; this is an outage longer than its own
-            # timeouts (e.g. a send buffer full beyond max_block_ms). Nothing unacked is committed.
-            log.critical("Kafka unavailable beyond the client's timeouts (%s); nothing uncommitted is lost, "
-                         "restart when the broker is back", exc)
-            return ExitCode.KAFKA
+        except _FATAL_ERRORS as exc:
+            code, line = next((code, line) for kinds, code, line in _FATAL if isinstance(exc, kinds))
+            log.critical(line, exc)
+            return code
         finally:
             metrics.maybe_log(client.lag, force=True)
         return ExitCode.OK

@@ -33,6 +33,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 KAFKA_DIR = ROOT / "config" / "kafka"
@@ -112,16 +113,35 @@ def ensure_jars() -> Path:
     return libs
 
 
-def _server_properties(port: int, controller_port: int, data_dir: Path) -> str:
+class SecureListener(NamedTuple):
+    """A SASL_SSL listener (SCRAM-SHA-512 over TLS) beside the plaintext one: ``keystore``
+    is a PEM file holding the server's private key and certificate chain; ``users`` are
+    created when the storage is formatted."""
+
+    port: int
+    keystore: Path
+    users: dict[str, str]
+
+
+def _server_properties(port: int, controller_port: int, data_dir: Path, secure: SecureListener | None) -> str:
+    listeners = f"PLAINTEXT://127.0.0.1:{port}" + (f",SASL_SSL://127.0.0.1:{secure.port}" if secure else "")
+    secure_lines = [
+        "sasl.enabled.mechanisms=SCRAM-SHA-512",
+        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+        "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        "ssl.keystore.type=PEM",
+        f"ssl.keystore.location={secure.keystore}",
+    ] if secure else []
     return "\n".join([
         "process.roles=broker,controller",
         "node.id=1",
         f"controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}",
-        f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+        f"listeners={listeners},CONTROLLER://127.0.0.1:{controller_port}",
+        f"advertised.listeners={listeners}",
         "controller.listener.names=CONTROLLER",
         "inter.broker.listener.name=PLAINTEXT",
-        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL",
+        *secure_lines,
         f"log.dirs={data_dir / 'logs'}",
         "num.partitions=1",
         "offsets.topic.replication.factor=1",
@@ -177,12 +197,13 @@ class JarBroker:
             self.process.wait(timeout=1)
 
 
-def start_jar_broker(data_dir: Path, port: int, *, tied_to_parent: bool) -> JarBroker:
+def start_jar_broker(data_dir: Path, port: int, *, tied_to_parent: bool,
+                     secure: SecureListener | None = None) -> JarBroker:
     """Format a fresh KRaft log dir and start the broker; returns once it serves."""
     controller_port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     props = data_dir / "server.properties"
-    props.write_text(_server_properties(port, controller_port, data_dir))
+    props.write_text(_server_properties(port, controller_port, data_dir, secure))
     (data_dir / "log4j.properties").write_text(_LOG4J)
     # A KRaft cluster id is a base64url UUID without padding: generating it here
     # saves one JVM start (StorageTool random-uuid).
@@ -193,7 +214,9 @@ def start_jar_broker(data_dir: Path, port: int, *, tied_to_parent: bool) -> JarB
     while cluster_id.startswith("-"):
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     fmt = subprocess.run(
-        [*_java(data_dir), "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(props)],
+        [*_java(data_dir), "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(props),
+         *(arg for name, password in (secure.users if secure else {}).items()
+           for arg in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]"))],
         capture_output=True, text=True, check=False,
     )
     if fmt.returncode != 0:
