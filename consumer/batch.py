@@ -19,7 +19,7 @@ from operator import itemgetter
 from typing import NamedTuple, Protocol
 
 from consumer.acks import Ack, Stored, build_ack
-from consumer.dlq import DeadLetter, dead_letter
+from consumer.dlq import MAX_DEAD_LETTER_BYTES, DeadLetter, dead_letter
 from consumer.events import Decoder, Rejected
 from walcore import AppendResult, EventRecord
 
@@ -95,7 +95,13 @@ class BatchCounts(NamedTuple):
 Homes = Mapping[tuple[str, int], Mapping[int, Stored]]
 
 
-def plan_batch(poll: Poll, decoder: Decoder, homes: Homes | None = None) -> BatchPlan:
+# The longest reason an ack or a dead letter carries (reasons quote little of the input
+# already, consumer.events; this bounds any other).
+MAX_REASON_CHARS = 512
+
+
+def plan_batch(poll: Poll, decoder: Decoder, homes: Homes | None = None,
+               max_dead_letter_bytes: int = MAX_DEAD_LETTER_BYTES) -> BatchPlan:
     """Decode a poll: records for the WAL, dead letters with their reasons, per-partition
     shares, and the offsets to commit once everything is durable and delivered. A record
     whose offset has a home in ``homes`` (acked first by another WAL) is not decoded
@@ -121,8 +127,10 @@ def plan_batch(poll: Poll, decoder: Decoder, homes: Homes | None = None) -> Batc
                     continue
             result = decode(message.value, topic, partition, message.offset)
             if type(result) is Rejected:
-                dead_letters.append(dead_letter(message, result.reason))
-                share.rejected.append((message.offset, result.reason))
+                reason = result.reason if len(result.reason) <= MAX_REASON_CHARS else (
+                    result.reason[:MAX_REASON_CHARS - 3] + "...")
+                dead_letters.append(dead_letter(message, reason, max_dead_letter_bytes))
+                share.rejected.append((message.offset, reason))
             else:
                 records.append(result)  # type: ignore[arg-type]
                 share.offsets.append(message.offset)

@@ -153,6 +153,11 @@ class Settings(BaseSettings):
             raise ValueError(f"signals: {exc}") from None
         return self
 
+    def producer_request_bytes(self) -> int:
+        """The largest request the producer sends (kafka-python's max_request_size, 1 MiB
+        unless [kafka.producer] says otherwise): every ack and dead letter must fit it."""
+        return int(self.kafka.for_producer().get("max_request_size", 1_048_576))
+
     def instance_id(self, wal_id: str) -> str | None:
         """The consumer's group.instance.id for the WAL ``wal_id`` (None: dynamic membership)."""
         if self.group_instance_id == "auto":

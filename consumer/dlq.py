@@ -26,7 +26,8 @@ TRUNCATED = "tidal.truncated"  # the original value's size in bytes, when the co
 ORIGINAL_BLAKE3 = "tidal.original.blake3"  # hex BLAKE3-256 of the whole original value
 
 # The producer refuses requests over max_request_size (1 MiB by default): the largest dead
-# letter (key + value + headers) sent whole, with room for the record and request framing.
+# letter (key + value + headers) sent whole, with room for the record and request framing
+# (the service derives it from the producer's configured limit: consumer.pipeline).
 MAX_DEAD_LETTER_BYTES = 1_000_000
 TRUNCATION_HEADERS_BYTES = 128
 

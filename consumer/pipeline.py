@@ -39,6 +39,7 @@ class Staged:
 
 class Pipeline:
     def __init__(self, wal: Wal, decoder: Decoder, client: KafkaAdapter, *, reply_topic: str, dlq_topic: str,
+                 max_message_bytes: int,
                  after_fsync: Callable[[int], None]) -> None:
         """``after_fsync(n)`` runs after the n-th batch's fsync, before its acks: a test's
         crash point (tests/hooked_service.py); the service passes a no-op."""
@@ -49,12 +50,16 @@ class Pipeline:
         self._dlq_topic = dlq_topic
         self._after_fsync = after_fsync
         self._completed = 0
+        # Every message sent must fit the producer's request limit: dead letters are cut to
+        # fit it, acks split to half of it.
+        self._max_dead_letter = max_message_bytes - 48 * 1024  # room for record and request framing
+        self._max_ack = max_message_bytes // 2
 
     def stage(self, poll: Poll, homes: Homes | None = None) -> Staged:
         """Plan a poll, send its dead letters, submit its records to the WAL (not waiting
         for the fsync: the caller polls its next batch meanwhile). ``homes``: offsets
         another WAL acked first (consumer.handoff), acked again, never stored."""
-        plan = plan_batch(poll, self._decoder, homes)
+        plan = plan_batch(poll, self._decoder, homes, self._max_dead_letter)
         send = self._client.send
         deliveries = [send(self._dlq_topic, letter.key, letter.value, letter.headers)
                       for letter in plan.dead_letters]
@@ -71,7 +76,7 @@ class Pipeline:
         seqs = last_seqs(staged.plan, results)
         marks: dict[Partition, PartitionMark] = {}
         for ack in acks_for(staged.plan, results, self._wal.wal_id):
-            for part, value in fit(ack):  # one message, or several when too large for one
+            for part, value in fit(ack, self._max_ack):  # one message, or several when too large for one
                 delivery = send(self._reply_topic, part.key, value)
                 deliveries.append(delivery)
             # The commit's mark points at the partition's last ack of the batch.

@@ -196,6 +196,7 @@ class Service:
         settings = self.settings
         self._pipeline = Pipeline(self.wal, Decoder(settings.schema(), settings.max_message_bytes), client,
                                   reply_topic=settings.reply_topic, dlq_topic=settings.dlq_topic,
+                                  max_message_bytes=settings.producer_request_bytes(),
                                   after_fsync=self._after_fsync)
         self.takeover = Takeover(client, self.wal, settings.reply_topic)
         self._committer = committer = Committer(client, wal_id=self.wal.wal_id, max_in_flight=MAX_IN_FLIGHT_BATCHES,

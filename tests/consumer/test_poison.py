@@ -85,3 +85,16 @@ def test_hostile_messages_of_every_kind_mixed_with_valid_ones(topics: Topics, tm
     assert all(dict(m.headers)["tidal.reason"] != b"spoofed" for m in dlq)
     assert committed(topics.bootstrap, topics.group, topics.signals, PARTITIONS) == {
         p: o or None for p, o in end_offsets(topics.bootstrap, topics.signals, PARTITIONS).items()}
+
+
+def test_a_lower_producer_request_limit_is_respected_by_dead_letters(topics: Topics, tmp_path: Path) -> None:
+    big = b"q" * 600_000
+    positions = produce(topics.bootstrap, topics.signals, [big, event(1)], key=b"one")
+    config = tmp_path / "consumer.toml"
+    config.write_text("[kafka.producer]\nmax_request_size = 300000\n")
+    service = topics.service(tmp_path / "wal", extra=["--config", str(config)])
+    acks = acks_cover(topics.bootstrap, topics.reply, positions)
+    [letter] = read_topic(topics.bootstrap, topics.dlq, until=lambda m: len(m) >= 1)
+    assert service.stop() == 0, service.log()
+    assert acks[positions[0]][0] == "rejected" and acks[positions[1]][0] == "acked"
+    assert len(letter.value) < 300_000 and dict(letter.headers)["tidal.truncated"] == b"600000"
