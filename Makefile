@@ -44,6 +44,8 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/wal_bench.py
 	$(PY) benchmarks/e2e_bench.py
 	$(PY) benchmarks/ack_latency.py
+	$(PY) benchmarks/memory_bench.py
+	$(PY) benchmarks/txn_cost.py
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check walcore consumer tests benchmarks scripts

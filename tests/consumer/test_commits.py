@@ -144,13 +144,19 @@ def test_the_drain_flushes_before_it_commits() -> None:
     assert step.in_flight == 0
 
 
-def test_an_async_commit_lost_is_committed_again_by_the_drain() -> None:
-    fake = FakeConsumer()
+def async_commit_sent(fake: FakeConsumer) -> Committer:
+    """A committer that has sent one settled batch's commit asynchronously (unanswered)."""
     step = committer(fake)
     send = fake.send()
     send.settle()
     step.submit(InFlight({P0: 10}, [send]))
     step.poll()
+    return step
+
+
+def test_an_async_commit_lost_is_committed_again_by_the_drain() -> None:
+    fake = FakeConsumer()
+    step = async_commit_sent(fake)
     fake.confirm_async(ConnectionResetError("lost under the commit"))
     assert fake.committed == {}
     step.drain()
@@ -159,11 +165,7 @@ def test_an_async_commit_lost_is_committed_again_by_the_drain() -> None:
 
 def test_an_async_commit_confirmed_is_not_committed_again() -> None:
     fake = FakeConsumer()
-    step = committer(fake)
-    send = fake.send()
-    send.settle()
-    step.submit(InFlight({P0: 10}, [send]))
-    step.poll()
+    step = async_commit_sent(fake)
     fake.confirm_async()
     step.drain()
     assert fake.sync_commits == []
