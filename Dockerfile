@@ -13,4 +13,7 @@ RUN pip install --no-cache-dir . \
 
 USER tidal
 VOLUME ["/var/lib/tidal/wal"]
+# /metrics, /healthz, /readyz (docs/operations.md)
+ENV TIDAL_METRICS_PORT=9400 TIDAL_METRICS_HOST=0.0.0.0
+EXPOSE 9400
 ENTRYPOINT ["tidal-consumer", "run", "--config", "/app/config/consumer.toml"]

@@ -89,6 +89,7 @@ class BatchCounts(NamedTuple):
     duplicates: int  # producer retries (same event_id or content)
     redeliveries: int  # Kafka redeliveries (same source position)
     rejected: int
+    reasons: tuple[str, ...] = ()  # of the rejected records
 
 
 # (topic, partition) -> offset -> the home another WAL's first ack gave it (consumer.handoff)
@@ -173,4 +174,4 @@ def count_outcomes(plan: BatchPlan, results: Sequence[AppendResult]) -> BatchCou
     redeliveries = sum(1 for r in results if r.redelivery)
     homed = sum(len(share.homed) for share in plan.shares)  # acked again with another WAL's home
     return BatchCounts(plan.consumed, len(results) - duplicates, duplicates - redeliveries, redeliveries + homed,
-                       len(plan.dead_letters))
+                       len(plan.dead_letters), tuple(reason for share in plan.shares for _, reason in share.rejected))

@@ -114,11 +114,15 @@ def _no_hook(_batch: int) -> None:
 class Committer:
     def __init__(self, target: CommitTarget, *, wal_id: str, max_in_flight: int, retry_for_s: float,
                  stop: threading.Event, before_commit: Callable[[int], None] = _no_hook,
-                 on_committed: Callable[[Commits], None] = lambda _commits: None) -> None:
+                 on_committed: Callable[[Commits], None] = lambda _commits: None,
+                 on_sync_commit: Callable[[float, bool], None] = lambda _seconds, _ok: None) -> None:
         """``before_commit(n)``: called once the n-th batch is settled (durable, every ack
         and dead letter delivered), before its offsets are committed: a test's crash point.
-        ``on_committed(commits)``: called with what the broker confirmed."""
+        ``on_committed(commits)``: called with what the broker confirmed.
+        ``on_sync_commit(seconds, ok)``: each synchronous commit attempt, and each async
+        commit that failed (0 s), for metrics."""
         self._on_committed = on_committed
+        self._on_sync_commit = on_sync_commit
         self._target = target
         self._wal_id = wal_id
         self._max_in_flight = max_in_flight
@@ -187,6 +191,7 @@ class Committer:
         if error is not None:
             log.warning("async offset commit failed (%r); the next commit, or the drain's synchronous "
                         "one, covers it", error)
+            self._on_sync_commit(0.0, False)
             return
         for tp, commit in commits.items():
             if self._unconfirmed.get(tp) == commit:  # not superseded by a later commit meanwhile
@@ -197,20 +202,27 @@ class Committer:
         backoff = Backoff(self._stop, first=0.1, cap=5.0)
         deadline = time.monotonic() + self._retry_for_s
         while True:
+            started = time.monotonic()
             try:
                 self._target.commit_sync(commits)
+                self._on_sync_commit(time.monotonic() - started, True)
                 self._on_committed(commits)
                 return
-            except CommitRefused as exc:
-                # The group rebalanced under us; the records are durable and acked, so a
-                # redelivery (to us or to another instance) is recognised, not lost.
-                log.warning("offset commit refused after a rebalance (%s); the batch is durable and acked", exc)
-                return
-            except KafkaUnavailable as exc:
-                if time.monotonic() > deadline:
-                    log.warning("offset commit still failing after %.0fs (%s); the next commit covers it",
-                                self._retry_for_s, exc)
+            except (CommitRefused, KafkaUnavailable) as exc:
+                self._on_sync_commit(time.monotonic() - started, False)
+                if not self._retry(exc, deadline, backoff):
                     return
-                log.warning("offset commit failed (%s); retrying", exc)
-                if not backoff.wait():
-                    return
+
+    def _retry(self, exc: CommitRefused | KafkaUnavailable, deadline: float, backoff: Backoff) -> bool:
+        """Log a failed synchronous commit; True to try again."""
+        if isinstance(exc, CommitRefused):
+            # The group rebalanced under us; the records are durable and acked, so a
+            # redelivery (to us or to another instance) is recognised, not lost.
+            log.warning("offset commit refused after a rebalance (%s); the batch is durable and acked", exc)
+            return False
+        if time.monotonic() > deadline:
+            log.warning("offset commit still failing after %.0fs (%s); the next commit covers it",
+                        self._retry_for_s, exc)
+            return False
+        log.warning("offset commit failed (%s); retrying", exc)
+        return backoff.wait()

@@ -123,6 +123,11 @@ class Settings(BaseSettings):
     commit_retry_max_s: float = Field(30.0, gt=0)
     # The broker refusing us (rejected SASL credentials) this long ends the service (exit 7).
     kafka_refused_exit_s: float = Field(30.0, gt=0)
+    # /metrics, /healthz, /readyz on this port (0: off); see docs/operations.md.
+    metrics_port: int = Field(0, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    # /healthz fails once the poll loop has not turned for this long.
+    health_stall_s: float = Field(60.0, gt=0)
     wal: WalSettings = Field(default_factory=WalSettings)
     kafka: KafkaOptions = Field(default_factory=KafkaOptions)
     signals: list[SignalConfig] = Field(default_factory=lambda: [SignalConfig(**s) for s in DEFAULT_SIGNALS])

@@ -1,6 +1,7 @@
 """The periodic progress line: events/s, batch sizes, duplicates, rejects, lag.
 
-Every metric the service reports, and its meaning:
+Every field of the progress line, and its meaning (the Prometheus metrics are listed in
+consumer/metric_defs.py):
   events/s      consumed records per second over the interval
   stored        records newly written to the WAL
   batches       polls processed (each = one WAL group commit)
@@ -18,26 +19,44 @@ import time
 from collections.abc import Callable
 
 from consumer.batch import BatchCounts
+from consumer.metric_defs import ServiceMetrics, reason_class
+from consumer.pipeline import Timings
 
 log = logging.getLogger(__name__)
 
 
 class Metrics:
-    def __init__(self, interval_s: float) -> None:
+    """The progress line (every ``interval_s``) and the Prometheus metrics
+    (consumer.metric_defs), fed by one ``record`` per batch; ``on_interval`` samples the
+    gauges (lag, WAL size...) at each progress line."""
+
+    def __init__(self, interval_s: float, prom: ServiceMetrics, on_interval: Callable[[], None]) -> None:
         self._interval = interval_s
         self._since = time.monotonic()
+        self._prom = prom
+        self._on_interval = on_interval
         self._zero()
 
     def _zero(self) -> None:
         self.consumed = self.stored = self.batches = self.duplicates = self.redeliveries = self.rejected = 0
 
-    def record(self, counts: BatchCounts) -> None:
+    def record(self, counts: BatchCounts, timings: Timings) -> None:
         self.consumed += counts.consumed
         self.stored += counts.stored
         self.batches += 1
         self.duplicates += counts.duplicates
         self.redeliveries += counts.redeliveries
         self.rejected += counts.rejected
+        prom = self._prom
+        prom.consumed.inc(counts.consumed)
+        prom.stored.inc(counts.stored)
+        prom.duplicates.inc(counts.duplicates)
+        prom.redelivered.inc(counts.redeliveries)
+        for reason in counts.reasons:
+            prom.rejected.labels(reason_class(reason)).inc()
+        prom.batch_size.observe(counts.consumed)
+        prom.wal_commit_seconds.observe(timings.wal_commit_s)
+        prom.poll_to_ack_seconds.observe(timings.poll_to_ack_s)
 
     def maybe_log(self, lag: Callable[[], int | None], *, force: bool = False) -> None:
         now = time.monotonic()
@@ -45,6 +64,9 @@ class Metrics:
         if elapsed < self._interval and not force:
             return
         current_lag = lag()
+        if current_lag is not None:
+            self._prom.lag.set(current_lag)
+        self._on_interval()
         log.info("events/s=%.0f stored=%d batches=%d avg_batch=%.0f duplicates=%d redeliveries=%d rejected=%d "
                  "lag=%s", self.consumed / elapsed if elapsed > 0 else 0.0, self.stored, self.batches,
                  self.consumed / self.batches if self.batches else 0.0, self.duplicates, self.redeliveries,

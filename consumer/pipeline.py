@@ -18,9 +18,11 @@ The order is the invariants (ARCHITECTURE 1, 2, 5):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from consumer.acks import fit
 from consumer.adapter import KafkaAdapter
@@ -35,6 +37,12 @@ class Staged:
     plan: BatchPlan
     deliveries: list[Delivery]
     durable: Future[list[AppendResult]]
+    staged_at: float  # time.monotonic() when the poll was handed to the WAL
+
+
+class Timings(NamedTuple):
+    wal_commit_s: float  # handed to the WAL -> its fdatasync returned
+    poll_to_ack_s: float  # staged -> acks handed to the producer
 
 
 class Pipeline:
@@ -63,12 +71,13 @@ class Pipeline:
         send = self._client.send
         deliveries = [send(self._dlq_topic, letter.key, letter.value, letter.headers)
                       for letter in plan.dead_letters]
-        return Staged(plan, deliveries, self._wal.submit_batch(plan.records))
+        return Staged(plan, deliveries, self._wal.submit_batch(plan.records), time.monotonic())
 
-    def complete(self, staged: Staged) -> tuple[InFlight, BatchCounts]:
+    def complete(self, staged: Staged) -> tuple[InFlight, BatchCounts, Timings]:
         """Wait for the batch's fsync (raises WalFailed), then send its acks (not waiting
-        for them). Returns the batch for the commit step, and its counts."""
+        for them). Returns the batch for the commit step, its counts and timings."""
         results = staged.durable.result()
+        durable_at = time.monotonic()
         self._completed += 1
         self._after_fsync(self._completed)
         send = self._client.send
@@ -81,4 +90,5 @@ class Pipeline:
                 deliveries.append(delivery)
             # The commit's mark points at the partition's last ack of the batch.
             marks[(ack.topic, ack.partition)] = PartitionMark(seqs[(ack.topic, ack.partition)], delivery)
-        return InFlight(staged.plan.commit, deliveries, marks), count_outcomes(staged.plan, results)
+        timings = Timings(durable_at - staged.staged_at, time.monotonic() - staged.staged_at)
+        return InFlight(staged.plan.commit, deliveries, marks), count_outcomes(staged.plan, results), timings

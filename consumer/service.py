@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import errno
 import gc
+import importlib.metadata
 import logging
+import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 
+from prometheus_client import CollectorRegistry
+
 from consumer.adapter import KafkaAdapter, Partition
-from consumer.commits import Backoff, Committer
+from consumer.commits import Backoff, Commits, Committer
 from consumer.config import Settings
 from consumer.errors import (
     CodecMissing,
@@ -29,6 +34,8 @@ from consumer.errors import (
     WalTailLost,
 )
 from consumer.events import Decoder
+from consumer.health import Endpoints, Health
+from consumer.metric_defs import ServiceMetrics
 from consumer.metrics import Metrics
 from consumer.pipeline import Pipeline, Staged
 from consumer.takeover import Takeover
@@ -75,6 +82,13 @@ def _no_hook(_batch: int) -> None:
     pass
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("tidal-consumer")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 class DrainOnRevoke:
     """At revocation (inside poll, on the service thread) the service drains: every batch
     in flight is completed (fsync), its acks flushed, its offsets committed synchronously,
@@ -91,6 +105,8 @@ class DrainOnRevoke:
         self._service = service
 
     def revoked(self, partitions: Sequence[Partition]) -> None:
+        self._service.health.member = False
+        self._service.prom.rebalances.labels("revoked").inc()
         drained = self._service.drain()
         self._service.takeover.revoked(partitions)
         log.info("partitions revoked: %s (drained %d batch(es) in flight first: durable, acked and committed "
@@ -100,6 +116,8 @@ class DrainOnRevoke:
         log.info("partitions assigned: %s", _names(partitions))
         # Before anything of them is stored: what other WALs acked first, what this WAL lost.
         self._service.takeover.assigned(partitions)
+        self._service.prom.rebalances.labels("assigned").inc()
+        self._service.health.member = True
         stored = self._service.wal.source_offsets()
         for topic, partition in partitions:
             last = stored.get((topic, partition))
@@ -132,6 +150,9 @@ class Service:
         self._pipeline: Pipeline
         self._committer: Committer
         self._metrics: Metrics
+        self.registry = CollectorRegistry()
+        self.prom = ServiceMetrics(self.registry)
+        self.health = Health(settings.health_stall_s)
 
     def request_stop(self, signum: int = 0, _frame: object = None) -> None:
         if signum:
@@ -139,9 +160,27 @@ class Service:
         self.stop.set()
 
     def run(self) -> ExitCode:
+        endpoints = None
+        if self.settings.metrics_port:
+            try:
+                endpoints = Endpoints(self.settings.metrics_host, self.settings.metrics_port, self.health,
+                                      self.registry)
+            except OSError as exc:
+                log.critical("cannot serve metrics_port %s:%d: %s", self.settings.metrics_host,
+                             self.settings.metrics_port, exc)
+                return ExitCode.CONFIG
+        try:
+            return self._run_with_wal()
+        finally:
+            if endpoints is not None:
+                endpoints.close()
+
+    def _run_with_wal(self) -> ExitCode:
         failed = self._open_wal()
         if failed is not None:
             return failed
+        self.health.wal_open = True
+        self.prom.info.info({"version": _version(), "wal_id": self.wal.wal_id, "group_id": self.settings.group_id})
         try:
             client = self._connect()
             if isinstance(client, ExitCode):
@@ -178,6 +217,7 @@ class Service:
         """The adapter, or the exit code: OK when stopped while waiting for the broker."""
         backoff = Backoff(self.stop, first=0.5, cap=15.0)
         while not self.stop.is_set():
+            self.health.loop_turned = time.monotonic()  # alive, waiting for the broker (not ready)
             try:
                 return self._adapter_factory(self.settings, self.wal.wal_id)
             except KafkaUnavailable as exc:
@@ -202,8 +242,8 @@ class Service:
         self._committer = committer = Committer(client, wal_id=self.wal.wal_id, max_in_flight=MAX_IN_FLIGHT_BATCHES,
                                                 retry_for_s=settings.commit_retry_max_s, stop=self.stop,
                                                 before_commit=self._before_commit,
-                                                on_committed=self.takeover.committed)
-        self._metrics = metrics = Metrics(settings.metrics_interval_s)
+                                                on_committed=self._committed, on_sync_commit=self._commit_result)
+        self._metrics = metrics = Metrics(settings.metrics_interval_s, self.prom, self._sample_gauges)
         client.subscribe(settings.topics, DrainOnRevoke(self))
         log.info("consuming %s as group %s into WAL %s (%s); acks to %s, rejects to %s",
                  ",".join(settings.topics), settings.group_id, settings.wal_dir, self.wal.wal_id,
@@ -220,6 +260,8 @@ class Service:
                 # round trips back into every cycle at moderate load.
                 busy = self._staged is not None or committer.in_flight > 0
                 poll = client.poll(BUSY_TICK_MS if busy else settings.poll_timeout_ms, settings.max_poll_records)
+                self.health.loop_turned = time.monotonic()
+                self.health.broker_answered = True
                 # Stage the new poll before completing the previous one: its WAL write and
                 # fsync ran while this poll waited on the network.
                 staged = self._pipeline.stage(poll, self.takeover.homes) if poll else None
@@ -230,6 +272,8 @@ class Service:
             self.drain()
         except _FATAL_ERRORS as exc:
             code, line = next((code, line) for kinds, code, line in _FATAL if isinstance(exc, kinds))
+            if code == ExitCode.WAL_FATAL:
+                self.health.wal_failed = str(exc)
             log.critical(line, exc)
             return code
         finally:
@@ -239,9 +283,30 @@ class Service:
     def _complete_staged(self) -> None:
         if self._staged is not None:
             staged, self._staged = self._staged, None
-            batch, counts = self._pipeline.complete(staged)
-            self._metrics.record(counts)
+            batch, counts, timings = self._pipeline.complete(staged)
+            self._metrics.record(counts, timings)
             self._committer.submit(batch)
+
+    def _committed(self, commits: Commits) -> None:
+        """The broker confirmed these commits: the handoff's hint, and the gauges."""
+        self.takeover.committed(commits)
+        for (topic, partition), (offset, _) in commits.items():
+            self.prom.committed_offset.labels(topic, str(partition)).set(offset)
+
+    def _commit_result(self, seconds: float, ok: bool) -> None:
+        if ok:
+            self.prom.commit_seconds.observe(seconds)
+        else:
+            self.prom.commit_failures.inc()
+
+    def _sample_gauges(self) -> None:
+        prom = self.prom
+        prom.wal_last_seq.set(self.wal.last_seq)
+        prom.dedup_keys.set(self.wal.dedup_keys)
+        prom.batches_in_flight.set(self._committer.in_flight)
+        sizes = [entry.stat().st_size for entry in os.scandir(self.wal.directory) if entry.name.endswith(".wal")]
+        prom.wal_segments.set(len(sizes))
+        prom.wal_bytes.set(sum(sizes))
 
     def drain(self) -> int:
         """Complete the staged batch, then flush and commit everything in flight

@@ -23,6 +23,11 @@ class DedupWindow:
         self._previous: dict[Hashable, int] = {}
         self._started = now_ns
 
+    @property
+    def size(self) -> int:
+        """Keys in both generations (read from any thread: two len() calls)."""
+        return len(self._current) + len(self._previous)
+
     def get(self, key: Hashable) -> int | None:
         seq = self._current.get(key)
         return self._previous.get(key) if seq is None else seq

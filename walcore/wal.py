@@ -182,6 +182,11 @@ class Wal:
         return self._writer.next_seq - 1
 
     @property
+    def dedup_keys(self) -> int:
+        """Keys the dedup window holds now (for metrics)."""
+        return self._writer.dedup.size
+
+    @property
     def checkpoint_seq(self) -> int:
         return self._writer.checkpoint
 

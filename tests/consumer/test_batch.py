@@ -54,7 +54,7 @@ def test_acks_carry_each_share_its_own_results() -> None:
     first, second = acks_for(plan, results, "w")
     assert (first.key, first.outcome(0), first.outcome(1)) == (b"s:0", Stored("w", 1, False), Stored("w", 2, False))
     assert (second.key, second.outcome(9)) == (b"s:1", Stored("w", 2, True))
-    assert count_outcomes(plan, results) == (3, 2, 1, 0, 0)
+    assert count_outcomes(plan, results) == (3, 2, 1, 0, 0, ())
 
 
 kinds = st.sampled_from(["valid", "retry", "redelivery", "tombstone", "garbage", "unknown type", "too big"])

@@ -1,0 +1,88 @@
+"""The service's HTTP endpoints (``metrics_port``): ``/metrics`` (Prometheus text format),
+``/healthz`` (liveness) and ``/readyz`` (readiness), each answering JSON with the reason
+when not OK (HTTP 503).
+
+* live: the poll loop has turned within ``stall_s`` and the WAL writer has not failed;
+* ready: the WAL is open, the broker answered the last poll, and the instance is a member
+  of the group (partitions assigned since it last lost them, or an assignment of none).
+
+The service thread writes the state (plain attribute stores); the server's thread only
+reads it: no lock is needed for these single values.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+
+class Health:
+    def __init__(self, stall_s: float) -> None:
+        self.stall_s = stall_s
+        self.loop_turned = time.monotonic()
+        self.wal_open = False
+        self.wal_failed: str | None = None
+        self.broker_answered = False
+        self.member = False
+
+    def live(self) -> tuple[bool, str]:
+        if self.wal_failed is not None:
+            return False, f"the WAL writer failed: {self.wal_failed}"
+        quiet = time.monotonic() - self.loop_turned
+        if quiet > self.stall_s:
+            return False, f"the poll loop has not turned for {quiet:.0f} s (bound {self.stall_s:.0f} s)"
+        return True, "the poll loop is turning"
+
+    def ready(self) -> tuple[bool, str]:
+        live, why = self.live()
+        checks = [(live, why), (self.wal_open, "the WAL is not open"),
+                  (self.broker_answered, "the broker has not answered yet"),
+                  (self.member, "not a member of the consumer group yet")]
+        for ok, reason in checks:
+            if not ok:
+                return False, reason
+        return True, "WAL open, broker reachable, member of the group"
+
+
+class Endpoints:
+    """A small HTTP server on its own daemon thread."""
+
+    def __init__(self, host: str, port: int, health: Health, registry: CollectorRegistry) -> None:
+        handler = _handler(health, registry)
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="tidal-http", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _handler(health: Health, registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/metrics":
+                self._answer(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif self.path in ("/healthz", "/readyz"):
+                ok, reason = health.live() if self.path == "/healthz" else health.ready()
+                body = json.dumps({"ok": ok, "reason": reason}).encode()
+                self._answer(200 if ok else 503, body, "application/json")
+            else:
+                self._answer(404, b'{"ok": false, "reason": "not found"}', "application/json")
+
+        def _answer(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: object) -> None:  # scrapes are not worth a log line each
+            return
+
+    return Handler

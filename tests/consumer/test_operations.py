@@ -1,0 +1,87 @@
+"""The service's HTTP endpoints against a real broker and a real process: /metrics counts
+what the WAL and the reply topic hold; /readyz is false before the group join and true
+after; /healthz true while the loop turns."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import kafka_local
+import pytest
+from consumer_fixtures import Topics
+from prometheus_client.parser import text_string_to_metric_families
+from service_helpers import Service, acks_cover, dump, event, produce
+
+pytestmark = pytest.mark.kafka
+
+
+def get(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def await_endpoint(port: int, path: str, status: int, service: Service, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            code, body = get(port, path)
+        except OSError:  # not listening yet
+            code, body = 0, b"{}"
+        if code == status:
+            return json.loads(body)
+        assert service.process.poll() is None, service.log()
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never answered {status}:\n{service.log()}")
+
+
+def samples(port: int) -> dict[str, float]:
+    code, body = get(port, "/metrics")
+    assert code == 200
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            found[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return found
+
+
+def test_metrics_count_what_the_wal_and_the_reply_topic_hold(topics: Topics, tmp_path: Path) -> None:
+    port = kafka_local.free_port()
+    positions = produce(topics.bootstrap, topics.signals,
+                        [*[event(i) for i in range(500)], event(1), b"not json", b"{}"])
+    service = topics.service(tmp_path / "wal", env={"TIDAL_METRICS_PORT": str(port)})
+    acks = acks_cover(topics.bootstrap, topics.reply, positions)
+    assert await_endpoint(port, "/readyz", 200, service)["ok"] is True
+    assert await_endpoint(port, "/healthz", 200, service)["ok"] is True
+    deadline = time.monotonic() + 30
+    while (found := samples(port)).get("tidal_wal_last_seq") != 500:  # gauges are sampled each second here
+        assert time.monotonic() < deadline, found
+        time.sleep(0.2)
+    assert service.stop() == 0, service.log()
+    stored = len(dump(tmp_path / "wal"))
+    assert found["tidal_events_consumed_total"] == len(positions) == 503
+    assert found["tidal_events_stored_total"] == stored == 500
+    assert found["tidal_events_duplicate_total"] == 1  # event(1) sent twice
+    assert found["tidal_events_rejected_total{reason=value}"] == 1  # not JSON
+    assert found["tidal_events_rejected_total{reason=entity_id}"] == 1  # {} misses entity_id first
+    assert sum(kind == "rejected" for kind, _ in acks.values()) == 2
+    assert found["tidal_batch_size_events_count"] >= 1 and found["tidal_wal_commit_seconds_count"] >= 1
+    assert found["tidal_wal_segments"] == 1 and found["tidal_wal_bytes"] > 0
+    assert found["tidal_rebalances_total{kind=assigned}"] >= 1
+    assert any(name.startswith("tidal_build_info") for name in found)
+
+
+def test_readyz_is_false_until_the_service_has_joined_the_group(tmp_path: Path) -> None:
+    port = kafka_local.free_port()
+    service = Service("127.0.0.1:1", "signals", tmp_path / "wal", group="g", reply="r", dlq="d",
+                      env={"TIDAL_METRICS_PORT": str(port)})
+    body = await_endpoint(port, "/readyz", 503, service)
+    assert body["ok"] is False and body["reason"]
+    assert service.stop() == 0
