@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -12,6 +13,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 from consumer.errors import ExitCode
+
+# Record attributes a log call may carry (``extra=``) that the JSON format includes.
+STRUCTURED_FIELDS = ("topic", "partition", "offset", "seq", "wal_id")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"ts": self.formatTime(record), "level": record.levelname, "logger": record.name,
+                 "message": record.getMessage()}
+        entry.update({name: getattr(record, name) for name in STRUCTURED_FIELDS if hasattr(record, name)})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
 
 
 def main(argv: list[str] | None = None, **hooks: Callable[[int], None]) -> int:
@@ -41,10 +57,24 @@ def main(argv: list[str] | None = None, **hooks: Callable[[int], None]) -> int:
     run.add_argument("--dlq-topic")
     run.add_argument("--wal-dir", type=Path)
     run.add_argument("--log-level", default=os.environ.get("TIDAL_LOG_LEVEL", "INFO"))
+    run.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("TIDAL_LOG_FORMAT", "text"),
+                     help="json: one object per line (ts, level, logger, message, and topic/partition/"
+                          "offset/seq where they apply)")
+    status = sub.add_parser("status", help="per partition: committed offset, end offset, lag; the WAL's last seq")
+    status.add_argument("--config", type=Path, default=os.environ.get("TIDAL_CONFIG"))
+    status.add_argument("--bootstrap-servers", metavar="HOST:PORT[,HOST:PORT]")
+    status.add_argument("--topic", dest="topics", action="append", metavar="NAME")
+    status.add_argument("--group-id")
+    status.add_argument("--wal-dir", type=Path)
+    status.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.command == "status":
+        return _status(args)
 
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if args.log_format == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     # Imported only now, with the signal handlers in place (pydantic's import takes a while).
     from consumer.config import ConfigError, load_settings  # noqa: PLC0415
     # kafka-python logs every failed connect at ERROR; the service logs one line per retry itself.
@@ -62,6 +92,28 @@ def main(argv: list[str] | None = None, **hooks: Callable[[int], None]) -> int:
     from consumer.service import Service  # noqa: PLC0415 - config errors should not wait for kafka imports
 
     return Service(settings, stop=stop, **hooks).run()
+
+
+def _status(args: argparse.Namespace) -> int:
+    from consumer.config import ConfigError, load_settings  # noqa: PLC0415
+    from consumer.status import gather, render  # noqa: PLC0415 - kafka only for this command
+    from walcore import WalCorruption  # noqa: PLC0415
+
+    try:
+        settings = load_settings(args.config, bootstrap_servers=args.bootstrap_servers, topics=args.topics,
+                                 group_id=args.group_id, wal_dir=args.wal_dir)
+        status = gather(settings)
+    except ConfigError as exc:
+        print(f"tidal-consumer: {exc}", file=sys.stderr)
+        return ExitCode.CONFIG
+    except WalCorruption as exc:
+        print(f"tidal-consumer: {exc}", file=sys.stderr)
+        return ExitCode.WAL_FATAL
+    except Exception as exc:  # noqa: BLE001 - kafka-python's errors: one line, not a traceback
+        print(f"tidal-consumer: cannot read the group's status: {exc!r}", file=sys.stderr)
+        return ExitCode.KAFKA
+    print(json.dumps(status) if args.json else render(status))
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

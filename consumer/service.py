@@ -123,7 +123,8 @@ class DrainOnRevoke:
             last = stored.get((topic, partition))
             if last is not None:
                 log.info("%s:%d: the WAL holds offsets up to %d; any of them consumed again is acked with "
-                         "its original seq, not stored twice", topic, partition, last)
+                         "its original seq, not stored twice", topic, partition, last,
+                         extra={"topic": topic, "partition": partition, "offset": last})
 
 
 def _names(partitions: Sequence[Partition]) -> str:

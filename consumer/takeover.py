@@ -122,7 +122,8 @@ class Takeover:
         if voided:
             log.warning("%s:%d: %d event(s) this WAL stored were acked first by another WAL (offset %d: %s seq %d); "
                         "voided here: %s", topic, number, len(voided), first, home.wal_id, home.seq,
-                        _ranges(voided))
+                        _ranges(voided), extra={"topic": topic, "partition": number, "offset": first,
+                                                "seq": home.seq, "wal_id": home.wal_id})
 
 
 def _load(path: Path) -> dict[Partition, tuple[int, str]]:

@@ -85,3 +85,28 @@ def test_readyz_is_false_until_the_service_has_joined_the_group(tmp_path: Path) 
     body = await_endpoint(port, "/readyz", 503, service)
     assert body["ok"] is False and body["reason"]
     assert service.stop() == 0
+
+
+def test_status_shows_lag_per_partition_and_the_wals_last_seq(topics: Topics, tmp_path: Path) -> None:
+    import subprocess
+
+    from service_helpers import TIDAL, end_offsets
+
+    first = produce(topics.bootstrap, topics.signals, [event(i) for i in range(300)])
+    service = topics.service(tmp_path / "wal")
+    acks_cover(topics.bootstrap, topics.reply, first)
+    assert service.stop() == 0
+    produce(topics.bootstrap, topics.signals, [event(i) for i in range(300, 350)])  # not consumed: lag 50
+    result = subprocess.run([TIDAL, "status", "--bootstrap-servers", topics.bootstrap, "--topic", topics.signals,
+                             "--group-id", topics.group, "--wal-dir", str(tmp_path / "wal"), "--json"],
+                            capture_output=True, text=True, check=False, timeout=60)
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    ends = end_offsets(topics.bootstrap, topics.signals, 4)
+    assert {row["partition"]: row["end"] for row in status["partitions"]} == ends
+    assert status["total_lag"] == 50
+    assert status["wal"]["last_seq"] == 300 and 0 <= status["wal"]["newest_event_age_s"] < 120
+    text = subprocess.run([TIDAL, "status", "--bootstrap-servers", topics.bootstrap, "--topic", topics.signals,
+                           "--group-id", topics.group, "--wal-dir", str(tmp_path / "wal")],
+                          capture_output=True, text=True, check=True, timeout=60).stdout
+    assert "total lag 50" in text and "last seq 300" in text

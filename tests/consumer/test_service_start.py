@@ -130,3 +130,15 @@ def test_sigterm_while_the_service_is_still_starting_exits_0(tmp_path: Path, del
     service.process.send_signal(signal.SIGTERM)
     assert service.process.wait(timeout=60) == 0, service.log()
     service.kill()
+
+
+def test_log_format_json_is_one_object_per_line_with_structured_fields(tmp_path: Path) -> None:
+    import json
+
+    service = Service("127.0.0.1:1", "signals", tmp_path / "wal", group="g", reply="r", dlq="d",
+                      extra=["--log-format", "json"])
+    service.wait_for_log("cannot reach Kafka")
+    assert service.stop() == 0
+    lines = [json.loads(line) for line in service.log().splitlines() if line.strip()]
+    assert lines and all({"ts", "level", "logger", "message"} <= set(entry) for entry in lines)
+    assert any(entry["logger"] == "walcore.wal" and "opened WAL" in entry["message"] for entry in lines)

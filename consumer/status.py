@@ -1,0 +1,51 @@
+"""``tidal-consumer status``: lag at a glance. Per input partition: the group's committed
+offset, the end offset, the lag; and the WAL's last seq and the age of its newest event.
+Read-only and lock-free on the WAL (it may run beside the service); joins no group."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from kafka import KafkaConsumer
+from kafka.structs import TopicPartition
+
+from consumer.config import Settings
+from walcore.scan import scan_log
+
+
+def gather(settings: Settings) -> dict[str, Any]:
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers.split(","), group_id=settings.group_id,
+                             enable_auto_commit=False, **settings.kafka.for_consumer())
+    try:
+        partitions = [TopicPartition(topic, p) for topic in settings.topics
+                      for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        ends = consumer.end_offsets(partitions) if partitions else {}
+        rows = []
+        for tp in partitions:
+            committed = consumer.committed(tp)
+            end = ends[tp]
+            rows.append({"topic": tp.topic, "partition": tp.partition, "committed": committed, "end": end,
+                         "lag": end - (committed or 0)})
+    finally:
+        consumer.close(autocommit=False)
+    wal: dict[str, Any] = {"dir": str(settings.wal_dir), "last_seq": None, "newest_event_age_s": None}
+    if settings.wal_dir.is_dir():
+        scan = scan_log(settings.wal_dir)
+        wal["last_seq"] = scan.next_seq - 1
+        newest = max((header.batch_ts for segment in scan.segments[-1:] for _, header in segment.frames), default=None)
+        if newest is not None:
+            wal["newest_event_age_s"] = round(time.time() - newest / 1e9, 1)
+    return {"group_id": settings.group_id, "partitions": rows, "total_lag": sum(r["lag"] for r in rows), "wal": wal}
+
+
+def render(status: dict[str, Any]) -> str:
+    lines = [f"group {status['group_id']}", f"{'partition':<32} {'committed':>12} {'end':>12} {'lag':>10}"]
+    for row in status["partitions"]:
+        committed = "-" if row["committed"] is None else str(row["committed"])
+        lines.append(f"{row['topic'] + ':' + str(row['partition']):<32} {committed:>12} {row['end']:>12} "
+                     f"{row['lag']:>10}")
+    wal = status["wal"]
+    lines.append(f"total lag {status['total_lag']}; WAL {wal['dir']}: last seq {wal['last_seq']}, newest event "
+                 f"{wal['newest_event_age_s']} s old")
+    return "\n".join(lines)
