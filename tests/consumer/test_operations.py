@@ -110,3 +110,43 @@ def test_status_shows_lag_per_partition_and_the_wals_last_seq(topics: Topics, tm
                            "--group-id", topics.group, "--wal-dir", str(tmp_path / "wal")],
                           capture_output=True, text=True, check=True, timeout=60).stdout
     assert "total lag 50" in text and "last seq 300" in text
+
+
+def test_healthz_fails_once_the_wal_writer_failed(topics: Topics, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """In process (fsync EIO injected); the endpoints are kept up past the exit so the
+    probe's answer at that moment can be read."""
+    import errno
+    import os
+    import threading
+
+    from consumer.config import load_settings
+    from consumer.health import Endpoints
+    from consumer.service import Service as InProcess
+
+    port = kafka_local.free_port()
+    produce(topics.bootstrap, topics.signals, [event(i) for i in range(50)])
+    settings = load_settings(bootstrap_servers=topics.bootstrap, topics=[topics.signals], group_id=topics.group,
+                             reply_topic=topics.reply, dlq_topic=topics.dlq, wal_dir=tmp_path / "wal")
+    settings = settings.model_copy(update={"metrics_port": port})
+
+    def eio(_fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error (injected)")
+
+    kept: list[Endpoints] = []
+    monkeypatch.setattr(Endpoints, "close", lambda self: kept.append(self))  # noqa: PLW0108 - a method: needs self
+    monkeypatch.setattr(os, "fdatasync", eio)
+    service = InProcess(settings)
+    codes: list[int] = []
+    runner = threading.Thread(target=lambda: codes.append(service.run()))
+    runner.start()
+    runner.join(timeout=120)
+    assert codes == [3]
+    try:
+        status, body = get(port, "/healthz")
+        assert status == 503 and "the WAL writer failed" in json.loads(body)["reason"]
+        assert get(port, "/readyz")[0] == 503
+    finally:
+        monkeypatch.undo()
+        for endpoints in kept:
+            endpoints.close()

@@ -1,0 +1,78 @@
+"""The deployable pieces agree with the service: every metric the Grafana dashboard queries
+is one the service exports; the Kubernetes manifest's probes, port, instance id, volume and
+grace period match what the service serves and needs. No broker."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import yaml
+from prometheus_client import CollectorRegistry
+
+from consumer.config import Settings
+from consumer.health import Endpoints, Health
+from consumer.metric_defs import ServiceMetrics
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def exported_names() -> set[str]:
+    registry = CollectorRegistry()
+    ServiceMetrics(registry)
+    names: set[str] = set()
+    for family in registry.collect():
+        suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "info": ("_info",),
+                    "gauge": ("",)}[family.type]
+        names.update(family.name + suffix for suffix in suffixes)
+    return names
+
+
+def test_every_metric_the_dashboard_queries_is_exported() -> None:
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "tidal-consumer.json").read_text())
+    queried = {name for panel in dashboard["panels"] for target in panel["targets"]
+               for name in re.findall(r"\btidal_[a-z_]+", target["expr"])}
+    assert queried, "the dashboard queries nothing"
+    assert queried - exported_names() == set()
+
+
+def test_the_manifests_probes_ports_and_volume_match_the_service() -> None:
+    documents = list(yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "statefulset.yaml").read_text()))
+    statefulset = next(d for d in documents if d["kind"] == "StatefulSet")
+    pod = statefulset["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    port = int(env["TIDAL_METRICS_PORT"]["value"])
+    named_ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert named_ports[container["livenessProbe"]["httpGet"]["port"]] == port
+    assert named_ports[container["readinessProbe"]["httpGet"]["port"]] == port
+    assert env["TIDAL_METRICS_HOST"]["value"] == "0.0.0.0"
+    assert env["TIDAL_GROUP_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    [claim] = statefulset["spec"]["volumeClaimTemplates"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts[claim["metadata"]["name"]] == env["TIDAL_WAL_DIR"]["value"]
+    assert pod["terminationGracePeriodSeconds"] > Settings().commit_retry_max_s  # the drain's bound
+    # the probe paths are the ones the service answers (not 404)
+    health = Health(stall_s=60)
+    endpoints = Endpoints("127.0.0.1", 0, health, CollectorRegistry())
+    try:
+        for probe in ("livenessProbe", "readinessProbe"):
+            path = container[probe]["httpGet"]["path"]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{endpoints.port}{path}", timeout=5) as answer:
+                    status = answer.status
+            except urllib.error.HTTPError as error:
+                status = error.code
+            assert status in (200, 503), (path, status)
+    finally:
+        endpoints.close()
+
+
+def test_the_container_and_compose_serve_the_metrics_port() -> None:
+    assert "EXPOSE 9400" in (ROOT / "Dockerfile").read_text()
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    consumer = compose["services"]["consumer"]
+    assert consumer["environment"]["TIDAL_METRICS_PORT"] == "9400" and "9400:9400" in consumer["ports"]
