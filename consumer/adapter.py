@@ -49,8 +49,8 @@ class KafkaAdapter(Protocol):
     def read_from(self, topic: str, partition: int, offset: int) -> list[bytes | None]:
         """Message values of a partition from ``offset`` to its end as of the call (handoffs)."""
 
-    def lag(self) -> int | None:
-        """Sum over assigned partitions of (end offset - position); None when unknown.
+    def lag(self) -> dict[Partition, tuple[int, int]] | None:
+        """Per assigned partition (end offset, end offset - position); None when unknown.
         Never raises (it feeds a progress line)."""
 
     def close(self) -> None:

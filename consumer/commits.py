@@ -141,6 +141,11 @@ class Committer:
         """Batches submitted and not yet committed (or handed to an async commit)."""
         return len(self._in_flight)
 
+    @property
+    def deliveries_pending(self) -> int:
+        """Acks and dead letters of the batches in flight not yet confirmed (for metrics)."""
+        return sum(not delivery.done() for batch in self._in_flight for delivery in batch.deliveries)
+
     def submit(self, batch: InFlight) -> None:
         self._in_flight.append(batch)
 

@@ -340,18 +340,18 @@ class KafkaPythonAdapter:
         except KafkaError as exc:
             raise KafkaUnavailable(repr(exc)) from exc
 
-    def lag(self) -> int | None:
+    def lag(self) -> dict[Partition, tuple[int, int]] | None:
         consumer = self._consumer
-        total = 0
+        found: dict[Partition, tuple[int, int]] = {}
         try:
             for tp in consumer.assignment():
                 high = consumer.highwater(tp)
                 if high is None:
                     return None
-                total += max(0, high - consumer.position(tp, timeout_ms=0))
+                found[(tp.topic, tp.partition)] = (high, max(0, high - consumer.position(tp, timeout_ms=0)))
         except Exception:  # noqa: BLE001 - a progress line must never stop the service
             return None
-        return total
+        return found
 
     def close(self) -> None:
         # Never commit on close: everything that may be committed already was.

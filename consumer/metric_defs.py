@@ -34,6 +34,8 @@ class ServiceMetrics:
         self.wal_commit_seconds = Histogram(
             "tidal_wal_commit_seconds", "From handing a batch to the WAL to its fdatasync returning.",
             buckets=LATENCY_BUCKETS, registry=registry)
+        self.fsync_seconds = Histogram("tidal_wal_fsync_seconds", "Each fdatasync of a WAL segment.",
+                                       buckets=LATENCY_BUCKETS, registry=registry)
         self.poll_to_ack_seconds = Histogram(
             "tidal_poll_to_ack_seconds", "From a poll returning to its acks being handed to the producer.",
             buckets=LATENCY_BUCKETS, registry=registry)
@@ -46,8 +48,16 @@ class ServiceMetrics:
         self.rebalances = counter("tidal_rebalances_total", "Partition assignments and revocations.", ("kind",))
         self.committed_offset = gauge("tidal_partition_committed_offset", "Last offset committed by this instance.",
                                       ("topic", "partition"))
+        self.end_offset = gauge("tidal_partition_end_offset", "End offset (high watermark) of an assigned partition.",
+                                ("topic", "partition"))
+        self.partition_lag = gauge("tidal_partition_lag_events", "End offset - position of an assigned partition.",
+                                   ("topic", "partition"))
         self.lag = gauge("tidal_consumer_lag_events", "Sum over assigned partitions of end offset - position.")
+        self.deliveries_in_flight = gauge("tidal_deliveries_in_flight",
+                                          "Acks and dead letters handed to the producer, not yet confirmed.")
         self.dedup_keys = gauge("tidal_dedup_window_keys", "Keys in the dedup window (both generations).")
+        self.dedup_bytes = gauge("tidal_dedup_window_bytes",
+                                 "Estimated memory of the dedup window: its tables plus keys at a sampled size.")
         self.wal_last_seq = gauge("tidal_wal_last_seq", "Highest durable seq of this instance's WAL.")
         self.wal_segments = gauge("tidal_wal_segments", "Segment files of the WAL.")
         self.wal_bytes = gauge("tidal_wal_bytes", "Bytes of the WAL's segment files.")

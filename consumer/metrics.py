@@ -24,6 +24,8 @@ from consumer.pipeline import Timings
 
 log = logging.getLogger(__name__)
 
+GAUGE_PERIOD_S = 1.0  # how often the gauges (lag, WAL size, dedup window) are sampled
+
 
 class Metrics:
     """The progress line (every ``interval_s``) and the Prometheus metrics
@@ -35,6 +37,7 @@ class Metrics:
         self._since = time.monotonic()
         self._prom = prom
         self._on_interval = on_interval
+        self._sampled = 0.0
         self._zero()
 
     def _zero(self) -> None:
@@ -58,15 +61,25 @@ class Metrics:
         prom.wal_commit_seconds.observe(timings.wal_commit_s)
         prom.poll_to_ack_seconds.observe(timings.poll_to_ack_s)
 
-    def maybe_log(self, lag: Callable[[], int | None], *, force: bool = False) -> None:
+    def maybe_log(self, lag: Callable[[], dict[tuple[str, int], tuple[int, int]] | None], *,
+                  force: bool = False) -> None:
+        """Sample the gauges about once a second (a scrape sees fresh values) and write the
+        progress line every ``interval_s``."""
         now = time.monotonic()
         elapsed = now - self._since
+        if now - self._sampled < GAUGE_PERIOD_S and elapsed < self._interval and not force:
+            return
+        self._sampled = now
+        by_partition = lag()
+        current_lag = None if by_partition is None else sum(behind for _, behind in by_partition.values())
+        if by_partition is not None:
+            for (topic, partition), (end, behind) in by_partition.items():
+                self._prom.end_offset.labels(topic, str(partition)).set(end)
+                self._prom.partition_lag.labels(topic, str(partition)).set(behind)
+            self._prom.lag.set(current_lag or 0)
+        self._on_interval()
         if elapsed < self._interval and not force:
             return
-        current_lag = lag()
-        if current_lag is not None:
-            self._prom.lag.set(current_lag)
-        self._on_interval()
         log.info("events/s=%.0f stored=%d batches=%d avg_batch=%.0f duplicates=%d redeliveries=%d rejected=%d "
                  "lag=%s", self.consumed / elapsed if elapsed > 0 else 0.0, self.stored, self.batches,
                  self.consumed / self.batches if self.batches else 0.0, self.duplicates, self.redeliveries,

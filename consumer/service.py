@@ -181,7 +181,11 @@ class Service:
         if failed is not None:
             return failed
         self.health.wal_open = True
-        self.prom.info.info({"version": _version(), "wal_id": self.wal.wal_id, "group_id": self.settings.group_id})
+        settings = self.settings
+        self.prom.info.info({"version": _version(), "wal_id": self.wal.wal_id, "group_id": settings.group_id,
+                             "topics": ",".join(settings.topics), "reply_topic": settings.reply_topic,
+                             "dlq_topic": settings.dlq_topic,
+                             "instance_id": settings.instance_id(self.wal.wal_id) or ""})
         try:
             client = self._connect()
             if isinstance(client, ExitCode):
@@ -303,8 +307,12 @@ class Service:
     def _sample_gauges(self) -> None:
         prom = self.prom
         prom.wal_last_seq.set(self.wal.last_seq)
+        for seconds in self.wal.take_fsync_seconds():
+            prom.fsync_seconds.observe(seconds)
         prom.dedup_keys.set(self.wal.dedup_keys)
+        prom.dedup_bytes.set(self.wal.dedup_bytes())
         prom.batches_in_flight.set(self._committer.in_flight)
+        prom.deliveries_in_flight.set(self._committer.deliveries_pending)
         sizes = [entry.stat().st_size for entry in os.scandir(self.wal.directory) if entry.name.endswith(".wal")]
         prom.wal_segments.set(len(sizes))
         prom.wal_bytes.set(sum(sizes))

@@ -8,12 +8,14 @@ broker → topics → `tidal-consumer run` → 3,000 sample events through Durab
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from concurrent.futures import wait
 from pathlib import Path
 
@@ -45,12 +47,15 @@ def main() -> int:
         shutil.rmtree(WAL_DIR, ignore_errors=True)
         say(f"starting tidal-consumer (WAL in {WAL_DIR.relative_to(ROOT)}/, log in wal-demo.log)")
         log = (ROOT / "wal-demo.log").open("wb")
+        metrics_port = kafka_local.free_port()  # the example config's 9400 may be taken on this machine
         service = subprocess.Popen(
             [str(BIN / "tidal-consumer"), "run", "--config", str(ROOT / "config" / "consumer.toml"),
              "--bootstrap-servers", bootstrap, "--wal-dir", str(WAL_DIR)],
+            env={**os.environ, "TIDAL_METRICS_PORT": str(metrics_port)},
             stdout=log, stderr=subprocess.STDOUT, preexec_fn=kafka_local.die_with_parent)  # noqa: PLW1509
         try:
             code = drive(bootstrap, service)
+            show_metrics(metrics_port)
         finally:
             if service.poll() is None:
                 service.send_signal(signal.SIGTERM)
@@ -64,6 +69,24 @@ def main() -> int:
         say("stopping the broker")
     print("done: broker stopped, nothing left running")
     return verify.returncode or service.returncode
+
+
+def show_metrics(port: int) -> None:
+    say(f"a few of the service's metrics (http://127.0.0.1:{port}/metrics) and its readiness (/readyz)")
+    wanted = ("tidal_events_consumed_total ", "tidal_events_stored_total ", "tidal_events_duplicate_total ",
+              "tidal_wal_last_seq ")
+    deadline = time.monotonic() + 5
+    while True:  # gauges are sampled about once a second: wait for the WAL's 3,000
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            lines = answer.read().decode().splitlines()
+        if "tidal_wal_last_seq 3000.0" in lines or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    for line in lines:
+        if line.startswith(wanted) or line.startswith("tidal_events_rejected_total{"):
+            print(f"  {line}")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as answer:
+        print(f"  /readyz: {answer.read().decode()}")
 
 
 def drive(bootstrap: str, service: subprocess.Popen[bytes]) -> int:

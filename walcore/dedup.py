@@ -12,7 +12,9 @@ never a digest of it: a collision would silently drop someone's event.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Hashable, Iterable
+from itertools import islice
 
 
 class DedupWindow:
@@ -27,6 +29,14 @@ class DedupWindow:
     def size(self) -> int:
         """Keys in both generations (read from any thread: two len() calls)."""
         return len(self._current) + len(self._previous)
+
+    def estimated_bytes(self) -> int:
+        """The tables' own size plus the keys', estimated from up to 64 of them: O(1)-ish,
+        for metrics (walking millions of keys would stall the writer)."""
+        tables = sys.getsizeof(self._current) + sys.getsizeof(self._previous)
+        sample = list(islice(self._current, 64)) or list(islice(self._previous, 64))
+        per_key = sum(map(sys.getsizeof, sample)) / len(sample) if sample else 0
+        return int(tables + per_key * self.size)
 
     def get(self, key: Hashable) -> int | None:
         seq = self._current.get(key)

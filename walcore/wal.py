@@ -186,6 +186,18 @@ class Wal:
         """Keys the dedup window holds now (for metrics)."""
         return self._writer.dedup.size
 
+    def take_fsync_seconds(self) -> list[float]:
+        """The durations of the fdatasyncs since the last call (at most the last 10,000)."""
+        recent = self._writer.fsync_seconds
+        taken = []
+        while recent:
+            taken.append(recent.popleft())
+        return taken
+
+    def dedup_bytes(self) -> int:
+        """Estimated memory of the dedup window (for metrics)."""
+        return self._writer.dedup.estimated_bytes()
+
     @property
     def checkpoint_seq(self) -> int:
         return self._writer.checkpoint

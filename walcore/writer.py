@@ -25,6 +25,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -142,6 +143,9 @@ class Writer:
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._carried: Submission | None = None  # a batch that ended a gathering of singles
         self._in_hand: list[Future[Any]] = []  # what the item being handled must resolve
+        # Recent fdatasync durations, for metrics: appended here, popped by any thread
+        # (deque appends and pops are atomic); bounded, so nobody reading them costs nothing.
+        self.fsync_seconds: deque[float] = deque(maxlen=10_000)
         self.failure: WalFailed | None = None
         self._thread = threading.Thread(target=self._run, name="walcore-writer", daemon=True)
         self._thread.start()
@@ -451,7 +455,9 @@ class Writer:
             segment.append(encode_frame(body, base_seq, now))
             if assigned is not None:
                 assigned.set_result(base_seq)
+            started = time.perf_counter()
             segment.sync()
+            self.fsync_seconds.append(time.perf_counter() - started)
         except OSError as exc:
             self._fail(futures, exc)
             return False

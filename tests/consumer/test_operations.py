@@ -73,9 +73,13 @@ def test_metrics_count_what_the_wal_and_the_reply_topic_hold(topics: Topics, tmp
     assert found["tidal_events_rejected_total{reason=entity_id}"] == 1  # {} misses entity_id first
     assert sum(kind == "rejected" for kind, _ in acks.values()) == 2
     assert found["tidal_batch_size_events_count"] >= 1 and found["tidal_wal_commit_seconds_count"] >= 1
+    assert found["tidal_wal_fsync_seconds_count"] >= 1
     assert found["tidal_wal_segments"] == 1 and found["tidal_wal_bytes"] > 0
     assert found["tidal_rebalances_total{kind=assigned}"] >= 1
     assert any(name.startswith("tidal_build_info") for name in found)
+    assert found["tidal_dedup_window_keys"] == 500 and found["tidal_dedup_window_bytes"] > 500 * 26
+    ends = {name: value for name, value in found.items() if name.startswith("tidal_partition_end_offset")}
+    assert sum(ends.values()) == len(positions) and found["tidal_consumer_lag_events"] == 0
 
 
 def test_readyz_is_false_until_the_service_has_joined_the_group(tmp_path: Path) -> None:

@@ -88,8 +88,8 @@ class ScriptedKafka:
     def read_from(self, topic: str, partition: int, offset: int) -> list[bytes | None]:
         return []
 
-    def lag(self) -> int | None:
-        return 0
+    def lag(self) -> dict[tuple[str, int], tuple[int, int]] | None:
+        return {}
 
     def close(self) -> None:
         self.events.append("close")
