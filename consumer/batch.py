@@ -69,8 +69,8 @@ class Share:
     first: int  # index of its first record in BatchPlan.records
     offsets: list[int]  # the offsets of its records sent to the WAL, in order
     rejected: list[tuple[int, str]]  # (offset, reason) of those sent to the DLQ
-    # (offset, home) of records already acked by another WAL (consumer.handoff): acked
-    # again with that home, never stored here
+    # (offset, home) of records already acked (consumer.takeover: by another WAL, or as a
+    # duplicate by this one): acked again with that home, never stored here
     homed: list[tuple[int, Stored]] = field(default_factory=list)
 
 
@@ -92,7 +92,7 @@ class BatchCounts(NamedTuple):
     reasons: tuple[str, ...] = ()  # of the rejected records
 
 
-# (topic, partition) -> offset -> the home another WAL's first ack gave it (consumer.handoff)
+# (topic, partition) -> offset -> the home to repeat: its first ack's (consumer.takeover)
 Homes = Mapping[tuple[str, int], Mapping[int, Stored]]
 
 
@@ -105,8 +105,8 @@ def plan_batch(poll: Poll, decoder: Decoder, homes: Homes | None = None,
                max_dead_letter_bytes: int = MAX_DEAD_LETTER_BYTES) -> BatchPlan:
     """Decode a poll: records for the WAL, dead letters with their reasons, per-partition
     shares, and the offsets to commit once everything is durable and delivered. A record
-    whose offset has a home in ``homes`` (acked first by another WAL) is not decoded
-    again: its ack repeats that home (ARCHITECTURE invariant 7)."""
+    whose offset has a home in ``homes`` (acked first, by another WAL or as a duplicate) is
+    not decoded again: its ack repeats that home (ARCHITECTURE invariant 7)."""
     decode = decoder.decode
     records: list[EventRecord] = []
     dead_letters: list[DeadLetter] = []
@@ -141,7 +141,7 @@ def plan_batch(poll: Poll, decoder: Decoder, homes: Homes | None = None,
 
 def acks_for(plan: BatchPlan, results: Sequence[AppendResult], wal_id: str) -> list[Ack]:
     """The acks of a batch, from the WAL's results (one per plan record): one per
-    partition, then one per other WAL whose homes the batch repeats (an ack names one
+    partition, then one per WAL whose homes the batch repeats (an ack names one
     WAL). Acks of one partition share a key, so they keep this order on the reply topic."""
     if len(results) != len(plan.records):
         raise ValueError(f"{len(results)} WAL results for {len(plan.records)} records")
@@ -172,6 +172,6 @@ _SEQ = itemgetter(0)  # AppendResult.seq, read in C
 def count_outcomes(plan: BatchPlan, results: Sequence[AppendResult]) -> BatchCounts:
     duplicates = sum(1 for r in results if r.duplicate)
     redeliveries = sum(1 for r in results if r.redelivery)
-    homed = sum(len(share.homed) for share in plan.shares)  # acked again with another WAL's home
+    homed = sum(len(share.homed) for share in plan.shares)  # acked again with their first home
     return BatchCounts(plan.consumed, len(results) - duplicates, duplicates - redeliveries, redeliveries + homed,
                        len(plan.dead_letters), tuple(reason for share in plan.shares for _, reason in share.rejected))

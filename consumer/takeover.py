@@ -48,7 +48,8 @@ class Takeover:
         self._client = client
         self._wal = wal
         self._reply_topic = reply_topic
-        # (topic, partition) -> offset -> home, for offsets another WAL acked first
+        # (topic, partition) -> offset -> home to repeat: another WAL's, or this one's for an
+        # offset it does not hold (an acked duplicate)
         self.homes: dict[Partition, dict[int, Stored]] = {}
         self._local = _load(wal.directory / LOCAL_MARKS)  # this WAL's last confirmed commits
 
@@ -76,21 +77,29 @@ class Takeover:
         if lost:  # the whole lost range: the highest seq any commit of this WAL names
             (first, _), partition = max(lost, key=lambda item: item[0][1])
             _refuse_if_lost((first, max(tail[1] for tail, _ in lost)), partition, "its offset commits")
+        wal_id = self._wal.wal_id
         for partition in partitions:
             commit = group.get(partition)
-            foreign = self._foreign_homes(partition, marks.get(partition), commit[0] if commit else 0)
-            if foreign:
-                self.homes[partition] = foreign
+            homes = self._read_homes(partition, marks.get(partition), commit[0] if commit else 0)
+            # Repeat every home this WAL cannot answer for by itself: another WAL's, and its
+            # own for offsets it does not hold at that position (a producer retry acked as a
+            # duplicate: stored nowhere, and the dedup window may have forgotten it since).
+            held_here = self._wal.stored_at(*partition, sorted(o for o, h in homes.items() if h.wal_id == wal_id))
+            repeat = {offset: home for offset, home in homes.items()
+                      if home.wal_id != wal_id or offset not in held_here}
+            if repeat:
+                self.homes[partition] = repeat
         for partition, last_held in held.items():
             own = self._local.get(partition)
             since = own[0] if own else 0
             if last_held >= since:  # stored past this WAL's own last commit: maybe orphans
-                foreign = self._foreign_homes(partition, decode_mark(own[1]) if own else None, since)
-                self._void_copies(partition, foreign)
+                homes = self._read_homes(partition, decode_mark(own[1]) if own else None, since)
+                self._void_copies(partition, {o: h for o, h in homes.items() if h.wal_id != wal_id})
 
-    def _foreign_homes(self, partition: Partition, mark: CommitMark | None, from_offset: int) -> dict[int, Stored]:
-        """The first homes in other WALs of the partition's offsets from ``from_offset``,
-        read from the reply topic after ``mark``'s ack."""
+    def _read_homes(self, partition: Partition, mark: CommitMark | None, from_offset: int) -> dict[int, Stored]:
+        """The first home of each of the partition's offsets from ``from_offset``, read from
+        the reply topic after ``mark``'s ack. Raises WalTailLost when an ack names this WAL
+        with a seq it does not hold."""
         topic, number = partition
         where = self._where_acks_start(partition, mark)
         if where is None:
@@ -99,7 +108,7 @@ class Takeover:
         wal_id, last_seq = self._wal.wal_id, self._wal.last_seq
         own = max((home.seq for home in homes.values() if home.wal_id == wal_id), default=0)
         _refuse_if_lost((last_seq + 1, own) if own > last_seq else None, partition, f"its acks on {self._reply_topic}")
-        return {offset: home for offset, home in homes.items() if home.wal_id != wal_id}
+        return homes
 
     def _where_acks_start(self, partition: Partition, mark: CommitMark | None) -> tuple[int, int] | None:
         if mark is not None:

@@ -197,3 +197,32 @@ def _covers(messages: list, positions: list[tuple[int, int]], old: dict) -> bool
             for offset in range(first, last + 1):
                 newest[(value["partition"], offset)] = seq + offset - first
     return all(newest.get(p, 0) > 300 for p in positions)
+
+
+def test_an_acked_duplicate_redelivered_after_the_window_keeps_its_first_home(topics: Topics,
+                                                                               tmp_path: Path) -> None:
+    """A producer retry is acked as a duplicate (stored nowhere). If its offset is consumed
+    again after the dedup window forgot the original (a crash before the commit, a restart
+    later), the WAL alone would store it as new: the handoff repeats its first home."""
+    original = event(1, event_id="order-1")
+    retry = {**original, "weight": 2.0}  # same event id: a duplicate of the first
+    positions = produce(topics.bootstrap, topics.signals, [original, event(2), retry], key=b"one")
+    short_window = config(tmp_path, "[wal]\ndedup_window = 0.5")
+    crashed = topics.service(tmp_path / "wal", env={"TIDAL_TEST_CRASH_BEFORE_COMMIT": "1"}, hooked=True,
+                             extra=short_window)
+    assert crashed.process.wait(timeout=120) == -9, crashed.log()
+    crashed.kill()
+    first = acks_cover(topics.bootstrap, topics.reply, positions)
+    assert first[positions[2]] == ("duplicate", first[positions[0]][1])
+    time.sleep(1.5)  # the dedup window (0.5 s, at most twice that) forgets the original
+    service = topics.service(tmp_path / "wal", extra=short_window)  # the same WAL: consumes all three again
+    await_committed(topics, service)
+    assert service.stop() == 0, service.log()
+    assert len(dump(tmp_path / "wal")) == 2  # the retry was never stored
+    assert_one_home_each_offset(topics, positions)
+
+
+def assert_one_home_each_offset(topics: Topics, positions: list[tuple[int, int]]) -> None:
+    messages = read_topic(topics.bootstrap, topics.reply, until=lambda m: set(positions) <= set(homes_of(m)))
+    homes = homes_of(messages)
+    assert {p: h for p, h in homes.items() if len(h) > 1} == {}, "an offset acked with two homes"
