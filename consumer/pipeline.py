@@ -65,8 +65,9 @@ class Pipeline:
 
     def stage(self, poll: Poll, homes: Homes | None = None) -> Staged:
         """Plan a poll, send its dead letters, submit its records to the WAL (not waiting
-        for the fsync: the caller polls its next batch meanwhile). ``homes``: offsets
-        another WAL acked first (consumer.handoff), acked again, never stored."""
+        for the fsync: the caller polls its next batch meanwhile). ``homes``: offsets acked
+        already, whose first home the WAL cannot answer for (consumer.takeover): acked again
+        with that home, never stored."""
         plan = plan_batch(poll, self._decoder, homes, self._max_dead_letter)
         send = self._client.send
         deliveries = [send(self._dlq_topic, letter.key, letter.value, letter.headers)

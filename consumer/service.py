@@ -115,10 +115,9 @@ class DrainOnRevoke:
     def assigned(self, partitions: Sequence[Partition]) -> None:
         log.info("partitions assigned: %s", _names(partitions))
         # Before anything of them is stored: what other WALs acked first, what this WAL lost.
-        self._service.takeover.assigned(partitions)
+        stored = self._service.takeover.assigned(partitions)
         self._service.prom.rebalances.labels("assigned").inc()
         self._service.health.member = True
-        stored = self._service.wal.source_offsets()
         for topic, partition in partitions:
             last = stored.get((topic, partition))
             if last is not None:
@@ -233,8 +232,7 @@ class Service:
                 log.critical("%s", exc)
                 return ExitCode.CONFIG
             except KafkaRefused as exc:
-                log.critical("the broker refuses this client: %s", exc)
-                return ExitCode.KAFKA_REFUSED
+                return self._fatal(exc)
         return ExitCode.OK
 
     def _serve(self, client: KafkaAdapter) -> ExitCode:
@@ -276,14 +274,18 @@ class Service:
                 metrics.maybe_log(client.lag)
             self.drain()
         except _FATAL_ERRORS as exc:
-            code, line = next((code, line) for kinds, code, line in _FATAL if isinstance(exc, kinds))
-            if code == ExitCode.WAL_FATAL:
-                self.health.wal_failed = str(exc)
-            log.critical(line, exc)
-            return code
+            return self._fatal(exc)
         finally:
             metrics.maybe_log(client.lag, force=True)
         return ExitCode.OK
+
+    def _fatal(self, exc: BaseException) -> ExitCode:
+        """The exit code and the one line for an error that ends the service (_FATAL)."""
+        code, line = next((code, line) for kinds, code, line in _FATAL if isinstance(exc, kinds))
+        if code == ExitCode.WAL_FATAL:
+            self.health.wal_failed = str(exc)
+        log.critical(line, exc)
+        return code
 
     def _complete_staged(self) -> None:
         if self._staged is not None:

@@ -37,6 +37,7 @@ from consumer.commits import Commits
 from consumer.errors import WalTailLost
 from consumer.handoff import CommitMark, decode_mark, first_homes, lost_tail
 from walcore import Wal
+from walcore.files import FILE_MODE
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class Takeover:
         self._local.update(commits)
         path = self._wal.directory / LOCAL_MARKS
         tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # owner-only, as the WAL's files
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)  # owner-only, as the WAL's files
         with os.fdopen(fd, "w") as handle:
             handle.write(json.dumps({f"{t}\x00{p}": list(c) for (t, p), c in self._local.items()}))
         os.replace(tmp, path)
@@ -67,8 +68,9 @@ class Takeover:
         for partition in partitions:
             self.homes.pop(partition, None)
 
-    def assigned(self, partitions: Sequence[Partition]) -> None:
-        """Raises WalTailLost when this WAL lost acknowledged events."""
+    def assigned(self, partitions: Sequence[Partition]) -> dict[Partition, int]:
+        """Raises WalTailLost when this WAL lost acknowledged events. Returns what the WAL
+        holds: {partition: highest stored offset}."""
         held = self._wal.source_offsets()
         group = self._client.committed(sorted({*partitions, *held}))
         marks = {partition: decode_mark(commit[1]) if commit else None for partition, commit in group.items()}
@@ -95,6 +97,7 @@ class Takeover:
             if last_held >= since:  # stored past this WAL's own last commit: maybe orphans
                 homes = self._read_homes(partition, decode_mark(own[1]) if own else None, since)
                 self._void_copies(partition, {o: h for o, h in homes.items() if h.wal_id != wal_id})
+        return held
 
     def _read_homes(self, partition: Partition, mark: CommitMark | None, from_offset: int) -> dict[int, Stored]:
         """The first home of each of the partition's offsets from ``from_offset``, read from
