@@ -77,8 +77,10 @@ def main(argv: list[str] | None = None, **hooks: Callable[[int], None]) -> int:
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     # Imported only now, with the signal handlers in place (pydantic's import takes a while).
     from consumer.config import ConfigError, load_settings  # noqa: PLC0415
-    # kafka-python logs every failed connect at ERROR; the service logs one line per retry itself.
-    logging.getLogger("kafka").setLevel(os.environ.get("TIDAL_KAFKA_LOG_LEVEL", "CRITICAL").upper())
+    # kafka-python and librdkafka log every failed connect at ERROR; the service logs the
+    # outage itself (one line per retry, or per 15 s with librdkafka).
+    for client_log in ("kafka", "librdkafka"):
+        logging.getLogger(client_log).setLevel(os.environ.get("TIDAL_KAFKA_LOG_LEVEL", "CRITICAL").upper())
     try:
         settings = load_settings(args.config, bootstrap_servers=args.bootstrap_servers, topics=args.topics,
                                  group_id=args.group_id, reply_topic=args.reply_topic,

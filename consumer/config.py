@@ -3,17 +3,20 @@ flags, each overriding the one before (flags win). One validated model; a bad va
 fails at start with the field's dotted name (``ConfigError``).
 
 Nested fields in the environment use ``__``: ``TIDAL_WAL__BATCH_SIZE=2000``.
-Kafka client options pass through to kafka-python: ``[kafka]`` to both clients (security,
-timeouts, e.g. ``security_protocol = "SASL_SSL"``), ``[kafka.consumer]`` and
-``[kafka.producer]`` to one. An unknown option, one given to a client that does not have
-it, or one the service sets itself, is refused when the configuration loads.
+Kafka client options pass through to the backend's clients (``backend``: kafka-python by
+default, or confluent = librdkafka): ``[kafka]`` to both clients (security, timeouts, e.g.
+``security_protocol = "SASL_SSL"``, or ``"security.protocol" = "SASL_SSL"`` for
+librdkafka), ``[kafka.consumer]`` and ``[kafka.producer]`` to one. An option the service
+sets itself is refused when the configuration loads, as is an unknown kafka-python option
+(librdkafka refuses its unknown ones when the service starts: exit 1, named).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
@@ -77,15 +80,6 @@ class KafkaOptions(BaseModel):
     consumer: dict[str, Any] = Field(default_factory=dict)
     producer: dict[str, Any] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _known_options(self) -> KafkaOptions:
-        from consumer.kafka_python import option_problems  # noqa: PLC0415 - the backend's own option table
-
-        problems = option_problems(self.common, self.consumer, self.producer)
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
     @property
     def common(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -106,6 +100,9 @@ _INSTANCE_ID = r"^(auto|[A-Za-z0-9._-]{1,249})?$"
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TIDAL_", env_nested_delimiter="__", extra="forbid")
 
+    # The Kafka client library: kafka-python, or confluent (librdkafka, the [librdkafka]
+    # extra; faster). Both keep every invariant (docs/operations.md, "Backends").
+    backend: Literal["kafka-python", "confluent"] = "kafka-python"
     bootstrap_servers: str = "127.0.0.1:9092"
     topics: list[str] = Field(default_factory=lambda: ["signals"], min_length=1)
     group_id: str = Field("tidal-consumer", min_length=1)
@@ -151,6 +148,21 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _backend_takes_the_options(self) -> Settings:
+        if self.backend == "confluent":
+            if importlib.util.find_spec("confluent_kafka") is None:
+                raise ValueError("backend: \"confluent\" needs confluent-kafka: pip install "
+                                 "'tidal-consumer[librdkafka]'")
+            from consumer.confluent_options import option_problems  # noqa: PLC0415 - the backend's own table
+        else:
+            from consumer.kafka_python import option_problems  # noqa: PLC0415 - the backend's own table
+        kafka = self.kafka
+        problems = option_problems(kafka.common, kafka.consumer, kafka.producer)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
     def _schema_is_valid(self) -> Settings:
         try:
             self.schema()
@@ -159,8 +171,13 @@ class Settings(BaseSettings):
         return self
 
     def producer_request_bytes(self) -> int:
-        """The largest request the producer sends (kafka-python's max_request_size, 1 MiB
-        unless [kafka.producer] says otherwise): every ack and dead letter must fit it."""
+        """The largest request the producer sends (kafka-python's max_request_size, 1 MiB,
+        or librdkafka's message.max.bytes, 1,000,000, unless [kafka.producer] says
+        otherwise): every ack and dead letter must fit it."""
+        if self.backend == "confluent":
+            from consumer.confluent_options import request_limit  # noqa: PLC0415 - the backend's own default
+
+            return request_limit(self.kafka.for_producer())
         return int(self.kafka.for_producer().get("max_request_size", 1_048_576))
 
     def instance_id(self, wal_id: str) -> str | None:

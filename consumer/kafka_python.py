@@ -116,6 +116,8 @@ RESERVED_PRODUCER = {
     "key_serializer": "the service sends raw bytes",
     "value_serializer": "the service sends raw bytes",
     "transactional_id": "the service does not use transactions",
+    "partitioner": "acks are keyed by source partition and must land on the partition the handoff reads "
+                   "(the default murmur2 partitioner)",
 }
 # A handoff's reads (committed offsets, the reply topic) give up after this: the service
 # then exits 5 (Kafka unavailable) rather than hang inside a rebalance.

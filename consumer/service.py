@@ -67,7 +67,16 @@ _FATAL_ERRORS = tuple(kind for kinds, _, _ in _FATAL for kind in (kinds if isins
 AdapterFactory = Callable[[Settings, str], KafkaAdapter]
 
 
-def kafka_python_adapter(settings: Settings, wal_id: str) -> KafkaAdapter:
+def backend_adapter(settings: Settings, wal_id: str) -> KafkaAdapter:
+    """The adapter of ``settings.backend``; each backend's library is imported only when used."""
+    if settings.backend == "confluent":
+        from consumer.confluent import ConfluentAdapter  # noqa: PLC0415 - the optional librdkafka extra
+
+        return ConfluentAdapter.connect(bootstrap_servers=settings.bootstrap_servers, group_id=settings.group_id,
+                                        group_instance_id=settings.instance_id(wal_id), client_id=f"tidal-{wal_id}",
+                                        consumer_options=settings.kafka.for_consumer(),
+                                        producer_options=settings.kafka.for_producer(),
+                                        refusal_grace_s=settings.kafka_refused_exit_s)
     from consumer.kafka_python import KafkaPythonAdapter  # noqa: PLC0415 - only this backend needs kafka-python
 
     return KafkaPythonAdapter.connect(bootstrap_servers=settings.bootstrap_servers, group_id=settings.group_id,
@@ -132,7 +141,7 @@ def _names(partitions: Sequence[Partition]) -> str:
 
 class Service:
     def __init__(self, settings: Settings, *, stop: threading.Event | None = None,
-                 adapter_factory: AdapterFactory = kafka_python_adapter,
+                 adapter_factory: AdapterFactory = backend_adapter,
                  after_fsync: Callable[[int], None] = _no_hook,
                  before_commit: Callable[[int], None] = _no_hook) -> None:
         """``stop``: set to stop (after a drain); the CLI's signal handlers set it.
@@ -248,9 +257,9 @@ class Service:
                                                 on_committed=self._committed, on_sync_commit=self._commit_result)
         self._metrics = metrics = Metrics(settings.metrics_interval_s, self.prom, self._sample_gauges)
         client.subscribe(settings.topics, DrainOnRevoke(self))
-        log.info("consuming %s as group %s into WAL %s (%s); acks to %s, rejects to %s",
+        log.info("consuming %s as group %s into WAL %s (%s); acks to %s, rejects to %s; Kafka client %s",
                  ",".join(settings.topics), settings.group_id, settings.wal_dir, self.wal.wal_id,
-                 settings.reply_topic, settings.dlq_topic)
+                 settings.reply_topic, settings.dlq_topic, settings.backend)
         # Long-lived objects (the dedup window holds up to millions of keys) would make
         # every full GC pass walk them; freeze what start-up built and collect less often.
         gc.collect()

@@ -50,6 +50,16 @@ def produce(bootstrap: str, topic: str, values: Iterable[Any], key: bytes | None
     return positions
 
 
+def consumer_options(backend: str | None = None, **options: int) -> str:
+    """A ``[kafka.consumer]`` table of these options (kafka-python names, e.g.
+    ``session_timeout_ms``) in the names of ``backend`` (default: the one the test runs,
+    TIDAL_BACKEND): librdkafka's are the same words joined by dots."""
+    confluent = (backend or os.environ.get("TIDAL_BACKEND")) == "confluent"
+    lines = [f'"{name.replace("_", ".")}" = {value}' if confluent else f"{name} = {value}"
+             for name, value in options.items()]
+    return "[kafka.consumer]\n" + "\n".join(lines) + "\n"
+
+
 class Service:
     """`tidal-consumer run` in a subprocess; its log goes to a file tests can await."""
 

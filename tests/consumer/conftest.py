@@ -1,5 +1,12 @@
-"""Service/client test fixtures: fresh topics per test (tests/consumer_fixtures.py), and
-no service process outliving the test that started it, even when the test fails."""
+"""Service/client test fixtures: fresh topics per test (tests/consumer_fixtures.py), no
+service process outliving the test that started it, even when the test fails, and every
+test that talks to a broker (the session's, or one of its own: marked ``kafka``) run once
+per Kafka backend (kafka-python, confluent).
+
+The backend reaches the service through ``TIDAL_BACKEND`` (a subprocess inherits it; an
+in-process Settings reads it). A test about one backend's own behaviour says so with
+``@pytest.mark.backends("kafka-python")``.
+"""
 
 from collections.abc import Iterator
 
@@ -8,6 +15,22 @@ from consumer_fixtures import topics
 from service_helpers import STARTED
 
 __all__ = ["topics"]
+
+BACKENDS = ("kafka-python", "confluent")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "kafka_bootstrap" in metafunc.fixturenames or metafunc.definition.get_closest_marker("kafka"):
+        marker = metafunc.definition.get_closest_marker("backends")
+        metafunc.parametrize("backend", marker.args if marker else BACKENDS, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The Kafka backend this test's services use (kafka-python for tests without a broker)."""
+    name: str = getattr(request, "param", "kafka-python")
+    monkeypatch.setenv("TIDAL_BACKEND", name)
+    return name
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,16 @@ import pytest
 from consumer_fixtures import Topics
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
-from service_helpers import Service, committed, dump, end_offsets, event, metric_totals, read_topic
+from service_helpers import (
+    Service,
+    committed,
+    consumer_options,
+    dump,
+    end_offsets,
+    event,
+    metric_totals,
+    read_topic,
+)
 from test_group_handoff import homes_of
 
 from consumer.client import DurableProducer
@@ -38,24 +47,32 @@ PRODUCE_S = 120 if SOAK else 30  # the stream is spread over the kills
 SEED = int(os.environ.get("TIDAL_CHAOS_SEED", "7"))
 
 
+# "mixed": each (re)start picks its backend at random, so one group holds both clients and
+# a WAL moves between them: acks, commit marks and handoffs must agree across backends.
+@pytest.mark.backends("kafka-python", "confluent", "mixed")
 def test_three_instances_killed_at_random_keep_one_home_per_event(kafka_bootstrap: str, tmp_path: Path,
-                                                                  kafka_admin: KafkaAdminClient) -> None:
+                                                                  kafka_admin: KafkaAdminClient, backend: str) -> None:
     rng = random.Random(SEED)
     suffix = f"{time.monotonic_ns()}"
     topics = Topics(kafka_bootstrap, f"chaos-{suffix}", f"chaos-acks-{suffix}", f"chaos-dlq-{suffix}",
                     f"chaos-group-{suffix}")
     kafka_admin.create_topics([NewTopic(topics.signals, PARTITIONS, 1), NewTopic(topics.reply, PARTITIONS, 1),
                                NewTopic(topics.dlq, 1, 1)])
-    config = tmp_path / "consumer.toml"
-    config.write_text(f"max_poll_records = 2000\n[kafka.consumer]\nsession_timeout_ms = {SESSION_S * 1000}\n"
-                      "heartbeat_interval_ms = 1000\n")
+    configs = {}
+    for name in ("kafka-python", "confluent"):
+        configs[name] = tmp_path / f"consumer-{name}.toml"
+        configs[name].write_text("max_poll_records = 2000\n" + consumer_options(
+            name, session_timeout_ms=SESSION_S * 1000, heartbeat_interval_ms=1000))
     wal_dirs = [tmp_path / f"wal-{name}" for name in "abc"]
 
     def start(wal_dir: Path, crash: tuple[str, int] | None = None) -> Service:
         """``crash``: (crash point, batch number): the instance SIGKILLs itself there."""
+        chosen = rng.choice(sorted(configs)) if backend == "mixed" else backend
+        extra = ["--config", str(configs[chosen])]
+        env = {"TIDAL_BACKEND": chosen}
         if crash is None:
-            return topics.service(wal_dir, extra=["--config", str(config)])
-        return topics.service(wal_dir, extra=["--config", str(config)], hooked=True, env={crash[0]: str(crash[1])})
+            return topics.service(wal_dir, extra=extra, env=env)
+        return topics.service(wal_dir, extra=extra, hooked=True, env={**env, crash[0]: str(crash[1])})
 
     instances = [start(wal_dir) for wal_dir in wal_dirs]
     for instance in instances:

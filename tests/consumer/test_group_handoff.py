@@ -17,6 +17,7 @@ from service_helpers import (
     Service,
     acks_cover,
     committed,
+    consumer_options,
     dump,
     end_offsets,
     event,
@@ -30,12 +31,9 @@ from walcore.segment import list_segments
 
 pytestmark = pytest.mark.kafka
 
-SESSION = '[kafka.consumer]\nsession_timeout_ms = 6000\nheartbeat_interval_ms = 1000\n'
-
-
 def config(tmp_path: Path, extra: str = "") -> list[str]:
     path = tmp_path / "consumer.toml"
-    path.write_text(extra + "\n" + SESSION)
+    path.write_text(extra + "\n" + consumer_options(session_timeout_ms=6000, heartbeat_interval_ms=1000))
     return ["--config", str(path)]
 
 

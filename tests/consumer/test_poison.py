@@ -87,11 +87,13 @@ def test_hostile_messages_of_every_kind_mixed_with_valid_ones(topics: Topics, tm
         p: o or None for p, o in end_offsets(topics.bootstrap, topics.signals, PARTITIONS).items()}
 
 
-def test_a_lower_producer_request_limit_is_respected_by_dead_letters(topics: Topics, tmp_path: Path) -> None:
+def test_a_lower_producer_request_limit_is_respected_by_dead_letters(topics: Topics, tmp_path: Path,
+                                                                     backend: str) -> None:
     big = b"q" * 600_000
     positions = produce(topics.bootstrap, topics.signals, [big, event(1)], key=b"one")
     config = tmp_path / "consumer.toml"
-    config.write_text("[kafka.producer]\nmax_request_size = 300000\n")
+    limit = "max_request_size" if backend == "kafka-python" else '"message.max.bytes"'
+    config.write_text(f"[kafka.producer]\n{limit} = 300000\n")
     service = topics.service(tmp_path / "wal", extra=["--config", str(config)])
     acks = acks_cover(topics.bootstrap, topics.reply, positions)
     [letter] = read_topic(topics.bootstrap, topics.dlq, until=lambda m: len(m) >= 1)

@@ -6,6 +6,7 @@ storing and acking nothing; no secret appears in any log line."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -53,14 +54,18 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBr
         broker.stop()
 
 
-def security(cafile: Path, password: str = PASSWORD) -> dict[str, str]:
+def security(cafile: Path, password: str = PASSWORD, backend: str = "kafka-python") -> dict[str, str]:
+    """The client options for the SASL_SSL listener, in the backend's names."""
+    if backend == "confluent":
+        return {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "tidal",
+                "sasl.password": password, "ssl.ca.location": str(cafile)}
     return {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "tidal",
             "sasl_plain_password": password, "ssl_cafile": str(cafile)}
 
 
 def config_file(tmp_path: Path, options: dict[str, str]) -> list[str]:
     path = tmp_path / "secure.toml"
-    lines = [f'{name} = "{value}"' for name, value in options.items()]
+    lines = [f"{json.dumps(name)} = {json.dumps(value)}" for name, value in options.items()]
     path.write_text("kafka_refused_exit_s = 3\n[kafka]\n" + "\n".join(lines) + "\n")
     return ["--config", str(path)]
 
@@ -71,10 +76,11 @@ def topics_on(broker: SecureBroker) -> tuple[str, str, str]:
     return name, f"{name}.acks", f"{name}.dlq"
 
 
-def test_service_and_durable_producer_work_over_sasl_ssl(secure_broker: SecureBroker, tmp_path: Path) -> None:
+def test_service_and_durable_producer_work_over_sasl_ssl(secure_broker: SecureBroker, tmp_path: Path,
+                                                         backend: str) -> None:
     topic, reply, dlq = topics_on(secure_broker)
     service = Service(secure_broker.secure, topic, tmp_path / "wal", group=f"g-{topic}", reply=reply, dlq=dlq,
-                      extra=config_file(tmp_path, security(secure_broker.cafile)))
+                      extra=config_file(tmp_path, security(secure_broker.cafile, backend=backend)))
     with DurableProducer(secure_broker.secure, topic, reply, **security(secure_broker.cafile)) as producer:
         results = [f.result(timeout=90) for f in [producer.send(event(i)) for i in range(200)]]
     assert service.stop() == 0, service.log()
@@ -84,20 +90,24 @@ def test_service_and_durable_producer_work_over_sasl_ssl(secure_broker: SecureBr
 
 @pytest.mark.parametrize("wrong", ["password", "certificate"])
 def test_wrong_credentials_or_an_untrusted_certificate_exit_7_storing_nothing(
-        secure_broker: SecureBroker, tmp_path: Path, wrong: str) -> None:
+        secure_broker: SecureBroker, tmp_path: Path, wrong: str, backend: str) -> None:
     topic, reply, dlq = topics_on(secure_broker)
     positions = produce(secure_broker.plain, topic, [event(i) for i in range(50)])
     other_ca = tmp_path / "other-ca.pem"
     trustme.CA().cert_pem.write_to_path(str(other_ca))
-    options = (security(secure_broker.cafile, password="Not-the-Pw-42") if wrong == "password"
-               else security(other_ca))
+    options = (security(secure_broker.cafile, password="Not-the-Pw-42", backend=backend) if wrong == "password"
+               else security(other_ca, backend=backend))
     service = Service(secure_broker.secure, topic, tmp_path / "wal", group=f"g-{topic}", reply=reply, dlq=dlq,
                       extra=config_file(tmp_path, options))
     assert service.process.wait(timeout=120) == 7, service.log()
     service.kill()
     log = service.log()
     assert "refuses this client" in log and "Traceback" not in log
-    assert ("SaslAuthenticationFailed" in log) if wrong == "password" else ("CERTIFICATE_VERIFY_FAILED" in log)
+    said = {("kafka-python", "password"): "SaslAuthenticationFailed",
+            ("kafka-python", "certificate"): "CERTIFICATE_VERIFY_FAILED",
+            ("confluent", "password"): "Authentication failed",
+            ("confluent", "certificate"): "certificate verify failed"}
+    assert said[backend, wrong] in log
     assert PASSWORD not in log and "Not-the-Pw-42" not in log
     assert dump(tmp_path / "wal") == [] and positions
     assert set(end_offsets(secure_broker.plain, reply, 2).values()) == {0}  # no ack

@@ -191,11 +191,21 @@ def test_broker_unreachable_retries_with_a_log_line_and_stops_cleanly(tmp_path: 
     assert service.stop() == 0
 
 
-def test_per_client_kafka_options_reach_their_client_and_the_service_runs(topics: Topics, tmp_path: Path) -> None:
+# The same options in each backend's own names.
+CLIENT_OPTIONS = {
+    "kafka-python": ('[kafka]\nclient_id = "tidal-custom"\n'
+                     '[kafka.consumer]\nsession_timeout_ms = 12000\nmax_partition_fetch_bytes = 2097152\n'
+                     'isolation_level = "read_committed"\n[kafka.producer]\nlinger_ms = 1\n'),
+    "confluent": ('[kafka]\n"client.id" = "tidal-custom"\n'
+                  '[kafka.consumer]\n"session.timeout.ms" = 12000\n"max.partition.fetch.bytes" = 2097152\n'
+                  '"isolation.level" = "read_committed"\n[kafka.producer]\n"linger.ms" = 1\n'),
+}
+
+
+def test_per_client_kafka_options_reach_their_client_and_the_service_runs(topics: Topics, tmp_path: Path,
+                                                                          backend: str) -> None:
     config = tmp_path / "consumer.toml"
-    config.write_text('[kafka]\nclient_id = "tidal-custom"\n'
-                      '[kafka.consumer]\nsession_timeout_ms = 12000\nmax_partition_fetch_bytes = 2097152\n'
-                      'isolation_level = "read_committed"\n[kafka.producer]\nlinger_ms = 1\n')
+    config.write_text(CLIENT_OPTIONS[backend])
     positions = produce(topics.bootstrap, topics.signals, [event(i) for i in range(300)])
     service = topics.service(tmp_path / "wal", extra=["--config", str(config)])
     acks = acks_cover(topics.bootstrap, topics.reply, positions)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from kafka.errors import KafkaConnectionError
 from service_helpers import acks_cover, committed, dump, end_offsets, event, produce
 
 from consumer.config import load_settings
+from consumer.errors import KafkaUnavailable
 from consumer.service import Service
 
 pytestmark = pytest.mark.kafka
@@ -67,7 +69,8 @@ def test_a_dead_letter_the_broker_refuses_exits_4_and_commits_nothing(topics: To
 
 
 def test_an_async_commit_lost_before_a_stop_is_made_good_by_the_drain(topics: Topics, tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      backend: str) -> None:
     positions = produce(topics.bootstrap, topics.signals, [event(i) for i in range(300)])
     settings = load_settings(bootstrap_servers=topics.bootstrap, topics=[topics.signals], group_id=topics.group,
                              reply_topic=topics.reply, dlq_topic=topics.dlq, wal_dir=tmp_path / "wal")
@@ -77,7 +80,17 @@ def test_an_async_commit_lost_before_a_stop_is_made_good_by_the_drain(topics: To
         lost.update({tp.partition: meta.offset for tp, meta in offsets.items()})
         callback(offsets, KafkaConnectionError("injected: connection reset under the commit"))  # type: ignore[operator]
 
-    monkeypatch.setattr(KafkaConsumer, "commit_async", lose)
+    def lose_confluent(self: object, commits: dict, on_done: Callable[..., None]) -> None:
+        # librdkafka's consumer is a C type: the fault goes in at the adapter's edge.
+        lost.update({partition: offset for (_, partition), (offset, _) in commits.items()})
+        on_done(commits, KafkaUnavailable("injected: connection reset under the commit"))
+
+    if backend == "kafka-python":
+        monkeypatch.setattr(KafkaConsumer, "commit_async", lose)
+    else:
+        from consumer.confluent import ConfluentAdapter
+
+        monkeypatch.setattr(ConfluentAdapter, "commit_async", lose_confluent)
     service = Service(settings)
     codes: list[int] = []
     runner = threading.Thread(target=lambda: codes.append(service.run()))

@@ -1,0 +1,423 @@
+"""The confluent-kafka (librdkafka) implementation of consumer.adapter.KafkaAdapter:
+``backend = "confluent"``, installed with ``pip install 'tidal-consumer[librdkafka]'``.
+
+Why it keeps the invariants of the kafka-python backend:
+
+* The group uses the eager range/roundrobin assignors (the option is reserved), so
+  ``on_revoke`` runs inside ``consume()`` on the service thread while the partitions are
+  still owned: the drain (fsync, acks flushed, offsets committed synchronously) finishes
+  before they go. On partitions *lost* (session timeout) librdkafka calls ``on_revoke``
+  too; the drain's commit is then refused and logged (the records are durable and acked).
+* Deliveries and commit results are librdkafka callbacks, served by ``poll``/``consume``
+  on the service thread; ``Delivery.done`` serves the producer's queue itself, so a
+  batch settles without waiting for the next poll.
+* Acks are sent with the murmur2 partitioner, as kafka-python does, so acks of one
+  source partition land on one reply partition whichever backend sent them.
+* ``close`` detaches the rebalance listener first: librdkafka revokes the assignment
+  while closing, and a drain there (after a fatal WAL error, say) must not run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from kafka.partitioner.default import murmur2
+
+from consumer.adapter import Partition, RebalanceListener
+from consumer.batch import Poll
+from consumer.commits import Commits
+from consumer.confluent_options import CONSUMER_DEFAULTS, PRODUCER_DEFAULTS
+from consumer.errors import CommitRefused, KafkaOptionInvalid, KafkaRefused, KafkaUnavailable
+
+log = logging.getLogger(__name__)
+
+# A handoff's reads (committed offsets, the reply topic) give up after this: the service
+# then exits 5 (Kafka unavailable) rather than hang inside a rebalance.
+HANDOFF_TIMEOUT_S = 60.0
+# send() waits this long for room in a full producer queue, then gives up (kafka-python's
+# max_block_ms default).
+MAX_BLOCK_S = 60.0
+# Errors meaning the group moved on: retrying the commit cannot succeed.
+_COMMIT_REFUSED = {KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID,
+                   KafkaError.FENCED_INSTANCE_ID, KafkaError._ASSIGNMENT_LOST, KafkaError._STATE}
+# Errors meaning the broker refuses these credentials or this client.
+_REFUSED = {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED,
+            KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED}
+REFUSAL_QUIET_S = 30.0  # refusals this far apart are separate episodes
+UNREACHABLE_LOG_S = 15.0  # "cannot reach Kafka" at most this often
+# librdkafka's own log (every failed connect, at ERROR): shown at TIDAL_KAFKA_LOG_LEVEL
+# (consumer.cli), like kafka-python's; the watch logs what the operator needs.
+LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
+_NO_OFFSET = -1001  # librdkafka's OFFSET_INVALID: nothing committed / position unknown
+
+
+class _Record:
+    """A librdkafka Message as the batch core reads it (consumer.batch.PolledRecord). The
+    offset and value are read once, here (the batch core reads them for every record); the
+    rest only for a dead letter."""
+
+    __slots__ = ("_message", "offset", "value")
+
+    def __init__(self, message: Message) -> None:
+        self._message = message
+        self.offset: int = message.offset()
+        self.value: bytes | None = message.value()
+
+    @property
+    def topic(self) -> str:
+        return self._message.topic()
+
+    @property
+    def partition(self) -> int:
+        return self._message.partition()
+
+    @property
+    def key(self) -> bytes | None:
+        return self._message.key()
+
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]] | None:
+        return self._message.headers()
+
+    @property
+    def timestamp(self) -> int:
+        return self._message.timestamp()[1]
+
+
+class _Delivery:
+    __slots__ = ("_done", "_error", "_position", "_producer")
+
+    def __init__(self, producer: Producer) -> None:
+        self._producer = producer
+        self._done = False
+        self._error: BaseException | None = None
+        self._position: tuple[int, int] | None = None
+
+    def delivered(self, error: KafkaError | None, message: Message) -> None:
+        """librdkafka's delivery report (served by the producer's poll/flush)."""
+        self._done = True
+        if error is not None:
+            self._error = KafkaException(error)
+        else:
+            self._position = (message.partition(), message.offset())
+
+    def done(self) -> bool:
+        if not self._done:
+            self._producer.poll(0)
+        return self._done
+
+    def error(self) -> BaseException | None:
+        return self._error
+
+    def position(self) -> tuple[int, int] | None:
+        return self._position
+
+
+class _Watch:
+    """librdkafka reports client-level errors (rejected credentials, an untrusted
+    certificate, a fatal error, no broker reachable) only to ``error_cb`` and retries for
+    ever: the service would sit at events/s=0 without a word. The watch logs them (an
+    unreachable broker once per UNREACHABLE_LOG_S); ``check`` (from poll) raises."""
+
+    def __init__(self, bootstrap_servers: str) -> None:
+        self._bootstrap_servers = bootstrap_servers
+        self._unreachable_logged = -UNREACHABLE_LOG_S
+        self.first: float | None = None  # when the current run of refusals began
+        self.last = 0.0
+        self.reason = ""
+        self.untrusted = False  # the broker's certificate: no retry will change that
+        self.fatal: KafkaError | None = None
+
+    def error(self, error: KafkaError) -> None:
+        if error.fatal():
+            self.fatal = error
+            return
+        text = error.str()
+        untrusted = error.code() == KafkaError._SSL and "certificate verify failed" in text
+        if error.code() not in _REFUSED and not untrusted:
+            # Transport errors librdkafka retries by itself; "all brokers down" is worth a line.
+            if error.code() == KafkaError._ALL_BROKERS_DOWN and (
+                    time.monotonic() - self._unreachable_logged >= UNREACHABLE_LOG_S):
+                self._unreachable_logged = time.monotonic()
+                log.warning("cannot reach Kafka at %s (%s); librdkafka keeps retrying", self._bootstrap_servers,
+                            text)
+            else:
+                log.debug("librdkafka: %s", text)
+            return
+        now = time.monotonic()
+        self.untrusted = self.untrusted or untrusted
+        if self.first is None or now - self.last > REFUSAL_QUIET_S:
+            self.first = now
+            self.reason = text
+            log.error("the broker refuses this client: %s (check [kafka] sasl.* / ssl.* settings)", text)
+        self.last = now
+
+    def check(self, grace_s: float) -> None:
+        if self.fatal is not None:
+            raise KafkaUnavailable(f"librdkafka fatal error: {self.fatal.str()}")
+        now = time.monotonic()
+        if self.first is not None and now - self.last < REFUSAL_QUIET_S and (
+                self.untrusted or now - self.first >= grace_s):
+            raise KafkaRefused(self.reason if self.untrusted else f"{self.reason}, for {grace_s:.0f} s")
+
+
+def _topic_partitions(commits: Commits) -> list[TopicPartition]:
+    return [TopicPartition(topic, partition, offset, metadata or None)
+            for (topic, partition), (offset, metadata) in commits.items()]
+
+
+def _raise_partition_errors(partitions: Sequence[TopicPartition] | None) -> None:
+    for tp in partitions or ():
+        if tp.error is not None:
+            raise KafkaException(tp.error)
+
+
+def _commit_error(exc: KafkaException) -> BaseException:
+    error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+    if error is not None and error.code() in _COMMIT_REFUSED:
+        return CommitRefused(error.str())
+    return KafkaUnavailable(repr(exc))
+
+
+class ConfluentAdapter:
+    def __init__(self, consumer: Consumer, producer: Producer, reader_config: dict[str, Any], watch: _Watch,
+                 refusal_grace_s: float) -> None:
+        self._consumer = consumer
+        self._producer = producer
+        self._reader_config = reader_config
+        self._reader: Consumer | None = None  # reads the reply topic at handoffs; made when first needed
+        self._watch = watch
+        self._refusal_grace_s = refusal_grace_s
+        self._listener: RebalanceListener | None = None
+        self._listener_error: BaseException | None = None
+        # Async commits awaiting librdkafka's answer: (what was asked, its callback).
+        self._commits: deque[tuple[frozenset[tuple[str, int, int]], Commits,
+                                   Callable[[Commits, BaseException | None], None]]] = deque()
+        self._missing_topics: set[str] = set()
+
+    @classmethod
+    def connect(cls, *, bootstrap_servers: str, group_id: str, group_instance_id: str | None, client_id: str,
+                consumer_options: dict[str, Any], producer_options: dict[str, Any],
+                refusal_grace_s: float = 30.0) -> ConfluentAdapter:
+        """Create both clients (librdkafka connects in the background: an unreachable
+        broker shows as no records, as with kafka-python). KafkaOptionInvalid when
+        librdkafka refuses an option (its message names it). ``*_options`` were checked
+        by consumer.confluent_options.option_problems when the configuration loaded."""
+        watch = _Watch(bootstrap_servers)
+        adapter: ConfluentAdapter | None = None
+
+        def on_commit(error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+            if adapter is not None:
+                adapter._commit_done(error, partitions)
+
+        producer_config = {"client.id": client_id, **PRODUCER_DEFAULTS, **producer_options,
+                           "bootstrap.servers": bootstrap_servers, "acks": "all", "partitioner": "murmur2_random",
+                           "error_cb": watch.error, "logger": LIBRDKAFKA_LOG}
+        consumer_config = {"client.id": client_id, **CONSUMER_DEFAULTS, **consumer_options,
+                           "bootstrap.servers": bootstrap_servers, "group.id": group_id,
+                           "enable.auto.commit": False, "enable.auto.offset.store": False,
+                           "auto.offset.reset": "earliest", "partition.assignment.strategy": "range,roundrobin",
+                           "on_commit": on_commit, "error_cb": watch.error, "logger": LIBRDKAFKA_LOG}
+        if group_instance_id:
+            consumer_config["group.instance.id"] = group_instance_id
+        try:
+            producer = Producer(producer_config)
+        except (KafkaException, TypeError, ValueError) as exc:
+            raise KafkaOptionInvalid(f"the Kafka producer refused its options ([kafka], [kafka.producer]): "
+                                     f"{exc}") from exc
+        try:
+            consumer = Consumer(consumer_config)
+        except (KafkaException, TypeError, ValueError) as exc:
+            producer.flush(0)
+            raise KafkaOptionInvalid(f"the Kafka consumer refused its options ([kafka], [kafka.consumer]): "
+                                     f"{exc}") from exc
+        reader_config = {**consumer_options, "bootstrap.servers": bootstrap_servers,
+                         "client.id": f"{client_id}-handoff", "group.id": f"{group_id}.handoff-reader",
+                         "enable.auto.commit": False, "error_cb": watch.error,
+                         "logger": LIBRDKAFKA_LOG}
+        adapter = cls(consumer, producer, reader_config, watch, refusal_grace_s)
+        return adapter
+
+    def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None:
+        self._listener = listener
+        self._consumer.subscribe(list(topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._rebalance("assigned", partitions)
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._rebalance("revoked", partitions)
+
+    def _rebalance(self, what: str, partitions: list[TopicPartition]) -> None:
+        # What a callback raises would be lost inside librdkafka's C frames; keep it, and
+        # raise it from poll() as the kafka-python backend does.
+        if self._listener is None:
+            return
+        try:
+            getattr(self._listener, what)(sorted((tp.topic, tp.partition) for tp in partitions))
+        except Exception as exc:  # noqa: BLE001 - raised again from poll()
+            self._listener_error = self._listener_error or exc
+
+    def poll(self, timeout_ms: int, max_records: int) -> Poll:
+        self._producer.poll(0)  # delivery reports of acks and dead letters
+        try:
+            messages = self._consumer.consume(max_records, timeout_ms / 1000)
+        except KafkaException as exc:
+            raise KafkaUnavailable(repr(exc)) from exc
+        if self._listener_error is not None:
+            error, self._listener_error = self._listener_error, None
+            raise error
+        self._watch.check(self._refusal_grace_s)
+        records: dict[Partition, list[_Record]] = {}
+        current: list[_Record] | None = None
+        current_key: Partition | None = None
+        for message in messages:
+            if message.error() is not None:
+                self._message_error(message)
+                continue
+            key = (message.topic(), message.partition())
+            if key != current_key:
+                current_key = key
+                current = records.setdefault(key, [])
+            current.append(_Record(message))  # type: ignore[union-attr]
+        return records
+
+    def _message_error(self, message: Message) -> None:
+        error: KafkaError = message.error()
+        if error.fatal():
+            raise KafkaUnavailable(f"librdkafka fatal error: {error.str()}")
+        if error.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
+            if message.topic() not in self._missing_topics:
+                self._missing_topics.add(message.topic())
+                log.warning("input topic %s does not exist (yet); waiting for it", message.topic())
+            return
+        if error.code() in _REFUSED:
+            self._watch.error(error)
+            return
+        log.warning("consumer error (librdkafka retries it): %s", error.str())
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None,
+             headers: Sequence[tuple[str, bytes]] | None = None) -> _Delivery:
+        delivery = _Delivery(self._producer)
+        deadline = time.monotonic() + MAX_BLOCK_S
+        while True:
+            try:
+                self._producer.produce(topic, value, key, headers=list(headers) if headers else None,
+                                       on_delivery=delivery.delivered)
+                return delivery
+            except BufferError:  # the producer's queue is full: serve it, then try again
+                if time.monotonic() > deadline:
+                    raise KafkaUnavailable(f"the producer queue stayed full for {MAX_BLOCK_S:.0f} s") from None
+                self._producer.poll(0.1)
+            except KafkaException as exc:
+                raise KafkaUnavailable(repr(exc)) from exc
+
+    def flush(self) -> None:
+        # Returns once every message is delivered or failed (message.timeout.ms bounds it).
+        self._producer.flush()
+
+    def commit_async(self, commits: Commits, on_done: Callable[[Commits, BaseException | None], None]) -> None:
+        asked = frozenset((topic, partition, offset) for (topic, partition), (offset, _) in commits.items())
+        self._commits.append((asked, commits, on_done))
+        try:
+            self._consumer.commit(offsets=_topic_partitions(commits), asynchronous=True)
+        except KafkaException as exc:
+            self._commits.pop()
+            on_done(commits, _commit_error(exc))
+
+    def _commit_done(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """librdkafka's answer to a commit (async or sync: it reports both); only the
+        async ones are waited for."""
+        answered = frozenset((tp.topic, tp.partition, tp.offset) for tp in partitions)
+        for index, (asked, commits, on_done) in enumerate(self._commits):
+            if asked == answered:
+                del self._commits[index]
+                failed = error or next((tp.error for tp in partitions if tp.error is not None), None)
+                on_done(commits, None if failed is None else _commit_error(KafkaException(failed)))
+                return
+
+    def commit_sync(self, commits: Commits) -> None:
+        try:
+            _raise_partition_errors(self._consumer.commit(offsets=_topic_partitions(commits), asynchronous=False))
+        except KafkaException as exc:
+            raise _commit_error(exc) from exc
+
+    def committed(self, partitions: Sequence[Partition]) -> dict[Partition, tuple[int, str] | None]:
+        try:
+            found = self._consumer.committed([TopicPartition(topic, number) for topic, number in partitions],
+                                             timeout=HANDOFF_TIMEOUT_S)
+            _raise_partition_errors(found)
+        except KafkaException as exc:
+            raise KafkaUnavailable(repr(exc)) from exc
+        return {(tp.topic, tp.partition): None if tp.offset < 0 else (tp.offset, tp.metadata or "")
+                for tp in found}
+
+    def reply_partition(self, topic: str, key: bytes) -> int | None:
+        """The partition the producer sends ``key`` to (murmur2, as kafka-python's
+        default partitioner); None while the topic's partitions are unknown."""
+        try:
+            metadata = self._producer.list_topics(topic, timeout=HANDOFF_TIMEOUT_S).topics.get(topic)
+        except KafkaException as exc:
+            raise KafkaUnavailable(repr(exc)) from exc
+        if metadata is None or metadata.error is not None or not metadata.partitions:
+            return None
+        return (murmur2(key) & 0x7FFFFFFF) % len(metadata.partitions)
+
+    def read_from(self, topic: str, partition: int, offset: int) -> list[bytes | None]:
+        """Every message value of a partition from ``offset`` (or its earliest retained
+        one) to its end as of this call."""
+        try:
+            if self._reader is None:
+                self._reader = Consumer(self._reader_config)
+            reader = self._reader
+            low, end = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=HANDOFF_TIMEOUT_S)
+            start = max(offset, low)
+            values: list[bytes | None] = []
+            if start >= end:
+                return values
+            reader.assign([TopicPartition(topic, partition, start)])
+            deadline = time.monotonic() + HANDOFF_TIMEOUT_S
+            last = start - 1
+            while last < end - 1:
+                if time.monotonic() > deadline:
+                    raise KafkaUnavailable(f"reading {topic}:{partition} from {start} to {end} took over "
+                                           f"{HANDOFF_TIMEOUT_S:.0f} s")
+                for message in reader.consume(10_000, 0.2):
+                    if message.error() is not None:
+                        if message.error().fatal():
+                            raise KafkaException(message.error())
+                        continue
+                    last = message.offset()
+                    if last < end:
+                        values.append(message.value())
+            reader.unassign()
+            return values
+        except KafkaException as exc:
+            raise KafkaUnavailable(repr(exc)) from exc
+
+    def lag(self) -> dict[Partition, tuple[int, int]] | None:
+        found: dict[Partition, tuple[int, int]] = {}
+        try:
+            assigned = self._consumer.assignment()
+            for tp in self._consumer.position(assigned) if assigned else ():
+                _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+                if high < 0 or tp.offset < 0:
+                    return None
+                found[(tp.topic, tp.partition)] = (high, max(0, high - tp.offset))
+        except Exception:  # noqa: BLE001 - a progress line must never stop the service
+            return None
+        return found
+
+    def close(self) -> None:
+        # Never commit on close (everything that may be committed already was), and never
+        # drain: librdkafka revokes the assignment while closing.
+        self._listener = None
+        self._consumer.close()
+        self._producer.flush(5)
+        if self._reader is not None:
+            self._reader.close()
