@@ -23,6 +23,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -56,17 +57,17 @@ LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
 _NO_OFFSET = -1001  # librdkafka's OFFSET_INVALID: nothing committed / position unknown
 
 
-class _Record:
-    """A librdkafka Message as the batch core reads it (consumer.batch.PolledRecord). The
-    offset and value are read once, here (the batch core reads them for every record); the
-    rest only for a dead letter."""
+class _Record(tuple):
+    """A librdkafka Message as the batch core reads it (consumer.batch.PolledRecord):
+    ``(offset, value, message)``. The offset and value are read once, when polled (the
+    batch core reads them for every record); the rest only for a dead letter."""
 
-    __slots__ = ("_message", "offset", "value")
+    offset = property(itemgetter(0))
+    value = property(itemgetter(1))
 
-    def __init__(self, message: Message) -> None:
-        self._message = message
-        self.offset: int = message.offset()
-        self.value: bytes | None = message.value()
+    @property
+    def _message(self) -> Message:
+        return self[2]
 
     @property
     def topic(self) -> str:
@@ -87,6 +88,9 @@ class _Record:
     @property
     def timestamp(self) -> int:
         return self._message.timestamp()[1]
+
+
+_new = tuple.__new__
 
 
 class _Delivery:
@@ -284,7 +288,7 @@ class ConfluentAdapter:
             if key != current_key:
                 current_key = key
                 current = records.setdefault(key, [])
-            current.append(_Record(message))  # type: ignore[union-attr]
+            current.append(_new(_Record, (message.offset(), message.value(), message)))  # type: ignore[union-attr]
         return records
 
     def _message_error(self, message: Message) -> None:
