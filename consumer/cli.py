@@ -67,9 +67,18 @@ def main(argv: list[str] | None = None, **hooks: Callable[[int], None]) -> int:
     status.add_argument("--group-id")
     status.add_argument("--wal-dir", type=Path)
     status.add_argument("--json", action="store_true")
+    query = sub.add_parser("query", help="an entity's decayed scores, window counts and velocity, from the store")
+    query.add_argument("--entity", type=int, required=True, metavar="ID")
+    query.add_argument("--at", metavar="TIME", help="ISO 8601 (2026-11-25T12:00:00Z) or epoch nanoseconds; "
+                                                    "default: now")
+    query.add_argument("--config", type=Path, default=os.environ.get("TIDAL_CONFIG"))
+    query.add_argument("--wal-dir", type=Path)
+    query.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "status":
         return _status(args)
+    if args.command == "query":
+        return _query(args)
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if args.log_format == "json" else
@@ -115,6 +124,23 @@ def _status(args: argparse.Namespace) -> int:
         print(f"tidal-consumer: cannot read the group's status: {exc!r}", file=sys.stderr)
         return ExitCode.KAFKA
     print(json.dumps(status) if args.json else render(status))
+    return ExitCode.OK
+
+
+def _query(args: argparse.Namespace) -> int:
+    from consumer.config import ConfigError, load_settings  # noqa: PLC0415
+    from consumer.query import QueryError, query, render  # noqa: PLC0415 - RocksDB only for this command
+
+    try:
+        settings = load_settings(args.config, wal_dir=args.wal_dir)
+        found = query(settings, args.entity, args.at)
+    except ConfigError as exc:
+        print(f"tidal-consumer: {exc}", file=sys.stderr)
+        return ExitCode.CONFIG
+    except QueryError as exc:
+        print(f"tidal-consumer: {exc}", file=sys.stderr)
+        return ExitCode.STORE
+    print(json.dumps(found) if args.json else render(found))
     return ExitCode.OK
 
 

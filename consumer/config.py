@@ -72,6 +72,22 @@ class WalSettings(BaseModel):
         return WalConfig(**self.model_dump())
 
 
+class StoreSettings(BaseModel):
+    """``[store]``: the signal store the WAL is applied into (docs/store-format.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # false: no store, and the WAL keeps every segment (the ingest-only service of old).
+    enabled: bool = True
+    # Where the store lives; default: a "store" directory inside the WAL directory, so one
+    # volume (and the WAL's lock) holds both.
+    dir: Path | None = None
+    # How often the store is flushed, the WAL checkpointed and old segments deleted.
+    flush_interval_s: float = Field(5.0, gt=0, le=3600, allow_inf_nan=False)
+    # WAL bytes kept below the checkpoint anyway, for replay and for voids of old events.
+    retain_wal_bytes: int = Field(256 * 1024 * 1024, ge=0)
+
+
 class KafkaOptions(BaseModel):
     """``[kafka]`` (options for both clients), with ``[kafka.consumer]`` and ``[kafka.producer]``."""
 
@@ -126,6 +142,7 @@ class Settings(BaseSettings):
     # /healthz fails once the poll loop has not turned for this long.
     health_stall_s: float = Field(60.0, gt=0)
     wal: WalSettings = Field(default_factory=WalSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
     kafka: KafkaOptions = Field(default_factory=KafkaOptions)
     signals: list[SignalConfig] = Field(default_factory=lambda: [SignalConfig(**s) for s in DEFAULT_SIGNALS])
 
@@ -179,6 +196,9 @@ class Settings(BaseSettings):
 
             return request_limit(self.kafka.for_producer())
         return int(self.kafka.for_producer().get("max_request_size", 1_048_576))
+
+    def store_dir(self) -> Path:
+        return self.store.dir if self.store.dir is not None else self.wal_dir / "store"
 
     def instance_id(self, wal_id: str) -> str | None:
         """The consumer's group.instance.id for the WAL ``wal_id`` (None: dynamic membership)."""

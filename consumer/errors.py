@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
     KAFKA = 5  # Kafka unreachable beyond the client's own timeouts: nothing uncommitted is lost
     CODEC = 6  # records compressed with a codec whose library is not installed: nothing of them consumed
     KAFKA_REFUSED = 7  # the broker refused us (credentials, TLS trust) beyond the grace period
+    STORE = 8  # the signal store failed or follows another WAL: nothing is lost (the WAL holds it all)
 
 
 class DeliveryFailed(RuntimeError):
@@ -52,3 +53,8 @@ class CodecMissing(RuntimeError):
 class KafkaRefused(RuntimeError):
     """The broker refuses this client: SASL credentials rejected or its TLS certificate not
     trusted. Retrying does not help until the configuration (or the broker) changes."""
+
+
+class StoreFailed(RuntimeError):
+    """The signal store (walcore.storage) failed to apply, flush or open: the WAL still
+    holds every event, and a restart applies what the store lacks."""

@@ -29,7 +29,7 @@ from consumer.adapter import KafkaAdapter
 from consumer.batch import BatchCounts, BatchPlan, Homes, Poll, acks_for, count_outcomes, last_seqs, plan_batch
 from consumer.commits import Delivery, InFlight, Partition, PartitionMark
 from consumer.events import Decoder
-from walcore import AppendResult, Wal
+from walcore import AppendResult, EventRecord, Wal
 
 
 @dataclass(slots=True)
@@ -47,10 +47,12 @@ class Timings(NamedTuple):
 
 class Pipeline:
     def __init__(self, wal: Wal, decoder: Decoder, client: KafkaAdapter, *, reply_topic: str, dlq_topic: str,
-                 max_message_bytes: int,
-                 after_fsync: Callable[[int], None]) -> None:
+                 max_message_bytes: int, after_fsync: Callable[[int], None],
+                 on_durable: Callable[[list[EventRecord], list[AppendResult]], None]) -> None:
         """``after_fsync(n)`` runs after the n-th batch's fsync, before its acks: a test's
-        crash point (tests/hooked_service.py); the service passes a no-op."""
+        crash point (tests/hooked_service.py); the service passes a no-op. ``on_durable``
+        gets each durable batch's records and results (the store's applier)."""
+        self._on_durable = on_durable
         self._wal = wal
         self._decoder = decoder
         self._client = client
@@ -81,6 +83,7 @@ class Pipeline:
         durable_at = time.monotonic()
         self._completed += 1
         self._after_fsync(self._completed)
+        self._on_durable(staged.plan.records, results)
         send = self._client.send
         deliveries = staged.deliveries
         seqs = last_seqs(staged.plan, results)

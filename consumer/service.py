@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from prometheus_client import CollectorRegistry
 
 from consumer.adapter import KafkaAdapter, Partition
+from consumer.applier import Applier
 from consumer.commits import Backoff, Commits, Committer
 from consumer.config import Settings
 from consumer.errors import (
@@ -31,6 +32,7 @@ from consumer.errors import (
     KafkaOptionInvalid,
     KafkaRefused,
     KafkaUnavailable,
+    StoreFailed,
     WalTailLost,
 )
 from consumer.events import Decoder
@@ -39,7 +41,8 @@ from consumer.metric_defs import ServiceMetrics
 from consumer.metrics import Metrics
 from consumer.pipeline import Pipeline, Staged
 from consumer.takeover import Takeover
-from walcore import Wal, WalCorruption, WalFailed, WalLocked
+from walcore import AppendResult, EventRecord, Wal, WalCorruption, WalFailed, WalLocked
+from walcore.storage.store import SignalStore, StoreMismatch
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,7 @@ BUSY_TICK_MS = 5
 _FATAL: list[tuple[type[BaseException] | tuple[type[BaseException], ...], ExitCode, str]] = [
     ((WalFailed, WalCorruption), ExitCode.WAL_FATAL, "fatal WAL error, nothing of the batch is committed: %s"),
     (WalTailLost, ExitCode.WAL_FATAL, "%s"),
+    (StoreFailed, ExitCode.STORE, "%s"),
     (DeliveryFailed, ExitCode.DELIVERY, "%s"),
     (KafkaRefused, ExitCode.KAFKA_REFUSED,
      "the broker refuses this client: %s; nothing was stored, acked or committed since"),
@@ -143,11 +147,15 @@ class Service:
     def __init__(self, settings: Settings, *, stop: threading.Event | None = None,
                  adapter_factory: AdapterFactory = backend_adapter,
                  after_fsync: Callable[[int], None] = _no_hook,
-                 before_commit: Callable[[int], None] = _no_hook) -> None:
+                 before_commit: Callable[[int], None] = _no_hook,
+                 after_apply: Callable[[int], None] = _no_hook) -> None:
         """``stop``: set to stop (after a drain); the CLI's signal handlers set it.
         ``after_fsync(n)``: called after the n-th batch is durable, before its acks;
-        ``before_commit(n)``: after the n-th batch's acks are delivered, before its commit
-        (crash points for tests; see tests/hooked_service.py)."""
+        ``before_commit(n)``: after the n-th batch's acks are delivered, before its commit;
+        ``after_apply(n)``: after the n-th batch is written to the store, before a flush or
+        WAL checkpoint covers it (crash points for tests; see tests/hooked_service.py)."""
+        self._after_apply = after_apply
+        self._applier: Applier | None = None
         self.settings = settings
         self.stop = stop or threading.Event()
         self.wal: Wal
@@ -195,6 +203,9 @@ class Service:
                              "dlq_topic": settings.dlq_topic,
                              "instance_id": settings.instance_id(self.wal.wal_id) or ""})
         try:
+            failed = self._open_store()
+            if failed is not None:
+                return failed
             client = self._connect()
             if isinstance(client, ExitCode):
                 return client
@@ -203,8 +214,41 @@ class Service:
             finally:
                 client.close()
         finally:
+            self._close_store()
             self.wal.close()
             log.info("WAL closed at seq %d", self.wal.last_seq)
+
+    def _open_store(self) -> ExitCode | None:
+        """Open the signal store and bring it up to the WAL ([store] enabled = false: none)."""
+        if not self.settings.store.enabled:
+            return None
+        from walcore.storage.rocks import RocksEngine  # noqa: PLC0415 - only a service with a store needs RocksDB
+
+        store_dir = self.settings.store_dir()
+        try:
+            store = SignalStore(RocksEngine(store_dir), self.settings.schema())
+        except Exception as exc:  # noqa: BLE001 - RocksDB raises plain Exception for I/O, lock and corruption
+            log.critical("cannot open the signal store in %s: %s", store_dir, exc)
+            return ExitCode.STORE
+        self._applier = Applier(self.wal, store, flush_interval_s=self.settings.store.flush_interval_s,
+                                retain_bytes=self.settings.store.retain_wal_bytes, after_apply=self._after_apply)
+        try:
+            self._applier.catch_up()
+        except StoreMismatch as exc:
+            log.critical("%s (store %s)", exc, store_dir)
+            return ExitCode.STORE
+        except WalCorruption as exc:
+            return self._fatal(exc)
+        return None
+
+    def _close_store(self) -> None:
+        if self._applier is not None:
+            try:
+                self._applier.close()
+            except StoreFailed as exc:
+                log.critical("%s", exc)
+            finally:
+                self._applier.store.close()
 
     def _open_wal(self) -> ExitCode | None:
         """Open (recover) the WAL; the exit code and one logged line when it cannot be."""
@@ -249,8 +293,9 @@ class Service:
         self._pipeline = Pipeline(self.wal, Decoder(settings.schema(), settings.max_message_bytes), client,
                                   reply_topic=settings.reply_topic, dlq_topic=settings.dlq_topic,
                                   max_message_bytes=settings.producer_request_bytes(),
-                                  after_fsync=self._after_fsync)
-        self.takeover = Takeover(client, self.wal, settings.reply_topic)
+                                  after_fsync=self._after_fsync, on_durable=self._durable)
+        self.takeover = Takeover(client, self.wal, settings.reply_topic,
+                                 on_voided=self._applier.voided if self._applier else lambda _seqs: None)
         self._committer = committer = Committer(client, wal_id=self.wal.wal_id, max_in_flight=MAX_IN_FLIGHT_BATCHES,
                                                 retry_for_s=settings.commit_retry_max_s, stop=self.stop,
                                                 before_commit=self._before_commit,
@@ -280,6 +325,8 @@ class Service:
                 self._complete_staged()
                 self._staged = staged
                 committer.poll()
+                if self._applier is not None:
+                    self._applier.check()
                 metrics.maybe_log(client.lag)
             self.drain()
         except _FATAL_ERRORS as exc:
@@ -295,6 +342,10 @@ class Service:
             self.health.wal_failed = str(exc)
         log.critical(line, exc)
         return code
+
+    def _durable(self, records: list[EventRecord], results: list[AppendResult]) -> None:
+        if self._applier is not None:
+            self._applier.submit(records, results)
 
     def _complete_staged(self) -> None:
         if self._staged is not None:

@@ -28,7 +28,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from consumer.acks import Stored
@@ -45,7 +45,10 @@ LOCAL_MARKS = "COMMITTED.json"
 
 
 class Takeover:
-    def __init__(self, client: KafkaAdapter, wal: Wal, reply_topic: str) -> None:
+    def __init__(self, client: KafkaAdapter, wal: Wal, reply_topic: str,
+                 on_voided: Callable[[Sequence[int]], None] = lambda _seqs: None) -> None:
+        """``on_voided(seqs)``: called with the seqs this WAL just voided (the store removes them)."""
+        self._on_voided = on_voided
         self._client = client
         self._wal = wal
         self._reply_topic = reply_topic
@@ -132,6 +135,7 @@ class Takeover:
         voided = self._wal.void(sorted(copies.values()), f"{topic}:{number} offsets acked first by WAL "
                                 f"{home.wal_id} (offset {first} as seq {home.seq})")
         if voided:
+            self._on_voided(voided)
             log.warning("%s:%d: %d event(s) this WAL stored were acked first by another WAL (offset %d: %s seq %d); "
                         "voided here: %s", topic, number, len(voided), first, home.wal_id, home.seq,
                         _ranges(voided), extra={"topic": topic, "partition": number, "offset": first,

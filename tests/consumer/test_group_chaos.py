@@ -31,6 +31,7 @@ from service_helpers import (
     read_topic,
 )
 from test_group_handoff import homes_of
+from test_store import applied_counts
 
 from consumer.client import DurableProducer
 
@@ -102,7 +103,7 @@ def test_three_instances_killed_at_random_keep_one_home_per_event(kafka_bootstra
     # fsync and its acks, or between its delivered acks and its commit (the windows a
     # random kill rarely hits), and stays down until the loop comes back to it.
     late = set(rng.sample(range(KILLS), LATE_RESTARTS))
-    crash_points = ("TIDAL_TEST_CRASH_AFTER_FSYNC", "TIDAL_TEST_CRASH_BEFORE_COMMIT")
+    crash_points = ("TIDAL_TEST_CRASH_AFTER_FSYNC", "TIDAL_TEST_CRASH_BEFORE_COMMIT", "TIDAL_TEST_CRASH_AFTER_APPLY")
     self_killed = 0
     hooked = [False] * 3
     for kill in range(KILLS):
@@ -159,6 +160,13 @@ def test_three_instances_killed_at_random_keep_one_home_per_event(kafka_bootstra
     assert len(live) == EVENTS  # no event was a duplicate of another
     for result in client_results:
         assert (result.wal_id, result.seq) in live and not result.duplicate
+    # The stores agree with the WALs: each event (entity i) applied in exactly one of them,
+    # once; every orphan removed again.
+    stored: dict[tuple[int, int], int] = {}
+    for wal_dir in wal_dirs:
+        for key, count in applied_counts(wal_dir / "store").items():
+            stored[key] = stored.get(key, 0) + count
+    assert len(stored) == EVENTS and set(stored.values()) == {1}
     logs = [log.read_text(errors="replace") for log in tmp_path.glob("wal-*.log")]
     again = sum(metric_totals(log).get("redeliveries", 0) for log in logs)
     print(f"\n{EVENTS} events, {KILLS} kills ({LATE_RESTARTS} past the session timeout; {self_killed} of them at "

@@ -1,0 +1,152 @@
+"""The storage engine decision: RocksDB (rocksdict) versus LMDB, on the applier's load.
+
+Both behind the same StorageEngine interface, both crash-safe as configured (RocksDB:
+atomic write batches through its own log, synced by flush(); LMDB: one transaction per
+batch, synced at commit with metasync off, which keeps integrity). The load is the e2e
+benchmark's stream: N events (default 1,000,000) over ~N distinct entities, 5 signal
+types, applied by SignalStore in batches of 5,000 (one atomic write each) with a flush
+every 20 batches; then single-entity queries (decayed scores, window counts, velocity)
+for random stored entities. Prints events/s applied and query p50/p99 per engine, and
+their ratio (each is the other's baseline, same run). JSON: benchmarks/results/store_bench.json.
+
+Run: .venv/bin/python benchmarks/store_bench.py [--events N] [--queries Q]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import lmdb
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from results_io import save  # noqa: E402
+
+from consumer.config import Settings  # noqa: E402
+from walcore.records import EventRecord  # noqa: E402
+from walcore.storage.engine import KEYSPACES, StorageEngine, WriteBatch  # noqa: E402
+from walcore.storage.rocks import RocksEngine  # noqa: E402
+from walcore.storage.store import SignalStore  # noqa: E402
+
+BATCH = 5000
+FLUSH_EVERY = 20
+
+
+class LmdbEngine:
+    """LMDB as a StorageEngine: a named database per keyspace, a transaction per batch."""
+
+    def __init__(self, path: Path) -> None:
+        self._env = lmdb.open(str(path), max_dbs=len(KEYSPACES), map_size=1 << 36, metasync=False, sync=True)
+        self._dbs = {name: self._env.open_db(name.encode()) for name in KEYSPACES}
+
+    def get(self, keyspace: str, key: bytes) -> bytes | None:
+        with self._env.begin(db=self._dbs[keyspace]) as txn:
+            return txn.get(key)
+
+    def put(self, keyspace: str, key: bytes, value: bytes) -> None:
+        with self._env.begin(write=True, db=self._dbs[keyspace]) as txn:
+            txn.put(key, value)
+
+    def delete(self, keyspace: str, key: bytes) -> None:
+        with self._env.begin(write=True, db=self._dbs[keyspace]) as txn:
+            txn.delete(key)
+
+    def scan(self, keyspace: str, start: bytes, end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        with self._env.begin(db=self._dbs[keyspace]) as txn:
+            cursor = txn.cursor()
+            found = []
+            if cursor.set_range(start):
+                for key, value in cursor:
+                    if end is not None and key >= end:
+                        break
+                    found.append((key, value))
+        return iter(found)
+
+    def write(self, batch: WriteBatch) -> None:
+        with self._env.begin(write=True) as txn:
+            for keyspace, key, value in batch.ops:
+                if value is None:
+                    txn.delete(key, db=self._dbs[keyspace])
+                else:
+                    txn.put(key, value, db=self._dbs[keyspace])
+
+    def flush(self) -> None:
+        self._env.sync(True)
+
+    def close(self) -> None:
+        self._env.close()
+
+
+def stream(events: int) -> list[tuple[int, EventRecord]]:
+    now = time.time_ns()
+    return [(i + 1, EventRecord(i * 7919 % 1_000_003, 1 + i % 5, 1.0 + i % 9, now - (events - i) * 1000))
+            for i in range(events)]
+
+
+def run(engine: StorageEngine, events: list[tuple[int, EventRecord]], queries: int) -> dict:
+    store = SignalStore(engine, Settings().schema())
+    gc.collect()
+    started = time.perf_counter()
+    for n, first in enumerate(range(0, len(events), BATCH)):
+        chunk = events[first:first + BATCH]
+        store.apply(chunk, chunk[-1][0])
+        if n % FLUSH_EVERY == FLUSH_EVERY - 1:
+            store.flush()
+    store.flush()
+    applied_s = time.perf_counter() - started
+    rng = random.Random(1)
+    at = time.time_ns()
+    latencies = []
+    for _ in range(queries):
+        entity = events[rng.randrange(len(events))][1].entity_id
+        t0 = time.perf_counter()
+        found = store.query(entity, at)
+        latencies.append(time.perf_counter() - t0)
+        assert found, entity
+    latencies.sort()
+    store.close()
+    return {"events_per_s_applied": round(len(events) / applied_s),
+            "query_p50_ms": round(latencies[len(latencies) // 2] * 1000, 3),
+            "query_p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--queries", type=int, default=20_000)
+    args = parser.parse_args()
+    events = stream(args.events)
+    entities = len({record.entity_id for _, record in events})
+    print(f"{args.events:,} events over {entities:,} entities")
+    results: dict = {"events": args.events, "entities": entities, "batch": BATCH}
+    workdir = Path(tempfile.mkdtemp(prefix="store-bench-"))
+    try:
+        for name, make in (("rocksdb", lambda: RocksEngine(workdir / "rocks")),
+                           ("lmdb", lambda: LmdbEngine(workdir / "lmdb"))):
+            figures = run(make(), events, args.queries)
+            size = sum(f.stat().st_size for f in workdir.rglob("*") if f.is_file())
+            figures["disk_bytes"] = size
+            shutil.rmtree(workdir, ignore_errors=True)
+            workdir.mkdir()
+            results[name] = figures
+            print(f"{name:>8}: applied {figures['events_per_s_applied']:,} events/s; query p50 "
+                  f"{figures['query_p50_ms']} ms, p99 {figures['query_p99_ms']} ms; {size / 2**20:,.0f} MiB on disk")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    results["rocksdb_over_lmdb_apply"] = round(results["rocksdb"]["events_per_s_applied"]
+                                               / results["lmdb"]["events_per_s_applied"], 2)
+    print(f"apply rate, rocksdb / lmdb: {results['rocksdb_over_lmdb_apply']}")
+    save("store_bench", results)
+
+
+if __name__ == "__main__":
+    main()

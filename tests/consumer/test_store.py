@@ -1,0 +1,108 @@
+"""The store stage end to end (real broker, real processes): the service applies every
+durable event into the signal store exactly once, through crashes between the WAL's
+fsync and the store's write and between the store's write and its flush/checkpoint;
+`tidal-consumer query` answers from it; and the WAL stops growing (retention)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from pathlib import Path
+
+import pytest
+from consumer_fixtures import Topics
+from service_helpers import TIDAL, acks_cover, event, produce
+
+from consumer.config import Settings
+from walcore.storage.rocks import RocksEngine
+from walcore.storage.signals import decode_score, lambda_per_ns
+
+pytestmark = pytest.mark.kafka
+
+ENTITIES = 40
+
+
+def events(first: int, count: int) -> list[dict]:
+    return [event(i, entity_id=i % ENTITIES) for i in range(first, first + count)]
+
+
+def applied_counts(store_dir: Path) -> dict[tuple[int, int], int]:
+    """(entity, signal type) -> events the store holds, read beside (after) the service."""
+    engine = RocksEngine(store_dir, read_only=True)
+    try:
+        return {(int.from_bytes(key[:8], "big"), int.from_bytes(key[10:12], "big")): decode_score(value).count
+                for key, value in engine.scan("scores", b"")}
+    finally:
+        engine.close()
+
+
+def expected_counts(sent: list[dict]) -> dict[tuple[int, int], int]:
+    ids = Settings().schema().ids
+    counts: dict[tuple[int, int], int] = {}
+    for value in sent:
+        key = (value["entity_id"], ids[value["signal_type"]])
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def test_every_event_is_applied_once_and_query_answers_from_the_store(topics: Topics, tmp_path: Path) -> None:
+    sent = events(0, 600)
+    positions = produce(topics.bootstrap, topics.signals, sent)
+    service = topics.service(tmp_path / "wal")
+    acks_cover(topics.bootstrap, topics.reply, positions)
+    assert service.stop() == 0, service.log()
+    assert applied_counts(tmp_path / "wal" / "store") == expected_counts(sent)
+
+    at = max(value["timestamp_nanos"] for value in sent)
+    result = subprocess.run([TIDAL, "query", "--entity", "7", "--at", str(at), "--json", "--wal-dir",
+                             str(tmp_path / "wal")], capture_output=True, text=True, check=True)
+    found = json.loads(result.stdout)
+    definitions = Settings().schema().by_name
+    for name, signal in found["signals"].items():
+        mine = [v for v in sent if v["entity_id"] == 7 and v["signal_type"] == name]
+        lam = lambda_per_ns(definitions[name].half_life_seconds)
+        assert signal["count"] == len(mine)
+        assert signal["score"] == pytest.approx(math.fsum(v["weight"] * math.exp(-lam * (at - v["timestamp_nanos"]))
+                                                          for v in mine), rel=1e-9)
+        assert set(signal["windows"].values()) == {len(mine)}  # all within every window of `at`
+    assert set(found["signals"]) == {v["signal_type"] for v in sent if v["entity_id"] == 7}
+    text = subprocess.run([TIDAL, "query", "--entity", "7", "--wal-dir", str(tmp_path / "wal")],
+                          capture_output=True, text=True, check=True).stdout
+    assert text.startswith("entity 7 (store applied through seq 600)")
+
+
+@pytest.mark.parametrize("crash", [("TIDAL_TEST_CRASH_AFTER_FSYNC", 3), ("TIDAL_TEST_CRASH_AFTER_APPLY", 2)])
+def test_a_crash_around_the_store_write_applies_nothing_twice_and_skips_nothing(
+        topics: Topics, tmp_path: Path, crash: tuple[str, int]) -> None:
+    """SIGKILL after a batch's fsync (before the store saw it), or after its store write
+    (before a flush or WAL checkpoint covered it); then restart and finish."""
+    sent = events(0, 1000)
+    positions = produce(topics.bootstrap, topics.signals, sent)
+    small = {"TIDAL_MAX_POLL_RECORDS": "100", "TIDAL_STORE__FLUSH_INTERVAL_S": "30"}
+    crashing = topics.service(tmp_path / "wal", hooked=True, env={**small, crash[0]: str(crash[1])})
+    assert crashing.process.wait(timeout=120) == -9, crashing.log()
+    crashing.kill()
+    service = topics.service(tmp_path / "wal", env=small)
+    acks_cover(topics.bootstrap, topics.reply, positions)
+    assert service.stop() == 0, service.log()
+    assert applied_counts(tmp_path / "wal" / "store") == expected_counts(sent)
+
+
+def test_the_wal_stops_growing_once_the_store_holds_its_events(topics: Topics, tmp_path: Path) -> None:
+    env = {"TIDAL_WAL__SEGMENT_SIZE": "65536", "TIDAL_STORE__RETAIN_WAL_BYTES": "0",
+           "TIDAL_STORE__FLUSH_INTERVAL_S": "0.2", "TIDAL_MAX_POLL_RECORDS": "500"}
+    service = topics.service(tmp_path / "wal", env=env)
+    sent: list[dict] = []
+    wal_bytes = []
+    for _wave in range(6):
+        batch = events(len(sent), 5000)
+        positions = produce(topics.bootstrap, topics.signals, batch)
+        sent += batch
+        acks_cover(topics.bootstrap, topics.reply, positions)
+        service.wait_for_more("events/s=", 2)  # two progress lines: a flush and checkpoint since
+        wal_bytes.append(sum(p.stat().st_size for p in (tmp_path / "wal").glob("*.wal")))
+    assert service.stop() == 0, service.log()
+    written = sum(len(json.dumps(v)) for v in sent)  # the WAL would hold about this much without retention
+    assert max(wal_bytes) < 4 * 65536 < written / 4, (wal_bytes, written)
+    assert applied_counts(tmp_path / "wal" / "store") == expected_counts(sent)

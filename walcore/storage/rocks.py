@@ -1,0 +1,76 @@
+"""The on-disk StorageEngine: RocksDB through rocksdict, one column family per keyspace.
+
+Why RocksDB (benchmarks/store_bench.py; docs/store-format.md has the figures): an LSM
+takes the applier's random-key writes as sequential log appends, where LMDB's B-tree
+copies pages and fsyncs each transaction to stay crash-safe.
+
+Atomicity and durability: a write batch spans the column families and goes through
+RocksDB's own log in one record, so after a crash it is there whole or not at all.
+Writes are not synced one by one; ``flush`` syncs RocksDB's log, which is the store's
+durability point (the WAL is checkpointed only up to what a flush covered).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from rocksdict import AccessType, Options, Rdict, WriteOptions
+from rocksdict import WriteBatch as RocksBatch
+
+from walcore.storage.engine import KEYSPACES, WriteBatch
+
+
+class RocksEngine:
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+        """``read_only``: open beside the process that writes it (a query while the
+        service runs): a consistent view as of the open, no lock taken."""
+        options = Options(raw_mode=True)
+        options.create_if_missing(not read_only)
+        options.create_missing_column_families(not read_only)
+        if read_only and not Path(path, "CURRENT").is_file():
+            raise FileNotFoundError(f"no signal store in {path}")
+        self._db = Rdict(str(path), options, column_families={name: Options(raw_mode=True) for name in KEYSPACES},
+                         access_type=AccessType.read_only() if read_only else AccessType.read_write())
+        self._families = {name: self._db.get_column_family(name) for name in KEYSPACES}
+        self._handles = {name: self._db.get_column_family_handle(name) for name in KEYSPACES}
+        self._write_options = WriteOptions()
+
+    def get(self, keyspace: str, key: bytes) -> bytes | None:
+        return self._families[keyspace].get(key)
+
+    def put(self, keyspace: str, key: bytes, value: bytes) -> None:
+        self._families[keyspace].put(key, value)
+
+    def delete(self, keyspace: str, key: bytes) -> None:
+        self._families[keyspace].delete(key)
+
+    def scan(self, keyspace: str, start: bytes, end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        iterator = self._families[keyspace].iter()
+        iterator.seek(start)
+        while iterator.valid():
+            key = iterator.key()
+            if end is not None and key >= end:
+                return
+            yield key, iterator.value()
+            iterator.next()
+
+    def write(self, batch: WriteBatch) -> None:
+        rocks = RocksBatch(raw_mode=True)
+        handles = self._handles
+        for keyspace, key, value in batch.ops:
+            if value is None:
+                rocks.delete(key, handles[keyspace])
+            else:
+                rocks.put(key, value, handles[keyspace])
+        self._db.write(rocks, self._write_options)
+
+    def flush(self) -> None:
+        self._db.flush_wal(True)
+
+    def close(self) -> None:
+        # RocksDB's lock is released only once no column family object refers to the DB.
+        self._families.clear()
+        self._handles.clear()
+        self._db.close()
+        del self._db
