@@ -6,7 +6,8 @@ same run, each a fresh process with a fresh consumer group, for each backend
   (1) baseline: the bare client consuming in a group + json.loads of every value, nothing
       else (confluent with fetch.queue.backoff.ms lowered, as the service sets it);
   (2) tidal-consumer run with that backend: decode + validate + dedup + WAL fsync + acks
-      + commit, until the group's committed offsets reach the end of every partition.
+      + commit + the store's applier, until the group's committed offsets reach the end of
+      every partition (--compare-store: also without the store, for the applier's cost).
 Each is timed two ways: from process launch (interpreter start-up and group join
 included), and from its partitions' assignment (the steady durable rate: the figure the
 targets are about, since start-up is a fixed cost that shrinks with N). Prints medians and
@@ -100,11 +101,14 @@ def fill_topic(bootstrap: str, topic: str, events: int) -> None:
 
 
 class Timing:
-    """One run: seconds from launch, and from the partitions' assignment, to done."""
+    """One run: seconds from launch, and from the partitions' assignment, to done; for the
+    service, also from done to its exit after SIGTERM (its store's applier finishing what
+    it has not applied yet, then the drain and shutdown)."""
 
-    def __init__(self, launched: float, assigned: float, done: float) -> None:
+    def __init__(self, launched: float, assigned: float, done: float, stopped: float | None = None) -> None:
         self.from_launch = done - launched
         self.from_assignment = done - assigned
+        self.stop_s = None if stopped is None else stopped - done
 
 
 def time_raw(backend: str, bootstrap: str, topic: str, events: int) -> Timing:
@@ -120,7 +124,8 @@ _ASSIGNED = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO consumer\.
                        re.MULTILINE)
 
 
-def time_service(backend: str, bootstrap: str, topic: str, ends: dict[int, int], workdir: Path) -> Timing:
+def time_service(backend: str, bootstrap: str, topic: str, ends: dict[int, int], workdir: Path,
+                 store: bool = True) -> Timing:
     group = f"svc-{uuid.uuid4().hex[:8]}"
     # A reply topic of its own: it is the group's ack history, and a new group reading
     # another's acks there would take them as first homes and re-ack instead of storing.
@@ -137,7 +142,8 @@ def time_service(backend: str, bootstrap: str, topic: str, ends: dict[int, int],
          "--group-id", group, "--reply-topic", reply, "--dlq-topic", f"{topic}.dlq",
          "--wal-dir", str(wal_dir)],
         stdout=log, stderr=subprocess.STDOUT,
-        env={**os.environ, "TIDAL_METRICS_INTERVAL_S": "5", "TIDAL_BACKEND": backend},
+        env={**os.environ, "TIDAL_METRICS_INTERVAL_S": "5", "TIDAL_BACKEND": backend,
+             "TIDAL_STORE__ENABLED": "true" if store else "false"},
         preexec_fn=kafka_local.die_with_parent)  # noqa: PLW1509
     try:
         while True:
@@ -150,7 +156,8 @@ def time_service(backend: str, bootstrap: str, topic: str, ends: dict[int, int],
             time.sleep(0.02)  # polling the broker's committed offsets: the event we await
     finally:
         service.terminate()
-        service.wait(timeout=60)
+        service.wait(timeout=600)
+        stopped = time.time()
         log.close()
         watcher.close(autocommit=False)
         shutil.rmtree(wal_dir, ignore_errors=True)
@@ -159,14 +166,16 @@ def time_service(backend: str, bootstrap: str, topic: str, ends: dict[int, int],
     if stamp is None:
         raise RuntimeError(f"no assignment in the service log: {log_path.read_text()}")
     assigned = datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
-    return Timing(launched, assigned, finished)
+    return Timing(launched, assigned, finished, stopped)
 
 
 def rates(events: int, timings: list[Timing]) -> dict:
     launch = [t.from_launch for t in timings]
     steady = [t.from_assignment for t in timings]
+    stops = [t.stop_s for t in timings if t.stop_s is not None]
     return {"runs_from_launch_s": [round(t, 2) for t in launch],
             "runs_from_assignment_s": [round(t, 2) for t in steady],
+            **({"runs_stop_after_done_s": [round(t, 2) for t in stops]} if stops else {}),
             "median_events_per_s_from_launch": round(events / statistics.median(launch)),
             "median_events_per_s_from_assignment": round(events / statistics.median(steady))}
 
@@ -179,11 +188,14 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--compare-store", action="store_true",
+                        help="also run each service with [store] enabled = false: the applier's cost")
     args = parser.parse_args()
     backends = args.backends.split(",")
     workdir = Path(tempfile.mkdtemp(prefix="e2e-"))
     raw: dict[str, list[Timing]] = {b: [] for b in backends}
     service: dict[str, list[Timing]] = {b: [] for b in backends}
+    no_store: dict[str, list[Timing]] = {b: [] for b in backends}
     with kafka_local.session_broker() as (bootstrap, _broker):
         topic = f"bench-{uuid.uuid4().hex[:6]}"
         kafka_local.service_topics(bootstrap, topic, PARTITIONS)
@@ -198,8 +210,13 @@ def main() -> None:
             for backend in backends:
                 raw[backend].append(time_raw(backend, bootstrap, topic, args.events))
                 service[backend].append(time_service(backend, bootstrap, topic, ends, workdir))
+                if args.compare_store:
+                    no_store[backend].append(time_service(backend, bootstrap, topic, ends, workdir, store=False))
+                    print(f"run {run + 1} {backend:>12}: service without the store "
+                          f"{args.events / no_store[backend][-1].from_assignment:,.0f} ev/s", flush=True)
                 print(f"run {run + 1} {backend:>12}: bare {args.events / raw[backend][-1].from_assignment:,.0f} "
-                      f"ev/s, service {args.events / service[backend][-1].from_assignment:,.0f} ev/s "
+                      f"ev/s, service {args.events / service[backend][-1].from_assignment:,.0f} ev/s, stop "
+                      f"{service[backend][-1].stop_s:.1f}s after the last commit "
                       f"(from assignment; from launch: {args.events / raw[backend][-1].from_launch:,.0f} / "
                       f"{args.events / service[backend][-1].from_launch:,.0f})", flush=True)
     shutil.rmtree(workdir, ignore_errors=True)
@@ -210,6 +227,13 @@ def main() -> None:
                  for when in ("assignment", "launch")}
         results["backends"][backend] = {"bare_consumption_json_loads": bare, "service_end_to_end": svc,
                                         "ratio_service_over_bare": ratio}
+        if args.compare_store:
+            without = rates(args.events, no_store[backend])
+            cost = round(svc["median_events_per_s_from_assignment"]
+                         / without["median_events_per_s_from_assignment"], 3)
+            results["backends"][backend].update(service_without_store=without, ratio_with_over_without_store=cost)
+            print(f"{backend}: without the store median {without['median_events_per_s_from_assignment']:,} ev/s; "
+                  f"with / without = {cost}")
         print(f"{backend}: bare + json.loads median {bare['median_events_per_s_from_assignment']:,} ev/s, "
               f"service median {svc['median_events_per_s_from_assignment']:,} ev/s, ratio {ratio['assignment']} "
               f"(from launch: {bare['median_events_per_s_from_launch']:,} / "

@@ -71,6 +71,9 @@ class LmdbEngine:
                     found.append((key, value))
         return iter(found)
 
+    def batch(self) -> WriteBatch:
+        return WriteBatch()
+
     def write(self, batch: WriteBatch) -> None:
         with self._env.begin(write=True) as txn:
             for keyspace, key, value in batch.ops:

@@ -1,55 +1,61 @@
-"""The applier: durable WAL batches into the signal store (walcore.storage), and the WAL's
-retention, on a thread of its own.
+"""The service's side of the store stage: feeding the applier process
+(consumer.apply_worker) and keeping the WAL's retention.
+
+Why a process: applying an event into RocksDB costs a few microseconds of Python and
+RocksDB work; on the service's thread (or any thread of its interpreter) that would hold
+the interpreter lock the poll loop needs, and cut the ingest rate by half or more
+(docs/performance.md). The worker applies beside the loop, on the other core.
 
 Order of work (docs/store-format.md):
 
-* ``catch_up`` (at start, before consuming): the store's applied seq says where it stands;
-  the WAL's live events after it are applied (a crash between the WAL's fsync and the
-  store's write, or before the store's flush, loses nothing and applies nothing twice:
-  the applied seq moves in the same atomic write as the events), then every voided event
-  the store still holds is removed.
-* ``submit`` (after each batch's fsync): the batch's newly stored events are queued; the
-  thread applies them in one atomic write per batch. ``voided`` queues the removal of
-  events voided since (orphans another WAL acked first), in order with the applies.
-* Every ``flush_interval_s`` the thread flushes the store, checkpoints the WAL at the
-  store's applied seq and deletes the segments below it, keeping ``retain_bytes`` of
-  them for replay (``truncation_point``). Disk use is then bounded: the active segment,
-  what the last interval wrote, and ``retain_bytes``.
+* ``start``: the worker binds the store to this WAL and catches up from the WAL files
+  (the live events after the store's applied seq; a crash anywhere before loses nothing
+  and applies nothing twice, since the applied seq moves in the same atomic write as the
+  events), then removes every voided event the store holds. ``start`` returns once it
+  has, before anything is consumed.
+* ``submit`` (after each batch's fsync): the seqs and WAL rows of the batch's new events go
+  to the worker; ``voided`` sends the seqs voided since, in order with the batches.
+* The worker flushes the store every ``flush_interval_s`` and reports the seq it holds
+  durably; ``check`` (each loop turn) checkpoints the WAL there and deletes the segments
+  below it, keeping ``retain_bytes`` of them (``truncation_point``). Disk use is then
+  bounded: the active segment, what the worker has not flushed yet, and ``retain_bytes``.
 
-The queue is bounded: a store that cannot keep up slows consumption instead of growing
-memory. An error on the thread is kept and raised by ``check`` (the service exits 8).
+Messages wait in a queue of at most MAX_QUEUED_BYTES while the worker catches up (a burst
+beyond its pace); past that, ``submit`` waits. The worker exiting early is StoreFailed
+(exit 8); the service dying takes the worker with it (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import json
 import logging
-import queue
+import os
+import signal
+import struct
+import subprocess
+import sys
 import threading
-import time
-from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from array import array
+from collections import deque
+from collections.abc import Sequence
+from operator import itemgetter
 
+from consumer.config import Settings
 from consumer.errors import StoreFailed
-from walcore import AppendResult, EventRecord, Wal
+from walcore import AppendResult, Wal
 from walcore.segment import list_segments
-from walcore.storage.store import SignalStore
 
 log = logging.getLogger(__name__)
 
-QUEUE_BATCHES = 8
-CATCH_UP_CHUNK = 10_000
-
-
-class _Apply(NamedTuple):
-    records: Sequence[EventRecord]
-    results: Sequence[AppendResult]
-
-
-class _Void(NamedTuple):
-    seqs: Sequence[int]
-
-
-_STOP = object()
+# Message framing on the worker's standard input: a type byte and the payload's length.
+FRAME = struct.Struct("<BI")
+START, BATCH, VOID = 1, 2, 3
+MAX_QUEUED_BYTES = 256 * 1024 * 1024
+STOP_TIMEOUT_S = 600.0  # a worker far behind may take this long to finish at a stop
+_APPLIED = struct.Struct("<Q")
+_DUPLICATE = itemgetter(1)  # AppendResult.duplicate
 
 
 def truncation_point(segments: Sequence[tuple[int, int]], checkpoint: int, retain_bytes: int) -> int | None:
@@ -65,124 +71,157 @@ def truncation_point(segments: Sequence[tuple[int, int]], checkpoint: int, retai
     return segments[keep_from][0] if keep_from > 0 else None
 
 
+def _die_with_parent() -> None:
+    """preexec_fn: the worker is killed when the service dies, however it dies."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 class Applier:
-    def __init__(self, wal: Wal, store: SignalStore, *, flush_interval_s: float, retain_bytes: int,
-                 after_apply: Callable[[int], None] = lambda _batch: None) -> None:
-        """``after_apply(n)``: called after the n-th batch is written to the store, before any
-        flush or checkpoint covers it (a test's crash point)."""
+    def __init__(self, wal: Wal, settings: Settings) -> None:
         self._wal = wal
-        self.store = store
-        self._flush_interval_s = flush_interval_s
-        self._retain_bytes = retain_bytes
-        self._after_apply = after_apply
-        self._queue: queue.Queue[object] = queue.Queue(QUEUE_BATCHES)
+        self._retain_bytes = settings.store.retain_wal_bytes
+        signals = json.dumps([signal.model_dump() for signal in settings.signals])
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "consumer.apply_worker", "--wal-dir", str(wal.directory),
+             "--store-dir", str(settings.store_dir()), "--signals", signals,
+             "--flush-interval-s", str(settings.store.flush_interval_s)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=_die_with_parent)  # noqa: PLW1509
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._input = self._process.stdin.fileno()
+        self._output = self._process.stdout.fileno()
+        self._queue: deque[bytes] = deque()
+        self._queued_bytes = 0
+        self._ready = threading.Condition()
+        self._closing = False
         self._error: BaseException | None = None
-        self._applied_batches = 0
-        self.applied_events = 0
-        self._flushed_at = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name="tidal-applier", daemon=True)
+        self._sender = threading.Thread(target=self._send_all, name="tidal-applier-feed", daemon=True)
+        self._sender.start()
+        self._pending = b""
+        self.applied_seq = 0
 
-    def catch_up(self) -> int:
-        """Apply what the WAL holds beyond the store, remove what was voided since; then
-        start the thread. Returns how many events it applied."""
-        store, wal = self.store, self._wal
-        store.follow(wal.wal_id, wal.last_seq)
-        applied = 0
-        chunk: list[tuple[int, EventRecord]] = []
-        for seq, record in wal.replay(store.applied_seq + 1):
-            chunk.append((seq, record))
-            if len(chunk) >= CATCH_UP_CHUNK:
-                applied += store.apply(chunk, seq)
-                chunk = []
-        applied += store.apply(chunk, wal.last_seq) if wal.last_seq > store.applied_seq else 0
-        removed = self._unapply(sorted(wal.voided))
-        if applied or removed:
-            log.info("store caught up with the WAL: %d event(s) applied, %d voided event(s) removed; applied "
-                     "through seq %d", applied, removed, store.applied_seq)
-        self._flush()
-        self._thread.start()
-        return applied
+    def start(self) -> None:
+        """Send START and wait until the worker has caught up with the WAL (its first report)."""
+        wal = self._wal
+        self._put(START, json.dumps({"wal_id": wal.wal_id, "last_seq": wal.last_seq,
+                                     "voided": sorted(wal.voided)}).encode())
+        os.set_blocking(self._output, True)
+        reported = self._read_reports()
+        os.set_blocking(self._output, False)
+        if not reported:  # its output ended: it exited
+            self._process.wait()
+            self._fail_if_exited()
+        self._retain()
 
-    def submit(self, records: Sequence[EventRecord], results: Sequence[AppendResult]) -> None:
-        """Queue a durable batch (its records and the WAL's results for them)."""
-        self._put(_Apply(records, results))
+    def submit(self, rows: bytes, results: Sequence[AppendResult]) -> None:
+        """Send a durable batch's new events (the WAL's rows of it, and the results)."""
+        if not results:
+            return
+        if not any(map(_DUPLICATE, results)):  # the usual case: every record new, seqs consecutive
+            seqs = array("q", range(results[0][0], results[0][0] + len(results)))
+        else:
+            fresh = [index for index, result in enumerate(results) if not result[1]]
+            if not fresh:
+                return
+            seqs = array("q", (results[index][0] for index in fresh))
+            size = len(rows) // len(results)
+            rows = b"".join(rows[index * size:(index + 1) * size] for index in fresh)
+        self._put(BATCH, seqs.tobytes() + rows)
 
     def voided(self, seqs: Sequence[int]) -> None:
-        """Queue the removal of events just voided in the WAL."""
+        """Send the seqs just voided in the WAL (the worker removes them from the store)."""
         if seqs:
-            self._put(_Void(seqs))
-
-    def _put(self, item: object) -> None:
-        while True:
-            self.check()
-            try:
-                self._queue.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                continue
+            self._put(VOID, array("q", seqs).tobytes())
 
     def check(self) -> None:
-        """Raise StoreFailed if the thread failed."""
+        """Checkpoint and truncate the WAL to what the worker reports durable; raise
+        StoreFailed if the worker failed."""
         if self._error is not None:
-            raise StoreFailed(f"the signal store failed: {self._error!r}; the WAL holds every event, a restart "
-                              "re-applies what the store lacks") from self._error
+            raise StoreFailed(f"the store's applier cannot be fed: {self._error!r}") from self._error
+        if self._read_reports():
+            self._retain()
+        self._fail_if_exited()
 
     def close(self) -> None:
-        """Apply what is queued, flush, checkpoint; then stop the thread."""
-        if self._thread.is_alive():
-            self._queue.put(_STOP)
-            self._thread.join()
-        self.check()
+        """Send what is queued, end the worker's input, wait for its last flush, checkpoint."""
+        with self._ready:
+            self._closing = True
+            self._ready.notify_all()
+        self._sender.join()
+        try:
+            code = self._process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            raise StoreFailed(f"the store's applier did not finish within {STOP_TIMEOUT_S:.0f} s") from None
+        os.set_blocking(self._output, True)
+        self._read_reports()
+        self._process.stdout.close()  # type: ignore[union-attr]
+        if code != 0:
+            raise StoreFailed(f"the store's applier exited {code} (its line above says why); the WAL holds every "
+                              "event, a restart re-applies what the store lacks")
+        self._retain()
 
-    def _run(self) -> None:
+    def _put(self, kind: int, payload: bytes) -> None:
+        message = FRAME.pack(kind, len(payload)) + payload
+        with self._ready:
+            while self._queued_bytes > MAX_QUEUED_BYTES and self._error is None:
+                self._ready.wait(0.5)
+                self._fail_if_exited()
+            self._queue.append(message)
+            self._queued_bytes += len(message)
+            self._ready.notify_all()
+
+    def _send_all(self) -> None:
+        """The feeding thread: writes queued messages to the worker (os.write releases the
+        interpreter lock while the pipe is full), closes its input at the end."""
         try:
             while True:
-                try:
-                    item = self._queue.get(timeout=max(0.05, self._flush_interval_s / 4))
-                except queue.Empty:
-                    item = None
-                if item is _STOP:
-                    self._flush()
-                    return
-                if isinstance(item, _Apply):
-                    self._apply(item)
-                elif isinstance(item, _Void):
-                    self._unapply(item.seqs)
-                if time.monotonic() - self._flushed_at >= self._flush_interval_s:
-                    self._flush()
-        except BaseException as exc:  # noqa: BLE001 - kept, raised on the service thread by check()
-            self._error = exc
-            log.critical("the signal store failed: %r", exc)
+                with self._ready:
+                    while not self._queue and not self._closing:
+                        self._ready.wait()
+                    if not self._queue:
+                        break
+                    message = self._queue.popleft()
+                view = memoryview(message)
+                while view:
+                    view = view[os.write(self._input, view):]
+                with self._ready:
+                    self._queued_bytes -= len(message)
+                    self._ready.notify_all()
+        except OSError as exc:  # EPIPE: the worker is gone; check() says so
+            self._error = exc if exc.errno != errno.EPIPE else StoreFailed("the store's applier exited")
+        finally:
+            self._process.stdin.close()  # type: ignore[union-attr]
 
-    def _apply(self, batch: _Apply) -> None:
-        events = [(result[0], record) for record, result in zip(batch.records, batch.results, strict=True)
-                  if not result[1]]  # AppendResult.duplicate: stored before, applied then
-        if events:
-            self.applied_events += self.store.apply(events, events[-1][0])
-        self._applied_batches += 1
-        self._after_apply(self._applied_batches)
+    def _read_reports(self) -> bool:
+        """Read the worker's reports (the seq its store holds durably); True if any."""
+        data = self._pending
+        try:
+            while chunk := os.read(self._output, 4096):
+                data += chunk
+                if len(data) >= _APPLIED.size and os.get_blocking(self._output):
+                    break  # start(): the first report is enough
+        except BlockingIOError:
+            pass
+        whole = len(data) - len(data) % _APPLIED.size
+        self._pending = data[whole:]
+        reports = [seq for (seq,) in _APPLIED.iter_unpack(data[:whole])]
+        if reports:
+            self.applied_seq = reports[-1]
+        return bool(reports)
 
-    def _unapply(self, seqs: Sequence[int]) -> int:
-        """Remove voided events the store holds; their records come from the WAL."""
-        wanted = {seq for seq in seqs if seq <= self.store.applied_seq}
-        if not wanted:
-            return 0
-        found = [(seq, record) for seq, record in self._wal.replay(min(wanted), include_voided=True)
-                 if seq in wanted]
-        if len(found) < len(wanted):
-            log.warning("%d voided event(s) are no longer in the WAL (retention deleted their segments): the "
-                        "store keeps them", len(wanted) - len(found))
-        return self.store.unapply(found)
+    def _fail_if_exited(self) -> None:
+        code = self._process.poll()
+        if code is not None:
+            raise StoreFailed(f"the store's applier exited {code} (its line above says why); the WAL holds every "
+                              "event, a restart re-applies what the store lacks")
 
-    def _flush(self) -> None:
-        """Store durable -> WAL checkpointed at its applied seq -> old segments deleted."""
-        self.store.flush()
-        applied = self.store.applied_seq
-        if applied > self._wal.checkpoint_seq:
-            self._wal.checkpoint(applied)
-        segments = [(first, path.stat().st_size) for first, path in list_segments(self._wal.directory)]
-        cut = truncation_point(segments, self._wal.checkpoint_seq, self._retain_bytes)
+    def _retain(self) -> None:
+        """Checkpoint the WAL at what the store holds durably, delete segments below it."""
+        wal = self._wal
+        if self.applied_seq > wal.checkpoint_seq:
+            wal.checkpoint(min(self.applied_seq, wal.last_seq))
+        segments = [(first, path.stat().st_size) for first, path in list_segments(wal.directory)]
+        cut = truncation_point(segments, wal.checkpoint_seq, self._retain_bytes)
         if cut is not None:
-            deleted = self._wal.truncate_before(cut)
+            deleted = wal.truncate_before(cut)
             log.debug("WAL retention: %d segment(s) below seq %d deleted", deleted, cut)
-        self._flushed_at = time.monotonic()

@@ -29,7 +29,8 @@ from consumer.adapter import KafkaAdapter
 from consumer.batch import BatchCounts, BatchPlan, Homes, Poll, acks_for, count_outcomes, last_seqs, plan_batch
 from consumer.commits import Delivery, InFlight, Partition, PartitionMark
 from consumer.events import Decoder
-from walcore import AppendResult, EventRecord, Wal
+from walcore import AppendResult, Wal
+from walcore.format import encode_body, rows
 
 
 @dataclass(slots=True)
@@ -38,6 +39,7 @@ class Staged:
     deliveries: list[Delivery]
     durable: Future[list[AppendResult]]
     staged_at: float  # time.monotonic() when the poll was handed to the WAL
+    rows: bytes  # the records' WAL rows, for the store's applier
 
 
 class Timings(NamedTuple):
@@ -48,10 +50,10 @@ class Timings(NamedTuple):
 class Pipeline:
     def __init__(self, wal: Wal, decoder: Decoder, client: KafkaAdapter, *, reply_topic: str, dlq_topic: str,
                  max_message_bytes: int, after_fsync: Callable[[int], None],
-                 on_durable: Callable[[list[EventRecord], list[AppendResult]], None]) -> None:
+                 on_durable: Callable[[bytes, list[AppendResult]], None]) -> None:
         """``after_fsync(n)`` runs after the n-th batch's fsync, before its acks: a test's
         crash point (tests/hooked_service.py); the service passes a no-op. ``on_durable``
-        gets each durable batch's records and results (the store's applier)."""
+        gets each durable batch's WAL rows and results (the store's applier)."""
         self._on_durable = on_durable
         self._wal = wal
         self._decoder = decoder
@@ -74,7 +76,9 @@ class Pipeline:
         send = self._client.send
         deliveries = [send(self._dlq_topic, letter.key, letter.value, letter.headers)
                       for letter in plan.dead_letters]
-        return Staged(plan, deliveries, self._wal.submit_batch(plan.records), time.monotonic())
+        body = encode_body(plan.records) if plan.records else None
+        return Staged(plan, deliveries, self._wal.submit_encoded(plan.records, body), time.monotonic(),
+                      rows(body) if body is not None else b"")
 
     def complete(self, staged: Staged) -> tuple[InFlight, BatchCounts, Timings]:
         """Wait for the batch's fsync (raises WalFailed), then send its acks (not waiting
@@ -83,7 +87,7 @@ class Pipeline:
         durable_at = time.monotonic()
         self._completed += 1
         self._after_fsync(self._completed)
-        self._on_durable(staged.plan.records, results)
+        self._on_durable(staged.rows, results)
         send = self._client.send
         deliveries = staged.deliveries
         seqs = last_seqs(staged.plan, results)

@@ -41,8 +41,7 @@ from consumer.metric_defs import ServiceMetrics
 from consumer.metrics import Metrics
 from consumer.pipeline import Pipeline, Staged
 from consumer.takeover import Takeover
-from walcore import AppendResult, EventRecord, Wal, WalCorruption, WalFailed, WalLocked
-from walcore.storage.store import SignalStore, StoreMismatch
+from walcore import AppendResult, Wal, WalCorruption, WalFailed, WalLocked
 
 log = logging.getLogger(__name__)
 
@@ -147,14 +146,11 @@ class Service:
     def __init__(self, settings: Settings, *, stop: threading.Event | None = None,
                  adapter_factory: AdapterFactory = backend_adapter,
                  after_fsync: Callable[[int], None] = _no_hook,
-                 before_commit: Callable[[int], None] = _no_hook,
-                 after_apply: Callable[[int], None] = _no_hook) -> None:
+                 before_commit: Callable[[int], None] = _no_hook) -> None:
         """``stop``: set to stop (after a drain); the CLI's signal handlers set it.
         ``after_fsync(n)``: called after the n-th batch is durable, before its acks;
-        ``before_commit(n)``: after the n-th batch's acks are delivered, before its commit;
-        ``after_apply(n)``: after the n-th batch is written to the store, before a flush or
-        WAL checkpoint covers it (crash points for tests; see tests/hooked_service.py)."""
-        self._after_apply = after_apply
+        ``before_commit(n)``: after the n-th batch's acks are delivered, before its commit
+        (crash points for tests; see tests/hooked_service.py)."""
         self._applier: Applier | None = None
         self.settings = settings
         self.stop = stop or threading.Event()
@@ -219,25 +215,14 @@ class Service:
             log.info("WAL closed at seq %d", self.wal.last_seq)
 
     def _open_store(self) -> ExitCode | None:
-        """Open the signal store and bring it up to the WAL ([store] enabled = false: none)."""
+        """Start the store's applier and wait until the store has caught up with the WAL
+        ([store] enabled = false: no store)."""
         if not self.settings.store.enabled:
             return None
-        from walcore.storage.rocks import RocksEngine  # noqa: PLC0415 - only a service with a store needs RocksDB
-
-        store_dir = self.settings.store_dir()
         try:
-            store = SignalStore(RocksEngine(store_dir), self.settings.schema())
-        except Exception as exc:  # noqa: BLE001 - RocksDB raises plain Exception for I/O, lock and corruption
-            log.critical("cannot open the signal store in %s: %s", store_dir, exc)
-            return ExitCode.STORE
-        self._applier = Applier(self.wal, store, flush_interval_s=self.settings.store.flush_interval_s,
-                                retain_bytes=self.settings.store.retain_wal_bytes, after_apply=self._after_apply)
-        try:
-            self._applier.catch_up()
-        except StoreMismatch as exc:
-            log.critical("%s (store %s)", exc, store_dir)
-            return ExitCode.STORE
-        except WalCorruption as exc:
+            self._applier = Applier(self.wal, self.settings)
+            self._applier.start()
+        except StoreFailed as exc:
             return self._fatal(exc)
         return None
 
@@ -247,8 +232,6 @@ class Service:
                 self._applier.close()
             except StoreFailed as exc:
                 log.critical("%s", exc)
-            finally:
-                self._applier.store.close()
 
     def _open_wal(self) -> ExitCode | None:
         """Open (recover) the WAL; the exit code and one logged line when it cannot be."""
@@ -343,9 +326,9 @@ class Service:
         log.critical(line, exc)
         return code
 
-    def _durable(self, records: list[EventRecord], results: list[AppendResult]) -> None:
+    def _durable(self, rows: bytes, results: list[AppendResult]) -> None:
         if self._applier is not None:
-            self._applier.submit(records, results)
+            self._applier.submit(rows, results)
 
     def _complete_staged(self) -> None:
         if self._staged is not None:

@@ -7,8 +7,6 @@ passes the fault in through the service's own injection points:
                                   before its acks and commit (Service's after_fsync hook)
   TIDAL_TEST_CRASH_BEFORE_COMMIT=N  SIGKILL itself once the N-th batch's acks are all
                                   delivered, before its offsets are committed
-  TIDAL_TEST_CRASH_AFTER_APPLY=N  SIGKILL itself once the N-th batch is written to the
-                                  signal store, before a store flush or WAL checkpoint
   TIDAL_TEST_FSYNC_EIO=1          every fdatasync fails with EIO (a failing disk); each
                                   attempt is logged, so a test can count them
   TIDAL_TEST_HIDE_MODULES=a,b     these modules cannot be imported (a codec library missing)
@@ -51,8 +49,7 @@ def failing_fdatasync(fd: int) -> None:
 if __name__ == "__main__":
     hooks = {hook: crash_after(int(os.environ[variable]))
              for hook, variable in (("after_fsync", "TIDAL_TEST_CRASH_AFTER_FSYNC"),
-                                    ("before_commit", "TIDAL_TEST_CRASH_BEFORE_COMMIT"),
-                                    ("after_apply", "TIDAL_TEST_CRASH_AFTER_APPLY"))
+                                    ("before_commit", "TIDAL_TEST_CRASH_BEFORE_COMMIT"))
              if os.environ.get(variable)}
     if os.environ.get("TIDAL_TEST_FSYNC_EIO"):
         os.fdatasync = failing_fdatasync

@@ -111,13 +111,18 @@ class SourceRun(NamedTuple):
 
 
 class EncodedBody(NamedTuple):
-    data: bytes
+    data: bytes  # starts with the records' rows (CONTENT_KEY each, in order): ``rows``
     count: int
     ids_len: int
     src_len: int
     runs: list[SourceRun]
     # Each record's dedup key (event_id, else its row): the writer needs them for every batch.
     keys: list[Hashable]
+
+
+def rows(body: EncodedBody) -> bytes:
+    """The records' rows (entity, signal type, weight, timestamp: CONTENT_KEY each)."""
+    return body.data[:body.count * CONTENT_KEY.size]
 
 
 # The content key of an event without an event_id, and its row in a frame: its four

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, TypeVar
 from walcore.dedup import DedupWindow
 from walcore.errors import WalClosed, WalCorruption
 from walcore.files import DIR_MODE, DirLock, atomic_write
-from walcore.format import encode_body
+from walcore.format import EncodedBody, encode_body
 from walcore.frames import FrameIndex
 from walcore.future import AppendFuture
 from walcore.records import AppendResult, EventRecord, fresh_results, validate_record
@@ -157,12 +157,17 @@ class Wal:
         """``append_batch`` without waiting: the future resolves after the fsync. Lets a
         caller prepare its next batch while this one is written. Batches are committed
         in submission order, each as its own frame."""
+        return self.submit_encoded(records, encode_body(records) if records else None)
+
+    def submit_encoded(self, records: Sequence[EventRecord], body: EncodedBody | None) -> Future[list[AppendResult]]:
+        """``submit_batch`` of records the caller encoded (``walcore.format.encode_body``),
+        so it can keep the body's rows (the store's applier reads them)."""
         records = list(records)
         future: Future[list[AppendResult]] = AppendFuture()
-        if not records:
+        if body is None or not records:
             future.set_result([])
             return future
-        self._submit(Submission(records, encode_body(records), future))  # type: ignore[arg-type]
+        self._submit(Submission(records, body, future))  # type: ignore[arg-type]
         return future
 
     def _submit(self, item: AppendFuture | Submission | Command) -> None:

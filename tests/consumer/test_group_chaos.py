@@ -103,7 +103,7 @@ def test_three_instances_killed_at_random_keep_one_home_per_event(kafka_bootstra
     # fsync and its acks, or between its delivered acks and its commit (the windows a
     # random kill rarely hits), and stays down until the loop comes back to it.
     late = set(rng.sample(range(KILLS), LATE_RESTARTS))
-    crash_points = ("TIDAL_TEST_CRASH_AFTER_FSYNC", "TIDAL_TEST_CRASH_BEFORE_COMMIT", "TIDAL_TEST_CRASH_AFTER_APPLY")
+    crash_points = ("TIDAL_TEST_CRASH_AFTER_FSYNC", "TIDAL_TEST_CRASH_BEFORE_COMMIT")
     self_killed = 0
     hooked = [False] * 3
     for kill in range(KILLS):

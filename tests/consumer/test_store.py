@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from consumer_fixtures import Topics
 from service_helpers import TIDAL, acks_cover, event, produce
 
 from consumer.config import Settings
+from walcore.checkpoint import read_checkpoint
 from walcore.storage.rocks import RocksEngine
 from walcore.storage.signals import decode_score, lambda_per_ns
 
@@ -72,21 +74,41 @@ def test_every_event_is_applied_once_and_query_answers_from_the_store(topics: To
     assert text.startswith("entity 7 (store applied through seq 600)")
 
 
-@pytest.mark.parametrize("crash", [("TIDAL_TEST_CRASH_AFTER_FSYNC", 3), ("TIDAL_TEST_CRASH_AFTER_APPLY", 2)])
-def test_a_crash_around_the_store_write_applies_nothing_twice_and_skips_nothing(
-        topics: Topics, tmp_path: Path, crash: tuple[str, int]) -> None:
-    """SIGKILL after a batch's fsync (before the store saw it), or after its store write
-    (before a flush or WAL checkpoint covered it); then restart and finish."""
+def test_a_crash_after_the_fsync_before_the_store_saw_the_batch_applies_it_once(
+        topics: Topics, tmp_path: Path) -> None:
+    """SIGKILL right after a batch's fsync (before its acks; the store had not seen it)."""
     sent = events(0, 1000)
     positions = produce(topics.bootstrap, topics.signals, sent)
-    small = {"TIDAL_MAX_POLL_RECORDS": "100", "TIDAL_STORE__FLUSH_INTERVAL_S": "30"}
-    crashing = topics.service(tmp_path / "wal", hooked=True, env={**small, crash[0]: str(crash[1])})
+    small = {"TIDAL_MAX_POLL_RECORDS": "100"}
+    crashing = topics.service(tmp_path / "wal", hooked=True, env={**small, "TIDAL_TEST_CRASH_AFTER_FSYNC": "3"})
     assert crashing.process.wait(timeout=120) == -9, crashing.log()
     crashing.kill()
     service = topics.service(tmp_path / "wal", env=small)
     acks_cover(topics.bootstrap, topics.reply, positions)
     assert service.stop() == 0, service.log()
     assert applied_counts(tmp_path / "wal" / "store") == expected_counts(sent)
+
+
+def test_a_crash_after_the_store_write_before_its_flush_and_checkpoint_applies_nothing_twice(
+        topics: Topics, tmp_path: Path) -> None:
+    """Everything applied in the store, nothing of it flushed or checkpointed in the WAL yet
+    (a 30 s flush interval); SIGKILL; the restart replays the WAL from the checkpoint."""
+    sent = events(0, 1000)
+    positions = produce(topics.bootstrap, topics.signals, sent)
+    env = {"TIDAL_MAX_POLL_RECORDS": "100", "TIDAL_STORE__FLUSH_INTERVAL_S": "30"}
+    service = topics.service(tmp_path / "wal", env=env)
+    acks_cover(topics.bootstrap, topics.reply, positions)
+    deadline = time.monotonic() + 60
+    while sum(applied_counts(tmp_path / "wal" / "store").values()) < len(sent):  # the worker applies behind the acks
+        assert time.monotonic() < deadline, service.log()
+        time.sleep(0.1)
+    service.kill()  # the applier process dies with it
+    assert read_checkpoint(tmp_path / "wal") == 0  # the WAL was never told: it replays every event
+    service = topics.service(tmp_path / "wal", env=env)
+    service.wait_for_log("partitions assigned: \\S")
+    assert service.stop() == 0, service.log()
+    assert applied_counts(tmp_path / "wal" / "store") == expected_counts(sent)
+    assert read_checkpoint(tmp_path / "wal") == len(sent)  # checkpointed at the stop
 
 
 def test_the_wal_stops_growing_once_the_store_holds_its_events(topics: Topics, tmp_path: Path) -> None:

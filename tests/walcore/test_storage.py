@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from consumer.config import Settings
 from walcore.records import EventRecord
 from walcore.storage import keys
-from walcore.storage.engine import MemoryEngine, StorageEngine, WriteBatch
+from walcore.storage.engine import MemoryEngine, StorageEngine
 from walcore.storage.rocks import RocksEngine
 from walcore.storage.signals import NANOS, lambda_per_ns
 from walcore.storage.store import SignalStore
@@ -59,7 +59,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StorageEn
 
 
 def test_engines_keep_keyspaces_apart_scan_in_order_and_write_batches_whole(engine: StorageEngine) -> None:
-    batch = WriteBatch()
+    batch = engine.batch()
     for key in (b"b", b"a", b"c", b"ab"):
         batch.put("events", key, key * 2)
     batch.put("scores", b"a", b"other keyspace")

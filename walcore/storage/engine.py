@@ -38,6 +38,13 @@ class WriteBatch:
         self.ops.append(Op(keyspace, key, None))
 
 
+class Batch(Protocol):
+    """Puts and deletes to apply together (an engine's own, from ``StorageEngine.batch``)."""
+
+    def put(self, keyspace: str, key: bytes, value: bytes) -> None: ...
+    def delete(self, keyspace: str, key: bytes) -> None: ...
+
+
 class StorageEngine(Protocol):
     def get(self, keyspace: str, key: bytes) -> bytes | None: ...
     def put(self, keyspace: str, key: bytes, value: bytes) -> None: ...
@@ -46,7 +53,10 @@ class StorageEngine(Protocol):
     def scan(self, keyspace: str, start: bytes, end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         """Entries with ``start <= key < end`` (no upper bound when ``end`` is None), in key order."""
 
-    def write(self, batch: WriteBatch) -> None:
+    def batch(self) -> Batch:
+        """An empty batch for ``write`` (the engine's own kind: no copy at write time)."""
+
+    def write(self, batch: Batch) -> None:
         """Apply every op of the batch atomically, in order."""
 
     def flush(self) -> None:
@@ -85,7 +95,10 @@ class MemoryEngine:
         for key in keys[bisect.bisect_left(keys, start):stop]:
             yield key, entries[key]
 
-    def write(self, batch: WriteBatch) -> None:
+    def batch(self) -> WriteBatch:
+        return WriteBatch()
+
+    def write(self, batch: WriteBatch) -> None:  # type: ignore[override]
         for keyspace, key, value in batch.ops:
             if value is None:
                 self.delete(keyspace, key)

@@ -15,10 +15,26 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from rocksdict import AccessType, Options, Rdict, WriteOptions
+from rocksdict import AccessType, ColumnFamily, Options, Rdict, WriteOptions
 from rocksdict import WriteBatch as RocksBatch
 
-from walcore.storage.engine import KEYSPACES, WriteBatch
+from walcore.storage.engine import KEYSPACES
+
+
+class _Batch:
+    """A RocksDB write batch spanning the column families."""
+
+    __slots__ = ("_handles", "rocks")
+
+    def __init__(self, handles: dict[str, ColumnFamily]) -> None:
+        self._handles = handles
+        self.rocks = RocksBatch(raw_mode=True)
+
+    def put(self, keyspace: str, key: bytes, value: bytes) -> None:
+        self.rocks.put(key, value, self._handles[keyspace])
+
+    def delete(self, keyspace: str, key: bytes) -> None:
+        self.rocks.delete(key, self._handles[keyspace])
 
 
 class RocksEngine:
@@ -55,15 +71,11 @@ class RocksEngine:
             yield key, iterator.value()
             iterator.next()
 
-    def write(self, batch: WriteBatch) -> None:
-        rocks = RocksBatch(raw_mode=True)
-        handles = self._handles
-        for keyspace, key, value in batch.ops:
-            if value is None:
-                rocks.delete(key, handles[keyspace])
-            else:
-                rocks.put(key, value, handles[keyspace])
-        self._db.write(rocks, self._write_options)
+    def batch(self) -> _Batch:
+        return _Batch(self._handles)
+
+    def write(self, batch: _Batch) -> None:
+        self._db.write(batch.rocks, self._write_options)
 
     def flush(self) -> None:
         self._db.flush_wal(True)

@@ -42,15 +42,18 @@ def lambda_per_ns(half_life_seconds: float) -> float:
     return math.log(2) / (half_life_seconds * NANOS)
 
 
+_new = tuple.__new__  # Score built at C speed (the applier makes one per event)
+_exp = math.exp
+
+
 def add(score: Score, weight: float, timestamp_ns: int, lam: float) -> Score:
     """``score`` with one more event (λ per nanosecond)."""
-    if score.count == 0:
-        return Score(weight, timestamp_ns, 1)
-    if timestamp_ns >= score.ref_ns:
-        return Score(score.value * math.exp(-lam * (timestamp_ns - score.ref_ns)) + weight, timestamp_ns,
-                     score.count + 1)
-    return Score(score.value + weight * math.exp(-lam * (score.ref_ns - timestamp_ns)), score.ref_ns,
-                 score.count + 1)
+    value, ref_ns, count = score
+    if count == 0:
+        return _new(Score, (weight, timestamp_ns, 1))
+    if timestamp_ns >= ref_ns:
+        return _new(Score, (value * _exp(-lam * (timestamp_ns - ref_ns)) + weight, timestamp_ns, count + 1))
+    return _new(Score, (value + weight * _exp(-lam * (ref_ns - timestamp_ns)), ref_ns, count + 1))
 
 
 def remove(score: Score, weight: float, timestamp_ns: int, lam: float) -> Score:

@@ -1,0 +1,177 @@
+"""The store's applier process: ``python -m consumer.apply_worker`` (started by
+consumer.applier, never by hand).
+
+A process of its own so that applying events into the store (RocksDB writes, the decay
+math) runs beside the service's loop instead of sharing its interpreter lock. It owns the
+store; the service owns the WAL. On its standard input, framed messages
+(consumer.applier.frame): START (the WAL's id, its last seq and its voided seqs), BATCH
+(the seqs and WAL rows of a durable batch's new events), VOID (seqs voided since). On its
+standard output, after every store flush, the seq the store holds durably (8 bytes,
+little-endian): the service checkpoints the WAL there and deletes older segments.
+
+At START it catches up from the WAL files (replay, read-only: the events after the
+store's applied seq, voided ones skipped) and removes voided events the store holds. End
+of input: it applies what it has, flushes, reports, and exits 0. A store it cannot use
+(another WAL's, or ahead of this WAL) exits 8 with one line saying why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import select
+import struct
+import sys
+import time
+from array import array
+from collections.abc import Sequence
+from pathlib import Path
+
+from consumer.applier import BATCH, FRAME, START, VOID
+from consumer.config import SignalConfig
+from consumer.errors import ExitCode
+from walcore.errors import WalCorruption
+from walcore.format import CONTENT_KEY
+from walcore.records import EventRecord
+from walcore.replay import replay_log
+from walcore.schema import Schema, SchemaBuilder
+from walcore.storage.rocks import RocksEngine
+from walcore.storage.store import SignalStore, StoreMismatch
+
+log = logging.getLogger(__name__)
+CATCH_UP_CHUNK = 10_000
+_APPLIED = struct.Struct("<Q")
+
+
+class Worker:
+    def __init__(self, store: SignalStore, wal_dir: Path, flush_interval_s: float, output: int) -> None:
+        self.store = store
+        self._wal_dir = wal_dir
+        self._flush_interval_s = flush_interval_s
+        self._output = output
+        self._voided: set[int] = set()
+        self._flushed_at = time.monotonic()
+
+    def start(self, wal_id: str, last_seq: int, voided: Sequence[int]) -> None:
+        """Bind the store to the WAL, catch up with it, remove what was voided."""
+        self._voided.update(voided)
+        self.store.follow(wal_id, last_seq)
+        applied = 0
+        chunk: list[tuple[int, EventRecord]] = []
+        for seq, record in replay_log(self._wal_dir, self.store.applied_seq + 1, last_seq, self._voided):
+            chunk.append((seq, record))
+            if len(chunk) >= CATCH_UP_CHUNK:
+                applied += self.store.apply(chunk, seq)
+                chunk = []
+        if last_seq > self.store.applied_seq:
+            applied += self.store.apply(chunk, last_seq)
+        removed = self.unapply(sorted(self._voided))
+        if applied or removed:
+            log.info("store caught up with the WAL: %d event(s) applied, %d voided event(s) removed; applied "
+                     "through seq %d", applied, removed, self.store.applied_seq)
+        self.flush()
+
+    def apply(self, payload: bytes) -> None:
+        count = len(payload) // (8 + CONTENT_KEY.size)
+        seqs = array("q")
+        seqs.frombytes(payload[:8 * count])
+        rows = CONTENT_KEY.iter_unpack(payload[8 * count:])
+        self.store.apply(zip(seqs, rows), seqs[-1])  # type: ignore[arg-type]  # rows: the record's first fields
+
+    def unapply(self, seqs: Sequence[int]) -> int:
+        """Remove voided events the store holds; their records come from the WAL."""
+        wanted = {seq for seq in seqs if seq <= self.store.applied_seq}
+        self._voided.update(seqs)
+        if not wanted:
+            return 0
+        found = [(seq, record) for seq, record in replay_log(self._wal_dir, min(wanted), max(wanted))
+                 if seq in wanted]
+        if len(found) < len(wanted):
+            log.warning("%d voided event(s) are no longer in the WAL (retention deleted their segments): the "
+                        "store keeps them", len(wanted) - len(found))
+        return self.store.unapply(found)
+
+    def flush_if_due(self) -> None:
+        if time.monotonic() - self._flushed_at >= self._flush_interval_s:
+            self.flush()
+
+    def flush(self) -> None:
+        self.store.flush()
+        os.write(self._output, _APPLIED.pack(self.store.applied_seq))
+        self._flushed_at = time.monotonic()
+
+    def serve(self, source: int) -> None:
+        """Read framed messages from ``source`` until its end; flush every interval."""
+        buffer = bytearray()
+        while True:
+            ready, _, _ = select.select([source], [], [], self._flush_interval_s)
+            if ready:
+                chunk = os.read(source, 1 << 20)
+                if not chunk:
+                    return
+                buffer += chunk
+                offset = 0
+                while len(buffer) - offset >= FRAME.size:
+                    kind, length = FRAME.unpack_from(buffer, offset)
+                    if len(buffer) - offset - FRAME.size < length:
+                        break
+                    payload = bytes(buffer[offset + FRAME.size:offset + FRAME.size + length])
+                    offset += FRAME.size + length
+                    self.handle(kind, payload)
+                del buffer[:offset]
+            self.flush_if_due()
+
+    def handle(self, kind: int, payload: bytes) -> None:
+        if kind == BATCH:
+            self.apply(payload)
+        elif kind == VOID:
+            seqs = array("q")
+            seqs.frombytes(payload)
+            self.unapply(list(seqs))
+        elif kind == START:
+            start = json.loads(payload)
+            self.start(start["wal_id"], start["last_seq"], start["voided"])
+        else:
+            raise ValueError(f"unknown message type {kind}")
+
+
+def schema_of(signals_json: str) -> Schema:
+    builder = SchemaBuilder()
+    for signal in (SignalConfig(**s) for s in json.loads(signals_json)):
+        builder.signal(signal.name, signal.id, signal.half_life_seconds, signal.windows_seconds, signal.velocity)
+    return builder.build()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="consumer.apply_worker")
+    parser.add_argument("--wal-dir", type=Path, required=True)
+    parser.add_argument("--store-dir", type=Path, required=True)
+    parser.add_argument("--signals", required=True, help="the [[signals]] tables, as JSON")
+    parser.add_argument("--flush-interval-s", type=float, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        store = SignalStore(RocksEngine(args.store_dir), schema_of(args.signals))
+    except Exception as exc:  # noqa: BLE001 - RocksDB raises plain Exception for I/O, lock and corruption
+        log.critical("cannot open the signal store in %s: %s", args.store_dir, exc)
+        return ExitCode.STORE
+    worker = Worker(store, args.wal_dir, args.flush_interval_s, sys.stdout.fileno())
+    try:
+        worker.serve(sys.stdin.fileno())
+        worker.flush()
+    except StoreMismatch as exc:
+        log.critical("%s (store %s)", exc, args.store_dir)
+        return ExitCode.STORE
+    except WalCorruption as exc:
+        log.critical("the store cannot read the WAL: %s", exc)
+        return ExitCode.WAL_FATAL
+    finally:
+        store.close()
+    return ExitCode.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
