@@ -46,6 +46,8 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/ack_latency.py
 	$(PY) benchmarks/memory_bench.py
 	$(PY) benchmarks/txn_cost.py
+	$(PY) benchmarks/store_bench.py
+	$(PY) benchmarks/scaling_bench.py
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check walcore consumer tests benchmarks scripts

@@ -1,13 +1,14 @@
 """Send → durable-ack latency through DurableProducer at a steady offered load.
 
-A real broker, the real service (`tidal-consumer run`), one DurableProducer sending at a
-fixed rate (default 5,000 events/s for 30 s, paced in 10 ms ticks). Each event's latency
+A real broker, the real service (`tidal-consumer run`, once per Kafka backend:
+kafka-python and confluent), one DurableProducer sending at a fixed rate (default 5,000
+events/s for 30 s, paced in 10 ms ticks). Each event's latency
 is from just before ``send`` to its future resolving with a durable seq. Prints p50, p95,
 p99 and max, and the achieved rate; baseline in the same run: the plain Kafka produce
 round trip (send → broker ack) of the same events, which is the floor any durable ack
 sits on. JSON in benchmarks/results/ack_latency.json.
 
-Run: .venv/bin/python benchmarks/ack_latency.py [--rate 5000] [--seconds 30]
+Run: .venv/bin/python benchmarks/ack_latency.py [--rate 5000] [--seconds 30] [--backends kafka-python,confluent]
 """
 
 from __future__ import annotations
@@ -69,10 +70,67 @@ def event(i: int, now: int) -> dict:
     return {"entity_id": i, "signal_type": "view", "weight": 1.0, "timestamp_nanos": now + i}
 
 
+def measure(backend: str, bootstrap: str, workdir: Path, rate: int, seconds: float, now: int) -> dict:
+    """The service with ``backend`` on a fresh topic; DurableProducer sending at ``rate``."""
+    topic = f"lat-{uuid.uuid4().hex[:6]}"
+    kafka_local.service_topics(bootstrap, topic, 4)
+    log_path = workdir / f"service-{backend}.log"
+    log = log_path.open("wb")
+    service = subprocess.Popen(
+        [str(BIN / "tidal-consumer"), "run", "--bootstrap-servers", bootstrap, "--topic", topic,
+         "--group-id", f"g-{topic}", "--reply-topic", f"{topic}.acks", "--dlq-topic", f"{topic}.dlq",
+         "--wal-dir", str(workdir / f"wal-{backend}")],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TIDAL_BACKEND": backend},
+        preexec_fn=kafka_local.die_with_parent)  # noqa: PLW1509
+    try:
+        with DurableProducer(bootstrap, topic, f"{topic}.acks", ack_timeout=60) as producer:
+            # Warm-up: the first ack also waits for the service's group join.
+            producer.send_and_wait(event(10**9, now), timeout=60)
+            latencies: list[float] = []
+            failures: list[BaseException] = []
+            lock = threading.Lock()
+            all_done = threading.Event()
+            expected = [0]
+
+            def done(t0: float, future: object) -> None:
+                latencies.append(time.perf_counter() - t0)
+                if future.exception() is not None:  # type: ignore[attr-defined]
+                    failures.append(future.exception())  # type: ignore[attr-defined]
+                with lock:
+                    if len(latencies) == expected[0]:
+                        all_done.set()
+
+            # Futures are not kept: holding 150,000 of them (each with a Condition and locks)
+            # would make every full GC pass of this process walk millions of objects, and
+            # those pauses would be measured as ack latency.
+            def durable_send(i: int) -> None:
+                t0 = time.perf_counter()
+                producer.send(event(i, now)).add_done_callback(lambda f, t0=t0: done(t0, f))
+
+            sent, elapsed = paced(rate, seconds, durable_send)
+            with lock:
+                expected[0] = sent
+                if len(latencies) == sent:
+                    all_done.set()
+            if not all_done.wait(timeout=120) or failures:
+                raise RuntimeError(f"{len(latencies)} of {sent} resolved; failures: {failures[:3]}")
+        durable = summary(latencies, sent, elapsed)
+    finally:
+        service.terminate()
+        service.wait(timeout=60)
+        log.close()
+        progress = [line for line in log_path.read_text().splitlines() if "events/s=" in line]
+        print("service progress lines (last 3):", *progress[-3:], sep="\n  ")
+        if os.environ.get("ACKLAT_SHOW_LOG"):
+            print(log_path.read_text())
+    return durable
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=int, default=5000)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--backends", default="kafka-python,confluent")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="acklat-"))
     with kafka_local.session_broker() as (bootstrap, _broker):
@@ -94,60 +152,16 @@ def main() -> None:
         plain.close()
         baseline = summary(base_lat, sent, elapsed)
 
-        log = (workdir / "service.log").open("wb")
-        service = subprocess.Popen(
-            [str(BIN / "tidal-consumer"), "run", "--bootstrap-servers", bootstrap, "--topic", topic,
-             "--group-id", f"g-{topic}", "--reply-topic", f"{topic}.acks", "--dlq-topic", f"{topic}.dlq",
-             "--wal-dir", str(workdir / "wal")],
-            stdout=log, stderr=subprocess.STDOUT, preexec_fn=kafka_local.die_with_parent)  # noqa: PLW1509
-        try:
-            with DurableProducer(bootstrap, topic, f"{topic}.acks", ack_timeout=60) as producer:
-                # Warm-up: the first ack also waits for the service's group join.
-                producer.send_and_wait(event(10**9, now), timeout=60)
-                latencies: list[float] = []
-                failures: list[BaseException] = []
-                lock = threading.Lock()
-                all_done = threading.Event()
-                expected = [0]
-
-                def done(t0: float, future: object) -> None:
-                    latencies.append(time.perf_counter() - t0)
-                    if future.exception() is not None:  # type: ignore[attr-defined]
-                        failures.append(future.exception())  # type: ignore[attr-defined]
-                    with lock:
-                        if len(latencies) == expected[0]:
-                            all_done.set()
-
-                # Futures are not kept: holding 150,000 of them (each with a Condition and locks)
-                # would make every full GC pass of this process walk millions of objects, and
-                # those pauses would be measured as ack latency.
-                def durable_send(i: int) -> None:
-                    t0 = time.perf_counter()
-                    producer.send(event(i, now)).add_done_callback(lambda f, t0=t0: done(t0, f))
-
-                sent, elapsed = paced(args.rate, args.seconds, durable_send)
-                with lock:
-                    expected[0] = sent
-                    if len(latencies) == sent:
-                        all_done.set()
-                if not all_done.wait(timeout=120) or failures:
-                    raise RuntimeError(f"{len(latencies)} of {sent} resolved; failures: {failures[:3]}")
-            durable = summary(latencies, sent, elapsed)
-        finally:
-            service.terminate()
-            service.wait(timeout=60)
-            log.close()
-            progress = [line for line in (workdir / "service.log").read_text().splitlines() if "events/s=" in line]
-            print("service progress lines (last 3):", *progress[-3:], sep="\n  ")
-            if os.environ.get("ACKLAT_SHOW_LOG"):
-                print((workdir / "service.log").read_text())
+        durable = {backend: measure(backend, bootstrap, workdir, args.rate, args.seconds, now)
+                   for backend in args.backends.split(",")}
     shutil.rmtree(workdir, ignore_errors=True)
     results = {"offered_rate_per_s": args.rate, "seconds": args.seconds, "durable_ack": durable,
                "baseline_plain_produce_ack": baseline}
-    print(f"offered {args.rate:,}/s for {args.seconds:.0f}s: achieved {durable['achieved_rate_per_s']:,}/s, "
-          f"{durable['resolved']:,} of {durable['events']:,} resolved")
-    print(f"send -> durable ack: p50 {durable['p50_ms']} ms, p95 {durable['p95_ms']} ms, "
-          f"p99 {durable['p99_ms']} ms, max {durable['max_ms']} ms")
+    for backend, figures in durable.items():
+        print(f"{backend}: offered {args.rate:,}/s for {args.seconds:.0f}s: achieved "
+              f"{figures['achieved_rate_per_s']:,}/s, {figures['resolved']:,} of {figures['events']:,} resolved; "
+              f"send -> durable ack: p50 {figures['p50_ms']} ms, p95 {figures['p95_ms']} ms, "
+              f"p99 {figures['p99_ms']} ms, max {figures['max_ms']} ms")
     print(f"baseline send -> broker ack (acks=all): p50 {baseline['p50_ms']} ms, p99 {baseline['p99_ms']} ms")
     save("ack_latency", results)
 

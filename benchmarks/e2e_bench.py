@@ -84,7 +84,7 @@ def raw_consumer(backend: str, bootstrap: str, topic: str, events: int) -> None:
     consumer.close(autocommit=False)
 
 
-def fill_topic(bootstrap: str, topic: str, events: int) -> None:
+def fill_topic(bootstrap: str, topic: str, events: int, partitions: int = PARTITIONS) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 512 * 1024, "acks": 1})
     now = time.time_ns()
     signals = ["view", "click", "like", "share", "purchase"]
@@ -93,7 +93,7 @@ def fill_topic(bootstrap: str, topic: str, events: int) -> None:
                  f'"weight":{1 + i % 9}.5,"timestamp_nanos":{now + i}}}').encode()
         while True:
             try:
-                producer.produce(topic, value, partition=i % PARTITIONS)
+                producer.produce(topic, value, partition=i % partitions)
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -105,10 +105,12 @@ class Timing:
     service, also from done to its exit after SIGTERM (its store's applier finishing what
     it has not applied yet, then the drain and shutdown)."""
 
-    def __init__(self, launched: float, assigned: float, done: float, stopped: float | None = None) -> None:
+    def __init__(self, launched: float, assigned: float, done: float, stopped: float | None = None,
+                 peak_rss: int = 0) -> None:
         self.from_launch = done - launched
         self.from_assignment = done - assigned
         self.stop_s = None if stopped is None else stopped - done
+        self.peak_rss = peak_rss  # bytes: the largest of the processes' peaks (each instance + its applier)
 
 
 def time_raw(backend: str, bootstrap: str, topic: str, events: int) -> Timing:
@@ -124,49 +126,76 @@ _ASSIGNED = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO consumer\.
                        re.MULTILINE)
 
 
+def peak_rss(pid: int) -> int:
+    """The peak resident size (VmHWM) of a process and of each child it has, the largest."""
+    peaks = []
+    for each in [pid, *_children(pid)]:
+        try:
+            status = Path(f"/proc/{each}/status").read_text()
+        except OSError:
+            continue
+        peaks += [int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmHWM:")]
+    return max(peaks, default=0)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 def time_service(backend: str, bootstrap: str, topic: str, ends: dict[int, int], workdir: Path,
-                 store: bool = True) -> Timing:
+                 store: bool = True, instances: int = 1) -> Timing:
+    """``instances`` services of one group, from launch until the group's commits reach
+    ``ends``; the assignment time is the first instance's first."""
     group = f"svc-{uuid.uuid4().hex[:8]}"
     # A reply topic of its own: it is the group's ack history, and a new group reading
     # another's acks there would take them as first homes and re-ack instead of storing.
     reply = f"{topic}.acks.{group}"
     kafka_local.create_topics(bootstrap, {reply: PARTITIONS})
-    wal_dir = workdir / group
     watcher = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-    log_path = workdir / f"{group}.log"
-    log = log_path.open("wb")
+    partitions = [TopicPartition(topic, p) for p in sorted(ends)]
+    logs = [workdir / f"{group}-{n}.log" for n in range(instances)]
+    handles = [path.open("wb") for path in logs]
     launched = time.time()
-    service = subprocess.Popen(
+    services = [subprocess.Popen(
         [str(BIN / "tidal-consumer"), "run", "--bootstrap-servers", bootstrap, "--topic", topic,
          "--group-id", group, "--reply-topic", reply, "--dlq-topic", f"{topic}.dlq",
-         "--wal-dir", str(wal_dir)],
-        stdout=log, stderr=subprocess.STDOUT,
+         "--wal-dir", str(workdir / f"{group}-{n}")],
+        stdout=handle, stderr=subprocess.STDOUT,
         env={**os.environ, "TIDAL_METRICS_INTERVAL_S": "5", "TIDAL_BACKEND": backend,
              "TIDAL_STORE__ENABLED": "true" if store else "false"},
-        preexec_fn=kafka_local.die_with_parent)  # noqa: PLW1509
+        preexec_fn=kafka_local.die_with_parent) for n, handle in enumerate(handles)]  # noqa: PLW1509
+    peak = 0
     try:
         while True:
             done = all((watcher.committed(tp) or 0) >= ends[tp.partition] for tp in partitions)
             finished = time.time()
+            peak = max([peak, *(peak_rss(service.pid) for service in services)])
             if done:
                 break
-            if service.poll() is not None:
-                raise RuntimeError(f"service exited {service.returncode}: {log_path.read_text()}")
+            for service, path in zip(services, logs):
+                if service.poll() is not None:
+                    raise RuntimeError(f"service exited {service.returncode}: {path.read_text()}")
             time.sleep(0.02)  # polling the broker's committed offsets: the event we await
     finally:
-        service.terminate()
-        service.wait(timeout=600)
+        for service in services:
+            service.terminate()
+        for service in services:
+            service.wait(timeout=600)
         stopped = time.time()
-        log.close()
+        for handle in handles:
+            handle.close()
         watcher.close(autocommit=False)
-        shutil.rmtree(wal_dir, ignore_errors=True)
-    # The service's log stamps its own lines (local time, ms): its first assignment.
-    stamp = _ASSIGNED.search(log_path.read_text())
-    if stamp is None:
-        raise RuntimeError(f"no assignment in the service log: {log_path.read_text()}")
-    assigned = datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
-    return Timing(launched, assigned, finished, stopped)
+        for n in range(instances):
+            shutil.rmtree(workdir / f"{group}-{n}", ignore_errors=True)
+    # The services' logs stamp their own lines (local time, ms): the first assignment.
+    stamps = [match.group(1) for path in logs if (match := _ASSIGNED.search(path.read_text()))]
+    if not stamps:
+        raise RuntimeError(f"no assignment in the service logs: {logs[0].read_text()}")
+    assigned = min(datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp() for stamp in stamps)
+    return Timing(launched, assigned, finished, stopped, peak)
 
 
 def rates(events: int, timings: list[Timing]) -> dict:

@@ -189,13 +189,14 @@ def scan_log(directory: Path) -> LogScan:
                 scan.sources.add(run.topic, run.partition, run.first_offset, run.count,
                                  base_seq + run.first_index)
     last = scan.segments[-1] if scan.segments else None
-    if checkpoint and (last is None or checkpoint >= last.next_seq):
-        raise WalCorruption(directory / CHECKPOINT_NAME, 8, f"the checkpoint is at seq {checkpoint} but the log "
-                            f"ends at seq {scan.next_seq - 1 if last else 0}: segments are missing")
     if last is not None and last.sealed_at is not None:
         raise WalCorruption(last.path, last.sealed_at, f"the segment is sealed, the log continuing at seq "
                             f"{last.next_seq} in {segment_name(last.next_seq)}, which is missing: the log's "
                             f"tail (seqs {last.next_seq} on) was lost")
+    # (After the seal check: a lost last segment is said as such, checkpointed or not.)
+    if checkpoint and (last is None or checkpoint >= last.next_seq):
+        raise WalCorruption(directory / CHECKPOINT_NAME, 8, f"the checkpoint is at seq {checkpoint} but the log "
+                            f"ends at seq {scan.next_seq - 1 if last else 0}: segments are missing")
     return scan
 
 
