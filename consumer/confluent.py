@@ -270,7 +270,14 @@ class ConfluentAdapter:
     def poll(self, timeout_ms: int, max_records: int) -> Poll:
         self._producer.poll(0)  # delivery reports of acks and dead letters
         try:
-            messages = self._consumer.consume(max_records, timeout_ms / 1000)
+            # consume(n, timeout) waits until n messages or the timeout: at a moderate rate
+            # every batch would wait the whole timeout. Take what is queued at once; when
+            # nothing is, wait for the first message only, then take what came with it.
+            messages = self._consumer.consume(max_records, 0)
+            if not messages:
+                first = self._consumer.poll(timeout_ms / 1000)
+                if first is not None:
+                    messages = [first, *self._consumer.consume(max_records - 1, 0)] if max_records > 1 else [first]
         except KafkaException as exc:
             raise KafkaUnavailable(repr(exc)) from exc
         if self._listener_error is not None:

@@ -41,7 +41,7 @@ RESERVED_PRODUCER = {
 # librdkafka's 1 s default starves a consumer that empties its queue faster than that.
 CONSUMER_DEFAULTS: dict[str, Any] = {"session.timeout.ms": 10_000, "heartbeat.interval.ms": 3_000,
                                      "fetch.queue.backoff.ms": 10}
-PRODUCER_DEFAULTS: dict[str, Any] = {"linger.ms": 2}
+PRODUCER_DEFAULTS: dict[str, Any] = {"linger.ms": 1}
 # librdkafka's producer refuses a message over message.max.bytes (1,000,000 by default).
 DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
 

@@ -124,7 +124,7 @@ RESERVED_PRODUCER = {
 HANDOFF_TIMEOUT_MS = 60_000
 # What the service passes unless the configuration says otherwise.
 CONSUMER_DEFAULTS: dict[str, Any] = {"session_timeout_ms": 10_000, "heartbeat_interval_ms": 3_000}
-PRODUCER_DEFAULTS: dict[str, Any] = {"linger_ms": 2}
+PRODUCER_DEFAULTS: dict[str, Any] = {"linger_ms": 1}
 
 
 def option_problems(common: dict[str, Any], consumer: dict[str, Any], producer: dict[str, Any]) -> list[str]:
