@@ -75,10 +75,12 @@ def await_committed(topics: Topics, service: Service, timeout: float = 60.0) -> 
         time.sleep(0.1)
 
 
-def crash_first_instance(topics: Topics, tmp_path: Path, crash_point: str) -> list[dict]:
+def crash_first_instance(topics: Topics, tmp_path: Path, crash_point: str, env: dict[str, str] | None = None
+                         ) -> list[dict]:
     """Instance A stores the first batch and SIGKILLs itself at ``crash_point``, before any
     commit; returns what its WAL holds."""
-    a = topics.service(tmp_path / "wal-a", env={crash_point: "1"}, hooked=True, extra=config(tmp_path))
+    a = topics.service(tmp_path / "wal-a", env={crash_point: "1", **(env or {})}, hooked=True,
+                       extra=config(tmp_path))
     assert a.process.wait(timeout=120) == -9, a.log()
     a.kill()
     assert all(v is None for v in committed(topics.bootstrap, topics.group, topics.signals, PARTITIONS).values())
@@ -90,7 +92,10 @@ def crash_first_instance(topics: Topics, tmp_path: Path, crash_point: str) -> li
 def test_acked_but_not_committed_then_moved_is_acked_again_with_its_first_home(topics: Topics,
                                                                               tmp_path: Path) -> None:
     positions = produce(topics.bootstrap, topics.signals, [event(i) for i in range(400)])
-    a_rows = crash_first_instance(topics, tmp_path, "TIDAL_TEST_CRASH_BEFORE_COMMIT")
+    # Polls of 100: A has stored its next poll too when it dies at the first batch's commit
+    # (never acked: B stores those, and A voids its copies when it is back).
+    a_rows = crash_first_instance(topics, tmp_path, "TIDAL_TEST_CRASH_BEFORE_COMMIT",
+                                  env={"TIDAL_MAX_POLL_RECORDS": "100"})
     positions += produce(topics.bootstrap, topics.signals, [event(i) for i in range(400, 600)])
     b = topics.service(tmp_path / "wal-b", extra=config(tmp_path))  # takes over once A's session expires
     acks_cover(topics.bootstrap, topics.reply, positions)
@@ -105,6 +110,11 @@ def test_acked_but_not_committed_then_moved_is_acked_again_with_its_first_home(t
     b_positions = {(r["source"]["partition"], r["source"]["offset"]) for r in dump(tmp_path / "wal-b")}
     assert not b_positions & acked_by_a
     assert metric_totals(b.log())["redeliveries"] == len(acked_by_a)  # B acked A's events again, as A's
+    a_positions = {(r["source"]["partition"], r["source"]["offset"]) for r in a_rows}
+    assert a_positions - acked_by_a  # A's never-acked copies: orphans until A is back, which voids them
+    a = topics.service(tmp_path / "wal-a", extra=config(tmp_path))
+    a.wait_for_log(r"voided here")
+    assert a.stop() == 0, a.log()
     assert_one_home_each(topics, positions, [tmp_path / "wal-a", tmp_path / "wal-b"])
 
 
