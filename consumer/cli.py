@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from consumer.errors import ExitCode
 
@@ -110,37 +111,35 @@ def _status(args: argparse.Namespace) -> int:
     from consumer.status import gather, render  # noqa: PLC0415 - kafka only for this command
     from walcore import WalCorruption  # noqa: PLC0415
 
-    try:
-        settings = load_settings(args.config, bootstrap_servers=args.bootstrap_servers, topics=args.topics,
-                                 group_id=args.group_id, wal_dir=args.wal_dir)
-        status = gather(settings)
-    except ConfigError as exc:
-        print(f"tidal-consumer: {exc}", file=sys.stderr)
-        return ExitCode.CONFIG
-    except WalCorruption as exc:
-        print(f"tidal-consumer: {exc}", file=sys.stderr)
-        return ExitCode.WAL_FATAL
-    except Exception as exc:  # noqa: BLE001 - kafka-python's errors: one line, not a traceback
-        print(f"tidal-consumer: cannot read the group's status: {exc!r}", file=sys.stderr)
-        return ExitCode.KAFKA
-    print(json.dumps(status) if args.json else render(status))
-    return ExitCode.OK
+    def gathered() -> dict:
+        return gather(load_settings(args.config, bootstrap_servers=args.bootstrap_servers, topics=args.topics,
+                                    group_id=args.group_id, wal_dir=args.wal_dir))
+
+    # Exception last: kafka-python's errors, one line rather than a traceback.
+    return _answer(gathered, render, args.json, [(ConfigError, ExitCode.CONFIG, ""),
+                                                 (WalCorruption, ExitCode.WAL_FATAL, ""),
+                                                 (Exception, ExitCode.KAFKA, "cannot read the group's status: ")])
 
 
 def _query(args: argparse.Namespace) -> int:
     from consumer.config import ConfigError, load_settings  # noqa: PLC0415
     from consumer.query import QueryError, query, render  # noqa: PLC0415 - RocksDB only for this command
 
+    return _answer(lambda: query(load_settings(args.config, wal_dir=args.wal_dir), args.entity, args.at), render,
+                   args.json, [(ConfigError, ExitCode.CONFIG, ""), (QueryError, ExitCode.STORE, "")])
+
+
+def _answer(find: Callable[[], Any], render: Callable[[Any], str], as_json: bool,
+            failures: list[tuple[type[BaseException], ExitCode, str]]) -> int:
+    """A one-shot command: print what ``find`` returns (JSON or text), or one line for the
+    first of ``failures`` the error is, with its exit code."""
     try:
-        settings = load_settings(args.config, wal_dir=args.wal_dir)
-        found = query(settings, args.entity, args.at)
-    except ConfigError as exc:
-        print(f"tidal-consumer: {exc}", file=sys.stderr)
-        return ExitCode.CONFIG
-    except QueryError as exc:
-        print(f"tidal-consumer: {exc}", file=sys.stderr)
-        return ExitCode.STORE
-    print(json.dumps(found) if args.json else render(found))
+        found = find()
+    except tuple(kind for kind, _, _ in failures) as exc:
+        code, prefix = next((code, prefix) for kind, code, prefix in failures if isinstance(exc, kind))
+        print(f"tidal-consumer: {prefix}{exc}", file=sys.stderr)
+        return code
+    print(json.dumps(found) if as_json else render(found))
     return ExitCode.OK
 
 

@@ -61,6 +61,9 @@ class ServiceMetrics:
         self.wal_last_seq = gauge("tidal_wal_last_seq", "Highest durable seq of this instance's WAL.")
         self.wal_segments = gauge("tidal_wal_segments", "Segment files of the WAL.")
         self.wal_bytes = gauge("tidal_wal_bytes", "Bytes of the WAL's segment files.")
+        self.store_applied_seq = gauge("tidal_store_applied_seq",
+                                       "Highest seq the signal store holds durably (tidal_wal_last_seq minus this: "
+                                       "the applier's lag, in events).")
         self.info = Info("tidal_build", "Version and identity of this instance.", registry=registry)
 
 

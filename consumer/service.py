@@ -363,6 +363,8 @@ class Service:
         sizes = [entry.stat().st_size for entry in os.scandir(self.wal.directory) if entry.name.endswith(".wal")]
         prom.wal_segments.set(len(sizes))
         prom.wal_bytes.set(sum(sizes))
+        if self._applier is not None:
+            prom.store_applied_seq.set(self._applier.applied_seq)
 
     def drain(self) -> int:
         """Complete the staged batch, then flush and commit everything in flight

@@ -56,12 +56,14 @@ def test_metrics_count_what_the_wal_and_the_reply_topic_hold(topics: Topics, tmp
     port = kafka_local.free_port()
     positions = produce(topics.bootstrap, topics.signals,
                         [*[event(i) for i in range(500)], event(1), b"not json", b"{}"])
-    service = topics.service(tmp_path / "wal", env={"TIDAL_METRICS_PORT": str(port)})
+    service = topics.service(tmp_path / "wal", env={"TIDAL_METRICS_PORT": str(port),
+                                                    "TIDAL_STORE__FLUSH_INTERVAL_S": "0.5"})
     acks = acks_cover(topics.bootstrap, topics.reply, positions)
     assert await_endpoint(port, "/readyz", 200, service)["ok"] is True
     assert await_endpoint(port, "/healthz", 200, service)["ok"] is True
     deadline = time.monotonic() + 30
-    while (found := samples(port)).get("tidal_wal_last_seq") != 500:  # gauges are sampled each second here
+    # Gauges are sampled each second here; the store reports after its flushes.
+    while ((found := samples(port)).get("tidal_wal_last_seq"), found.get("tidal_store_applied_seq")) != (500, 500):
         assert time.monotonic() < deadline, found
         time.sleep(0.2)
     assert service.stop() == 0, service.log()

@@ -98,7 +98,7 @@ class MemoryEngine:
     def batch(self) -> WriteBatch:
         return WriteBatch()
 
-    def write(self, batch: WriteBatch) -> None:  # type: ignore[override]
+    def write(self, batch: WriteBatch) -> None:
         for keyspace, key, value in batch.ops:
             if value is None:
                 self.delete(keyspace, key)
