@@ -2,7 +2,7 @@
 
 broker → topics → `tidal-consumer run` → 3,000 sample events through DurableProducer
 (some duplicates, some invalid) → acks with durable seqs → DLQ count → SIGTERM →
-`walcore verify` → broker stopped.
+`tidal-consumer query` (the signal store) → `walcore verify` → broker stopped.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ WAL_DIR = ROOT / "wal-demo"
 TOPIC = "signals"
 ACKS, DLQ = f"{TOPIC}.acks", f"{TOPIC}.dlq"  # the names kafka_local.service_topics creates
 SIGNALS = ["view", "click", "like", "share", "purchase"]
+QUERIED = 42  # the entity the demo queries: it gets a few events of each type below
 
 
 def say(text: str) -> None:
@@ -64,6 +65,9 @@ def main() -> int:
         if code:
             return code
         print(f"service stopped with exit code {service.returncode} (0 = drained, acked, committed)")
+        say(f"tidal-consumer query --entity {QUERIED} (the signal store the WAL was applied into)")
+        subprocess.run([str(BIN / "tidal-consumer"), "query", "--entity", str(QUERIED), "--wal-dir", str(WAL_DIR)],
+                       check=True)
         say(f"walcore verify {WAL_DIR.relative_to(ROOT)}")
         verify = subprocess.run([str(BIN / "walcore"), "verify", str(WAL_DIR)], check=False)
         say("stopping the broker")
@@ -95,6 +99,8 @@ def drive(bootstrap: str, service: subprocess.Popen[bytes]) -> int:
     events = [{"entity_id": rng.randrange(1, 10_000), "signal_type": rng.choice(SIGNALS),
                "weight": round(rng.uniform(0.1, 5.0), 3), "timestamp_nanos": now + i,
                "event_id": f"demo-{i}"} for i in range(3000)]
+    for i, event in enumerate(events[:15]):
+        event.update(entity_id=QUERIED, signal_type=SIGNALS[i % 5])
     say("sending 3,000 events, 150 producer retries (same event_id) and 40 unknown signal types")
     started = time.monotonic()
     with DurableProducer(bootstrap, TOPIC, ACKS, ack_timeout=60) as producer:
