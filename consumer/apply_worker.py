@@ -18,6 +18,7 @@ of input: it applies what it has, flushes, reports, and exits 0. A store it cann
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -86,8 +87,10 @@ class Worker:
         self._voided.update(seqs)
         if not wanted:
             return 0
-        found = [(seq, record) for seq, record in replay_log(self._wal_dir, min(wanted), max(wanted))
-                 if seq in wanted]
+        found: list[tuple[int, EventRecord]] = []
+        with contextlib.suppress(FileNotFoundError):  # retention deleted a segment while it was read
+            found.extend((seq, record) for seq, record in replay_log(self._wal_dir, min(wanted), max(wanted))
+                         if seq in wanted)
         if len(found) < len(wanted):
             log.warning("%d voided event(s) are no longer in the WAL (retention deleted their segments): the "
                         "store keeps them", len(wanted) - len(found))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -128,3 +129,38 @@ def test_the_wal_stops_growing_once_the_store_holds_its_events(topics: Topics, t
     written = sum(len(json.dumps(v)) for v in sent)  # the WAL would hold about this much without retention
     assert max(wal_bytes) < 4 * 65536 < written / 4, (wal_bytes, written)
     assert applied_counts(tmp_path / "wal" / "store") == expected_counts(sent)
+
+
+@pytest.mark.parametrize("case", ["another WAL's store", "a store ahead of its WAL"])
+def test_a_store_that_does_not_match_its_wal_stops_the_service_with_exit_8(
+        topics: Topics, tmp_path: Path, case: str) -> None:
+    """A store copied beside another WAL, or a WAL restored from an old copy under a newer
+    store: applying would mix logs or skip events. One line, exit 8, nothing consumed."""
+    first = produce(topics.bootstrap, topics.signals, events(0, 200))
+    service = topics.service(tmp_path / "wal-a")
+    acks_cover(topics.bootstrap, topics.reply, first)
+    assert service.stop() == 0, service.log()
+    if case == "another WAL's store":
+        other = topics.service(tmp_path / "wal-b", extra=["--group-id", f"{topics.group}-b"])
+        other.wait_for_log("partitions assigned: \\S")
+        assert other.stop() == 0, other.log()
+        shutil.rmtree(tmp_path / "wal-b" / "store")
+        shutil.copytree(tmp_path / "wal-a" / "store", tmp_path / "wal-b" / "store")
+        wal = tmp_path / "wal-b"
+        said = "the store follows WAL"
+    else:
+        shutil.copytree(tmp_path / "wal-a", tmp_path / "old", ignore=shutil.ignore_patterns("store"))
+        second = produce(topics.bootstrap, topics.signals, events(200, 100))
+        service = topics.service(tmp_path / "wal-a")
+        acks_cover(topics.bootstrap, topics.reply, second)
+        assert service.stop() == 0, service.log()  # the store holds all 300 at the stop
+        for segment in (tmp_path / "wal-a").glob("*.wal"):
+            segment.unlink()
+        for item in (tmp_path / "old").iterdir():
+            shutil.copy2(item, tmp_path / "wal-a" / item.name)
+        wal = tmp_path / "wal-a"
+        said = "the WAL lost events the store holds"
+    stopped = topics.service(wal, extra=["--group-id", f"{topics.group}-c"])
+    assert stopped.process.wait(timeout=60) == 8, stopped.log()
+    stopped.kill()
+    assert said in stopped.log() and "Traceback" not in stopped.log()
