@@ -54,7 +54,8 @@ FRAME = struct.Struct("<BI")
 START, BATCH, VOID = 1, 2, 3
 MAX_QUEUED_BYTES = 256 * 1024 * 1024
 STOP_TIMEOUT_S = 600.0  # a worker far behind may take this long to finish at a stop
-_APPLIED = struct.Struct("<Q")
+# The worker's reports on its standard output: the seq its store holds durably.
+REPORT = struct.Struct("<Q")
 _DUPLICATE = itemgetter(1)  # AppendResult.duplicate
 
 
@@ -69,6 +70,11 @@ def truncation_point(segments: Sequence[tuple[int, int]], checkpoint: int, retai
         keep_from -= 1
         kept += segments[keep_from][1]
     return segments[keep_from][0] if keep_from > 0 else None
+
+
+def _exited(code: int) -> StoreFailed:
+    return StoreFailed(f"the store's applier exited {code} (its line above says why); the WAL holds every event, "
+                       "a restart re-applies what the store lacks")
 
 
 def _die_with_parent() -> None:
@@ -104,10 +110,7 @@ class Applier:
         wal = self._wal
         self._put(START, json.dumps({"wal_id": wal.wal_id, "last_seq": wal.last_seq,
                                      "voided": sorted(wal.voided)}).encode())
-        os.set_blocking(self._output, True)
-        reported = self._read_reports()
-        os.set_blocking(self._output, False)
-        if not reported:  # its output ended: it exited
+        if not self._read_reports(wait=True):  # its output ended: it exited
             self._process.wait()
             self._fail_if_exited()
         self._retain()
@@ -152,12 +155,10 @@ class Applier:
         except subprocess.TimeoutExpired:
             self._process.kill()
             raise StoreFailed(f"the store's applier did not finish within {STOP_TIMEOUT_S:.0f} s") from None
-        os.set_blocking(self._output, True)
-        self._read_reports()
+        self._read_reports()  # it has exited: everything it wrote is there
         self._process.stdout.close()  # type: ignore[union-attr]
         if code != 0:
-            raise StoreFailed(f"the store's applier exited {code} (its line above says why); the WAL holds every "
-                              "event, a restart re-applies what the store lacks")
+            raise _exited(code)
         self._retain()
 
     def _put(self, kind: int, payload: bytes) -> None:
@@ -192,19 +193,21 @@ class Applier:
         finally:
             self._process.stdin.close()  # type: ignore[union-attr]
 
-    def _read_reports(self) -> bool:
-        """Read the worker's reports (the seq its store holds durably); True if any."""
+    def _read_reports(self, *, wait: bool = False) -> bool:
+        """Read the worker's reports (the seq its store holds durably); True if any.
+        ``wait``: block until the first one (or the end of its output)."""
         data = self._pending
+        os.set_blocking(self._output, wait)
         try:
             while chunk := os.read(self._output, 4096):
                 data += chunk
-                if len(data) >= _APPLIED.size and os.get_blocking(self._output):
-                    break  # start(): the first report is enough
-        except BlockingIOError:
+                if wait and len(data) >= REPORT.size:
+                    break
+        except BlockingIOError:  # nothing more for now
             pass
-        whole = len(data) - len(data) % _APPLIED.size
+        whole = len(data) - len(data) % REPORT.size
         self._pending = data[whole:]
-        reports = [seq for (seq,) in _APPLIED.iter_unpack(data[:whole])]
+        reports = [seq for (seq,) in REPORT.iter_unpack(data[:whole])]
         if reports:
             self.applied_seq = reports[-1]
         return bool(reports)
@@ -212,8 +215,7 @@ class Applier:
     def _fail_if_exited(self) -> None:
         code = self._process.poll()
         if code is not None:
-            raise StoreFailed(f"the store's applier exited {code} (its line above says why); the WAL holds every "
-                              "event, a restart re-applies what the store lacks")
+            raise _exited(code)
 
     def _retain(self) -> None:
         """Checkpoint the WAL at what the store holds durably, delete segments below it."""

@@ -4,10 +4,10 @@ consumer.applier, never by hand).
 A process of its own so that applying events into the store (RocksDB writes, the decay
 math) runs beside the service's loop instead of sharing its interpreter lock. It owns the
 store; the service owns the WAL. On its standard input, framed messages
-(consumer.applier.frame): START (the WAL's id, its last seq and its voided seqs), BATCH
+(consumer.applier.FRAME): START (the WAL's id, its last seq and its voided seqs), BATCH
 (the seqs and WAL rows of a durable batch's new events), VOID (seqs voided since). On its
-standard output, after every store flush, the seq the store holds durably (8 bytes,
-little-endian): the service checkpoints the WAL there and deletes older segments.
+standard output, after every store flush, the seq the store holds durably
+(consumer.applier.REPORT): the service checkpoints the WAL there and deletes older segments.
 
 At START it catches up from the WAL files (replay, read-only: the events after the
 store's applied seq, voided ones skipped) and removes voided events the store holds. End
@@ -23,27 +23,24 @@ import json
 import logging
 import os
 import select
-import struct
 import sys
 import time
 from array import array
 from collections.abc import Sequence
 from pathlib import Path
 
-from consumer.applier import BATCH, FRAME, START, VOID
-from consumer.config import SignalConfig
+from consumer.applier import BATCH, FRAME, REPORT, START, VOID
+from consumer.config import SignalConfig, build_schema
 from consumer.errors import ExitCode
 from walcore.errors import WalCorruption
 from walcore.format import CONTENT_KEY
 from walcore.records import EventRecord
 from walcore.replay import replay_log
-from walcore.schema import Schema, SchemaBuilder
 from walcore.storage.rocks import RocksEngine
 from walcore.storage.store import SignalStore, StoreMismatch
 
 log = logging.getLogger(__name__)
 CATCH_UP_CHUNK = 10_000
-_APPLIED = struct.Struct("<Q")
 
 
 class Worker:
@@ -52,23 +49,21 @@ class Worker:
         self._wal_dir = wal_dir
         self._flush_interval_s = flush_interval_s
         self._output = output
-        self._voided: set[int] = set()
         self._flushed_at = time.monotonic()
 
     def start(self, wal_id: str, last_seq: int, voided: Sequence[int]) -> None:
         """Bind the store to the WAL, catch up with it, remove what was voided."""
-        self._voided.update(voided)
         self.store.follow(wal_id, last_seq)
         applied = 0
         chunk: list[tuple[int, EventRecord]] = []
-        for seq, record in replay_log(self._wal_dir, self.store.applied_seq + 1, last_seq, self._voided):
+        for seq, record in replay_log(self._wal_dir, self.store.applied_seq + 1, last_seq, set(voided)):
             chunk.append((seq, record))
             if len(chunk) >= CATCH_UP_CHUNK:
                 applied += self.store.apply(chunk, seq)
                 chunk = []
         if last_seq > self.store.applied_seq:
             applied += self.store.apply(chunk, last_seq)
-        removed = self.unapply(sorted(self._voided))
+        removed = self.unapply(sorted(voided))
         if applied or removed:
             log.info("store caught up with the WAL: %d event(s) applied, %d voided event(s) removed; applied "
                      "through seq %d", applied, removed, self.store.applied_seq)
@@ -84,7 +79,6 @@ class Worker:
     def unapply(self, seqs: Sequence[int]) -> int:
         """Remove voided events the store holds; their records come from the WAL."""
         wanted = {seq for seq in seqs if seq <= self.store.applied_seq}
-        self._voided.update(seqs)
         if not wanted:
             return 0
         found: list[tuple[int, EventRecord]] = []
@@ -102,7 +96,7 @@ class Worker:
 
     def flush(self) -> None:
         self.store.flush()
-        os.write(self._output, _APPLIED.pack(self.store.applied_seq))
+        os.write(self._output, REPORT.pack(self.store.applied_seq))
         self._flushed_at = time.monotonic()
 
     def serve(self, source: int) -> None:
@@ -140,13 +134,6 @@ class Worker:
             raise ValueError(f"unknown message type {kind}")
 
 
-def schema_of(signals_json: str) -> Schema:
-    builder = SchemaBuilder()
-    for signal in (SignalConfig(**s) for s in json.loads(signals_json)):
-        builder.signal(signal.name, signal.id, signal.half_life_seconds, signal.windows_seconds, signal.velocity)
-    return builder.build()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="consumer.apply_worker")
     parser.add_argument("--wal-dir", type=Path, required=True)
@@ -157,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        store = SignalStore(RocksEngine(args.store_dir), schema_of(args.signals))
+        schema = build_schema([SignalConfig(**signal) for signal in json.loads(args.signals)])
+        store = SignalStore(RocksEngine(args.store_dir), schema)
     except Exception as exc:  # noqa: BLE001 - RocksDB raises plain Exception for I/O, lock and corruption
         log.critical("cannot open the signal store in %s: %s", args.store_dir, exc)
         return ExitCode.STORE

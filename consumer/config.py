@@ -57,6 +57,14 @@ def _wal_field(name: str) -> Any:
     return Field(getattr(WalConfig, name), allow_inf_nan=False, **WalConfig.LIMITS[name])
 
 
+def build_schema(signals: list[SignalConfig]) -> Schema:
+    """The schema of ``[[signals]]`` tables (raises SchemaError naming the signal and field)."""
+    builder = SchemaBuilder()
+    for signal in signals:
+        builder.signal(signal.name, signal.id, signal.half_life_seconds, signal.windows_seconds, signal.velocity)
+    return builder.build()
+
+
 class WalSettings(BaseModel):
     """walcore.WalConfig, as configuration (same names, same defaults, same limits)."""
 
@@ -207,11 +215,7 @@ class Settings(BaseSettings):
         return self.group_instance_id or None
 
     def schema(self) -> Schema:
-        builder = SchemaBuilder()
-        for signal in self.signals:
-            builder.signal(signal.name, signal.id, signal.half_life_seconds, signal.windows_seconds,
-                           signal.velocity)
-        return builder.build()
+        return build_schema(self.signals)
 
     @classmethod
     def settings_customise_sources(
