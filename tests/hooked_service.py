@@ -6,7 +6,9 @@ passes the fault in through the service's own injection points:
   TIDAL_TEST_CRASH_AFTER_FSYNC=N  SIGKILL itself right after the N-th batch is durable,
                                   before its acks and commit (Service's after_fsync hook)
   TIDAL_TEST_CRASH_BEFORE_COMMIT=N  SIGKILL itself once the N-th batch's acks are all
-                                  delivered, before its offsets are committed
+                                  delivered, before its offsets are committed; a poll
+                                  staged behind it is made durable first (awaited), so
+                                  the WAL then also holds a batch whose acks were never sent
   TIDAL_TEST_FSYNC_EIO=1          every fdatasync fails with EIO (a failing disk); each
                                   attempt is logged, so a test can count them
   TIDAL_TEST_HIDE_MODULES=a,b     these modules cannot be imported (a codec library missing)
@@ -16,6 +18,7 @@ Usage: python tests/hooked_service.py run --bootstrap-servers ... (the CLI's arg
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -31,11 +34,26 @@ for hidden in filter(None, os.environ.get("TIDAL_TEST_HIDE_MODULES", "").split("
     sys.modules[hidden] = None  # type: ignore[assignment]  # import raises ImportError
 
 from consumer.cli import main  # noqa: E402
+from consumer.pipeline import Pipeline, Staged  # noqa: E402
+
+_newest: list[Staged] = []  # the poll staged last (its acks are sent when the next turn completes it)
 
 
-def crash_after(batch: int) -> Callable[[int], None]:
+def _remember(stage: Callable[..., Staged]) -> Callable[..., Staged]:
+    def staging(*args: object, **kwargs: object) -> Staged:
+        staged = stage(*args, **kwargs)
+        _newest[:] = [staged]
+        return staged
+
+    return staging
+
+
+def crash_after(batch: int, *, await_staged: bool = False) -> Callable[[int], None]:
     def hook(completed: int) -> None:
         if completed == batch:
+            if await_staged and _newest:
+                with contextlib.suppress(Exception):  # a failed WAL stores nothing more: kill all the same
+                    _newest[0].durable.result(timeout=30)
             os.kill(os.getpid(), signal.SIGKILL)
 
     return hook
@@ -47,10 +65,11 @@ def failing_fdatasync(fd: int) -> None:
 
 
 if __name__ == "__main__":
-    hooks = {hook: crash_after(int(os.environ[variable]))
+    hooks = {hook: crash_after(int(os.environ[variable]), await_staged=hook == "before_commit")
              for hook, variable in (("after_fsync", "TIDAL_TEST_CRASH_AFTER_FSYNC"),
                                     ("before_commit", "TIDAL_TEST_CRASH_BEFORE_COMMIT"))
              if os.environ.get(variable)}
+    Pipeline.stage = _remember(Pipeline.stage)  # type: ignore[method-assign]
     if os.environ.get("TIDAL_TEST_FSYNC_EIO"):
         os.fdatasync = failing_fdatasync
     sys.exit(main(sys.argv[1:], **hooks))

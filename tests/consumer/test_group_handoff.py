@@ -91,12 +91,14 @@ def crash_first_instance(topics: Topics, tmp_path: Path, crash_point: str, env: 
 
 def test_acked_but_not_committed_then_moved_is_acked_again_with_its_first_home(topics: Topics,
                                                                               tmp_path: Path) -> None:
-    positions = produce(topics.bootstrap, topics.signals, [event(i) for i in range(400)])
-    # Polls of 100: A has stored its next poll too when it dies at the first batch's commit
-    # (never acked: B stores those, and A voids its copies when it is back).
+    # One partition, polls of 50: A's first fetch brings all 2,000 and it stages a poll from
+    # that buffer every turn, so when its first batch's acks are delivered (where it dies,
+    # before the commit) a later poll is staged; the crash point waits for it to be durable:
+    # stored, never acked (B stores those, and A voids its copies when it is back).
+    positions = produce(topics.bootstrap, topics.signals, [event(i) for i in range(2000)], key=b"one")
     a_rows = crash_first_instance(topics, tmp_path, "TIDAL_TEST_CRASH_BEFORE_COMMIT",
-                                  env={"TIDAL_MAX_POLL_RECORDS": "100"})
-    positions += produce(topics.bootstrap, topics.signals, [event(i) for i in range(400, 600)])
+                                  env={"TIDAL_MAX_POLL_RECORDS": "50"})
+    positions += produce(topics.bootstrap, topics.signals, [event(i) for i in range(2000, 2200)])
     b = topics.service(tmp_path / "wal-b", extra=config(tmp_path))  # takes over once A's session expires
     acks_cover(topics.bootstrap, topics.reply, positions)
     await_committed(topics, b)
