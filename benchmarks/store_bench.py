@@ -21,7 +21,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import lmdb
@@ -51,6 +51,10 @@ class LmdbEngine:
     def get(self, keyspace: str, key: bytes) -> bytes | None:
         with self._env.begin(db=self._dbs[keyspace]) as txn:
             return txn.get(key)
+
+    def get_many(self, keyspace: str, keys: Iterable[bytes]) -> list[bytes | None]:
+        with self._env.begin(db=self._dbs[keyspace]) as txn:
+            return list(map(txn.get, keys))
 
     def put(self, keyspace: str, key: bytes, value: bytes) -> None:
         with self._env.begin(write=True, db=self._dbs[keyspace]) as txn:

@@ -9,7 +9,7 @@ the last flush may be lost in a crash (the WAL replays it: walcore.storage.store
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple, Protocol
 
 # events: one entry per applied event; scores: one aggregate per (entity, signal type);
@@ -34,6 +34,9 @@ class WriteBatch:
     def put(self, keyspace: str, key: bytes, value: bytes) -> None:
         self.ops.append(Op(keyspace, key, value))
 
+    def put_many(self, keyspace: str, items: Iterable[tuple[bytes, bytes]]) -> None:
+        self.ops.extend(Op(keyspace, key, value) for key, value in items)
+
     def delete(self, keyspace: str, key: bytes) -> None:
         self.ops.append(Op(keyspace, key, None))
 
@@ -42,11 +45,20 @@ class Batch(Protocol):
     """Puts and deletes to apply together (an engine's own, from ``StorageEngine.batch``)."""
 
     def put(self, keyspace: str, key: bytes, value: bytes) -> None: ...
+
+    def put_many(self, keyspace: str, items: Iterable[tuple[bytes, bytes]]) -> None:
+        """``put`` of each (key, value), in any order the engine likes (a key given twice:
+        the later value wins)."""
+
     def delete(self, keyspace: str, key: bytes) -> None: ...
 
 
 class StorageEngine(Protocol):
     def get(self, keyspace: str, key: bytes) -> bytes | None: ...
+
+    def get_many(self, keyspace: str, keys: Iterable[bytes]) -> list[bytes | None]:
+        """``get`` of each key, in their order: one call for a whole batch's lookups."""
+
     def put(self, keyspace: str, key: bytes, value: bytes) -> None: ...
     def delete(self, keyspace: str, key: bytes) -> None: ...
 
@@ -76,6 +88,9 @@ class MemoryEngine:
 
     def get(self, keyspace: str, key: bytes) -> bytes | None:
         return self._data[keyspace].get(key)
+
+    def get_many(self, keyspace: str, keys: Iterable[bytes]) -> list[bytes | None]:
+        return list(map(self._data[keyspace].get, keys))
 
     def put(self, keyspace: str, key: bytes, value: bytes) -> None:
         entries = self._data[keyspace]

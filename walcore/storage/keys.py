@@ -23,6 +23,9 @@ _ENTITY = struct.Struct(">QBB")
 _EVENT = struct.Struct(">QBBHQQ")
 _SCORE = struct.Struct(">QBBH")
 _TYPE_PREFIX = struct.Struct(">QBBH")
+# The tags as plain ints: struct packs an IntEnum member at half the speed, and the
+# applier packs two keys an event.
+_EVENT_TAG, _SCORE_TAG = int(Tag.EVENT), int(Tag.SCORE)
 
 
 class EventKey(NamedTuple):
@@ -33,7 +36,7 @@ class EventKey(NamedTuple):
 
 
 def event_key(entity_id: int, signal_type: int, timestamp_nanos: int, seq: int) -> bytes:
-    return _EVENT.pack(entity_id, SEPARATOR, Tag.EVENT, signal_type, timestamp_nanos, seq)
+    return _EVENT.pack(entity_id, SEPARATOR, _EVENT_TAG, signal_type, timestamp_nanos, seq)
 
 
 def decode_event_key(key: bytes) -> EventKey:
@@ -44,7 +47,7 @@ def decode_event_key(key: bytes) -> EventKey:
 
 
 def score_key(entity_id: int, signal_type: int) -> bytes:
-    return _SCORE.pack(entity_id, SEPARATOR, Tag.SCORE, signal_type)
+    return _SCORE.pack(entity_id, SEPARATOR, _SCORE_TAG, signal_type)
 
 
 def decode_score_key(key: bytes) -> tuple[int, int]:

@@ -12,13 +12,16 @@ durability point (the WAL is checkpointed only up to what a flush covered).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from operator import itemgetter
 from pathlib import Path
 
 from rocksdict import AccessType, BlockBasedOptions, ColumnFamily, Options, Rdict, WriteOptions
 from rocksdict import WriteBatch as RocksBatch
 
 from walcore.storage.engine import KEYSPACES
+
+_KEY = itemgetter(0)
 
 
 class _Batch:
@@ -32,6 +35,14 @@ class _Batch:
 
     def put(self, keyspace: str, key: bytes, value: bytes) -> None:
         self.rocks.put(key, value, self._handles[keyspace])
+
+    def put_many(self, keyspace: str, items: Iterable[tuple[bytes, bytes]]) -> None:
+        # In key order: the memtable (a skip list) takes a batch of random keys about a
+        # quarter faster sorted, each insert landing near the one before (store_bench).
+        # A stable sort, so a key given twice keeps its later value last.
+        put, handle = self.rocks.put, self._handles[keyspace]
+        for key, value in sorted(items, key=_KEY):
+            put(key, value, handle)
 
     def delete(self, keyspace: str, key: bytes) -> None:
         self.rocks.delete(key, self._handles[keyspace])
@@ -66,6 +77,10 @@ class RocksEngine:
 
     def get(self, keyspace: str, key: bytes) -> bytes | None:
         return self._families[keyspace].get(key)
+
+    def get_many(self, keyspace: str, keys: Iterable[bytes]) -> list[bytes | None]:
+        # Point reads one by one: rocksdict's multi-get is slower on memtable-resident keys.
+        return list(map(self._families[keyspace].get, keys))
 
     def put(self, keyspace: str, key: bytes, value: bytes) -> None:
         self._families[keyspace].put(key, value)
