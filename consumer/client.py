@@ -22,11 +22,10 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Any, NamedTuple
 
-from kafka import KafkaConsumer, KafkaProducer
-from kafka.structs import TopicPartition
 from pydantic import ValidationError
 
 from consumer.acks import Ack, NotAnAck, Rejection, parse_ack
+from consumer.client_links import LINKS
 from consumer.events import SignalEvent, describe
 
 log = logging.getLogger(__name__)
@@ -72,9 +71,16 @@ class _Pending(NamedTuple):
 
 class DurableProducer:
     def __init__(self, bootstrap_servers: str | list[str], topic: str, reply_topic: str, *,
-                 ack_timeout: float = 30.0, signal_types: set[str] | None = None, **kafka_options: Any) -> None:
+                 ack_timeout: float = 30.0, signal_types: set[str] | None = None, backend: str = "kafka-python",
+                 **kafka_options: Any) -> None:
         """``signal_types``, when given, is checked locally too (else only the service knows
-        the schema). ``kafka_options`` go to kafka-python's producer and reply reader."""
+        the schema). ``backend``: the Kafka client, "kafka-python" or "confluent"
+        (librdkafka: a lower ack latency, docs/performance.md; needs the [librdkafka]
+        extra). ``kafka_options`` go to its producer and reply reader, in its own names
+        (kafka-python's keywords; librdkafka's dotted names, e.g.
+        ``**{"security.protocol": "SASL_SSL"}``)."""
+        if backend not in LINKS:
+            raise ValueError(f"backend: {backend!r} is not one of {', '.join(LINKS)}")
         self.topic = topic
         self.reply_topic = reply_topic
         self.ack_timeout = ack_timeout
@@ -90,34 +96,9 @@ class DurableProducer:
         # Messages on the reply topic that are not well-formed acks: skipped, never fatal.
         self.skipped_replies = 0
         self._closed = threading.Event()
-        # linger_ms=1: at thousands of sends a second, fewer and larger produce requests
-        # (client and broker CPU) for at most 1 ms of latency; overridable through kafka_options.
-        producer_options = {"linger_ms": 1, **kafka_options}
-        self._producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", **producer_options)
-        self._reader = KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None,
-                                     enable_auto_commit=False, **kafka_options)
-        partitions = self._reply_partitions()
-        self._reader.assign(partitions)
-        # Fix "the end" now, before anything is sent. end_offsets + seek rather than
-        # seek_to_end: kafka-python 2.3's position() can wait forever on a partition of a
-        # just-created topic whose leader it has not learned yet.
-        for tp, end in self._reader.end_offsets(partitions).items():
-            self._reader.seek(tp, end)
+        self._link = LINKS[backend](bootstrap_servers, reply_topic, kafka_options)
         self._thread = threading.Thread(target=self._read_acks, name="tidal-ack-reader", daemon=True)
         self._thread.start()
-
-    def _reply_partitions(self) -> list[TopicPartition]:
-        deadline = time.monotonic() + 30
-        while True:
-            found = self._reader.partitions_for_topic(self.reply_topic)
-            if found:
-                return [TopicPartition(self.reply_topic, p) for p in sorted(found)]
-            if time.monotonic() > deadline:
-                self._producer.close()
-                self._reader.close()
-                raise ValueError(f"reply topic {self.reply_topic!r} does not exist "
-                                 f"(bootstrap {self._reader.config['bootstrap_servers']})")
-            self._reader.poll(timeout_ms=100)  # refreshes metadata while waiting
 
     # -- sending --------------------------------------------------------------------------
 
@@ -134,11 +115,11 @@ class DurableProducer:
         if self._signal_types is not None and model.signal_type not in self._signal_types:
             raise InvalidEvent(f"signal_type: unknown signal type {model.signal_type!r}")
         future: Future[DurableResult] = Future()
-        sent = self._producer.send(self.topic, value=model.model_dump_json(exclude_none=True).encode(),
-                                   key=key if key is not None else str(model.entity_id).encode())
         deadline = time.monotonic() + self.ack_timeout
-        sent.add_callback(lambda meta: self._register(meta.topic, meta.partition, meta.offset, future, deadline))
-        sent.add_errback(lambda exc: future.set_exception(SendFailed(f"Kafka did not accept the event: {exc!r}")))
+        self._link.send(self.topic, key if key is not None else str(model.entity_id).encode(),
+                        model.model_dump_json(exclude_none=True).encode(),
+                        lambda topic, partition, offset: self._register(topic, partition, offset, future, deadline),
+                        lambda exc: future.set_exception(SendFailed(f"Kafka did not accept the event: {exc!r}")))
         return future
 
     def send_and_wait(self, event: SignalEvent | dict[str, Any], timeout: float | None = None,
@@ -148,7 +129,7 @@ class DurableProducer:
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every event sent so far is on the broker (not yet durable: the
         futures say when that is)."""
-        self._producer.flush(timeout)
+        self._link.flush(timeout)
 
     def _register(self, topic: str, partition: int, offset: int, future: Future[DurableResult],
                   deadline: float) -> None:
@@ -179,19 +160,18 @@ class DurableProducer:
     def _read_acks(self) -> None:
         while not self._closed.is_set():
             try:
-                polled = self._reader.poll(timeout_ms=100)
+                values = self._link.read(0.1)
             except Exception:
                 log.exception("reading acks from %s failed; retrying", self.reply_topic)
                 self._closed.wait(1.0)
                 continue
             now = time.monotonic()
             with self._lock:
-                for messages in polled.values():
-                    for message in messages:
-                        try:
-                            self._on_ack(message.value, now)
-                        except Exception:  # e.g. a future its caller cancelled: never stop the reader
-                            log.exception("handling a message on %s failed; skipped", self.reply_topic)
+                for value in values:
+                    try:
+                        self._on_ack(value, now)
+                    except Exception:  # e.g. a future its caller cancelled: never stop the reader
+                        log.exception("handling a message on %s failed; skipped", self.reply_topic)
                 self._expire(now)
 
     def _on_ack(self, value: bytes | None, now: float) -> None:
@@ -241,7 +221,7 @@ class DurableProducer:
         """Flush sends, stop the reader; futures still waiting fail with AckTimeout."""
         if self._closed.is_set():
             return
-        self._producer.flush(timeout)
+        self._link.flush(timeout)
         self._closed.set()
         self._thread.join()
         with self._lock:
@@ -249,8 +229,7 @@ class DurableProducer:
                 pending.future.set_exception(AckTimeout(f"closed before the ack for {topic}:{partition}@{offset}"))
             self._pending.clear()
             self._deadlines.clear()
-        self._producer.close()
-        self._reader.close()
+        self._link.close()
 
     def __enter__(self) -> DurableProducer:
         return self

@@ -1,7 +1,9 @@
-"""DurableProducer against the real broker and the real service."""
+"""DurableProducer against the real broker and the real service, each test once per Kafka
+backend (the client's and the service's the same)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,9 @@ pytestmark = pytest.mark.kafka
 
 
 def client(topics: Topics, **kwargs: object) -> DurableProducer:
-    return DurableProducer(topics.bootstrap, topics.signals, topics.reply, **kwargs)  # type: ignore[arg-type]
+    """A DurableProducer on the backend the test runs (TIDAL_BACKEND, set by tests/consumer/conftest.py)."""
+    return DurableProducer(topics.bootstrap, topics.signals, topics.reply,  # type: ignore[arg-type]
+                           backend=os.environ["TIDAL_BACKEND"], **kwargs)
 
 
 def test_1000_events_resolve_to_the_seqs_in_walcore_dump(topics: Topics, tmp_path: Path) -> None:
@@ -117,3 +121,11 @@ def test_an_ack_that_arrives_before_the_send_callback_still_resolves(topics: Top
         assert duplicate.result(timeout=0)[1:3] == (7, True)
         with pytest.raises(EventRejected, match="weight: bad"):
             rejected.result(timeout=0)
+
+
+def test_an_unknown_backend_or_a_bad_option_fails_at_construction_naming_it(topics: Topics, backend: str) -> None:
+    with pytest.raises(ValueError, match="backend: 'kafka' is not one of kafka-python, confluent"):
+        DurableProducer(topics.bootstrap, topics.signals, topics.reply, backend="kafka")
+    # Each client's own refusal of an option it does not know, raised before anything is sent.
+    with pytest.raises(ValueError, match=r"refused the DurableProducer options: .*lingre"):
+        client(topics, **{"lingre.ms" if backend == "confluent" else "lingre_ms": 5})

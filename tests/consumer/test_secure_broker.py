@@ -81,7 +81,8 @@ def test_service_and_durable_producer_work_over_sasl_ssl(secure_broker: SecureBr
     topic, reply, dlq = topics_on(secure_broker)
     service = Service(secure_broker.secure, topic, tmp_path / "wal", group=f"g-{topic}", reply=reply, dlq=dlq,
                       extra=config_file(tmp_path, security(secure_broker.cafile, backend=backend)))
-    with DurableProducer(secure_broker.secure, topic, reply, **security(secure_broker.cafile)) as producer:
+    with DurableProducer(secure_broker.secure, topic, reply, backend=backend,
+                         **security(secure_broker.cafile, backend=backend)) as producer:
         results = [f.result(timeout=90) for f in [producer.send(event(i)) for i in range(200)]]
     assert service.stop() == 0, service.log()
     assert sorted(r.seq for r in results) == list(range(1, 201))
