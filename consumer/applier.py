@@ -57,6 +57,10 @@ STOP_TIMEOUT_S = 600.0  # a worker far behind may take this long to finish at a 
 # The worker's reports on its standard output: the seq its store holds durably.
 REPORT = struct.Struct("<Q")
 _DUPLICATE = itemgetter(1)  # AppendResult.duplicate
+# Where the cores are shared, ingest (poll, fsync, acks, commits) comes first and the
+# applier takes the CPU left over: the WAL is its queue, so it lags during a burst and
+# catches up after, instead of slowing what producers wait for (docs/store-format.md).
+WORKER_NICE = 10
 
 
 def truncation_point(segments: Sequence[tuple[int, int]], checkpoint: int, retain_bytes: int) -> int | None:
@@ -77,9 +81,11 @@ def _exited(code: int) -> StoreFailed:
                        "a restart re-applies what the store lacks")
 
 
-def _die_with_parent() -> None:
-    """preexec_fn: the worker is killed when the service dies, however it dies."""
+def _start_worker() -> None:
+    """preexec_fn: the worker is killed when the service dies, however it dies, and runs
+    at a lower CPU priority (WORKER_NICE)."""
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    os.nice(WORKER_NICE)
 
 
 class Applier:
@@ -91,7 +97,7 @@ class Applier:
             [sys.executable, "-m", "consumer.apply_worker", "--wal-dir", str(wal.directory),
              "--store-dir", str(settings.store_dir()), "--signals", signals,
              "--flush-interval-s", str(settings.store.flush_interval_s)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=_die_with_parent)  # noqa: PLW1509
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=_start_worker)  # noqa: PLW1509
         assert self._process.stdin is not None and self._process.stdout is not None
         self._input = self._process.stdin.fileno()
         self._output = self._process.stdout.fileno()
