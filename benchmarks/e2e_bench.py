@@ -7,7 +7,8 @@ same run, each a fresh process with a fresh consumer group, for each backend
       else (confluent with fetch.queue.backoff.ms lowered, as the service sets it);
   (2) tidal-consumer run with that backend: decode + validate + dedup + WAL fsync + acks
       + commit + the store's applier, until the group's committed offsets reach the end of
-      every partition (--compare-store: also without the store, for the applier's cost).
+      every partition (--compare-store: also without the store, for the applier's cost,
+      and how far behind the applier was when ingest was done: its rate on this stream).
 Each is timed two ways: from process launch (interpreter start-up and group join
 included), and from its partitions' assignment (the steady durable rate: the figure the
 targets are about, since start-up is a fixed cost that shrinks with N). Prints medians and
@@ -260,9 +261,17 @@ def main() -> None:
             without = rates(args.events, no_store[backend])
             cost = round(svc["median_events_per_s_from_assignment"]
                          / without["median_events_per_s_from_assignment"], 3)
-            results["backends"][backend].update(service_without_store=without, ratio_with_over_without_store=cost)
+            # The applier's backlog when ingest was done: what its stop took beyond the stop of
+            # the service without a store (an upper bound: its last flush and close are in it).
+            backlog = max(0.0, statistics.median(t.stop_s for t in service[backend])
+                          - statistics.median(t.stop_s for t in no_store[backend]))
+            applied = round(args.events / (statistics.median(t.from_assignment for t in service[backend]) + backlog))
+            results["backends"][backend].update(service_without_store=without, ratio_with_over_without_store=cost,
+                                                store_backlog_at_done_s=round(backlog, 2),
+                                                store_applied_events_per_s_at_least=applied)
             print(f"{backend}: without the store median {without['median_events_per_s_from_assignment']:,} ev/s; "
-                  f"with / without = {cost}")
+                  f"with / without = {cost}; the applier {backlog:.1f} s behind when ingest was done: it applied "
+                  f">= {applied:,} ev/s")
         print(f"{backend}: bare + json.loads median {bare['median_events_per_s_from_assignment']:,} ev/s, "
               f"service median {svc['median_events_per_s_from_assignment']:,} ev/s, ratio {ratio['assignment']} "
               f"(from launch: {bare['median_events_per_s_from_launch']:,} / "
