@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 from consumer_fixtures import PARTITIONS, Topics
+from kafka.admin import KafkaAdminClient, NewTopic
 from service_helpers import dump, end_offsets, event, produce
 
-from consumer.client import AckTimeout, DurableProducer, EventRejected, InvalidEvent
+from consumer.client import AckTimeout, DurableProducer, EventRejected, InvalidEvent, SendFailed
 from consumer.events import SignalEvent
 
 pytestmark = pytest.mark.kafka
@@ -129,3 +130,22 @@ def test_an_unknown_backend_or_a_bad_option_fails_at_construction_naming_it(topi
     # Each client's own refusal of an option it does not know, raised before anything is sent.
     with pytest.raises(ValueError, match=r"refused the DurableProducer options: .*lingre"):
         client(topics, **{"lingre.ms" if backend == "confluent" else "lingre_ms": 5})
+
+
+def test_an_event_the_broker_refuses_fails_with_send_failed_and_the_next_ones_still_resolve(
+        topics: Topics, tmp_path: Path, kafka_admin: KafkaAdminClient) -> None:
+    """A send the broker refuses (over the input topic's message limit) fails its own future
+    with SendFailed, on each backend's delivery path; it never waits out the ack timeout,
+    and sends after it are unaffected."""
+    tiny = f"tiny-{topics.group}"
+    # The limit is per record batch: one small event fits, the long one does not. Sent one
+    # at a time, so that no batch holds more than one of them.
+    kafka_admin.create_topics([NewTopic(tiny, 1, 1, topic_configs={"max.message.bytes": "320"})])
+    service = topics.service(tmp_path / "wal", extra=["--topic", tiny])
+    with DurableProducer(topics.bootstrap, tiny, topics.reply, backend=os.environ["TIDAL_BACKEND"],
+                         ack_timeout=60) as producer:
+        refused = producer.send(event(1, event_id="x" * 250))  # ~420 bytes as a batch
+        with pytest.raises(SendFailed, match="did not accept"):
+            refused.result(timeout=30)
+        assert [producer.send_and_wait(event(i), timeout=90).seq for i in range(2, 7)] == [1, 2, 3, 4, 5]
+    assert service.stop() == 0

@@ -164,3 +164,20 @@ def test_a_store_that_does_not_match_its_wal_stops_the_service_with_exit_8(
     assert stopped.process.wait(timeout=60) == 8, stopped.log()
     stopped.kill()
     assert said in stopped.log() and "Traceback" not in stopped.log()
+
+
+def _nice(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])  # field 19
+
+
+def test_the_applier_runs_ten_nice_levels_below_the_service(topics: Topics, tmp_path: Path) -> None:
+    """Ingest comes first on shared cores (docs/operations.md): the applier process the
+    service starts is reniced, the service itself is not."""
+    service = topics.service(tmp_path / "wal")
+    service.wait_for_log("consuming")  # logged once the store's applier has caught up
+    pid = service.process.pid
+    children = [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    workers = [child for child in children if b"consumer.apply_worker" in Path(f"/proc/{child}/cmdline").read_bytes()]
+    assert len(workers) == 1, children
+    assert _nice(workers[0]) == _nice(pid) + 10
+    assert service.stop() == 0, service.log()

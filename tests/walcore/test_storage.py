@@ -73,6 +73,18 @@ def test_engines_keep_keyspaces_apart_scan_in_order_and_write_batches_whole(engi
     assert engine.get("events", b"a") is None and engine.get("meta", b"x") == b"1"
 
 
+def test_put_many_in_any_order_lets_a_repeated_key_keep_its_later_value(engine: StorageEngine) -> None:
+    """put_many may reorder (RocksDB sorts by key); a key given twice in one call, or put
+    earlier in the batch, still ends with the value given last."""
+    batch = engine.batch()
+    batch.put("events", b"m", b"first")
+    # The later value of each repeated key sorts lower: a sort by (key, value) would lose it.
+    batch.put_many("events", [(b"z", b"5"), (b"m", b"4"), (b"a", b"3"), (b"m", b"2"), (b"z", b"1")])
+    engine.write(batch)
+    assert list(engine.scan("events", b"")) == [(b"a", b"3"), (b"m", b"2"), (b"z", b"1")]
+    assert engine.get_many("events", [b"z", b"nope", b"a"]) == [b"1", None, b"3"]
+
+
 def test_a_rocksdb_store_survives_reopening_with_what_was_flushed(tmp_path: Path) -> None:
     store = SignalStore(RocksEngine(tmp_path / "s"), SCHEMA)
     store.apply([(1, EventRecord(7, 1, 2.0, 10 * NANOS)), (2, EventRecord(7, 1, 3.0, 20 * NANOS))], 2)
