@@ -104,7 +104,8 @@ class DurableProducer:
 
     def send(self, event: SignalEvent | dict[str, Any], key: bytes | None = None) -> Future[DurableResult]:
         """Validate and send; the future resolves once the event is durable. Raises
-        InvalidEvent at once for a bad event (nothing is sent). Default key: the entity id,
+        InvalidEvent at once for a bad event (nothing is sent), SendFailed when the client
+        cannot take it (its send queue stayed full for 60 s). Default key: the entity id,
         so one entity's events keep their order on one partition."""
         if self._closed.is_set():
             raise RuntimeError("DurableProducer is closed")
@@ -116,10 +117,13 @@ class DurableProducer:
             raise InvalidEvent(f"signal_type: unknown signal type {model.signal_type!r}")
         future: Future[DurableResult] = Future()
         deadline = time.monotonic() + self.ack_timeout
-        self._link.send(self.topic, key if key is not None else str(model.entity_id).encode(),
-                        model.model_dump_json(exclude_none=True).encode(),
-                        lambda topic, partition, offset: self._register(topic, partition, offset, future, deadline),
-                        lambda exc: future.set_exception(SendFailed(f"Kafka did not accept the event: {exc!r}")))
+        try:
+            self._link.send(self.topic, key if key is not None else str(model.entity_id).encode(),
+                            model.model_dump_json(exclude_none=True).encode(),
+                            lambda topic, partition, offset: self._register(topic, partition, offset, future, deadline),
+                            lambda exc: future.set_exception(SendFailed(f"Kafka did not accept the event: {exc!r}")))
+        except Exception as exc:  # the client's send queue stayed full (or the client is unusable)
+            raise SendFailed(f"Kafka did not take the event: {exc!r}") from exc
         return future
 
     def send_and_wait(self, event: SignalEvent | dict[str, Any], timeout: float | None = None,

@@ -28,7 +28,6 @@ from kafka.structs import TopicPartition
 log = logging.getLogger(__name__)
 
 REPLY_TOPIC_WAIT_S = 30.0  # a reply topic that does not show up by then does not exist
-MAX_BLOCK_S = 60.0  # a full send queue: wait this long for room (kafka-python's max_block_ms)
 
 Sent = Callable[[str, int, int], None]
 Failed = Callable[[BaseException], None]
@@ -105,10 +104,13 @@ class ConfluentLink:
                 Producer,
             )
             from confluent_kafka import TopicPartition as Partition  # noqa: PLC0415
+
+            from consumer.confluent import produce_waiting  # noqa: PLC0415 - it imports confluent_kafka
         except ImportError:
             raise ValueError("backend: 'confluent' needs confluent-kafka: pip install "
                              "'tidal-consumer[librdkafka]'") from None
         self._KafkaException = KafkaException
+        self._produce = produce_waiting
         bootstrap = bootstrap_servers if isinstance(bootstrap_servers, str) else ",".join(bootstrap_servers)
         common = {"bootstrap.servers": bootstrap, **options}
         try:
@@ -152,15 +154,7 @@ class ConfluentLink:
             else:
                 on_sent(message.topic(), message.partition(), message.offset())
 
-        deadline = time.monotonic() + MAX_BLOCK_S
-        while True:
-            try:
-                self._producer.produce(topic, value, key, on_delivery=delivered)
-                return
-            except BufferError:  # the queue is full: its delivery reports make room
-                if time.monotonic() > deadline:
-                    raise
-                self._producer.poll(0.01)
+        self._produce(self._producer, topic, value, key, delivered)
 
     def read(self, timeout_s: float) -> list[bytes | None]:
         first = self._reader.poll(timeout_s)

@@ -57,6 +57,23 @@ LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
 _NO_OFFSET = -1001  # librdkafka's OFFSET_INVALID: nothing committed / position unknown
 
 
+def produce_waiting(producer: Producer, topic: str, value: bytes | None, key: bytes | None,
+                    on_delivery: Callable[[Any, Any], None], *,
+                    headers: list[tuple[str, bytes]] | None = None) -> None:
+    """``producer.produce``, waiting up to MAX_BLOCK_S for room while its queue is full
+    (serving delivery reports makes room), as kafka-python's send blocks for max_block_ms;
+    BufferError if it stays full. Also DurableProducer's (consumer.client_links)."""
+    deadline = time.monotonic() + MAX_BLOCK_S
+    while True:
+        try:
+            producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+            return
+        except BufferError:
+            if time.monotonic() > deadline:
+                raise
+            producer.poll(0.1)
+
+
 class _Record(tuple):
     """A librdkafka Message as the batch core reads it (consumer.batch.PolledRecord):
     ``(offset, value, message)``. The offset and value are read once, when polled (the
@@ -315,18 +332,14 @@ class ConfluentAdapter:
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              headers: Sequence[tuple[str, bytes]] | None = None) -> _Delivery:
         delivery = _Delivery(self._producer)
-        deadline = time.monotonic() + MAX_BLOCK_S
-        while True:
-            try:
-                self._producer.produce(topic, value, key, headers=list(headers) if headers else None,
-                                       on_delivery=delivery.delivered)
-                return delivery
-            except BufferError:  # the producer's queue is full: serve it, then try again
-                if time.monotonic() > deadline:
-                    raise KafkaUnavailable(f"the producer queue stayed full for {MAX_BLOCK_S:.0f} s") from None
-                self._producer.poll(0.1)
-            except KafkaException as exc:
-                raise KafkaUnavailable(repr(exc)) from exc
+        try:
+            produce_waiting(self._producer, topic, value, key, delivery.delivered,
+                            headers=list(headers) if headers else None)
+        except BufferError:
+            raise KafkaUnavailable(f"the producer queue stayed full for {MAX_BLOCK_S:.0f} s") from None
+        except KafkaException as exc:
+            raise KafkaUnavailable(repr(exc)) from exc
+        return delivery
 
     def flush(self) -> None:
         # Returns once every message is delivered or failed (message.timeout.ms bounds it).
