@@ -93,7 +93,7 @@ class KafkaPythonLink:
 class ConfluentLink:
     """librdkafka: delivery reports are served by a thread of the link's own (they run
     only inside ``Producer.poll``); the reply reader waits for the first message only
-    (``consume(n, timeout)`` would wait for n messages or the whole timeout)."""
+    (consumer.confluent.consume_ready, as the service's adapter)."""
 
     def __init__(self, bootstrap_servers: str | list[str], reply_topic: str, options: dict[str, Any]) -> None:
         try:
@@ -105,12 +105,12 @@ class ConfluentLink:
             )
             from confluent_kafka import TopicPartition as Partition  # noqa: PLC0415
 
-            from consumer.confluent import produce_waiting  # noqa: PLC0415 - it imports confluent_kafka
+            from consumer.confluent import consume_ready, produce_waiting  # noqa: PLC0415 - imports confluent_kafka
         except ImportError:
             raise ValueError("backend: 'confluent' needs confluent-kafka: pip install "
                              "'tidal-consumer[librdkafka]'") from None
         self._KafkaException = KafkaException
-        self._produce = produce_waiting
+        self._produce, self._consume = produce_waiting, consume_ready
         bootstrap = bootstrap_servers if isinstance(bootstrap_servers, str) else ",".join(bootstrap_servers)
         common = {"bootstrap.servers": bootstrap, **options}
         try:
@@ -157,11 +157,8 @@ class ConfluentLink:
         self._produce(self._producer, topic, value, key, delivered)
 
     def read(self, timeout_s: float) -> list[bytes | None]:
-        first = self._reader.poll(timeout_s)
-        if first is None:
-            return []
         values = []
-        for message in [first, *self._reader.consume(10_000, 0)]:
+        for message in self._consume(self._reader, 10_000, timeout_s):
             if message.error() is None:
                 values.append(message.value())
             else:  # librdkafka retries by itself; say what it met

@@ -74,6 +74,20 @@ def produce_waiting(producer: Producer, topic: str, value: bytes | None, key: by
             producer.poll(0.1)
 
 
+def consume_ready(consumer: Consumer, max_records: int, timeout_s: float) -> list[Message]:
+    """Up to ``max_records`` messages, waiting at most ``timeout_s`` for the first one only.
+    consume(n, timeout) waits until n messages or the timeout: at a moderate rate every
+    batch would wait the whole timeout. Takes what is queued at once; when nothing is,
+    waits for the first message, then takes what came with it. Also DurableProducer's
+    reply reader (consumer.client_links)."""
+    messages = consumer.consume(max_records, 0)
+    if not messages:
+        first = consumer.poll(timeout_s)
+        if first is not None:
+            messages = [first, *consumer.consume(max_records - 1, 0)] if max_records > 1 else [first]
+    return messages
+
+
 class _Record(tuple):
     """A librdkafka Message as the batch core reads it (consumer.batch.PolledRecord):
     ``(offset, value, message)``. The offset and value are read once, when polled (the
@@ -287,14 +301,7 @@ class ConfluentAdapter:
     def poll(self, timeout_ms: int, max_records: int) -> Poll:
         self._producer.poll(0)  # delivery reports of acks and dead letters
         try:
-            # consume(n, timeout) waits until n messages or the timeout: at a moderate rate
-            # every batch would wait the whole timeout. Take what is queued at once; when
-            # nothing is, wait for the first message only, then take what came with it.
-            messages = self._consumer.consume(max_records, 0)
-            if not messages:
-                first = self._consumer.poll(timeout_ms / 1000)
-                if first is not None:
-                    messages = [first, *self._consumer.consume(max_records - 1, 0)] if max_records > 1 else [first]
+            messages = consume_ready(self._consumer, max_records, timeout_ms / 1000)
         except KafkaException as exc:
             raise KafkaUnavailable(repr(exc)) from exc
         if self._listener_error is not None:

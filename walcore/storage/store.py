@@ -44,6 +44,11 @@ _FIRST = itemgetter(0)
 NANOS = 1_000_000_000
 
 
+def _score_of(raw: bytes | None) -> Score:
+    """A stored score, or EMPTY where the (entity, type) has none."""
+    return EMPTY if raw is None else decode_score(raw)
+
+
 class StoreMismatch(RuntimeError):
     """The store follows another WAL, or is ahead of this one: applying would mix logs."""
 
@@ -96,7 +101,7 @@ class SignalStore:
         # The applier's hot loop (names bound locally; benchmarks/store_bench.py): one pass
         # packs each event's key and notes its score term, one engine call reads the
         # batch's scores, the terms fold into them, and the engine writes each keyspace in
-        # one call (RocksDB sorts them first: benchmarks/store_bench.py).
+        # one call (RocksDB sorts them first).
         lambdas = self._lambdas
         event_key, score_key_of, pack_weight = keys.event_key, keys.score_key, _WEIGHT.pack
         entries: list[tuple[bytes, bytes]] = []
@@ -111,8 +116,7 @@ class SignalStore:
             add_entry((event_key(entity, signal, timestamp, seq), pack_weight(weight)))
             add_term((score_key_of(entity, signal), weight, timestamp, lam))
         score_keys = list(dict.fromkeys(map(_FIRST, terms)))
-        scores = {key: EMPTY if raw is None else decode_score(raw)
-                  for key, raw in zip(score_keys, self._engine.get_many("scores", score_keys))}
+        scores = {key: _score_of(raw) for key, raw in zip(score_keys, self._engine.get_many("scores", score_keys))}
         for score_key, weight, timestamp, lam in terms:
             scores[score_key] = add(scores[score_key], weight, timestamp, lam)
         batch = self._engine.batch()
@@ -149,8 +153,7 @@ class SignalStore:
         return count
 
     def _score(self, score_key: bytes) -> Score:
-        raw = self._engine.get("scores", score_key)
-        return EMPTY if raw is None else decode_score(raw)
+        return _score_of(self._engine.get("scores", score_key))
 
     def flush(self) -> None:
         """Make every apply so far durable: the WAL may then be checkpointed at applied_seq."""
