@@ -82,7 +82,7 @@ def test_put_many_in_any_order_lets_a_repeated_key_keep_its_later_value(engine: 
     batch.put_many("events", [(b"z", b"5"), (b"m", b"4"), (b"a", b"3"), (b"m", b"2"), (b"z", b"1")])
     engine.write(batch)
     assert list(engine.scan("events", b"")) == [(b"a", b"3"), (b"m", b"2"), (b"z", b"1")]
-    assert engine.get_many("events", [b"z", b"nope", b"a"]) == [b"1", None, b"3"]
+    assert engine.get_many("events", [b"z", b"nope", b"a", b"z"]) == [b"1", None, b"3", b"1"]
 
 
 def test_a_rocksdb_store_survives_reopening_with_what_was_flushed(tmp_path: Path) -> None:
