@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import select
+import struct
 import sys
 import time
 from array import array
@@ -41,6 +42,7 @@ from walcore.storage.store import SignalStore, StoreMismatch
 
 log = logging.getLogger(__name__)
 CATCH_UP_CHUNK = 10_000
+_SEQ = struct.Struct("=q")  # a BATCH's seqs: native int64s (consumer.applier packs an array("q"))
 
 
 class Worker:
@@ -71,10 +73,8 @@ class Worker:
 
     def apply(self, payload: bytes) -> None:
         count = len(payload) // (8 + CONTENT_KEY.size)
-        seqs = array("q")
-        seqs.frombytes(payload[:8 * count])
-        rows = CONTENT_KEY.iter_unpack(payload[8 * count:])
-        self.store.apply(zip(seqs, rows), seqs[-1])  # type: ignore[arg-type]  # rows: the record's first fields
+        (last_seq,) = _SEQ.unpack_from(payload, 8 * (count - 1))
+        self.store.apply_rows(payload[:8 * count], payload[8 * count:], last_seq)
 
     def unapply(self, seqs: Sequence[int]) -> int:
         """Remove voided events the store holds; their records come from the WAL."""

@@ -75,6 +75,27 @@ def test_every_event_is_applied_once_and_query_answers_from_the_store(topics: To
     assert text.startswith("entity 7 (store applied through seq 600)")
 
 
+def test_events_at_the_ends_of_the_u64_range_are_applied_and_queried(topics: Topics, tmp_path: Path) -> None:
+    """The contract's timestamps and entity ids are u64s. A timestamp of 2**64 - 1 once
+    failed the applier's score encoding (a signed field), and the catch-up after each
+    restart met the same event again: one message stopped the store stage."""
+    top = 2**64 - 1
+    sent = [event(0, entity_id=top, signal_type="view", timestamp_nanos=top),
+            event(1, entity_id=top, signal_type="view", timestamp_nanos=0), event(2, entity_id=0, timestamp_nanos=0)]
+    positions = produce(topics.bootstrap, topics.signals, sent)
+    service = topics.service(tmp_path / "wal")
+    acks_cover(topics.bootstrap, topics.reply, positions)
+    assert service.stop() == 0, service.log()
+    assert applied_counts(tmp_path / "wal" / "store") == expected_counts(sent)
+    found = json.loads(subprocess.run([TIDAL, "query", "--entity", str(top), "--at", str(top), "--json", "--wal-dir",
+                                       str(tmp_path / "wal")], capture_output=True, text=True, check=True).stdout)
+    view = found["signals"]["view"]
+    # The event at the top counts whole; the one at 0 has decayed to nothing, and lies
+    # outside every window.
+    assert view["count"] == 2 and view["score"] == pytest.approx(sent[0]["weight"], rel=1e-12)
+    assert set(view["windows"].values()) == {1}
+
+
 def test_a_crash_after_the_fsync_before_the_store_saw_the_batch_applies_it_once(
         topics: Topics, tmp_path: Path) -> None:
     """SIGKILL right after a batch's fsync (before its acks; the store had not seen it)."""

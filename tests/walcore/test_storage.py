@@ -8,6 +8,7 @@ import math
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -37,6 +38,22 @@ def test_event_keys_sort_like_their_fields_and_decode_back(a: tuple[int, ...], b
 def test_score_keys_sort_like_their_fields_and_decode_back(a: tuple[int, int], b: tuple[int, int]) -> None:
     assert (keys.score_key(*a) < keys.score_key(*b)) == (a < b)
     assert keys.decode_score_key(keys.score_key(*a)) == a
+
+
+COLUMNS = st.lists(st.tuples(U64, U16, U64, st.integers(0, 2**63 - 1)), max_size=40)
+
+
+@given(COLUMNS)
+def test_a_batch_s_keys_encoded_as_columns_are_the_one_by_one_keys(rows: list[tuple[int, int, int, int]]) -> None:
+    """The applier encodes a batch's keys with numpy: the same bytes, and score keys
+    distinct, in key order, each position pointing at its own."""
+    entity, signal, ts, seq = (np.array(column, dtype) for column, dtype in zip(
+        zip(*rows) if rows else ([], [], [], []), (np.uint64, np.uint16, np.uint64, np.int64)))
+    assert keys.event_keys(entity, signal, ts, seq) == [keys.event_key(*row) for row in rows]
+    distinct, positions = keys.score_keys(entity, signal)
+    one_by_one = [keys.score_key(e, s) for e, s, _, _ in rows]
+    assert distinct == sorted(set(one_by_one))
+    assert [distinct[p] for p in positions] == one_by_one
 
 
 @given(U64, U16, U64, U64)

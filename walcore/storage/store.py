@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import struct
 import time
+from array import array
 from collections.abc import Iterable
-from operator import itemgetter
 from typing import NamedTuple
 
+import numpy as np
+
+from walcore.format import CONTENT_KEY
 from walcore.records import EventRecord
 from walcore.schema import Schema, SignalTypeDefinition
 from walcore.storage import keys
@@ -25,10 +28,12 @@ from walcore.storage.signals import (
     EMPTY,
     Score,
     Velocity,
-    add,
+    add_events,
     decayed_sum,
     decode_score,
+    decode_scores,
     encode_score,
+    encode_scores,
     lambda_per_ns,
     remove,
     value_at,
@@ -40,7 +45,9 @@ _APPLIED_SEQ = b"applied_seq"
 _WAL_ID = b"wal_id"
 _U64 = struct.Struct(">Q")
 _WEIGHT = struct.Struct(">d")
-_FIRST = itemgetter(0)
+# A WAL row (walcore.format.CONTENT_KEY) as a numpy record.
+_ROW = np.dtype([("entity", "<u8"), ("signal", "<u2"), ("weight", "<f8"), ("timestamp", "<u8")])
+assert _ROW.itemsize == CONTENT_KEY.size
 NANOS = 1_000_000_000
 
 
@@ -67,6 +74,9 @@ class SignalStore:
         self._engine = engine
         self._types: dict[int, SignalTypeDefinition] = {d.id: d for d in schema.by_name.values()}
         self._lambdas = {signal_id: lambda_per_ns(d.half_life_seconds) for signal_id, d in self._types.items()}
+        self._lambda_of = np.zeros(2**16)  # λ by signal type id; 0: a type the schema does not have
+        for signal_id, lam in self._lambdas.items():
+            self._lambda_of[signal_id] = lam
         self._applied_seq = self._read_applied_seq()
 
     def _read_applied_seq(self) -> int:
@@ -95,37 +105,38 @@ class SignalStore:
         """Apply the events with seqs above the applied seq, and move it to ``through_seq``,
         in one atomic write. Returns how many were applied. ``events`` are live (never
         voided) and in seq order; signal types the schema no longer has are skipped."""
+        seqs, rows = array("q"), bytearray()
+        for seq, record in events:
+            seqs.append(seq)
+            rows += CONTENT_KEY.pack(*record[:4])
+        return self.apply_rows(seqs, rows, through_seq)
+
+    def apply_rows(self, seqs: bytes | bytearray | array[int], rows: bytes | bytearray, through_seq: int) -> int:
+        """``apply`` for events as the WAL holds them: ``seqs`` native int64s, ``rows`` one
+        CONTENT_KEY row (entity, type, weight, timestamp) per seq, in the same order."""
         applied = self._applied_seq
         if through_seq <= applied:
             return 0
-        # The applier's hot loop (names bound locally; benchmarks/store_bench.py): one pass
-        # packs each event's key and notes its score term, one engine call reads the
-        # batch's scores, the terms fold into them, and the engine writes each keyspace in
-        # one call (RocksDB sorts them first).
-        lambdas = self._lambdas
-        event_key, score_key_of, pack_weight = keys.event_key, keys.score_key, _WEIGHT.pack
-        entries: list[tuple[bytes, bytes]] = []
-        terms: list[tuple[bytes, float, int, float]] = []  # (score key, weight, timestamp, λ)
-        add_entry, add_term = entries.append, terms.append
-        for seq, (entity, signal, weight, timestamp, *_) in events:
-            if seq <= applied or seq > through_seq:
-                continue
-            lam = lambdas.get(signal)
-            if lam is None:
-                continue
-            add_entry((event_key(entity, signal, timestamp, seq), pack_weight(weight)))
-            add_term((score_key_of(entity, signal), weight, timestamp, lam))
-        score_keys = list(dict.fromkeys(map(_FIRST, terms)))
-        scores = {key: _score_of(raw) for key, raw in zip(score_keys, self._engine.get_many("scores", score_keys))}
-        for score_key, weight, timestamp, lam in terms:
-            scores[score_key] = add(scores[score_key], weight, timestamp, lam)
+        # The applier's hot path (benchmarks/store_bench.py): whole columns at a time, so
+        # that Python touches each event only to hand its key and value to the engine.
+        seq = np.frombuffer(seqs, np.int64)
+        row = np.frombuffer(rows, _ROW)
+        lams = self._lambda_of[row["signal"]]
+        live = (seq > applied) & (seq <= through_seq) & (lams > 0)
+        if not live.all():
+            seq, row, lams = seq[live], row[live], lams[live]
+        entity, signal, weight = row["entity"], row["signal"], row["weight"]
+        score_keys, groups = keys.score_keys(entity, signal)
+        scores = decode_scores(self._engine.get_many("scores", score_keys))
         batch = self._engine.batch()
-        batch.put_many("events", entries)
-        batch.put_many("scores", [(score_key, encode_score(score)) for score_key, score in scores.items()])
+        batch.put_many("events", zip(keys.event_keys(entity, signal, row["timestamp"], seq),
+                                     keys.split_fixed(weight.astype(">f8").tobytes(), _WEIGHT.size)))
+        batch.put_many("scores", zip(score_keys, encode_scores(add_events(scores, groups, weight, row["timestamp"],
+                                                                          lams))))
         batch.put("meta", _APPLIED_SEQ, _U64.pack(through_seq))
         self._engine.write(batch)
         self._applied_seq = through_seq
-        return len(entries)
+        return len(seq)
 
     def unapply(self, events: Iterable[tuple[int, EventRecord]]) -> int:
         """Remove voided events that were applied (one atomic write); those not in the
