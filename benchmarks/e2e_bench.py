@@ -7,8 +7,10 @@ same run, each a fresh process with a fresh consumer group, for each backend
       else (confluent with fetch.queue.backoff.ms lowered, as the service sets it);
   (2) tidal-consumer run with that backend: decode + validate + dedup + WAL fsync + acks
       + commit + the store's applier, until the group's committed offsets reach the end of
-      every partition (--compare-store: also without the store, for the applier's cost,
-      and how far behind the applier was when ingest was done: its rate on this stream).
+      every partition (--compare-store: also without the store, for the applier's cost).
+      The applier's backlog (WAL last seq - store's durable seq, from each instance's
+      /metrics, the store flushed every 0.25 s) is read when ingest is done, then until it
+      is zero: how long after ingest the store held every event, and the applied rate.
 Each is timed two ways: from process launch (interpreter start-up and group join
 included), and from its partitions' assignment (the steady durable rate: the figure the
 targets are about, since start-up is a fixed cost that shrinks with N). Prints medians and
@@ -29,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -103,15 +106,17 @@ def fill_topic(bootstrap: str, topic: str, events: int, partitions: int = PARTIT
 
 class Timing:
     """One run: seconds from launch, and from the partitions' assignment, to done; for the
-    service, also from done to its exit after SIGTERM (its store's applier finishing what
-    it has not applied yet, then the drain and shutdown)."""
+    service, also from SIGTERM to its exit (``stop_s``: the drain and shutdown), and with a
+    store, the applier's backlog at done (events) and when it had none left (s after done)."""
 
-    def __init__(self, launched: float, assigned: float, done: float, stopped: float | None = None,
-                 peak_rss: int = 0) -> None:
+    def __init__(self, launched: float, assigned: float, done: float, stop_s: float | None = None,
+                 peak_rss: int = 0, backlog: int | None = None, caught_up: float | None = None) -> None:
         self.from_launch = done - launched
         self.from_assignment = done - assigned
-        self.stop_s = None if stopped is None else stopped - done
+        self.stop_s = stop_s
         self.peak_rss = peak_rss  # bytes: the largest of the processes' peaks (each instance + its applier)
+        self.backlog_at_done = backlog
+        self.caught_up_s = None if caught_up is None else caught_up - done
 
 
 def time_raw(backend: str, bootstrap: str, topic: str, events: int) -> Timing:
@@ -146,6 +151,25 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+_SEQ_GAUGES = re.compile(r"^(tidal_wal_last_seq|tidal_store_applied_seq) (\S+)$", re.MULTILINE)
+
+
+def store_backlog(ports: list[int]) -> int | None:
+    """Events the instances' WALs hold and their stores do not yet hold durably (their
+    /metrics gauges, sampled each second); None until every instance has both gauges."""
+    total = 0
+    for port in ports:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                gauges = dict(_SEQ_GAUGES.findall(response.read().decode()))
+        except OSError:
+            return None
+        if len(gauges) < 2:
+            return None
+        total += int(float(gauges["tidal_wal_last_seq"])) - int(float(gauges["tidal_store_applied_seq"]))
+    return total
+
+
 def time_service(backend: str, bootstrap: str, topic: str, ends: dict[int, int], workdir: Path,
                  store: bool = True, instances: int = 1) -> Timing:
     """``instances`` services of one group, from launch until the group's commits reach
@@ -159,6 +183,7 @@ def time_service(backend: str, bootstrap: str, topic: str, ends: dict[int, int],
     partitions = [TopicPartition(topic, p) for p in sorted(ends)]
     logs = [workdir / f"{group}-{n}.log" for n in range(instances)]
     handles = [path.open("wb") for path in logs]
+    ports = [kafka_local.free_port() for _ in range(instances)]
     launched = time.time()
     services = [subprocess.Popen(
         [str(BIN / "tidal-consumer"), "run", "--bootstrap-servers", bootstrap, "--topic", topic,
@@ -166,9 +191,16 @@ def time_service(backend: str, bootstrap: str, topic: str, ends: dict[int, int],
          "--wal-dir", str(workdir / f"{group}-{n}")],
         stdout=handle, stderr=subprocess.STDOUT,
         env={**os.environ, "TIDAL_METRICS_INTERVAL_S": "5", "TIDAL_BACKEND": backend,
-             "TIDAL_STORE__ENABLED": "true" if store else "false"},
-        preexec_fn=kafka_local.die_with_parent) for n, handle in enumerate(handles)]  # noqa: PLW1509
-    peak = 0
+             "TIDAL_METRICS_PORT": str(port), "TIDAL_STORE__ENABLED": "true" if store else "false",
+             "TIDAL_STORE__FLUSH_INTERVAL_S": "0.25"},
+        preexec_fn=kafka_local.die_with_parent) for n, (handle, port) in enumerate(zip(handles, ports))]  # noqa: PLW1509
+    peak, backlog, caught_up = 0, None, None
+
+    def check_running() -> None:
+        for service, path in zip(services, logs):
+            if service.poll() is not None:
+                raise RuntimeError(f"service exited {service.returncode}: {path.read_text()}")
+
     try:
         while True:
             done = all((watcher.committed(tp) or 0) >= ends[tp.partition] for tp in partitions)
@@ -176,11 +208,18 @@ def time_service(backend: str, bootstrap: str, topic: str, ends: dict[int, int],
             peak = max([peak, *(peak_rss(service.pid) for service in services)])
             if done:
                 break
-            for service, path in zip(services, logs):
-                if service.poll() is not None:
-                    raise RuntimeError(f"service exited {service.returncode}: {path.read_text()}")
+            check_running()
             time.sleep(0.02)  # polling the broker's committed offsets: the event we await
+        if store:
+            backlog = store_backlog(ports)
+            while (left := store_backlog(ports)) != 0:  # the gauges, sampled each second: what we await
+                check_running()
+                if time.time() - finished > 600:
+                    raise RuntimeError(f"the applier still has {left} events to apply 10 minutes after ingest")
+                time.sleep(0.05)
+            caught_up = time.time()
     finally:
+        terminated = time.time()
         for service in services:
             service.terminate()
         for service in services:
@@ -196,7 +235,7 @@ def time_service(backend: str, bootstrap: str, topic: str, ends: dict[int, int],
     if not stamps:
         raise RuntimeError(f"no assignment in the service logs: {logs[0].read_text()}")
     assigned = min(datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp() for stamp in stamps)
-    return Timing(launched, assigned, finished, stopped, peak)
+    return Timing(launched, assigned, finished, stopped - terminated, peak, backlog, caught_up)
 
 
 def rates(events: int, timings: list[Timing]) -> dict:
@@ -205,7 +244,7 @@ def rates(events: int, timings: list[Timing]) -> dict:
     stops = [t.stop_s for t in timings if t.stop_s is not None]
     return {"runs_from_launch_s": [round(t, 2) for t in launch],
             "runs_from_assignment_s": [round(t, 2) for t in steady],
-            **({"runs_stop_after_done_s": [round(t, 2) for t in stops]} if stops else {}),
+            **({"runs_sigterm_to_exit_s": [round(t, 2) for t in stops]} if stops else {}),
             "median_events_per_s_from_launch": round(events / statistics.median(launch)),
             "median_events_per_s_from_assignment": round(events / statistics.median(steady))}
 
@@ -244,9 +283,11 @@ def main() -> None:
                     no_store[backend].append(time_service(backend, bootstrap, topic, ends, workdir, store=False))
                     print(f"run {run + 1} {backend:>12}: service without the store "
                           f"{args.events / no_store[backend][-1].from_assignment:,.0f} ev/s", flush=True)
+                last = service[backend][-1]
                 print(f"run {run + 1} {backend:>12}: bare {args.events / raw[backend][-1].from_assignment:,.0f} "
-                      f"ev/s, service {args.events / service[backend][-1].from_assignment:,.0f} ev/s, stop "
-                      f"{service[backend][-1].stop_s:.1f}s after the last commit "
+                      f"ev/s, service {args.events / last.from_assignment:,.0f} ev/s, store backlog at done "
+                      f"{last.backlog_at_done} events, none left {last.caught_up_s:.1f} s later, SIGTERM to exit "
+                      f"{last.stop_s:.1f}s "
                       f"(from assignment; from launch: {args.events / raw[backend][-1].from_launch:,.0f} / "
                       f"{args.events / service[backend][-1].from_launch:,.0f})", flush=True)
     shutil.rmtree(workdir, ignore_errors=True)
@@ -261,17 +302,20 @@ def main() -> None:
             without = rates(args.events, no_store[backend])
             cost = round(svc["median_events_per_s_from_assignment"]
                          / without["median_events_per_s_from_assignment"], 3)
-            # The applier's backlog when ingest was done: what its stop took beyond the stop of
-            # the service without a store (an upper bound: its last flush and close are in it).
-            backlog = max(0.0, statistics.median(t.stop_s for t in service[backend])
-                          - statistics.median(t.stop_s for t in no_store[backend]))
-            applied = round(args.events / (statistics.median(t.from_assignment for t in service[backend]) + backlog))
+            backlog = statistics.median(t.backlog_at_done or 0 for t in service[backend])
+            lag = statistics.median(t.caught_up_s or 0.0 for t in service[backend])
+            applied = round(args.events / statistics.median(t.from_assignment + (t.caught_up_s or 0.0)
+                                                            for t in service[backend]))
             results["backends"][backend].update(service_without_store=without, ratio_with_over_without_store=cost,
-                                                store_backlog_at_done_s=round(backlog, 2),
-                                                store_applied_events_per_s_at_least=applied)
+                                                store_backlog_at_done_events=[t.backlog_at_done
+                                                                              for t in service[backend]],
+                                                store_caught_up_after_done_s=[round(t.caught_up_s or 0.0, 2)
+                                                                              for t in service[backend]],
+                                                store_applied_events_per_s=applied)
             print(f"{backend}: without the store median {without['median_events_per_s_from_assignment']:,} ev/s; "
-                  f"with / without = {cost}; the applier {backlog:.1f} s behind when ingest was done: it applied "
-                  f">= {applied:,} ev/s")
+                  f"with / without = {cost}; the applier's backlog at done {backlog:,.0f} events (median), none "
+                  f"left {lag:.1f} s later: it applied {applied:,} ev/s (ingest "
+                  f"{svc['median_events_per_s_from_assignment']:,})")
         print(f"{backend}: bare + json.loads median {bare['median_events_per_s_from_assignment']:,} ev/s, "
               f"service median {svc['median_events_per_s_from_assignment']:,} ev/s, ratio {ratio['assignment']} "
               f"(from launch: {bare['median_events_per_s_from_launch']:,} / "

@@ -6,8 +6,11 @@ batch, synced at commit with metasync off, which keeps integrity). The load is t
 benchmark's stream: N events (default 1,000,000) over ~N distinct entities, 5 signal
 types, applied by SignalStore in batches of 5,000 (one atomic write each) with a flush
 every 20 batches; then single-entity queries (decayed scores, window counts, velocity)
-for random stored entities. Prints events/s applied and query p50/p99 per engine, and
-their ratio (each is the other's baseline, same run). JSON: benchmarks/results/store_bench.json.
+for random stored entities (RocksDB's through a read-only open beside the writer, the way
+`tidal-consumer query` reads a running service's store). The batches are what the applier
+process receives (seqs and the WAL's rows; SignalStore.apply_rows). Prints events/s
+applied and query p50/p99 per engine, and their ratio (each is the other's baseline, same
+run). JSON: benchmarks/results/store_bench.json.
 
 Run: .venv/bin/python benchmarks/store_bench.py [--events N] [--queries Q]
 """
@@ -21,8 +24,10 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from array import array
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import lmdb
 
@@ -32,7 +37,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from results_io import save  # noqa: E402
 
 from consumer.config import Settings  # noqa: E402
-from walcore.records import EventRecord  # noqa: E402
+from walcore.format import CONTENT_KEY  # noqa: E402
 from walcore.storage.engine import KEYSPACES, StorageEngine, WriteBatch  # noqa: E402
 from walcore.storage.rocks import RocksEngine  # noqa: E402
 from walcore.storage.store import SignalStore  # noqa: E402
@@ -93,35 +98,51 @@ class LmdbEngine:
         self._env.close()
 
 
-def stream(events: int) -> list[tuple[int, EventRecord]]:
+class Stream(NamedTuple):
+    batches: list[tuple[bytes, bytes, int]]  # (seqs, WAL rows, last seq): what the applier process receives
+    entities: list[int]  # each event's
+
+
+def stream(events: int) -> Stream:
     now = time.time_ns()
-    return [(i + 1, EventRecord(i * 7919 % 1_000_003, 1 + i % 5, 1.0 + i % 9, now - (events - i) * 1000))
-            for i in range(events)]
+    entities = [i * 7919 % 1_000_003 for i in range(events)]
+    batches = []
+    for first in range(0, events, BATCH):
+        positions = range(first, min(events, first + BATCH))
+        seqs = array("q", (i + 1 for i in positions))
+        rows = b"".join(CONTENT_KEY.pack(entities[i], 1 + i % 5, 1.0 + i % 9, now - (events - i) * 1000)
+                        for i in positions)
+        batches.append((seqs.tobytes(), rows, seqs[-1]))
+    return Stream(batches, entities)
 
 
-def run(engine: StorageEngine, events: list[tuple[int, EventRecord]], queries: int) -> dict:
+def run(engine: StorageEngine, reader: Callable[[], StorageEngine] | None, events: Stream, queries: int) -> dict:
+    """Apply ``events``, then query through ``reader`` (an engine opened beside the writer,
+    as `tidal-consumer query` opens RocksDB) or, without one, through the writer's engine."""
     store = SignalStore(engine, Settings().schema())
     gc.collect()
     started = time.perf_counter()
-    for n, first in enumerate(range(0, len(events), BATCH)):
-        chunk = events[first:first + BATCH]
-        store.apply(chunk, chunk[-1][0])
+    for n, (seqs, rows, last_seq) in enumerate(events.batches):
+        store.apply_rows(seqs, rows, last_seq)
         if n % FLUSH_EVERY == FLUSH_EVERY - 1:
             store.flush()
     store.flush()
     applied_s = time.perf_counter() - started
+    querier = store if reader is None else SignalStore(reader(), Settings().schema())
     rng = random.Random(1)
     at = time.time_ns()
     latencies = []
     for _ in range(queries):
-        entity = events[rng.randrange(len(events))][1].entity_id
+        entity = events.entities[rng.randrange(len(events.entities))]
         t0 = time.perf_counter()
-        found = store.query(entity, at)
+        found = querier.query(entity, at)
         latencies.append(time.perf_counter() - t0)
         assert found, entity
     latencies.sort()
+    if querier is not store:
+        querier.close()
     store.close()
-    return {"events_per_s_applied": round(len(events) / applied_s),
+    return {"events_per_s_applied": round(len(events.entities) / applied_s),
             "query_p50_ms": round(latencies[len(latencies) // 2] * 1000, 3),
             "query_p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 3)}
 
@@ -132,14 +153,16 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=20_000)
     args = parser.parse_args()
     events = stream(args.events)
-    entities = len({record.entity_id for _, record in events})
+    entities = len(set(events.entities))
     print(f"{args.events:,} events over {entities:,} entities")
     results: dict = {"events": args.events, "entities": entities, "batch": BATCH}
     workdir = Path(tempfile.mkdtemp(prefix="store-bench-"))
     try:
-        for name, make in (("rocksdb", lambda: RocksEngine(workdir / "rocks")),
-                           ("lmdb", lambda: LmdbEngine(workdir / "lmdb"))):
-            figures = run(make(), events, args.queries)
+        engines = (("rocksdb", lambda: RocksEngine(workdir / "rocks"), lambda: RocksEngine(workdir / "rocks",
+                                                                                           read_only=True)),
+                   ("lmdb", lambda: LmdbEngine(workdir / "lmdb"), None))
+        for name, make, reader in engines:
+            figures = run(make(), reader, events, args.queries)
             size = sum(f.stat().st_size for f in workdir.rglob("*") if f.is_file())
             figures["disk_bytes"] = size
             shutil.rmtree(workdir, ignore_errors=True)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from consumer.config import Settings
 from walcore.records import EventRecord
 from walcore.storage import keys
-from walcore.storage.engine import MemoryEngine, StorageEngine
+from walcore.storage.engine import KEYSPACES, MemoryEngine, StorageEngine
 from walcore.storage.rocks import RocksEngine
 from walcore.storage.signals import NANOS, lambda_per_ns
 from walcore.storage.store import SignalStore
@@ -84,6 +84,14 @@ def test_engines_keep_keyspaces_apart_scan_in_order_and_write_batches_whole(engi
     engine.write(batch)
     assert list(engine.scan("events", b"")) == [(b"a", b"aa"), (b"ab", b"abab"), (b"b", b"bb")]
     assert list(engine.scan("events", b"ab", b"b")) == [(b"ab", b"abab")]
+    # Each keyspace, whatever its memtable (RocksDB's writer: a vector, a hash table), scans
+    # in key order from any start.
+    for keyspace in KEYSPACES:
+        batch = engine.batch()
+        batch.put_many(keyspace, [(key, keyspace.encode()) for key in (b"k2", b"k10", b"k1\x00", b"j", b"k")])
+        engine.write(batch)
+        assert [key for key, _ in engine.scan(keyspace, b"k", b"k2")] == [b"k", b"k1\x00", b"k10"]
+        assert engine.get_many(keyspace, [b"k10", b"k3"]) == [keyspace.encode(), None]
     assert engine.get("scores", b"a") == b"other keyspace" and engine.get("meta", b"a") is None
     engine.delete("events", b"a")
     engine.put("meta", b"x", b"1")
