@@ -5,12 +5,13 @@ atomic write batches through its own log, synced by flush(); LMDB: one transacti
 batch, synced at commit with metasync off, which keeps integrity). The load is the e2e
 benchmark's stream: N events (default 1,000,000) over ~N distinct entities, 5 signal
 types, applied by SignalStore in batches of 5,000 (one atomic write each) with a flush
-every 20 batches; then single-entity queries (decayed scores, window counts, velocity)
-for random stored entities (RocksDB's through a read-only open beside the writer, the way
-`tidal-consumer query` reads a running service's store). The batches are what the applier
-process receives (seqs and the WAL's rows; SignalStore.apply_rows). Prints events/s
-applied and query p50/p99 per engine, and their ratio (each is the other's baseline, same
-run). JSON: benchmarks/results/store_bench.json.
+every 20 batches, timed until the writer is closed (RocksDB then writes its memtables to
+files: a running applier pays that whenever they fill). The batches are what the applier
+process receives (seqs and the WAL's rows; SignalStore.apply_rows). Then single-entity
+queries (decayed scores, window counts, velocity) for random stored entities, RocksDB's
+through a read-only open as `tidal-consumer query` makes. Prints events/s applied and
+query p50/p99 per engine, and their ratio (each is the other's baseline, same run).
+JSON: benchmarks/results/store_bench.json.
 
 Run: .venv/bin/python benchmarks/store_bench.py [--events N] [--queries Q]
 """
@@ -116,10 +117,11 @@ def stream(events: int) -> Stream:
     return Stream(batches, entities)
 
 
-def run(engine: StorageEngine, reader: Callable[[], StorageEngine] | None, events: Stream, queries: int) -> dict:
-    """Apply ``events``, then query through ``reader`` (an engine opened beside the writer,
-    as `tidal-consumer query` opens RocksDB) or, without one, through the writer's engine."""
-    store = SignalStore(engine, Settings().schema())
+def run(writer: StorageEngine, reader: Callable[[], StorageEngine], events: Stream, queries: int) -> dict:
+    """Apply ``events`` through ``writer`` and close it (its memtables flushed to files: the
+    cost a running applier pays whenever they fill is in the rate), then query through
+    ``reader`` (RocksDB: a read-only open, as `tidal-consumer query` opens it)."""
+    store = SignalStore(writer, Settings().schema())
     gc.collect()
     started = time.perf_counter()
     for n, (seqs, rows, last_seq) in enumerate(events.batches):
@@ -127,8 +129,9 @@ def run(engine: StorageEngine, reader: Callable[[], StorageEngine] | None, event
         if n % FLUSH_EVERY == FLUSH_EVERY - 1:
             store.flush()
     store.flush()
+    store.close()
     applied_s = time.perf_counter() - started
-    querier = store if reader is None else SignalStore(reader(), Settings().schema())
+    querier = SignalStore(reader(), Settings().schema())
     rng = random.Random(1)
     at = time.time_ns()
     latencies = []
@@ -139,9 +142,7 @@ def run(engine: StorageEngine, reader: Callable[[], StorageEngine] | None, event
         latencies.append(time.perf_counter() - t0)
         assert found, entity
     latencies.sort()
-    if querier is not store:
-        querier.close()
-    store.close()
+    querier.close()
     return {"events_per_s_applied": round(len(events.entities) / applied_s),
             "query_p50_ms": round(latencies[len(latencies) // 2] * 1000, 3),
             "query_p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 3)}
@@ -160,7 +161,7 @@ def main() -> None:
     try:
         engines = (("rocksdb", lambda: RocksEngine(workdir / "rocks"), lambda: RocksEngine(workdir / "rocks",
                                                                                            read_only=True)),
-                   ("lmdb", lambda: LmdbEngine(workdir / "lmdb"), None))
+                   ("lmdb", lambda: LmdbEngine(workdir / "lmdb"), lambda: LmdbEngine(workdir / "lmdb")))
         for name, make, reader in engines:
             figures = run(make(), reader, events, args.queries)
             size = sum(f.stat().st_size for f in workdir.rglob("*") if f.is_file())

@@ -23,8 +23,6 @@ from rocksdict import (
     MemtableFactory,
     Options,
     Rdict,
-    ReadOptions,
-    SliceTransform,
     WriteOptions,
 )
 from rocksdict import WriteBatch as RocksBatch
@@ -58,32 +56,26 @@ class _Batch:
         self.rocks.delete(key, self._handles[keyspace])
 
 
-# The writer's memtables, by keyspace (read-only opens, for queries, replay into RocksDB's
-# default skip list, where every read is cheap). A skip list of a million random keys
-# costs a cache-missing search per insert: ~2 µs an event for the scores alone
-# (benchmarks/store_bench.py), the applier's largest cost.
-# - events: only appended to in bulk, read back only to un-apply a voided event (rare):
-#   a vector, appended to and sorted once when flushed to a file.
-# - scores: read and rewritten by key each batch: a hash table of linked lists, keyed by
-#   the whole key (a prefix extractor longer than any key).
-# Either costs a sort to iterate: the writer reads events only through get_many (one
-# iterator for the lot), and scans in total order (correct, slow on a full memtable; the
-# writer does not scan in service).
+# Keyspaces the applier only appends to in bulk and reads back only to un-apply a voided
+# event (rare): their writer keeps the memtable as a vector.
 _APPENDED = frozenset({"events"})
-_HASHED = frozenset({"scores"})
-_WHOLE_KEY = 128  # bytes (rocksdict's most): longer than any key, so a "prefix" is the whole key
-_HASH_BUCKETS = 1 << 20  # ~ the score entries a 64 MiB memtable holds (8 MiB of bucket heads)
 
 
 def _family_options(keyspace: str, *, read_only: bool) -> Options:
-    """Most score reads miss (a new entity): bloom filters answer a miss without a search
-    in the files (and in the memtable of a skip list)."""
+    """Most score reads miss (a new entity): bloom filters answer a miss without a search,
+    in the memtable and in the files.
+
+    The writer's ``events`` memtable is a vector, not a skip list: an insert is an append
+    and the sort happens once, when the memtable is flushed to a file, where a skip list
+    pays a cache-missing search per random key (store_bench: the applier's CPU an event
+    -1 to -2 us, flushes included). A read of that memtable sorts a copy of it (~0.6 s
+    when full), so the writer reads events only through get_many (one iterator for the
+    lot). Read-only opens (queries) replay into a skip list, where reads are cheap. (The
+    scores keep a skip list: they are read every batch, and RocksDB's hash memtables
+    cost more to flush, ~5 us a key, than a skip list costs to fill.)"""
     options = Options(raw_mode=True)
     if keyspace in _APPENDED and not read_only:
         options.set_memtable_factory(MemtableFactory.vector())
-    elif keyspace in _HASHED and not read_only:
-        options.set_prefix_extractor(SliceTransform.create_max_len_prefix(_WHOLE_KEY))
-        options.set_memtable_factory(MemtableFactory.hash_link_list(_HASH_BUCKETS))
     else:
         options.set_memtable_prefix_bloom_ratio(0.1)
         options.set_memtable_whole_key_filtering(True)
@@ -109,8 +101,6 @@ class RocksEngine:
         self._families = {name: self._db.get_column_family(name) for name in KEYSPACES}
         self._handles = {name: self._db.get_column_family_handle(name) for name in KEYSPACES}
         self._write_options = WriteOptions()
-        self._scan_options = ReadOptions()
-        self._scan_options.set_total_order_seek(True)  # whatever the memtable, every key in order
 
     def get(self, keyspace: str, key: bytes) -> bytes | None:
         return self._families[keyspace].get(key)
@@ -123,7 +113,7 @@ class RocksEngine:
         # the lot, not once per key.
         wanted = list(keys)
         found: dict[bytes, bytes] = {}
-        iterator = self._families[keyspace].iter(self._scan_options)
+        iterator = self._families[keyspace].iter()
         for key in sorted(set(wanted)):
             iterator.seek(key)
             if iterator.valid() and iterator.key() == key:
@@ -137,7 +127,7 @@ class RocksEngine:
         self._families[keyspace].delete(key)
 
     def scan(self, keyspace: str, start: bytes, end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
-        iterator = self._families[keyspace].iter(self._scan_options)
+        iterator = self._families[keyspace].iter()
         iterator.seek(start)
         while iterator.valid():
             key = iterator.key()
