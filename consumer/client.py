@@ -76,9 +76,11 @@ class DurableProducer:
         """``signal_types``, when given, is checked locally too (else only the service knows
         the schema). ``backend``: the Kafka client, "kafka-python" or "confluent"
         (librdkafka: a lower ack latency, docs/performance.md; needs the [librdkafka]
-        extra). ``kafka_options`` go to its producer and reply reader, in its own names
-        (kafka-python's keywords; librdkafka's dotted names, e.g.
-        ``**{"security.protocol": "SASL_SSL"}``)."""
+        extra). ``kafka_options`` are in the backend's own names (kafka-python's keywords;
+        librdkafka's dotted names, e.g. ``**{"security.protocol": "SASL_SSL"}``); kafka-python
+        gets each in whichever of its producer and reply reader has it (ValueError when
+        neither does), librdkafka gets all in both (it ignores, with a warning, a property
+        of the other kind of client)."""
         if backend not in LINKS:
             raise ValueError(f"backend: {backend!r} is not one of {', '.join(LINKS)}")
         self.topic = topic

@@ -48,17 +48,27 @@ def _missing(reply_topic: str, bootstrap: object) -> ValueError:
     return ValueError(f"reply topic {reply_topic!r} does not exist (bootstrap {bootstrap})")
 
 
+_PRODUCER_OPTIONS = {*KafkaProducer.DEFAULT_CONFIG, *KafkaProducer.DEPRECATED_CONFIGS}
+_READER_OPTIONS = set(KafkaConsumer.DEFAULT_CONFIG)
+
+
 class KafkaPythonLink:
     def __init__(self, bootstrap_servers: str | list[str], reply_topic: str, options: dict[str, Any]) -> None:
+        # Each option goes to the client that has it (linger_ms, max_block_ms: the producer;
+        # fetch options: the reader; security, client_id: both): kafka-python's consumer
+        # refuses a producer option and the other way round.
+        producer_options = {name: value for name, value in options.items() if name in _PRODUCER_OPTIONS}
+        reader_options = {name: value for name, value in options.items() if name in _READER_OPTIONS}
+        unknown = sorted(set(options) - set(producer_options) - set(reader_options))
+        if unknown:
+            raise ValueError(f"kafka-python refused the DurableProducer options: {', '.join(unknown)} (neither "
+                             f"KafkaProducer nor KafkaConsumer has them)")
         # linger_ms=1: at thousands of sends a second, fewer and larger produce requests
         # (client and broker CPU) for at most 1 ms of latency; overridable.
-        try:
-            self._producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all",
-                                           **{"linger_ms": 1, **options})
-            self._reader = KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None,
-                                         enable_auto_commit=False, **options)
-        except AssertionError as exc:  # kafka-python's way of refusing an option it does not know
-            raise ValueError(f"kafka-python refused the DurableProducer options: {exc}") from None
+        self._producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all",
+                                       **{"linger_ms": 1, **producer_options})
+        self._reader = KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
+                                     **reader_options)
         deadline = time.monotonic() + REPLY_TOPIC_WAIT_S
         while not (found := self._reader.partitions_for_topic(reply_topic)):
             if time.monotonic() > deadline:

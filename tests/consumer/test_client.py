@@ -4,6 +4,7 @@ backend (the client's and the service's the same)."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from consumer_fixtures import PARTITIONS, Topics
 from kafka.admin import KafkaAdminClient, NewTopic
 from service_helpers import dump, end_offsets, event, produce
 
+from consumer import confluent
 from consumer.client import AckTimeout, DurableProducer, EventRejected, InvalidEvent, SendFailed
 from consumer.events import SignalEvent
 
@@ -148,4 +150,28 @@ def test_an_event_the_broker_refuses_fails_with_send_failed_and_the_next_ones_st
         with pytest.raises(SendFailed, match="did not accept"):
             refused.result(timeout=30)
         assert [producer.send_and_wait(event(i), timeout=90).seq for i in range(2, 7)] == [1, 2, 3, 4, 5]
+    assert service.stop() == 0
+
+
+def test_a_send_the_client_cannot_take_within_its_block_time_fails_with_send_failed(
+        topics: Topics, tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """send() gives up once the client's block time has passed (60 s by default, shortened
+    here) instead of hanging: librdkafka's queue full (room for one message, held back by a
+    long linger), kafka-python's metadata never coming (a topic name the broker refuses).
+    With librdkafka the event queued before it still resolves, and so do later ones."""
+    if backend == "kafka-python":
+        with DurableProducer(topics.bootstrap, "no such topic!", topics.reply, backend=backend,
+                             max_block_ms=500) as producer, pytest.raises(SendFailed, match="did not take"):
+            producer.send(event(1))
+        return
+    monkeypatch.setattr(confluent, "MAX_BLOCK_S", 0.5)
+    service = topics.service(tmp_path / "wal")
+    with client(topics, ack_timeout=60, **{"queue.buffering.max.messages": 1, "linger.ms": 1500}) as producer:
+        queued = producer.send(event(1))
+        waited_from = time.monotonic()
+        with pytest.raises(SendFailed, match="did not take"):
+            producer.send(event(2))
+        assert time.monotonic() - waited_from >= 0.5  # it waited for room before giving up
+        assert queued.result(timeout=60).seq == 1
+        assert producer.send_and_wait(event(3), timeout=60).seq == 2
     assert service.stop() == 0
