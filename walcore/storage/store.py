@@ -51,11 +51,6 @@ assert _ROW.itemsize == CONTENT_KEY.size
 NANOS = 1_000_000_000
 
 
-def _score_of(raw: bytes | None) -> Score:
-    """A stored score, or EMPTY where the (entity, type) has none."""
-    return EMPTY if raw is None else decode_score(raw)
-
-
 class StoreMismatch(RuntimeError):
     """The store follows another WAL, or is ahead of this one: applying would mix logs."""
 
@@ -168,7 +163,9 @@ class SignalStore:
         return count
 
     def _score(self, score_key: bytes) -> Score:
-        return _score_of(self._engine.get("scores", score_key))
+        """A stored score, or EMPTY where the (entity, type) has none."""
+        raw = self._engine.get("scores", score_key)
+        return EMPTY if raw is None else decode_score(raw)
 
     def flush(self) -> None:
         """Make every apply so far durable: the WAL may then be checkpointed at applied_seq."""
