@@ -43,6 +43,7 @@ import kafka_local  # noqa: E402
 from confluent_kafka import Consumer, Producer  # noqa: E402
 from kafka import KafkaConsumer  # noqa: E402
 from kafka.structs import TopicPartition  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from results_io import save  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -151,7 +152,7 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-_SEQ_GAUGES = re.compile(r"^(tidal_wal_last_seq|tidal_store_applied_seq) (\S+)$", re.MULTILINE)
+_SEQ_GAUGES = ("tidal_wal_last_seq", "tidal_store_applied_seq")
 
 
 def store_backlog(ports: list[int]) -> int | None:
@@ -161,12 +162,14 @@ def store_backlog(ports: list[int]) -> int | None:
     for port in ports:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-                gauges = dict(_SEQ_GAUGES.findall(response.read().decode()))
+                text = response.read().decode()
         except OSError:
             return None
-        if len(gauges) < 2:
+        gauges = {sample.name: sample.value for family in text_string_to_metric_families(text)
+                  for sample in family.samples if sample.name in _SEQ_GAUGES}
+        if len(gauges) < len(_SEQ_GAUGES):
             return None
-        total += int(float(gauges["tidal_wal_last_seq"])) - int(float(gauges["tidal_store_applied_seq"]))
+        total += int(gauges["tidal_wal_last_seq"]) - int(gauges["tidal_store_applied_seq"])
     return total
 
 
