@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 
 import blake3
+import pytest
 
 from walcore import EventRecord, SourcePosition, Wal, WalConfig
 from walcore.format import MAGIC, encode_body
@@ -54,3 +57,31 @@ def version_1_frame(batch: list[EventRecord], base_seq: int, batch_ts: int) -> b
                        sections.src_len, 0)
     head += struct.pack("<I", zlib.crc32(head))
     return head + body + blake3.blake3(head + body).digest()
+
+
+def naive_ranking(events: Iterable[EventRecord], signal_type: int, lam: float, at: int) -> list[tuple[int, float]]:
+    """From the definition: every entity with an event of the type at or before ``at``, by
+    Σ w·e^(-λ(at - ts)), highest first (ties: lower entity id first)."""
+    terms: dict[int, list[float]] = {}
+    for record in events:
+        if record.signal_type == signal_type and record.timestamp_nanos <= at:
+            terms.setdefault(record.entity_id, []).append(
+                record.weight * math.exp(-lam * (at - record.timestamp_nanos)))
+    return sorted(((entity, math.fsum(found)) for entity, found in terms.items()), key=lambda e: (-e[1], e[0]))
+
+
+def assert_same_ranking(got: list[tuple[int, float]], expected: list[tuple[int, float]], k: int,
+                        tolerance: float = 1e-9) -> None:
+    """``got`` is the top ``k`` of ``expected`` (a whole naive ranking): the same scores
+    position by position, each entity with its own score, and the same entities except
+    where scores tie within the rounding ``tolerance`` at the k-th place."""
+    want = expected[:k]
+    assert len(got) == len(want), (got, want)
+    everyone = dict(expected)
+    for (entity, score), (_, wanted) in zip(got, want):
+        assert score == pytest.approx(wanted, rel=tolerance, abs=tolerance), (got, want)
+        assert entity in everyone and score == pytest.approx(everyone[entity], rel=tolerance, abs=tolerance)
+    if want:
+        boundary = want[-1][1]
+        close = abs(boundary) * tolerance + tolerance
+        assert ({e for e, s in got if abs(s - boundary) > close} == {e for e, s in want if abs(s - boundary) > close})

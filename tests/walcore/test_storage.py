@@ -12,14 +12,15 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from walcore_helpers import assert_same_ranking, naive_ranking
 
 from consumer.config import Settings
 from walcore.records import EventRecord
-from walcore.storage import keys
+from walcore.storage import keys, ranking
 from walcore.storage.engine import KEYSPACES, MemoryEngine, StorageEngine
 from walcore.storage.rocks import RocksEngine
 from walcore.storage.signals import NANOS, lambda_per_ns
-from walcore.storage.store import SignalStore
+from walcore.storage.store import SignalStore, UnknownSignal
 
 SCHEMA = Settings().schema()
 TYPES = {d.id: d for d in SCHEMA.by_name.values()}
@@ -91,6 +92,8 @@ def test_engines_keep_keyspaces_apart_scan_in_order_and_write_batches_whole(engi
         batch.put_many(keyspace, [(key, keyspace.encode()) for key in (b"k2", b"k10", b"k1\x00", b"j", b"k")])
         engine.write(batch)
         assert [key for key, _ in engine.scan(keyspace, b"k", b"k2")] == [b"k", b"k1\x00", b"k10"]
+        assert [key for key, _ in engine.scan_reverse(keyspace, b"k", b"k2")] == [b"k10", b"k1\x00", b"k"]
+        assert [key for key, _ in engine.scan_reverse(keyspace, b"k1\x00")][:2] == [b"k2", b"k10"]
         assert engine.get_many(keyspace, [b"k10", b"k3"]) == [keyspace.encode(), None]
     assert engine.get("scores", b"a") == b"other keyspace" and engine.get("meta", b"a") is None
     engine.delete("events", b"a")
@@ -186,6 +189,95 @@ def test_stored_aggregates_equal_a_naive_recomputation(raw: list[tuple[int, int,
     latest = max(r.timestamp_nanos for _, r in events)
     for at in (latest, latest + later_hours * HOUR, latest // 2, min(r.timestamp_nanos for _, r in events)):
         assert_matches(store, live, at)
+        assert_ranks(store, live, at)
+    assert_index_is_the_scores(store)
+
+
+def assert_ranks(store: SignalStore, live: list[tuple[int, EventRecord]], at: int) -> None:
+    """Top-k (k = 1, 2, all) and above-a-threshold answers against the naive ranking."""
+    for signal_id, definition in TYPES.items():
+        expected = naive_ranking((r for _, r in live), signal_id, lambda_per_ns(definition.half_life_seconds), at)
+        for k in (1, 2, len(expected) + 1):
+            assert_same_ranking(store.top(definition.name, at, k), expected, k)
+        if expected:
+            floor = expected[len(expected) // 2][1]
+            above = store.top(definition.name, at, min_score=floor)
+            assert {e for e, _ in above} == {e for e, s in expected if s >= floor} or all(
+                abs(s - floor) <= 1e-9 * (1 + abs(floor)) for e, s in expected if (s >= floor) != (e in dict(above)))
+
+
+def assert_index_is_the_scores(store: SignalStore) -> None:
+    """Every score has exactly one ``top`` entry, holding the same record, and nothing else is there."""
+    engine = store._engine
+    scores = {keys.decode_score_key(key): raw for key, raw in engine.scan("scores", b"")}
+    indexed = {(ranking.decode_top_key(key)[3], ranking.decode_top_key(key)[0]): raw
+               for key, raw in engine.scan("top", b"")}
+    assert indexed == scores and len(list(engine.scan("top", b""))) == len(scores)
+
+
+RANKED = st.lists(st.tuples(st.integers(0, 60), st.sampled_from(sorted(TYPES)),
+                            st.one_of(st.floats(-5, 5, allow_nan=False, width=32), st.just(1.0), st.just(-1.0)),
+                            st.integers(0, 10 * 24).map(lambda h: h * HOUR // 4)), min_size=1, max_size=300)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(RANKED, st.integers(1, 50), st.integers(0, 5 * 24))
+def test_top_k_from_the_index_equals_a_naive_ranking_with_mixed_signs(raw: list[tuple[int, int, float, int]],
+                                                                      chunk: int, later_hours: int) -> None:
+    """Many entities, weights of both signs (negative and zero scores rank below positive
+    ones), equal weights at equal times (ties), on RocksDB: read backwards at or after the
+    latest event, scanned from the events before it."""
+    events = [(seq, EventRecord(entity, signal, float(weight), ts))
+              for seq, (entity, signal, weight, ts) in enumerate(raw, 1)]
+    store = SignalStore(MemoryEngine(), SCHEMA)
+    for start in range(0, len(events), chunk):
+        store.apply(events[start:start + chunk], events[min(start + chunk, len(events)) - 1][0])
+    latest = max(r.timestamp_nanos for _, r in events)
+    for at in (latest, latest + later_hours * HOUR, latest // 3):
+        assert_ranks(store, events, at)
+    assert_index_is_the_scores(store)
+
+
+def test_top_k_at_now_reads_about_k_keys_not_every_entity() -> None:
+    """The index's point: at or after the type's latest event, a top-10 over 5,000 entities
+    reads the 10 highest keys (and any within the rounding margin), not all 5,000."""
+    engine = MemoryEngine()
+    store = SignalStore(engine, SCHEMA)
+    store.apply([(entity + 1, EventRecord(entity, 1, 1.0 + entity, 1_000 * NANOS + entity)) for entity in range(5000)],
+                5000)
+    read = []
+    scan_reverse = engine.scan_reverse
+
+    def counting(*args: object) -> Iterator[tuple[bytes, bytes]]:
+        for entry in scan_reverse(*args):  # type: ignore[arg-type]
+            read.append(entry)
+            yield entry
+
+    engine.scan_reverse = counting  # type: ignore[method-assign]
+    top = store.top("view", 2_000 * NANOS, 10)
+    assert [entity for entity, _ in top] == list(range(4999, 4989, -1))
+    assert len(read) <= 11
+    # Equal scores: the lower entity id first, though its key sorts below the other's.
+    store.apply([(5001, EventRecord(2**40, 2, 3.0, 50 * NANOS)), (5002, EventRecord(2**41, 2, 3.0, 50 * NANOS)),
+                 (5003, EventRecord(7, 2, 1.0, 50 * NANOS))], 5003)
+    assert store.top("click", 60 * NANOS, 1) == [(2**40, pytest.approx(3.0 * 0.5 ** (10 / 21600)))]
+    with pytest.raises(UnknownSignal, match="unknown signal type 'teleport'"):
+        store.top("teleport", 0, 1)
+
+
+def test_an_old_store_without_the_index_is_indexed_when_it_follows_its_wal(tmp_path: Path) -> None:
+    """A store written before the ranking existed (no ``top`` entries, no marker) gets every
+    score indexed once, at the applier's start."""
+    engine = MemoryEngine()
+    store = SignalStore(engine, SCHEMA)
+    store.apply([(1, EventRecord(7, 1, 2.0, 10 * NANOS)), (2, EventRecord(8, 1, 3.0, 20 * NANOS))], 2)
+    for key, _ in list(engine.scan("top", b"")):
+        engine.delete("top", key)
+    engine.delete("meta", b"top_index")
+    reopened = SignalStore(engine, SCHEMA)
+    reopened.follow("w1", 2)
+    assert [e for e, _ in reopened.top("view", 30 * NANOS, 5)] == [8, 7]
+    assert_index_is_the_scores(reopened)
 
 
 @settings(max_examples=60, deadline=None)

@@ -57,8 +57,8 @@ class _Batch:
 
 
 # Keyspaces the applier only appends to in bulk and reads back only to un-apply a voided
-# event (rare): their writer keeps the memtable as a vector.
-_APPENDED = frozenset({"events"})
+# event (rare), or never (the ranking): their writer keeps the memtable as a vector.
+_APPENDED = frozenset({"events", "top"})
 
 
 def _family_options(keyspace: str, *, read_only: bool) -> Options:
@@ -86,21 +86,31 @@ def _family_options(keyspace: str, *, read_only: bool) -> Options:
 
 
 class RocksEngine:
-    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+    def __init__(self, path: str | Path, *, read_only: bool = False, secondary: str | Path | None = None) -> None:
         """``read_only``: open beside the process that writes it (a query while the
-        service runs): a consistent view as of the open, no lock taken."""
+        service runs): a consistent view as of the open, no lock taken. ``secondary``: a
+        reader that follows the writer (``catch_up``), keeping its own small files in that
+        directory (the service's query API)."""
+        reader = read_only or secondary is not None
         options = Options(raw_mode=True)
-        options.create_if_missing(not read_only)
-        options.create_missing_column_families(not read_only)
+        options.create_if_missing(not reader)
+        options.create_missing_column_families(not reader)
         options.set_allow_concurrent_memtable_write(False)  # a vector memtable takes one writer (we have one)
-        if read_only and not Path(path, "CURRENT").is_file():
+        if secondary is not None:
+            options.set_max_open_files(-1)  # RocksDB's requirement for a secondary instance
+        if reader and not Path(path, "CURRENT").is_file():
             raise FileNotFoundError(f"no signal store in {path}")
-        families = {name: _family_options(name, read_only=read_only) for name in KEYSPACES}
-        self._db = Rdict(str(path), options, column_families=families,
-                         access_type=AccessType.read_only() if read_only else AccessType.read_write())
+        families = {name: _family_options(name, read_only=reader) for name in KEYSPACES}
+        access = (AccessType.secondary(str(secondary)) if secondary is not None
+                  else AccessType.read_only() if read_only else AccessType.read_write())
+        self._db = Rdict(str(path), options, column_families=families, access_type=access)
         self._families = {name: self._db.get_column_family(name) for name in KEYSPACES}
         self._handles = {name: self._db.get_column_family_handle(name) for name in KEYSPACES}
         self._write_options = WriteOptions()
+
+    def catch_up(self) -> None:
+        """A secondary reader: see everything the writer has written so far."""
+        self._db.try_catch_up_with_primary()
 
     def get(self, keyspace: str, key: bytes) -> bytes | None:
         return self._families[keyspace].get(key)
@@ -135,6 +145,21 @@ class RocksEngine:
                 return
             yield key, iterator.value()
             iterator.next()
+
+    def scan_reverse(self, keyspace: str, start: bytes, end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        iterator = self._families[keyspace].iter()
+        if end is None:
+            iterator.seek_to_last()
+        else:
+            iterator.seek_for_prev(end)  # the last key <= end
+            if iterator.valid() and iterator.key() == end:
+                iterator.prev()
+        while iterator.valid():
+            key = iterator.key()
+            if key < start:
+                return
+            yield key, iterator.value()
+            iterator.prev()
 
     def batch(self) -> _Batch:
         return _Batch(self._handles)
