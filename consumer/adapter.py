@@ -43,6 +43,9 @@ class KafkaAdapter(Protocol):
     def committed(self, partitions: Sequence[Partition]) -> dict[Partition, tuple[int, str] | None]:
         """The group's committed (offset, metadata) of each partition; None: never committed."""
 
+    def partitions(self, topic: str) -> list[int]:
+        """The partition numbers of ``topic`` (empty while unknown); raises KafkaUnavailable."""
+
     def reply_partition(self, topic: str, key: bytes) -> int | None:
         """The partition of ``topic`` the producer sends messages keyed ``key`` to."""
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from consumer.errors import ExitCode
 
+USAGE = 2  # a command line that is not one (argparse's own exit code)
 # Record attributes a log call may carry (``extra=``) that the JSON format includes.
 STRUCTURED_FIELDS = ("topic", "partition", "offset", "seq", "wal_id")
 
@@ -68,10 +69,20 @@ def main(argv: list[str] | None = None, **hooks: Callable[[int], None]) -> int:
     status.add_argument("--group-id")
     status.add_argument("--wal-dir", type=Path)
     status.add_argument("--json", action="store_true")
-    query = sub.add_parser("query", help="an entity's decayed scores, window counts and velocity, from the store")
-    query.add_argument("--entity", type=int, required=True, metavar="ID")
-    query.add_argument("--at", metavar="TIME", help="ISO 8601 (2026-11-25T12:00:00Z) or epoch nanoseconds; "
+    query = sub.add_parser("query", help="an entity's decayed scores, window counts and velocity, or the top k "
+                                         "entities of a signal type: from the local store, or the whole group")
+    what = query.add_mutually_exclusive_group(required=True)
+    what.add_argument("--entity", metavar="ID", help="an entity id (0 to 2**64-1)")
+    what.add_argument("--top", metavar="K", help="the K highest scores of --signal (1 to 10000)")
+    query.add_argument("--signal", metavar="TYPE", help="with --top: the signal type's name")
+    query.add_argument("--at", metavar="TIME", help="RFC 3339 (2026-11-25T12:00:00Z) or epoch nanoseconds; "
                                                     "default: now")
+    query.add_argument("--peers", metavar="HOST:PORT[,HOST:PORT]",
+                       help="ask every instance's query API (their metrics_port) and merge: the group's answer")
+    query.add_argument("--peers-dns", metavar="NAME:PORT",
+                       help="as --peers, every address NAME resolves to (a Kubernetes headless service)")
+    query.add_argument("--after", action="append", default=[], metavar="WAL_ID:SEQ",
+                       help="read your writes: the store of WAL_ID answers once it has applied SEQ (repeatable)")
     query.add_argument("--config", type=Path, default=os.environ.get("TIDAL_CONFIG"))
     query.add_argument("--wal-dir", type=Path)
     query.add_argument("--json", action="store_true")
@@ -123,16 +134,44 @@ def _status(args: argparse.Namespace) -> int:
 
 def _query(args: argparse.Namespace) -> int:
     from consumer.config import ConfigError, load_settings  # noqa: PLC0415
-    from consumer.query import QueryError, query, render  # noqa: PLC0415 - RocksDB only for this command
+    from consumer.query import QueryError, UnknownSignal, group, local, render  # noqa: PLC0415 - RocksDB only here
+    from consumer.serving import params  # noqa: PLC0415
+    from consumer.serving.client import PeerError, SignalClient  # noqa: PLC0415
 
-    return _answer(lambda: query(load_settings(args.config, wal_dir=args.wal_dir), args.entity, args.at), render,
-                   args.json, [(ConfigError, ExitCode.CONFIG, ""), (QueryError, ExitCode.STORE, "")])
+    try:
+        entity = None if args.entity is None else params.entity_id(args.entity, "--entity")
+        top = None if args.top is None else params.top_k(args.top, "--top")
+        if top is not None and not args.signal:
+            raise params.BadQuery("--top needs --signal (a signal type's name)")
+        at_ns = params.time_ns(args.at, "--at")
+        after = [str(params.after(token, "--after")) for token in args.after]
+        if after and not (args.peers or args.peers_dns):
+            raise params.BadQuery("--after needs --peers or --peers-dns (a read-your-writes wait is the "
+                                  "service's)")
+    except params.BadQuery as exc:
+        print(f"tidal-consumer: {exc}", file=sys.stderr)
+        return USAGE
+    if args.peers or args.peers_dns:
+        peers = [peer for peer in (args.peers or "").split(",") if peer]
+
+        def merged() -> dict:
+            with SignalClient(peers, peers_dns=args.peers_dns) as client:
+                return group(client, entity=entity, top=top, signal=args.signal, at_ns=at_ns, after=after).to_json()
+
+        return _answer(merged, render, args.json, [(PeerError, ExitCode.PARTIAL, "")],
+                       lambda found: ExitCode.OK if found["complete"] else ExitCode.PARTIAL)
+    return _answer(lambda: local(load_settings(args.config, wal_dir=args.wal_dir), entity=entity, top=top,
+                                 signal=args.signal, at_ns=at_ns), render, args.json,
+                   [(ConfigError, ExitCode.CONFIG, ""), (UnknownSignal, USAGE, ""),
+                    (QueryError, ExitCode.STORE, "")])
 
 
 def _answer(find: Callable[[], Any], render: Callable[[Any], str], as_json: bool,
-            failures: list[tuple[type[BaseException], ExitCode, str]]) -> int:
-    """A one-shot command: print what ``find`` returns (JSON or text), or one line for the
-    first of ``failures`` the error is, with its exit code."""
+            failures: list[tuple[type[BaseException], int, str]],
+            code_of: Callable[[Any], int] = lambda _found: ExitCode.OK) -> int:
+    """A one-shot command: print what ``find`` returns (JSON or text) and exit
+    ``code_of(it)``, or one line for the first of ``failures`` the error is, with its exit
+    code."""
     try:
         found = find()
     except tuple(kind for kind, _, _ in failures) as exc:
@@ -140,7 +179,7 @@ def _answer(find: Callable[[], Any], render: Callable[[Any], str], as_json: bool
         print(f"tidal-consumer: {prefix}{exc}", file=sys.stderr)
         return code
     print(json.dumps(found) if as_json else render(found))
-    return ExitCode.OK
+    return code_of(found)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -115,12 +115,15 @@ class Committer:
     def __init__(self, target: CommitTarget, *, wal_id: str, max_in_flight: int, retry_for_s: float,
                  stop: threading.Event, before_commit: Callable[[int], None] = _no_hook,
                  on_committed: Callable[[Commits], None] = lambda _commits: None,
-                 on_sync_commit: Callable[[float, bool], None] = lambda _seconds, _ok: None) -> None:
+                 on_sync_commit: Callable[[float, bool], None] = lambda _seconds, _ok: None,
+                 history: Mapping[Partition, frozenset[str]] | None = None) -> None:
         """``before_commit(n)``: called once the n-th batch is settled (durable, every ack
         and dead letter delivered), before its offsets are committed: a test's crash point.
         ``on_committed(commits)``: called with what the broker confirmed.
         ``on_sync_commit(seconds, ok)``: each synchronous commit attempt, and each async
-        commit that failed (0 s), for metrics."""
+        commit that failed (0 s), for metrics. ``history``: per partition, the WALs its
+        earlier commit marks list (consumer.takeover), carried on in this WAL's marks."""
+        self._history = {} if history is None else history
         self._on_committed = on_committed
         self._on_sync_commit = on_sync_commit
         self._target = target
@@ -189,7 +192,9 @@ class Committer:
                 last_seq = max(self._last_seqs.get(partition, 0), mark.last_seq if mark else 0)
                 self._last_seqs[partition] = last_seq
                 ack = mark.ack.position() if mark else None
-                commits[partition] = (offset, encode_mark(CommitMark(self._wal_id, last_seq, *ack)) if ack else "")
+                wals = self._history.get(partition, frozenset())
+                commits[partition] = (offset, encode_mark(CommitMark(self._wal_id, last_seq, *ack, wals))
+                                      if ack else "")
         return commits
 
     def _async_done(self, commits: Commits, error: BaseException | None) -> None:

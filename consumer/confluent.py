@@ -388,6 +388,13 @@ class ConfluentAdapter:
         return {(tp.topic, tp.partition): None if tp.offset < 0 else (tp.offset, tp.metadata or "")
                 for tp in found}
 
+    def partitions(self, topic: str) -> list[int]:
+        try:
+            metadata = self._consumer.list_topics(topic, timeout=HANDOFF_TIMEOUT_S).topics.get(topic)
+        except KafkaException as exc:
+            raise KafkaUnavailable(repr(exc)) from exc
+        return [] if metadata is None or metadata.error is not None else sorted(metadata.partitions)
+
     def reply_partition(self, topic: str, key: bytes) -> int | None:
         """The partition the producer sends ``key`` to (murmur2, as kafka-python's
         default partitioner); None while the topic's partitions are unknown."""

@@ -20,6 +20,7 @@ class ExitCode(IntEnum):
     CODEC = 6  # records compressed with a codec whose library is not installed: nothing of them consumed
     KAFKA_REFUSED = 7  # the broker refused us (credentials, TLS trust) beyond the grace period
     STORE = 8  # the signal store failed or follows another WAL: nothing is lost (the WAL holds it all)
+    PARTIAL = 9  # `query --peers`: the answer is not the whole group's (a store did not answer)
 
 
 class DeliveryFailed(RuntimeError):

@@ -3,8 +3,10 @@ what an offset commit says about the WAL that made it, and what the reply topic 
 about offsets acked but not yet committed. Pure: values in, values out.
 
 Each offset commit carries a *mark* as its metadata: the committing WAL's id, the seq of
-the partition's last event that WAL stored, and where in the reply topic the ack of the
-committed batch is. A new owner of the partition reads it before storing anything:
+the partition's last event that WAL stored, where in the reply topic the ack of the
+committed batch is, and every WAL that has committed the partition before (the group's
+queries are whole only when all of those stores answer: consumer.serving). A new owner of
+the partition reads it before storing anything:
 
 * the mark's WAL is its own and names a seq above its last one: the WAL lost acknowledged
   events (a deleted last segment, a restored old copy): ``lost_tail`` says which;
@@ -22,6 +24,11 @@ from typing import NamedTuple
 from consumer.acks import Ack, NotAnAck, Stored, parse_ack
 
 MARK_VERSION = 1
+# WALs one mark lists at most (16-character ids: ~2 KB of the broker's 4,096-byte metadata
+# limit). A partition committed from by more WALs lists MORE_WALS among them, a name no
+# store answers for, so that no group answer can call itself complete.
+MAX_MARK_WALS = 100
+MORE_WALS = "(more WALs than a commit mark lists)"
 
 
 class CommitMark(NamedTuple):
@@ -29,12 +36,17 @@ class CommitMark(NamedTuple):
     last_seq: int  # the seq of the partition's last event this WAL stored (0: none yet)
     ack_partition: int  # the reply-topic partition and offset of the committed batch's ack
     ack_offset: int
+    wals: frozenset[str] = frozenset()  # every WAL that committed the partition (this one too)
 
 
 def encode_mark(mark: CommitMark) -> str:
     """The offset commit's metadata (brokers keep up to 4096 bytes by default)."""
+    wals = sorted(mark.wals | {mark.wal_id})
+    if len(wals) > MAX_MARK_WALS:
+        others = [wal for wal in wals if wal not in (MORE_WALS, mark.wal_id)]
+        wals = [MORE_WALS, mark.wal_id, *others[:MAX_MARK_WALS - 2]]
     return json.dumps({"v": MARK_VERSION, "wal": mark.wal_id, "seq": mark.last_seq,
-                       "ack": [mark.ack_partition, mark.ack_offset]}, separators=(",", ":"))
+                       "ack": [mark.ack_partition, mark.ack_offset], "wals": wals}, separators=(",", ":"))
 
 
 def decode_mark(metadata: str | None) -> CommitMark | None:
@@ -44,13 +56,15 @@ def decode_mark(metadata: str | None) -> CommitMark | None:
         return None
     try:
         value = json.loads(metadata)
+        wals = value.get("wals", [])  # marks before the WAL history had none
         mark = CommitMark(value["wal"], value["seq"], value["ack"][0], value["ack"][1])
-    except (ValueError, TypeError, KeyError, IndexError):
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
         return None
     if (value.get("v") != MARK_VERSION or not isinstance(mark.wal_id, str) or not mark.wal_id
-            or not all(type(n) is int and n >= 0 for n in mark[1:])):
+            or not all(type(n) is int and n >= 0 for n in mark[1:4])
+            or not isinstance(wals, list) or not all(isinstance(wal, str) and wal for wal in wals)):
         return None
-    return mark
+    return mark._replace(wals=frozenset(wals) | {mark.wal_id})
 
 
 def lost_tail(mark: CommitMark | None, wal_id: str, last_seq: int) -> tuple[int, int] | None:

@@ -1,6 +1,6 @@
 """The service's HTTP endpoints (``metrics_port``): ``/metrics`` (Prometheus text format),
 ``/healthz`` (liveness) and ``/readyz`` (readiness), each answering JSON with the reason
-when not OK (HTTP 503).
+when not OK (HTTP 503); and the query API's ``/v1/...`` routes (consumer.serving.api).
 
 * live: the poll loop has turned within ``stall_s`` and the WAL writer has not failed;
 * ready: the WAL is open, the broker answered the last poll, and the instance is a member
@@ -18,6 +18,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from consumer.serving.api import MAX_BODY, QueryApi, encode
 
 
 class Health:
@@ -51,8 +53,8 @@ class Health:
 class Endpoints:
     """A small HTTP server on its own daemon thread."""
 
-    def __init__(self, host: str, port: int, health: Health, registry: CollectorRegistry) -> None:
-        handler = _handler(health, registry)
+    def __init__(self, host: str, port: int, health: Health, registry: CollectorRegistry, api: QueryApi) -> None:
+        handler = _handler(health, registry, api)
         self._server = ThreadingHTTPServer((host, port), handler)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="tidal-http", daemon=True)
@@ -63,10 +65,12 @@ class Endpoints:
         self._server.server_close()
 
 
-def _handler(health: Health, registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
+def _handler(health: Health, registry: CollectorRegistry, api: QueryApi) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            if self.path == "/metrics":
+            if api.handles(self.path):
+                self._json(*api.get(self.path))
+            elif self.path == "/metrics":
                 self._answer(200, generate_latest(registry), CONTENT_TYPE_LATEST)
             elif self.path in ("/healthz", "/readyz"):
                 ok, reason = health.live() if self.path == "/healthz" else health.ready()
@@ -74,6 +78,23 @@ def _handler(health: Health, registry: CollectorRegistry) -> type[BaseHTTPReques
                 self._answer(200 if ok else 503, body, "application/json")
             else:
                 self._answer(404, b'{"ok": false, "reason": "not found"}', "application/json")
+
+        def do_POST(self) -> None:
+            length = self.headers.get("Content-Length", "")
+            if not api.handles(self.path):
+                self._json(404, {"error": f"no route POST {self.path}"})
+            elif not length.isdigit() or int(length) > MAX_BODY:
+                self._json(413 if length.isdigit() else 411, {"error": f"a body of at most {MAX_BODY} bytes, "
+                                                                       "with its Content-Length"})
+            else:
+                self._json(*api.post(self.path, self.rfile.read(int(length))))
+
+        def _json(self, status: int, answer: dict) -> None:
+            try:
+                body = encode(answer)
+            except ValueError:
+                status, body = 500, encode({"error": "a figure of this answer is not finite (a sum overflowed)"})
+            self._answer(status, body, "application/json")
 
         def _answer(self, status: int, body: bytes, content_type: str) -> None:
             self.send_response(status)

@@ -307,6 +307,12 @@ class KafkaPythonAdapter:
             raise KafkaUnavailable(repr(exc)) from exc
         return {tp: None if meta is None else (meta.offset, meta.metadata or "") for tp, meta in found.items()}
 
+    def partitions(self, topic: str) -> list[int]:
+        try:
+            return sorted(self._consumer.partitions_for_topic(topic) or ())
+        except KafkaError as exc:
+            raise KafkaUnavailable(repr(exc)) from exc
+
     def reply_partition(self, topic: str, key: bytes) -> int | None:
         """The partition the producer sends ``key`` to (its default partitioner); None
         while the topic's partitions are unknown."""

@@ -1,65 +1,91 @@
-"""`tidal-consumer query`: one entity's signals from the store, as JSON-ready values.
+"""`tidal-consumer query`: an entity's signals or a top-k, from the local store or from
+every instance of the group.
 
-The store is opened read-only, so a query runs beside the service (it sees the store as
-of its last write when opened). The Python API is walcore.storage.SignalStore.query.
+Local (``--wal-dir``/``--config``): the store is opened read-only beside the service (it
+sees the store as of its last write when opened); one WAL's events only. Group
+(``--peers``/``--peers-dns``): every instance's query API, merged into the group-wide
+answer by consumer.serving.SignalClient; an answer that is not complete exits
+ExitCode.PARTIAL.
 """
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 from typing import Any
 
 from consumer.config import Settings
+from consumer.serving.answers import signals_answer
+from consumer.serving.client import GroupAnswer, SignalClient
 from walcore.storage.rocks import RocksEngine
-from walcore.storage.store import SignalStore
+from walcore.storage.store import SignalStore, UnknownSignal
 
 
 class QueryError(RuntimeError):
-    """The store cannot be read, or the time given is not one."""
+    """The store cannot be read."""
 
 
-def parse_time(text: str | None) -> int | None:
-    """ISO 8601 (a naive time is UTC) or epoch nanoseconds, to epoch nanoseconds."""
-    if text is None:
-        return None
-    if text.isdigit():
-        return int(text)
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise QueryError(f"--at {text!r}: not an ISO 8601 time (2026-11-25T12:00:00Z) or epoch nanoseconds") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
-
-
-def query(settings: Settings, entity_id: int, at: str | None) -> dict[str, Any]:
-    at_ns = parse_time(at)
+def local(settings: Settings, *, entity: int | None, top: int | None, signal: str | None,
+          at_ns: int | None) -> dict[str, Any]:
+    """The answer of this instance's store alone (read-only, beside the service)."""
+    at = time.time_ns() if at_ns is None else at_ns
     try:
         engine = RocksEngine(settings.store_dir(), read_only=True)
     except Exception as exc:  # noqa: BLE001 - RocksDB raises plain Exception
         raise QueryError(f"cannot open the signal store in {settings.store_dir()}: {exc}") from None
     store = SignalStore(engine, settings.schema())
     try:
-        found = store.query(entity_id, at_ns)
         applied = store.applied_seq
+        if entity is not None:
+            return {"entity_id": entity, "at_ns": at, "applied_seq": applied,
+                    "signals": signals_answer(store.query(entity, at))}
+        assert top is not None and signal is not None
+        return {"signal": signal, "k": top, "at_ns": at, "applied_seq": applied,
+                "entities": [[e, score] for e, score in store.top(signal, at, top)]}
     finally:
         store.close()
-    return {"entity_id": entity_id, "at_ns": at_ns, "applied_seq": applied,
-            "signals": {name: {"score": summary.score, "count": summary.count,
-                               "windows": {f"{window}s": count for window, count in summary.windows.items()},
-                               **({"velocity": summary.velocity._asdict()} if summary.velocity else {})}
-                        for name, summary in sorted(found.items())}}
+
+
+def group(client: SignalClient, *, entity: int | None, top: int | None, signal: str | None, at_ns: int | None,
+          after: list[str]) -> GroupAnswer:
+    if entity is not None:
+        return client.entity(entity, at_ns=at_ns, after=after)
+    assert top is not None and signal is not None
+    return client.top(signal, top, at_ns=at_ns, after=after)
+
+
+def _when(at_ns: int) -> str:
+    return datetime.fromtimestamp(at_ns // 1_000_000_000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def render(found: dict[str, Any]) -> str:
-    lines = [f"entity {found['entity_id']} (store applied through seq {found['applied_seq']})"]
-    if not found["signals"]:
+    """Text for a local answer, or a group answer's JSON form (GroupAnswer.to_json)."""
+    result = found.get("result", found)
+    if "stores" in found:
+        stores = ", ".join(f"{s['wal_id']}@{s['applied_seq']}" for s in found["stores"]) or "none"
+        head = f"{'complete' if found['complete'] else 'INCOMPLETE'} answer at {_when(found['at_ns'])} from " \
+               f"{len(found['stores'])} store(s) ({stores})"
+        lines = [head]
+        if found["missing_wals"]:
+            lines.append("  missing stores (WALs that did not answer): " + ", ".join(found["missing_wals"]))
+        lines += [f"  peer {peer} failed: {why}" for peer, why in found["errors"].items()]
+    else:
+        subject = f"entity {found['entity_id']}" if "entity_id" in found else f"top {found['k']} of {found['signal']}"
+        lines = [f"{subject} (store applied through seq {found['applied_seq']}) at {_when(found['at_ns'])}"]
+    if isinstance(result, list) or "entities" in result:
+        ranked = result if isinstance(result, list) else result["entities"]
+        lines += [f"  {rank:>4}. entity {entity}: score {score:.6g}" for rank, (entity, score) in enumerate(ranked, 1)]
+        return "\n".join(lines or ["  no entities"])
+    signals = result.get("signals", result)
+    if not signals:
         lines.append("  no events")
-    for name, signal in found["signals"].items():
+    for name, signal in signals.items():
         windows = ", ".join(f"{window}: {count}" for window, count in signal["windows"].items())
         velocity = signal.get("velocity")
         extra = (f"; velocity {velocity['per_hour']:.1f}/h ({velocity['change']:+d} vs the window before)"
                  if velocity else "")
         lines.append(f"  {name}: score {signal['score']:.6g} ({signal['count']} events); {windows}{extra}")
     return "\n".join(lines)
+
+
+__all__ = ["QueryError", "UnknownSignal", "group", "local", "render"]

@@ -40,6 +40,9 @@ from consumer.health import Endpoints, Health
 from consumer.metric_defs import ServiceMetrics
 from consumer.metrics import Metrics
 from consumer.pipeline import Pipeline, Staged
+from consumer.serving.api import QueryApi
+from consumer.serving.group import GroupWals
+from consumer.serving.reader import StoreReader
 from consumer.takeover import Takeover
 from walcore import AppendResult, Wal, WalCorruption, WalFailed, WalLocked
 
@@ -154,6 +157,8 @@ class Service:
         ``before_commit(n)``: after the n-th batch's acks are delivered, before its commit
         (crash points for tests; see tests/hooked_service.py)."""
         self._applier: Applier | None = None
+        self._reader: StoreReader | None = None
+        self._group_wals: GroupWals | None = None
         self.settings = settings
         self.stop = stop or threading.Event()
         self.wal: Wal
@@ -179,7 +184,7 @@ class Service:
         if self.settings.metrics_port:
             try:
                 endpoints = Endpoints(self.settings.metrics_host, self.settings.metrics_port, self.health,
-                                      self.registry)
+                                      self.registry, QueryApi(lambda: self._reader))
             except OSError as exc:
                 log.critical("cannot serve metrics_port %s:%d: %s", self.settings.metrics_host,
                              self.settings.metrics_port, exc)
@@ -221,14 +226,24 @@ class Service:
         ([store] enabled = false: no store)."""
         if not self.settings.store.enabled:
             return None
+        settings, wal = self.settings, self.wal
         try:
-            self._applier = Applier(self.wal, self.settings)
+            self._applier = Applier(wal, settings)
             self._applier.start()
+            self._group_wals = group = GroupWals(wal.wal_id, settings.topics)
+            self._reader = StoreReader(settings.store_dir(), settings.schema(), wal.wal_id, lambda: wal.last_seq,
+                                       lambda: group.current)
         except StoreFailed as exc:
             return self._fatal(exc)
+        except Exception as exc:  # noqa: BLE001 - RocksDB raises plain Exception
+            return self._fatal(StoreFailed(f"cannot open the signal store in {settings.store_dir()} for queries: "
+                                           f"{exc}"))
         return None
 
     def _close_store(self) -> None:
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            reader.close()
         if self._applier is not None:
             try:
                 self._applier.close()
@@ -284,7 +299,8 @@ class Service:
         self._committer = committer = Committer(client, wal_id=self.wal.wal_id, max_in_flight=MAX_IN_FLIGHT_BATCHES,
                                                 retry_for_s=settings.commit_retry_max_s, stop=self.stop,
                                                 before_commit=self._before_commit,
-                                                on_committed=self._committed, on_sync_commit=self._commit_result)
+                                                on_committed=self._committed, on_sync_commit=self._commit_result,
+                                                history=self.takeover.history)
         self._metrics = metrics = Metrics(settings.metrics_interval_s, self.prom, self._sample_gauges)
         client.subscribe(settings.topics, DrainOnRevoke(self))
         log.info("consuming %s as group %s into WAL %s (%s); acks to %s, rejects to %s; Kafka client %s",
@@ -312,6 +328,8 @@ class Service:
                 committer.poll()
                 if self._applier is not None:
                     self._applier.check()
+                if self._group_wals is not None:
+                    self._group_wals.refresh_if_due(client)
                 metrics.maybe_log(client.lag)
             self.drain()
         except _FATAL_ERRORS as exc:

@@ -56,6 +56,9 @@ class Takeover:
         # offset it does not hold (an acked duplicate)
         self.homes: dict[Partition, dict[int, Stored]] = {}
         self._local = _load(wal.directory / LOCAL_MARKS)  # this WAL's last confirmed commits
+        # (topic, partition) -> every WAL that committed it (its commit mark's list): this
+        # WAL's commits carry it on, so the group's marks name every store of its events.
+        self.history: dict[Partition, frozenset[str]] = {}
 
     def committed(self, commits: Commits) -> None:
         """The broker confirmed these commits of ours: remember them (a hint, not fsynced)."""
@@ -84,8 +87,10 @@ class Takeover:
             _refuse_if_lost((first, max(tail[1] for tail, _ in lost)), partition, "its offset commits")
         wal_id = self._wal.wal_id
         for partition in partitions:
+            mark = marks.get(partition)
+            self.history[partition] = mark.wals if mark is not None else frozenset()
             commit = group.get(partition)
-            homes = self._read_homes(partition, marks.get(partition), commit[0] if commit else 0)
+            homes = self._read_homes(partition, mark, commit[0] if commit else 0)
             # Repeat every home this WAL cannot answer for by itself: another WAL's, and its
             # own for offsets it does not hold at that position (a producer retry acked as a
             # duplicate: stored nowhere, and the dedup window may have forgotten it since).

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from consumer.config import Settings
 from consumer.health import Endpoints, Health
 from consumer.metric_defs import ServiceMetrics
+from consumer.serving.api import QueryApi
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,7 +58,7 @@ def test_the_manifests_probes_ports_and_volume_match_the_service() -> None:
     assert pod["terminationGracePeriodSeconds"] > Settings().commit_retry_max_s  # the drain's bound
     # the probe paths are the ones the service answers (not 404)
     health = Health(stall_s=60)
-    endpoints = Endpoints("127.0.0.1", 0, health, CollectorRegistry())
+    endpoints = Endpoints("127.0.0.1", 0, health, CollectorRegistry(), QueryApi(lambda: None))
     try:
         for probe in ("livenessProbe", "readinessProbe"):
             path = container[probe]["httpGet"]["path"]

@@ -11,7 +11,8 @@ import pytest
 
 from consumer.commits import Commits, Committer, InFlight, Offsets, PartitionMark
 from consumer.errors import CommitRefused, DeliveryFailed, KafkaUnavailable
-from consumer.handoff import CommitMark, decode_mark
+from consumer.handoff import MAX_MARK_WALS, MORE_WALS, CommitMark, decode_mark
+from consumer.serving.group import wals_of
 
 
 class Send:
@@ -211,8 +212,31 @@ def test_each_commit_carries_the_wal_its_last_seq_and_where_its_ack_is() -> None
     step.drain()
     assert fake.committed == {P0: 20, P1: 4}
     # the highest seq stays (a batch of rejects stores none); the ack is the latest batch's
-    assert decode_mark(fake.metadata[P0]) == CommitMark("w", 7, 2, 41)
+    assert decode_mark(fake.metadata[P0]) == CommitMark("w", 7, 2, 41, frozenset({"w"}))
     assert fake.metadata[P1] == ""  # no ack of P1 in the batch: no mark
+
+
+def test_each_mark_names_every_wal_that_committed_the_partition_before() -> None:
+    """The WALs an earlier mark listed (read at the takeover) are carried on, so the marks
+    keep naming every store of the partition's events; past MAX_MARK_WALS a name no store
+    answers for stands in for the rest (no group answer may then call itself complete)."""
+    fake = FakeConsumer()
+    many = frozenset(f"{n:016x}" for n in range(MAX_MARK_WALS + 5))
+    step = Committer(fake, wal_id="w", max_in_flight=4, retry_for_s=5.0, stop=threading.Event(),
+                     history={P0: frozenset({"a", "b"}), P1: many})
+    acks = [Send((2, 40)), Send((2, 41))]
+    step.submit(InFlight({P0: 10, P1: 3}, acks, {P0: PartitionMark(7, acks[0]), P1: PartitionMark(9, acks[1])}))
+    for send in acks:
+        send.settle()
+    step.drain()
+    assert decode_mark(fake.metadata[P0]).wals == {"a", "b", "w"}
+    crowded = decode_mark(fake.metadata[P1])
+    assert len(crowded.wals) == MAX_MARK_WALS and MORE_WALS in crowded.wals and "w" in crowded.wals
+    assert len(fake.metadata[P1]) < 4096  # the broker's default offset.metadata.max.bytes
+    assert wals_of({P0: (10, fake.metadata[P0]), P1: None}) == {"a", "b", "w"}
+    # a mark written before the WAL history names its own WAL
+    assert decode_mark('{"v":1,"wal":"old","seq":3,"ack":[0,5]}').wals == {"old"}
+    assert decode_mark('{"v":1,"wal":"x","seq":3,"ack":[0,5],"wals":[7]}') is None
 
 
 def test_the_before_commit_hook_runs_once_a_batch_is_settled_and_before_its_commit() -> None:

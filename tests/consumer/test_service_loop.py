@@ -82,6 +82,9 @@ class ScriptedKafka:
     def committed(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, str] | None]:
         return {p: None for p in partitions}
 
+    def partitions(self, topic: str) -> list[int]:
+        return [0]
+
     def reply_partition(self, topic: str, key: bytes) -> int | None:
         return 0
 

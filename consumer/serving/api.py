@@ -1,0 +1,132 @@
+"""The query routes of the service's HTTP server (``metrics_port``), JSON in and out:
+
+* ``GET /v1/entities/{id}?at=&after=&wait_ms=``: one entity's signals in this store;
+* ``GET /v1/top?signal=&k=&at=&min_score=&after=&wait_ms=``: this store's highest scores
+  of a signal type at a time (``k`` of them, or every one worth at least ``min_score``);
+* ``POST /v1/scores`` ``{"signal": ..., "at": ns, "entities": [...]}``: exact scores of
+  given entities (the group-wide top-k's last step, consumer.serving.client).
+
+Every answer names its store (wal_id, applied_seq, the WAL's last seq) and the WALs the
+group has committed from. ``at`` defaults to the server's now; ``after=<wal_id>:<seq>``
+(repeatable) holds the answer until this store has applied that seq (tokens of other
+WALs are ignored here), up to ``wait_ms`` (default 5,000): then 503. Bad input: 400 with
+the reason; unknown path: 404; no store on this instance: 503.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from consumer.serving import params
+from consumer.serving.params import BadQuery
+from consumer.serving.reader import NotYetApplied, StoreClosed, StoreReader
+from walcore.storage.store import UnknownSignal
+
+DEFAULT_WAIT_S = 5.0
+MAX_SCORED = 10_000  # entities one /v1/scores request may ask for
+MAX_BODY = 1 << 20
+MAX_RANKED = 100_000  # entries one min_score answer may hold
+
+Answer = tuple[int, dict[str, Any]]
+
+
+class _NotFound(LookupError):
+    pass
+
+
+# What a query can be refused for, and its HTTP status.
+_STATUS: list[tuple[type[Exception], int]] = [(_NotFound, 404), (BadQuery, 400), (UnknownSignal, 400),
+                                              (NotYetApplied, 503), (StoreClosed, 503)]
+_REFUSALS = tuple(kind for kind, _ in _STATUS)
+
+
+def _single(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    if values is None:
+        return None
+    if len(values) > 1:
+        raise BadQuery(f"{name}: given {len(values)} times, once at most")
+    return values[0]
+
+
+class QueryApi:
+    def __init__(self, reader: Callable[[], StoreReader | None]) -> None:
+        """``reader()``: the store's reader, or None while there is none (no store on this
+        instance, or the service still starting)."""
+        self._reader = reader
+
+    def handles(self, path: str) -> bool:
+        return path.startswith("/v1/")
+
+    def get(self, target: str) -> Answer:
+        return self._answer(target, None)
+
+    def post(self, target: str, body: bytes) -> Answer:
+        return self._answer(target, body)
+
+    def _answer(self, target: str, body: bytes | None) -> Answer:
+        parts = urlsplit(target)
+        try:
+            query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+        except ValueError:
+            return 400, {"error": f"the query string {parts.query!r} is not one"}
+        reader = self._reader()
+        if reader is None:
+            return 503, {"error": "this instance has no signal store to query ([store] enabled = false, or it is "
+                                  "still starting)"}
+        try:
+            with reader.using():
+                return 200, self._route(reader, parts.path, query, body)
+        except _REFUSALS as exc:
+            status = next(status for kind, status in _STATUS if isinstance(exc, kind))
+            applied = {"applied_seq": exc.applied_seq} if isinstance(exc, NotYetApplied) else {}
+            return status, {"error": str(exc), **applied}
+
+    def _route(self, reader: StoreReader, path: str, query: dict[str, list[str]], body: bytes | None) -> dict[str, Any]:
+        at = params.time_ns(_single(query, "at")) if body is None else None
+        after = [params.after(token) for token in query.get("after", [])]
+        reader.fresh(after, params.wait_s(_single(query, "wait_ms"), DEFAULT_WAIT_S))
+        now = time.time_ns() if at is None else at
+        if path.startswith("/v1/entities/") and body is None:
+            return reader.entity(params.entity_id(unquote(path.removeprefix("/v1/entities/"))), now)
+        if path == "/v1/top" and body is None:
+            signal = _single(query, "signal")
+            if not signal:
+                raise BadQuery("signal: required (a signal type's name, e.g. view)")
+            floor = _single(query, "min_score")
+            k = _single(query, "k")
+            if floor is None or k is not None:
+                return reader.top(signal, now, params.top_k(k), None if floor is None else params.score(floor))
+            answer = reader.top(signal, now, MAX_RANKED + 1, params.score(floor))
+            if len(answer["entities"]) > MAX_RANKED:
+                raise BadQuery(f"min_score {floor}: more than {MAX_RANKED} entities are worth that much; give k")
+            return answer
+        if path == "/v1/scores" and body is not None:
+            return reader.scores(*_scores_request(body))
+        raise _NotFound(f"no route {'POST' if body is not None else 'GET'} {path} (see docs/operations.md, "
+                        "\"Serving queries\")")
+
+
+def _scores_request(body: bytes) -> tuple[str, list[int], int]:
+    try:
+        request = json.loads(body)
+        signal, entities, at = request["signal"], request["entities"], request["at"]
+    except (ValueError, TypeError, KeyError):
+        raise BadQuery('the body is {"signal": name, "at": epoch ns, "entities": [ids]}') from None
+    if not isinstance(signal, str) or not isinstance(entities, list) or len(entities) > MAX_SCORED:
+        raise BadQuery(f"signal is a name, entities a list of at most {MAX_SCORED} ids")
+    if not all(type(e) is int and 0 <= e <= params.U64_MAX for e in entities):
+        raise BadQuery("entities: each an integer from 0 to 2**64-1")
+    if type(at) is not int or not 0 <= at <= params.U64_MAX:
+        raise BadQuery("at: epoch nanoseconds, 0 to 2**64-1")
+    return signal, entities, at
+
+
+def encode(answer: dict[str, Any]) -> bytes:
+    """Strict JSON: a non-finite figure (weights near ±1.8e308 can overflow a sum) is refused
+    rather than sent as the invalid token ``Infinity``."""
+    return json.dumps(answer, allow_nan=False, separators=(",", ":")).encode()

@@ -1,0 +1,216 @@
+"""``SignalClient``: the group-wide answer, from every instance's query API.
+
+Each instance's store holds the live events of its own WAL, and an entity's events are
+spread over every WAL that ever consumed its partition. The client asks every peer (a
+list of ``host:port``, or every address a DNS name resolves to: a Kubernetes headless
+service) and adds the answers up (consumer.serving.answers). The answer is ``complete``
+only when every peer answered and every WAL the group has committed from (the peers
+report the commit marks' WALs) and every WAL a read-your-writes token names is among
+those that answered. Nothing partial is presented as whole.
+
+Top-k across stores, exact (an entity's score is the sum of its stores' scores, of any
+sign), in the manner of TPUT (Cao and Wang, PODC 2004):
+
+1. every store's own top k; the candidates' exact totals (every store asked for them);
+   τ = the k-th highest of those totals, a lower bound of the true k-th;
+2. every store's entities worth at least τ/m (m stores): an entity whose total reaches τ
+   is worth at least τ/m in some store (the largest of m terms is at least their mean,
+   a store without it counting 0), so none is missed; with τ ≤ 0 that is every entity;
+3. the new candidates' exact totals; the k highest totals are the answer.
+
+Every step asks for the same ``at`` (fixed once, at the client), so every store scores
+the same moment.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlencode
+
+from consumer.serving import answers
+from consumer.serving.params import After
+
+DEFAULT_TIMEOUT_S = 10.0
+
+
+class PeerError(RuntimeError):
+    """A peer did not answer (unreachable, timed out, or answered an error)."""
+
+
+class HasSeq(Protocol):
+    """Anything carrying a durable (wal_id, seq): a DurableResult, an After."""
+
+    wal_id: str
+    seq: int
+
+
+@dataclass
+class GroupAnswer:
+    """A merged answer: ``value`` (the entity's ``signals``, or the ``top`` list), the stores
+    that answered (wal_id, applied_seq, wal_last_seq), the WALs that should have and did
+    not (``missing``), and the peers that failed with why (``errors``)."""
+
+    value: Any
+    at_ns: int
+    stores: list[dict[str, Any]]
+    missing: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing and not self.errors and bool(self.stores)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"at_ns": self.at_ns, "complete": self.complete, "missing_wals": self.missing,
+                "errors": self.errors, "stores": self.stores, "result": self.value}
+
+
+def _token(item: str | HasSeq) -> After:
+    if isinstance(item, str):
+        from consumer.serving.params import after  # noqa: PLC0415 - the one parser of tokens
+
+        return after(item)
+    return After(item.wal_id, item.seq)
+
+
+class SignalClient:
+    def __init__(self, peers: Sequence[str] = (), *, peers_dns: str | None = None,
+                 timeout_s: float = DEFAULT_TIMEOUT_S, wait_ms: int = 5000) -> None:
+        """``peers``: ``host:port`` of every instance's ``metrics_port``; ``peers_dns``:
+        ``name:port``, every address the name resolves to (looked up at each query).
+        ``wait_ms``: how long a store may wait for a read-your-writes token's seq."""
+        if not peers and not peers_dns:
+            raise ValueError("SignalClient needs peers (host:port, ...) or peers_dns (name:port)")
+        self._peers = list(peers)
+        self._dns = peers_dns
+        self._timeout_s = timeout_s
+        self._wait_ms = wait_ms
+        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="tidal-query")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+
+    def __enter__(self) -> SignalClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def peers(self) -> list[str]:
+        """The peers asked now: the listed ones and every address of the DNS name."""
+        found = list(self._peers)
+        if self._dns:
+            host, _, port = self._dns.rpartition(":")
+            try:
+                infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+            except (OSError, ValueError) as exc:
+                raise PeerError(f"peers_dns {self._dns!r}: {exc}") from None
+            found += sorted({f"{info[4][0]}:{info[4][1]}" for info in infos} - set(found))
+        return found
+
+    def entity(self, entity_id: int, *, at_ns: int | None = None, after: Iterable[str | HasSeq] = ()) -> GroupAnswer:
+        """The entity's signals over every store, added up."""
+        at = time.time_ns() if at_ns is None else at_ns
+        tokens = [_token(item) for item in after]
+        found, errors = self._ask_all("GET", f"/v1/entities/{entity_id}?" + self._query(at, tokens))
+        stores = _one_per_wal(found)
+        return _group(answers.merge_signals([answer["signals"] for answer in stores.values()]), at, stores, errors,
+                      tokens)
+
+    def top(self, signal: str, k: int, *, at_ns: int | None = None,
+            after: Iterable[str | HasSeq] = ()) -> GroupAnswer:
+        """The k entities with the highest total score of ``signal`` at ``at_ns``, exact
+        (the module's three steps): [entity, score] pairs, highest first."""
+        at = time.time_ns() if at_ns is None else at_ns
+        tokens = [_token(item) for item in after]
+        found, errors = self._ask_all("GET", "/v1/top?" + urlencode({"signal": signal, "k": k}) + "&"
+                                      + self._query(at, tokens))
+        stores = _one_per_wal(found)
+        if errors or not stores:
+            return _group([], at, stores, errors, tokens)
+        peers = {answer["peer"] for answer in stores.values()}
+        candidates = {entity for answer in stores.values() for entity, _ in answer["entities"]}
+        totals = self._totals(peers, signal, at, candidates, errors)
+        if len(totals) >= k and not errors:
+            floor = answers.ranked(totals, k)[-1][1]
+            # floor <= 0: an entity absent from every store but one may still make the top
+            # k, so every entity of every store is a candidate (the lowest float as floor).
+            share = floor / len(stores) if floor > 0 else -sys.float_info.max
+            above, more_errors = self._ask_all("GET", "/v1/top?" + urlencode(
+                {"signal": signal, "min_score": repr(share), "at": at}), peers)
+            errors.update(more_errors)
+            fresh = {entity for answer in above.values() for entity, _ in answer["entities"]} - set(totals)
+            totals.update(self._totals(peers, signal, at, fresh, errors))
+        return _group([[entity, score] for entity, score in answers.ranked(totals, k)], at, stores, errors, tokens)
+
+    def _totals(self, peers: set[str], signal: str, at: int, entities: set[int],
+                errors: dict[str, str]) -> dict[int, float]:
+        """Each entity's exact total over the stores of ``peers``."""
+        if not entities:
+            return {}
+        body = json.dumps({"signal": signal, "at": at, "entities": sorted(entities)}).encode()
+        found, more_errors = self._ask_all("POST", "/v1/scores", peers, body)
+        errors.update(more_errors)
+        return answers.add_scores(answer["entities"] for answer in found.values())
+
+    def _query(self, at: int, tokens: Sequence[After]) -> str:
+        return urlencode([("at", at), *(("after", str(token)) for token in tokens), ("wait_ms", self._wait_ms)])
+
+    def _ask_all(self, method: str, target: str, peers: Iterable[str] | None = None,
+                 body: bytes | None = None) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+        """Every peer's answer (peer -> JSON), and the peers that failed (peer -> why)."""
+        asked = self.peers() if peers is None else sorted(peers)
+        futures = {peer: self._pool.submit(self._ask, peer, method, target, body) for peer in asked}
+        found, errors = {}, {}
+        for peer, future in futures.items():
+            try:
+                found[peer] = {**future.result(), "peer": peer}
+            except PeerError as exc:
+                errors[peer] = str(exc)
+        return found, errors
+
+    def _ask(self, peer: str, method: str, target: str, body: bytes | None) -> dict[str, Any]:
+        host, _, port = peer.rpartition(":")
+        connection = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=self._timeout_s)
+        try:
+            connection.request(method, target, body=body,
+                               headers={"Content-Type": "application/json"} if body is not None else {})
+            response = connection.getresponse()
+            raw = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise PeerError(f"{peer}: {exc or type(exc).__name__}") from None
+        finally:
+            connection.close()
+        try:
+            answer = json.loads(raw)
+        except ValueError:
+            raise PeerError(f"{peer}: HTTP {response.status}, not JSON") from None
+        if response.status != 200:
+            raise PeerError(f"{peer}: HTTP {response.status}: {answer.get('error', answer)}")
+        return answer
+
+
+def _one_per_wal(found: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """One answer per WAL (a peer listed twice, or by name and by address, counts once):
+    the most recent store's."""
+    stores: dict[str, dict[str, Any]] = {}
+    for answer in found.values():
+        wal_id = answer["store"]["wal_id"]
+        if wal_id not in stores or answer["store"]["applied_seq"] > stores[wal_id]["store"]["applied_seq"]:
+            stores[wal_id] = answer
+    return stores
+
+
+def _group(value: Any, at: int, stores: dict[str, dict[str, Any]], errors: dict[str, str],
+           tokens: Sequence[After]) -> GroupAnswer:
+    known = {wal for answer in stores.values() for wal in answer["group_wals"]}
+    return GroupAnswer(value, at, [{**answer["store"], "peer": answer["peer"]} for answer in stores.values()],
+                       answers.missing(stores, known, (token.wal_id for token in tokens)), errors)

@@ -1,0 +1,49 @@
+"""Which WALs the group has committed from: the stores a whole-group answer needs.
+
+Every offset commit's mark lists every WAL that has committed its partition
+(consumer.handoff), so the union over the marks of every partition of the input topics
+names every store that may hold some entity's events. The service refreshes it from the
+group's committed offsets every ``REFRESH_S`` (one offset fetch; on its own thread, since
+the Kafka clients are not thread-safe) and each query answer carries it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+
+from consumer.adapter import KafkaAdapter, Partition
+from consumer.errors import KafkaUnavailable
+from consumer.handoff import decode_mark
+
+log = logging.getLogger(__name__)
+
+REFRESH_S = 5.0
+
+
+def wals_of(commits: Mapping[Partition, tuple[int, str] | None]) -> frozenset[str]:
+    """Every WAL the commit marks of ``commits`` name."""
+    marks = [decode_mark(commit[1]) for commit in commits.values() if commit is not None]
+    return frozenset(wal for mark in marks if mark is not None for wal in mark.wals)
+
+
+class GroupWals:
+    def __init__(self, own: str, topics: Sequence[str]) -> None:
+        self._own = own
+        self._topics = topics
+        self.current: frozenset[str] = frozenset({own})
+        self._refreshed_at = float("-inf")
+
+    def refresh_if_due(self, client: KafkaAdapter) -> None:
+        """On the service thread: read every input partition's commit mark again, every
+        REFRESH_S. A broker outage keeps the last view (logged at debug: the loop says it)."""
+        now = time.monotonic()
+        if now - self._refreshed_at < REFRESH_S:
+            return
+        self._refreshed_at = now
+        try:
+            partitions = [(topic, number) for topic in self._topics for number in client.partitions(topic)]
+            self.current = wals_of(client.committed(partitions)) | {self._own}
+        except KafkaUnavailable as exc:
+            log.debug("the group's commit marks could not be read (%s); the last view stays", exc)

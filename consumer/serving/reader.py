@@ -1,0 +1,130 @@
+"""The service's read view of its store: a RocksDB *secondary* instance that follows the
+applier process (the store's only writer) from the service's HTTP threads.
+
+Why a secondary: a read-only open is a snapshot as of the open, and reads in the applier
+itself would sort its vector memtable per query and stall applying. A secondary replays
+the writer's log into memtables of its own on ``catch_up``; reads never block the writer.
+
+Freshness: an answer is at most ``MAX_STALENESS_S`` behind what the applier has written
+(every query older than that catches up first), and says the seq it is as of
+(``applied_seq``). A read-your-writes token (``After``) naming this store's WAL waits,
+catching up every ``WAIT_STEP_S``, until the store has applied its seq, at most the given
+bound; then ``NotYetApplied``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from consumer.serving.answers import signals_answer, store_info
+from consumer.serving.params import After
+from walcore.schema import Schema
+from walcore.storage.rocks import RocksEngine
+from walcore.storage.store import SignalStore
+
+MAX_STALENESS_S = 0.05
+WAIT_STEP_S = 0.005
+CLOSE_WAIT_S = 70.0  # the longest a query may take: a 60 s read-your-writes wait, and its reads
+
+
+class NotYetApplied(RuntimeError):
+    """A read-your-writes token's seq is not applied within the bound (HTTP 503)."""
+
+    def __init__(self, token: After, applied_seq: int, waited_s: float) -> None:
+        super().__init__(f"not yet applied (applied_seq {applied_seq}): {token} not in the store of WAL "
+                         f"{token.wal_id} after {waited_s:.1f} s; retry later")
+        self.applied_seq = applied_seq
+
+
+class StoreClosed(RuntimeError):
+    """The service is stopping: the store is closed to queries (HTTP 503)."""
+
+
+class StoreReader:
+    def __init__(self, store_dir: Path, schema: Schema, wal_id: str, wal_last_seq: Callable[[], int],
+                 group_wals: Callable[[], Iterable[str]]) -> None:
+        """``wal_last_seq()``: the WAL's last seq now; ``group_wals()``: the WALs the group has
+        committed from (the service's view of the commit marks)."""
+        self.wal_id = wal_id
+        self._wal_last_seq = wal_last_seq
+        self._group_wals = group_wals
+        # The secondary's own files (its info log): small, and of no use after a restart.
+        self._own_dir = Path(tempfile.mkdtemp(prefix="tidal-store-reader-"))
+        self._engine = RocksEngine(store_dir, secondary=self._own_dir)
+        self._store = SignalStore(self._engine, schema)
+        self._catching_up = threading.Lock()
+        self._caught_up_at = time.monotonic()
+        # Queries run on the HTTP server's threads; close waits for those under way (a
+        # closed RocksDB handle must never be read).
+        self._users = threading.Condition()
+        self._active = 0
+        self._closed = False
+
+    @contextlib.contextmanager
+    def using(self) -> Iterator[StoreReader]:
+        """Hold the store open for one query; StoreClosed once the service is stopping."""
+        with self._users:
+            if self._closed:
+                raise StoreClosed("the service is stopping; ask another instance or retry after its restart")
+            self._active += 1
+        try:
+            yield self
+        finally:
+            with self._users:
+                self._active -= 1
+                self._users.notify_all()
+
+    def _catch_up(self, *, force: bool = False) -> None:
+        with self._catching_up:
+            if force or time.monotonic() - self._caught_up_at > MAX_STALENESS_S:
+                self._caught_up_at = time.monotonic()
+                self._engine.catch_up()
+                self._store.refresh()
+
+    def fresh(self, after: Iterable[After], wait_s: float) -> None:
+        """Catch up; with tokens naming this WAL, wait until their seqs are applied (raises
+        NotYetApplied past ``wait_s``). Tokens of other WALs are for their stores."""
+        self._catch_up()
+        wanted = max((token for token in after if token.wal_id == self.wal_id), key=lambda t: t.seq, default=None)
+        if wanted is None:
+            return
+        started = time.monotonic()
+        while self._store.applied_seq < wanted.seq:
+            waited = time.monotonic() - started
+            if waited >= wait_s:
+                raise NotYetApplied(wanted, self._store.applied_seq, waited)
+            time.sleep(min(WAIT_STEP_S, wait_s - waited))
+            self._catch_up(force=True)
+
+    def _answer(self, at_ns: int) -> dict[str, Any]:
+        return {"at_ns": at_ns, "store": store_info(self.wal_id, self._store.applied_seq, self._wal_last_seq()),
+                "group_wals": sorted({self.wal_id, *self._group_wals()})}
+
+    def entity(self, entity_id: int, at_ns: int) -> dict[str, Any]:
+        answer = self._answer(at_ns)
+        return {"entity_id": entity_id, **answer, "signals": signals_answer(self._store.query(entity_id, at_ns))}
+
+    def top(self, signal: str, at_ns: int, k: int | None, min_score: float | None) -> dict[str, Any]:
+        answer = self._answer(at_ns)
+        ranked = self._store.top(signal, at_ns, k, min_score)
+        return {"signal": signal, "k": k, "min_score": min_score, **answer,
+                "entities": [[entity, score] for entity, score in ranked]}
+
+    def scores(self, signal: str, entities: Iterable[int], at_ns: int) -> dict[str, Any]:
+        answer = self._answer(at_ns)
+        found = self._store.scores_at(signal, entities, at_ns)
+        return {"signal": signal, **answer, "entities": [[entity, score] for entity, score in found.items()]}
+
+    def close(self) -> None:
+        with self._users:
+            self._closed = True
+            self._users.wait_for(lambda: self._active == 0, timeout=CLOSE_WAIT_S)
+        self._store.close()
+        shutil.rmtree(self._own_dir, ignore_errors=True)
