@@ -13,7 +13,9 @@ import pytest
 
 from walcore import EventRecord, SourcePosition, Wal, WalConfig
 from walcore.format import MAGIC, encode_body
+from walcore.schema import Schema
 from walcore.segment import list_segments
+from walcore.storage.signals import NANOS, lambda_per_ns
 
 
 def records(n: int, start: int = 0, *, topic: str | None = "signals", partition: int = 0) -> list[EventRecord]:
@@ -57,6 +59,31 @@ def version_1_frame(batch: list[EventRecord], base_seq: int, batch_ts: int) -> b
                        sections.src_len, 0)
     head += struct.pack("<I", zlib.crc32(head))
     return head + body + blake3.blake3(head + body).digest()
+
+
+def naive_signals(events: Iterable[EventRecord], entity: int, at: int,
+                  schema: Schema) -> dict[str, tuple[float, dict[int, int], tuple[float, int] | None]]:
+    """From the definition: per signal type of ``entity`` with events at or before ``at``
+    (any, with none at or before ``at``: score 0, windows 0), its decayed score, window
+    counts and velocity."""
+    mine = [r for r in events if r.entity_id == entity]
+    found = {}
+    for definition in schema.by_name.values():
+        typed = [r for r in mine if r.signal_type == definition.id]
+        if not typed:
+            continue
+        lam = lambda_per_ns(definition.half_life_seconds)
+        seen = [r for r in typed if r.timestamp_nanos <= at]
+        score = math.fsum(r.weight * math.exp(-lam * (at - r.timestamp_nanos)) for r in seen)
+        windows = {w: sum(1 for r in seen if r.timestamp_nanos > at - w * NANOS) for w in definition.windows_seconds}
+        velocity = None
+        if definition.velocity:
+            w0 = definition.windows_seconds[0] * NANOS
+            recent = sum(1 for r in seen if r.timestamp_nanos > at - w0)
+            before = sum(1 for r in seen if at - 2 * w0 < r.timestamp_nanos <= at - w0)
+            velocity = (recent * 3600 / definition.windows_seconds[0], recent - before)
+        found[definition.name] = (score, windows, velocity)
+    return found
 
 
 def naive_ranking(events: Iterable[EventRecord], signal_type: int, lam: float, at: int) -> list[tuple[int, float]]:

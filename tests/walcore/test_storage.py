@@ -4,7 +4,6 @@ with out-of-order timestamps, random batch boundaries, voids and crashes."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from walcore_helpers import assert_same_ranking, naive_ranking
+from walcore_helpers import assert_same_ranking, naive_ranking, naive_signals
 
 from consumer.config import Settings
 from walcore.records import EventRecord
@@ -125,31 +124,9 @@ def test_a_rocksdb_store_survives_reopening_with_what_was_flushed(tmp_path: Path
         RocksEngine(tmp_path / "missing", read_only=True)
 
 
-def naive(events: list[tuple[int, EventRecord]], entity: int, at: int) -> dict[str, tuple[float, dict[int, int],
-                                                                                          tuple[float, int] | None]]:
-    """From the definition: per signal type of ``entity`` with events at or before ``at``."""
-    found = {}
-    for signal_id, definition in TYPES.items():
-        mine = [r for _, r in events if r.entity_id == entity and r.signal_type == signal_id]
-        if not mine:
-            continue
-        lam = lambda_per_ns(definition.half_life_seconds)
-        seen = [r for r in mine if r.timestamp_nanos <= at]
-        score = math.fsum(r.weight * math.exp(-lam * (at - r.timestamp_nanos)) for r in seen)
-        windows = {w: sum(1 for r in seen if r.timestamp_nanos > at - w * NANOS) for w in definition.windows_seconds}
-        velocity = None
-        if definition.velocity:
-            w0 = definition.windows_seconds[0] * NANOS
-            recent = sum(1 for r in seen if r.timestamp_nanos > at - w0)
-            before = sum(1 for r in seen if at - 2 * w0 < r.timestamp_nanos <= at - w0)
-            velocity = (recent * 3600 / definition.windows_seconds[0], recent - before)
-        found[definition.name] = (score, windows, velocity)
-    return found
-
-
 def assert_matches(store: SignalStore, live: list[tuple[int, EventRecord]], at: int) -> None:
     for entity in {r.entity_id for _, r in live}:
-        expected = naive(live, entity, at)
+        expected = naive_signals((r for _, r in live), entity, at, SCHEMA)
         got = store.query(entity, at)
         assert set(got) == set(expected), (entity, at)
         for name, (score, windows, velocity) in expected.items():

@@ -97,7 +97,9 @@ def top_keys(signals: np.ndarray, values: np.ndarray, refs: np.ndarray, entities
     rows["band"] = np.where(positive, POSITIVE, np.where(negative, NEGATIVE, ZERO))
     # math.log, one value at a time: numpy's vector log may round differently by lane and
     # by machine, and the key deleted for a score must be the very bytes written for it.
-    logs = np.array([math.log(abs(value)) if value else 0.0 for value in values.tolist()])
+    magnitudes = np.abs(values)
+    magnitudes[magnitudes == 0] = 1.0  # zero band: rank 0 below
+    logs = np.fromiter(map(math.log, magnitudes.tolist()), np.float64, len(magnitudes))
     magnitude = logs + lams * refs.astype(np.float64)
     rank = np.where(positive, magnitude, np.where(negative, -magnitude, 0.0))
     bits = rank.astype(">f8").view(">u8").astype(np.uint64)

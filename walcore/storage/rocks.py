@@ -20,6 +20,7 @@ from rocksdict import (
     AccessType,
     BlockBasedOptions,
     ColumnFamily,
+    DBCompressionType,
     MemtableFactory,
     Options,
     Rdict,
@@ -45,11 +46,12 @@ class _Batch:
         self.rocks.put(key, value, self._handles[keyspace])
 
     def put_many(self, keyspace: str, items: Iterable[tuple[bytes, bytes]]) -> None:
-        # In key order: the memtable (a skip list) takes a batch of random keys about a
-        # quarter faster sorted, each insert landing near the one before (store_bench).
-        # A stable sort, so a key given twice keeps its later value last.
+        # A skip-list memtable takes a batch of random keys about a quarter faster in key
+        # order, each insert landing near the one before (store_bench); a vector memtable
+        # (_APPENDED) sorts once at its flush, so its keys go as they come. A stable sort,
+        # so a key given twice keeps its later value last.
         put, handle = self.rocks.put, self._handles[keyspace]
-        for key, value in sorted(items, key=_KEY):
+        for key, value in items if keyspace in _APPENDED else sorted(items, key=_KEY):
             put(key, value, handle)
 
     def delete(self, keyspace: str, key: bytes) -> None:
@@ -59,6 +61,9 @@ class _Batch:
 # Keyspaces the applier only appends to in bulk and reads back only to un-apply a voided
 # event (rare), or never (the ranking): their writer keeps the memtable as a vector.
 _APPENDED = frozenset({"events", "top"})
+# Keyspaces only ever scanned, never read by key: a bloom filter would be built for
+# nothing, and their keys (ranks: random bits) do not compress.
+_SCANNED = frozenset({"top"})
 
 
 def _family_options(keyspace: str, *, read_only: bool) -> Options:
@@ -80,7 +85,10 @@ def _family_options(keyspace: str, *, read_only: bool) -> Options:
         options.set_memtable_prefix_bloom_ratio(0.1)
         options.set_memtable_whole_key_filtering(True)
     table = BlockBasedOptions()
-    table.set_bloom_filter(10, False)
+    if keyspace in _SCANNED:
+        options.set_compression_type(DBCompressionType.none())
+    else:
+        table.set_bloom_filter(10, False)
     options.set_block_based_table_factory(table)
     return options
 

@@ -1,0 +1,200 @@
+"""Serving: what the query API answers in, and what the top-k index costs the applier.
+
+1. The index's cost, same run: the store_bench stream (N events over ~N entities, batches
+   of 5,000, a flush every 20) applied with the ``top`` index and without it (its
+   maintenance replaced by a no-op), alternating, ROUNDS each; wall time and process CPU
+   through the writer's close. Median events/s each way and their ratio.
+2. One instance over HTTP: a server process (the service's own HTTP server and store
+   reader, a RocksDB secondary) on the full store; a client process asks for random
+   entities (GET /v1/entities/{id}) and for top-100 of a signal type (GET /v1/top), one
+   request at a time, a new connection each (as SignalClient does). p50/p99.
+3. Fan-out: the same events split over three stores (three server processes), asked
+   through SignalClient (every store, answers merged; top-k by the three-step exact
+   algorithm), against SignalClient on the one full store: what the fan-out adds, p99.
+
+JSON: benchmarks/results/serving_bench.json. Run:
+    .venv/bin/python benchmarks/serving_bench.py [--events N] [--queries Q] [--rounds R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import http.client
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import kafka_local  # noqa: E402
+from prometheus_client import CollectorRegistry  # noqa: E402
+from results_io import save  # noqa: E402
+from store_bench import BATCH, FLUSH_EVERY, Stream, stream  # noqa: E402
+
+import walcore.storage.store as store_module  # noqa: E402
+from consumer.config import Settings  # noqa: E402
+from consumer.health import Endpoints, Health  # noqa: E402
+from consumer.serving import SignalClient  # noqa: E402
+from consumer.serving.api import QueryApi  # noqa: E402
+from consumer.serving.reader import StoreReader  # noqa: E402
+from walcore.storage.rocks import RocksEngine  # noqa: E402
+from walcore.storage.store import SignalStore  # noqa: E402
+
+SCHEMA = Settings().schema()
+TOP_K = 100
+
+
+def build(directory: Path, events: Stream, *, index: bool, wal_id: str = "bench") -> tuple[float, float]:
+    """Apply ``events`` into a new store at ``directory``; (wall s, CPU s) through the close."""
+    ranked = store_module._rerank  # the index's whole maintenance: a no-op for the baseline
+    if not index:
+        store_module._rerank = lambda *_args, **_kwargs: None
+    try:
+        store = SignalStore(RocksEngine(directory), SCHEMA)
+        store.follow(wal_id, events.batches[-1][2])
+        gc.collect()
+        wall, cpu = time.perf_counter(), time.process_time()
+        for n, (seqs, rows, last_seq) in enumerate(events.batches):
+            store.apply_rows(seqs, rows, last_seq)
+            if n % FLUSH_EVERY == FLUSH_EVERY - 1:
+                store.flush()
+        store.flush()
+        store.close()
+        return time.perf_counter() - wall, time.process_time() - cpu
+    finally:
+        store_module._rerank = ranked
+
+
+def serve(store_dir: Path, port: int, wal_id: str) -> None:
+    """The server process: the service's HTTP server and store reader, nothing else."""
+    reader = StoreReader(store_dir, SCHEMA, wal_id, lambda: 0, lambda: [])
+    endpoints = Endpoints("127.0.0.1", port, Health(60.0), CollectorRegistry(), QueryApi(lambda: reader))
+    print("ready", flush=True)
+    sys.stdin.read()  # until the benchmark closes it
+    endpoints.close()
+    reader.close()
+
+
+def start_server(store_dir: Path, wal_id: str) -> tuple[subprocess.Popen[str], int]:
+    port = kafka_local.free_port()
+    process = subprocess.Popen([sys.executable, __file__, "--serve", str(store_dir), "--port", str(port),
+                                "--wal-id", wal_id], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+    return process, port
+
+
+def timed(ask: Callable[[], object], count: int) -> dict[str, float]:
+    latencies = []
+    for _ in range(count):
+        started = time.perf_counter()
+        ask()
+        latencies.append(time.perf_counter() - started)
+    latencies.sort()
+    return {"p50_ms": round(latencies[len(latencies) // 2] * 1000, 3),
+            "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 3)}
+
+
+def http_get(port: int, target: str) -> bytes:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("GET", target)
+        response = connection.getresponse()
+        body = response.read()
+        assert response.status == 200, body
+        return body
+    finally:
+        connection.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--queries", type=int, default=5_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--wal-id", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.port, args.wal_id)
+        return
+    events = stream(args.events)
+    print(f"{args.events:,} events over {len(set(events.entities)):,} entities, batches of {BATCH:,}")
+    results: dict = {"events": args.events, "entities": len(set(events.entities)), "queries": args.queries}
+    workdir = Path(tempfile.mkdtemp(prefix="serving-bench-"))
+    servers: list[subprocess.Popen[str]] = []
+    try:
+        rates: dict[str, list[float]] = {"on": [], "off": []}
+        cpu: dict[str, list[float]] = {"on": [], "off": []}
+        for round_ in range(args.rounds):
+            for mode in ("on", "off") if round_ % 2 == 0 else ("off", "on"):
+                directory = workdir / f"store-{mode}-{round_}"
+                wall, seconds = build(directory, events, index=mode == "on")
+                rates[mode].append(args.events / wall)
+                cpu[mode].append(seconds * 1e6 / args.events)
+                print(f"  apply, index {mode:>3}: {args.events / wall:,.0f} events/s, {cpu[mode][-1]:.2f} us CPU/event")
+                if not (mode == "on" and round_ == 0):
+                    shutil.rmtree(directory)
+        results["apply"] = {mode: {"events_per_s_median": round(statistics.median(rates[mode])),
+                                   "cpu_us_per_event_median": round(statistics.median(cpu[mode]), 2)}
+                            for mode in rates}
+        results["apply"]["rate_on_over_off"] = round(statistics.median(rates["on"]) / statistics.median(rates["off"]),
+                                                     3)
+        print(f"apply rate, index on / off: {results['apply']['rate_on_over_off']}")
+
+        full = workdir / "store-on-0"
+        one, one_port = start_server(full, "full")
+        servers.append(one)
+        rng = random.Random(3)
+        at = time.time_ns()
+        single = {
+            "entity": timed(lambda: http_get(one_port, f"/v1/entities/{rng.choice(events.entities)}?at={at}"),
+                            args.queries),
+            "top100": timed(lambda: http_get(one_port, f"/v1/top?signal={rng.choice(list(SCHEMA.by_name))}"
+                                                       f"&k={TOP_K}&at={at}"), args.queries // 5),
+        }
+        results["one_instance_http"] = single
+        print(f"one instance over HTTP, {results['entities']:,} entities: entity {single['entity']}, "
+              f"top-{TOP_K} {single['top100']}")
+
+        # Three stores, the events dealt round-robin (each entity in one of them), three servers.
+        parts = []
+        for part in range(3):
+            share = Stream([(seqs, rows, last) for n, (seqs, rows, last) in enumerate(events.batches) if n % 3 == part],
+                           events.entities)
+            build(workdir / f"part-{part}", share, index=True, wal_id=f"part{part}")
+            process, port = start_server(workdir / f"part-{part}", f"part{part}")
+            servers.append(process)
+            parts.append(f"127.0.0.1:{port}")
+        fan: dict = {}
+        for name, peers in (("one_store", [f"127.0.0.1:{one_port}"]), ("three_stores", parts)):
+            with SignalClient(peers) as client:
+                fan[name] = {
+                    "entity": timed(lambda c=client: c.entity(rng.choice(events.entities), at_ns=at), args.queries),
+                    "top100": timed(lambda c=client: c.top(rng.choice(list(SCHEMA.by_name)), TOP_K, at_ns=at),
+                                    args.queries // 5),
+                }
+        fan["added_p99_ms"] = {what: round(fan["three_stores"][what]["p99_ms"] - fan["one_store"][what]["p99_ms"], 3)
+                               for what in ("entity", "top100")}
+        results["fan_out_signal_client"] = fan
+        print(f"SignalClient, one store: {fan['one_store']}")
+        print(f"SignalClient, three stores: {fan['three_stores']}; the fan-out adds p99 {fan['added_p99_ms']} ms")
+    finally:
+        for process in servers:
+            if process.stdin is not None:
+                process.stdin.close()
+            process.wait(timeout=60)
+        shutil.rmtree(workdir, ignore_errors=True)
+    save("serving_bench", results)
+
+
+if __name__ == "__main__":
+    main()
