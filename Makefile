@@ -48,6 +48,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/txn_cost.py
 	$(PY) benchmarks/store_bench.py
 	$(PY) benchmarks/scaling_bench.py
+	$(PY) benchmarks/serving_bench.py
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check walcore consumer tests benchmarks scripts

@@ -8,9 +8,12 @@
    reader, a RocksDB secondary) on the full store; a client process asks for random
    entities (GET /v1/entities/{id}) and for top-100 of a signal type (GET /v1/top), one
    request at a time, a new connection each (as SignalClient does). p50/p99.
-3. Fan-out: the same events split over three stores (three server processes), asked
-   through SignalClient (every store, answers merged; top-k by the three-step exact
-   algorithm), against SignalClient on the one full store: what the fan-out adds, p99.
+3. Fan-out: the same events split over three stores (batches dealt round-robin; three
+   server processes), asked through SignalClient (every store, answers merged; top-k by
+   the three-step exact algorithm), against SignalClient on the one full store: what the
+   fan-out adds, p99. Twice: on the flat stream above (weights 1-9, no decay: most
+   entities tie near the k-th score, the exact top-k's worst case) and on a skewed one
+   (Zipf-popular entities, events spread over 24 h: the shape of real traffic).
 
 JSON: benchmarks/results/serving_bench.json. Run:
     .venv/bin/python benchmarks/serving_bench.py [--events N] [--queries Q] [--rounds R]
@@ -35,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import kafka_local  # noqa: E402
+import numpy as np  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 from results_io import save  # noqa: E402
 from store_bench import BATCH, FLUSH_EVERY, Stream, stream  # noqa: E402
@@ -45,11 +49,28 @@ from consumer.health import Endpoints, Health  # noqa: E402
 from consumer.serving import SignalClient  # noqa: E402
 from consumer.serving.api import QueryApi  # noqa: E402
 from consumer.serving.reader import StoreReader  # noqa: E402
+from walcore.format import CONTENT_KEY  # noqa: E402
 from walcore.storage.rocks import RocksEngine  # noqa: E402
 from walcore.storage.store import SignalStore  # noqa: E402
 
 SCHEMA = Settings().schema()
 TOP_K = 100
+
+
+def skewed_stream(events: int) -> Stream:
+    """Zipf(1.2)-popular entities out of 1,000,000, one signal type an event in turn,
+    weight 1, timestamps over the last 24 hours (so decay orders them too)."""
+    rng = np.random.default_rng(5)
+    entities = ((rng.zipf(1.2, events) - 1) % 1_000_000).tolist()
+    now = time.time_ns()
+    stamps = (now - rng.integers(0, 24 * 3600 * 10**9, events)).tolist()
+    batches = []
+    for first in range(0, events, BATCH):
+        positions = range(first, min(events, first + BATCH))
+        seqs = np.arange(first + 1, positions[-1] + 2, dtype=np.int64)
+        rows = b"".join(CONTENT_KEY.pack(entities[i], 1 + i % 5, 1.0, stamps[i]) for i in positions)
+        batches.append((seqs.tobytes(), rows, int(seqs[-1])))
+    return Stream(batches, entities)
 
 
 def build(directory: Path, events: Stream, *, index: bool, wal_id: str = "bench") -> tuple[float, float]:
@@ -165,28 +186,38 @@ def main() -> None:
         print(f"one instance over HTTP, {results['entities']:,} entities: entity {single['entity']}, "
               f"top-{TOP_K} {single['top100']}")
 
-        # Three stores, the events dealt round-robin (each entity in one of them), three servers.
-        parts = []
-        for part in range(3):
-            share = Stream([(seqs, rows, last) for n, (seqs, rows, last) in enumerate(events.batches) if n % 3 == part],
-                           events.entities)
-            build(workdir / f"part-{part}", share, index=True, wal_id=f"part{part}")
-            process, port = start_server(workdir / f"part-{part}", f"part{part}")
-            servers.append(process)
-            parts.append(f"127.0.0.1:{port}")
         fan: dict = {}
-        for name, peers in (("one_store", [f"127.0.0.1:{one_port}"]), ("three_stores", parts)):
-            with SignalClient(peers) as client:
-                fan[name] = {
-                    "entity": timed(lambda c=client: c.entity(rng.choice(events.entities), at_ns=at), args.queries),
-                    "top100": timed(lambda c=client: c.top(rng.choice(list(SCHEMA.by_name)), TOP_K, at_ns=at),
-                                    args.queries // 5),
-                }
-        fan["added_p99_ms"] = {what: round(fan["three_stores"][what]["p99_ms"] - fan["one_store"][what]["p99_ms"], 3)
-                               for what in ("entity", "top100")}
+        for shape, shaped in (("flat", events), ("skewed", skewed_stream(args.events))):
+            full_dir = full if shape == "flat" else workdir / "skewed-full"
+            if shape == "skewed":
+                build(full_dir, shaped, index=True)
+                process, port = start_server(full_dir, "full-skewed")
+                servers.append(process)
+                whole = [f"127.0.0.1:{port}"]
+            else:
+                whole = [f"127.0.0.1:{one_port}"]
+            parts = []
+            for part in range(3):  # the events dealt round-robin by batch: an entity in up to three
+                share = Stream([batch for n, batch in enumerate(shaped.batches) if n % 3 == part], shaped.entities)
+                build(workdir / f"{shape}-{part}", share, index=True, wal_id=f"part{part}")
+                process, port = start_server(workdir / f"{shape}-{part}", f"part{part}")
+                servers.append(process)
+                parts.append(f"127.0.0.1:{port}")
+            fan[shape] = {}
+            for name, peers in (("one_store", whole), ("three_stores", parts)):
+                with SignalClient(peers) as client:
+                    fan[shape][name] = {
+                        "entity": timed(lambda c=client, e=shaped.entities: c.entity(rng.choice(e), at_ns=at),
+                                        args.queries),
+                        "top100": timed(lambda c=client: c.top(rng.choice(list(SCHEMA.by_name)), TOP_K, at_ns=at),
+                                        max(100, args.queries // 25)),
+                    }
+            fan[shape]["added_p99_ms"] = {
+                what: round(fan[shape]["three_stores"][what]["p99_ms"] - fan[shape]["one_store"][what]["p99_ms"], 3)
+                for what in ("entity", "top100")}
+            print(f"SignalClient, {shape} scores: one store {fan[shape]['one_store']}; three stores "
+                  f"{fan[shape]['three_stores']}; the fan-out adds p99 {fan[shape]['added_p99_ms']} ms")
         results["fan_out_signal_client"] = fan
-        print(f"SignalClient, one store: {fan['one_store']}")
-        print(f"SignalClient, three stores: {fan['three_stores']}; the fan-out adds p99 {fan['added_p99_ms']} ms")
     finally:
         for process in servers:
             if process.stdin is not None:

@@ -64,7 +64,17 @@ class ServiceMetrics:
         self.store_applied_seq = gauge("tidal_store_applied_seq",
                                        "Highest seq the signal store holds durably (tidal_wal_last_seq minus this: "
                                        "the applier's lag, in events).")
+        self.queries = counter("tidal_queries_total", "Query API requests, by route (entities, top, scores, other) "
+                               "and HTTP status.", ("route", "status"))
+        self.query_seconds = Histogram("tidal_query_seconds", "Query API answer times, by route (read-your-writes "
+                                       "waits included).", ("route",), buckets=LATENCY_BUCKETS, registry=registry)
         self.info = Info("tidal_build", "Version and identity of this instance.", registry=registry)
+
+
+def query_route(path: str) -> str:
+    """The route of a query API path, a label of bounded cardinality."""
+    route = path.split("?", 1)[0].removeprefix("/v1/").split("/", 1)[0]
+    return route if route in ("entities", "top", "scores") else "other"
 
 
 def reason_class(reason: str) -> str:

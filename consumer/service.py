@@ -37,7 +37,7 @@ from consumer.errors import (
 )
 from consumer.events import Decoder
 from consumer.health import Endpoints, Health
-from consumer.metric_defs import ServiceMetrics
+from consumer.metric_defs import ServiceMetrics, query_route
 from consumer.metrics import Metrics
 from consumer.pipeline import Pipeline, Staged
 from consumer.serving.api import QueryApi
@@ -184,7 +184,7 @@ class Service:
         if self.settings.metrics_port:
             try:
                 endpoints = Endpoints(self.settings.metrics_host, self.settings.metrics_port, self.health,
-                                      self.registry, QueryApi(lambda: self._reader))
+                                      self.registry, QueryApi(lambda: self._reader, self._observe_query))
             except OSError as exc:
                 log.critical("cannot serve metrics_port %s:%d: %s", self.settings.metrics_host,
                              self.settings.metrics_port, exc)
@@ -362,6 +362,11 @@ class Service:
         self.takeover.committed(commits)
         for (topic, partition), (offset, _) in commits.items():
             self.prom.committed_offset.labels(topic, str(partition)).set(offset)
+
+    def _observe_query(self, path: str, status: int, seconds: float) -> None:
+        route = query_route(path)
+        self.prom.queries.labels(route, str(status)).inc()
+        self.prom.query_seconds.labels(route).observe(seconds)
 
     def _commit_result(self, seconds: float, ok: bool) -> None:
         if ok:

@@ -56,6 +56,10 @@ def test_the_manifests_probes_ports_and_volume_match_the_service() -> None:
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert mounts[claim["metadata"]["name"]] == env["TIDAL_WAL_DIR"]["value"]
     assert pod["terminationGracePeriodSeconds"] > Settings().commit_retry_max_s  # the drain's bound
+    # group-wide queries resolve the headless service: every pod, ready or not, on the query port
+    service = next(d for d in documents if d["kind"] == "Service")
+    assert service["spec"]["clusterIP"] == "None" and service["spec"]["publishNotReadyAddresses"] is True
+    assert [p["port"] for p in service["spec"]["ports"]] == [port]
     # the probe paths are the ones the service answers (not 404)
     health = Health(stall_s=60)
     endpoints = Endpoints("127.0.0.1", 0, health, CollectorRegistry(), QueryApi(lambda: None))

@@ -27,7 +27,6 @@ from consumer.serving.reader import NotYetApplied, StoreClosed, StoreReader
 from walcore.storage.store import UnknownSignal
 
 DEFAULT_WAIT_S = 5.0
-MAX_SCORED = 10_000  # entities one /v1/scores request may ask for
 MAX_BODY = 1 << 20
 MAX_RANKED = 100_000  # entries one min_score answer may hold
 
@@ -54,19 +53,28 @@ def _single(query: dict[str, list[str]], name: str) -> str | None:
 
 
 class QueryApi:
-    def __init__(self, reader: Callable[[], StoreReader | None]) -> None:
+    def __init__(self, reader: Callable[[], StoreReader | None],
+                 observe: Callable[[str, int, float], None] = lambda _path, _status, _seconds: None) -> None:
         """``reader()``: the store's reader, or None while there is none (no store on this
-        instance, or the service still starting)."""
+        instance, or the service still starting). ``observe(path, status, seconds)``: each
+        answer, for metrics."""
         self._reader = reader
+        self._observe = observe
 
     def handles(self, path: str) -> bool:
         return path.startswith("/v1/")
 
     def get(self, target: str) -> Answer:
-        return self._answer(target, None)
+        return self._timed(target, None)
 
     def post(self, target: str, body: bytes) -> Answer:
-        return self._answer(target, body)
+        return self._timed(target, body)
+
+    def _timed(self, target: str, body: bytes | None) -> Answer:
+        started = time.monotonic()
+        status, answer = self._answer(target, body)
+        self._observe(target, status, time.monotonic() - started)
+        return status, answer
 
     def _answer(self, target: str, body: bytes | None) -> Answer:
         parts = urlsplit(target)
@@ -117,8 +125,8 @@ def _scores_request(body: bytes) -> tuple[str, list[int], int]:
         signal, entities, at = request["signal"], request["entities"], request["at"]
     except (ValueError, TypeError, KeyError):
         raise BadQuery('the body is {"signal": name, "at": epoch ns, "entities": [ids]}') from None
-    if not isinstance(signal, str) or not isinstance(entities, list) or len(entities) > MAX_SCORED:
-        raise BadQuery(f"signal is a name, entities a list of at most {MAX_SCORED} ids")
+    if not isinstance(signal, str) or not isinstance(entities, list) or len(entities) > params.MAX_SCORED:
+        raise BadQuery(f"signal is a name, entities a list of at most {params.MAX_SCORED} ids")
     if not all(type(e) is int and 0 <= e <= params.U64_MAX for e in entities):
         raise BadQuery("entities: each an integer from 0 to 2**64-1")
     if type(at) is not int or not 0 <= at <= params.U64_MAX:

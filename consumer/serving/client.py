@@ -28,6 +28,7 @@ import http.client
 import json
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +37,7 @@ from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from consumer.serving import answers
-from consumer.serving.params import After
+from consumer.serving.params import MAX_SCORED, After, after
 
 DEFAULT_TIMEOUT_S = 10.0
 
@@ -75,8 +76,6 @@ class GroupAnswer:
 
 def _token(item: str | HasSeq) -> After:
     if isinstance(item, str):
-        from consumer.serving.params import after  # noqa: PLC0415 - the one parser of tokens
-
         return after(item)
     return After(item.wal_id, item.seq)
 
@@ -94,6 +93,7 @@ class SignalClient:
         self._timeout_s = timeout_s
         self._wait_ms = wait_ms
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="tidal-query")
+        self._connections = threading.local()  # per thread: peer -> kept-alive HTTPConnection
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
@@ -136,6 +136,9 @@ class SignalClient:
         stores = _one_per_wal(found)
         if errors or not stores:
             return _group([], at, stores, errors, tokens)
+        if len(stores) == 1:  # one store's own top k is exact
+            (only,) = stores.values()
+            return _group(only["entities"], at, stores, errors, tokens)
         peers = {answer["peer"] for answer in stores.values()}
         candidates = {entity for answer in stores.values() for entity, _ in answer["entities"]}
         totals = self._totals(peers, signal, at, candidates, errors)
@@ -153,13 +156,16 @@ class SignalClient:
 
     def _totals(self, peers: set[str], signal: str, at: int, entities: set[int],
                 errors: dict[str, str]) -> dict[int, float]:
-        """Each entity's exact total over the stores of ``peers``."""
-        if not entities:
-            return {}
-        body = json.dumps({"signal": signal, "at": at, "entities": sorted(entities)}).encode()
-        found, more_errors = self._ask_all("POST", "/v1/scores", peers, body)
-        errors.update(more_errors)
-        return answers.add_scores(answer["entities"] for answer in found.values())
+        """Each entity's exact total over the stores of ``peers`` (requests of at most
+        MAX_SCORED entities each)."""
+        wanted = sorted(entities)
+        parts: list[Iterable[tuple[int, float]]] = []
+        for start in range(0, len(wanted), MAX_SCORED):
+            body = json.dumps({"signal": signal, "at": at, "entities": wanted[start:start + MAX_SCORED]}).encode()
+            found, more_errors = self._ask_all("POST", "/v1/scores", peers, body)
+            errors.update(more_errors)
+            parts += [answer["entities"] for answer in found.values()]
+        return answers.add_scores(parts)
 
     def _query(self, at: int, tokens: Sequence[After]) -> str:
         return urlencode([("at", at), *(("after", str(token)) for token in tokens), ("wait_ms", self._wait_ms)])
@@ -178,17 +184,22 @@ class SignalClient:
         return found, errors
 
     def _ask(self, peer: str, method: str, target: str, body: bytes | None) -> dict[str, Any]:
-        host, _, port = peer.rpartition(":")
-        connection = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=self._timeout_s)
-        try:
-            connection.request(method, target, body=body,
-                               headers={"Content-Type": "application/json"} if body is not None else {})
-            response = connection.getresponse()
-            raw = response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            raise PeerError(f"{peer}: {exc or type(exc).__name__}") from None
-        finally:
-            connection.close()
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        for attempt in (1, 2):
+            connection = self._connection(peer)
+            try:
+                connection.request(method, target, body=body, headers=headers)
+                response = connection.getresponse()
+                raw = response.read()
+                break
+            except (OSError, http.client.HTTPException) as exc:
+                connection.close()
+                self._by_peer().pop(peer, None)
+                # A kept-alive connection the server closed meanwhile fails at once; every
+                # request here only reads, so one more try on a new connection is safe.
+                if attempt == 2 or not isinstance(exc, (http.client.RemoteDisconnected, ConnectionResetError,
+                                                        BrokenPipeError)):
+                    raise PeerError(f"{peer}: {exc or type(exc).__name__}") from None
         try:
             answer = json.loads(raw)
         except ValueError:
@@ -196,6 +207,22 @@ class SignalClient:
         if response.status != 200:
             raise PeerError(f"{peer}: HTTP {response.status}: {answer.get('error', answer)}")
         return answer
+
+    def _connection(self, peer: str) -> http.client.HTTPConnection:
+        """This thread's kept-alive connection to ``peer``."""
+        by_peer = self._by_peer()
+        connection = by_peer.get(peer)
+        if connection is None:
+            host, _, port = peer.rpartition(":")
+            connection = by_peer[peer] = http.client.HTTPConnection(host.strip("[]"), int(port),
+                                                                    timeout=self._timeout_s)
+        return connection
+
+    def _by_peer(self) -> dict[str, http.client.HTTPConnection]:
+        found: dict[str, http.client.HTTPConnection] | None = getattr(self._connections, "by_peer", None)
+        if found is None:
+            found = self._connections.by_peer = {}
+        return found
 
 
 def _one_per_wal(found: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 U64_MAX = 2**64 - 1
 MAX_K = 10_000
+MAX_SCORED = 10_000  # entities one /v1/scores request may ask for
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _TOKEN = re.compile(r"([A-Za-z0-9._-]{1,64}):([0-9]{1,20})")
 

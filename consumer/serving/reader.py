@@ -5,11 +5,15 @@ Why a secondary: a read-only open is a snapshot as of the open, and reads in the
 itself would sort its vector memtable per query and stall applying. A secondary replays
 the writer's log into memtables of its own on ``catch_up``; reads never block the writer.
 
-Freshness: an answer is at most ``MAX_STALENESS_S`` behind what the applier has written
-(every query older than that catches up first), and says the seq it is as of
-(``applied_seq``). A read-your-writes token (``After``) naming this store's WAL waits,
-catching up every ``WAIT_STEP_S``, until the store has applied its seq, at most the given
-bound; then ``NotYetApplied``.
+Freshness: a catch-up costs ~3 ms even with nothing new, holding the interpreter lock the
+service's loop needs (measured: docs/performance.md), so it is paced, and kept off the
+queries' path: while queries arrive, a follower thread catches up every
+``FOLLOW_EVERY_S``; a query finding the view older than ``MAX_STALENESS_S`` (the API was
+idle) catches up first. An answer is therefore at most ``MAX_STALENESS_S`` behind what the
+applier has written, and says the seq it is as of (``applied_seq``); an idle API costs
+nothing. A read-your-writes token (``After``) naming this store's WAL waits, catching up
+every ``WAIT_STEP_S``, until the store has applied its seq, at most the given bound; then
+``NotYetApplied``.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from walcore.schema import Schema
 from walcore.storage.rocks import RocksEngine
 from walcore.storage.store import SignalStore
 
-MAX_STALENESS_S = 0.05
+FOLLOW_EVERY_S = 0.25
+MAX_STALENESS_S = 0.5
 WAIT_STEP_S = 0.005
 CLOSE_WAIT_S = 70.0  # the longest a query may take: a 60 s read-your-writes wait, and its reads
 
@@ -61,6 +66,10 @@ class StoreReader:
         self._store = SignalStore(self._engine, schema)
         self._catching_up = threading.Lock()
         self._caught_up_at = time.monotonic()
+        self._wanted = threading.Event()  # a query came: keep the view fresh
+        self._closing = threading.Event()
+        self._follower = threading.Thread(target=self._follow, name="tidal-store-follow", daemon=True)
+        self._follower.start()
         # Queries run on the HTTP server's threads; close waits for those under way (a
         # closed RocksDB handle must never be read).
         self._users = threading.Condition()
@@ -81,17 +90,26 @@ class StoreReader:
                 self._active -= 1
                 self._users.notify_all()
 
-    def _catch_up(self, *, force: bool = False) -> None:
+    def _catch_up(self, older_than_s: float = 0.0) -> None:
         with self._catching_up:
-            if force or time.monotonic() - self._caught_up_at > MAX_STALENESS_S:
+            if time.monotonic() - self._caught_up_at >= older_than_s:
                 self._caught_up_at = time.monotonic()
                 self._engine.catch_up()
                 self._store.refresh()
 
+    def _follow(self) -> None:
+        """While queries arrive, catch up every FOLLOW_EVERY_S, off their path."""
+        while self._wanted.wait() and not self._closing.is_set():
+            self._wanted.clear()
+            self._catch_up(FOLLOW_EVERY_S)
+            self._closing.wait(FOLLOW_EVERY_S)
+
     def fresh(self, after: Iterable[After], wait_s: float) -> None:
-        """Catch up; with tokens naming this WAL, wait until their seqs are applied (raises
-        NotYetApplied past ``wait_s``). Tokens of other WALs are for their stores."""
-        self._catch_up()
+        """Make the view fresh enough (MAX_STALENESS_S); with tokens naming this WAL, wait
+        until their seqs are applied (raises NotYetApplied past ``wait_s``). Tokens of other
+        WALs are for their stores."""
+        self._wanted.set()
+        self._catch_up(MAX_STALENESS_S)
         wanted = max((token for token in after if token.wal_id == self.wal_id), key=lambda t: t.seq, default=None)
         if wanted is None:
             return
@@ -101,7 +119,7 @@ class StoreReader:
             if waited >= wait_s:
                 raise NotYetApplied(wanted, self._store.applied_seq, waited)
             time.sleep(min(WAIT_STEP_S, wait_s - waited))
-            self._catch_up(force=True)
+            self._catch_up()
 
     def _answer(self, at_ns: int) -> dict[str, Any]:
         return {"at_ns": at_ns, "store": store_info(self.wal_id, self._store.applied_seq, self._wal_last_seq()),
@@ -123,6 +141,9 @@ class StoreReader:
         return {"signal": signal, **answer, "entities": [[entity, score] for entity, score in found.items()]}
 
     def close(self) -> None:
+        self._closing.set()
+        self._wanted.set()
+        self._follower.join()
         with self._users:
             self._closed = True
             self._users.wait_for(lambda: self._active == 0, timeout=CLOSE_WAIT_S)
