@@ -210,7 +210,7 @@ def main() -> None:
                         "entity": timed(lambda c=client, e=shaped.entities: c.entity(rng.choice(e), at_ns=at),
                                         args.queries),
                         "top100": timed(lambda c=client: c.top(rng.choice(list(SCHEMA.by_name)), TOP_K, at_ns=at),
-                                        max(100, args.queries // 25)),
+                                        max(50, args.queries // 100)),
                     }
             fan[shape]["added_p99_ms"] = {
                 what: round(fan[shape]["three_stores"][what]["p99_ms"] - fan[shape]["one_store"][what]["p99_ms"], 3)

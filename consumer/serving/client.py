@@ -84,7 +84,7 @@ class SignalClient:
     def __init__(self, peers: Sequence[str] = (), *, peers_dns: str | None = None,
                  timeout_s: float = DEFAULT_TIMEOUT_S, wait_ms: int = 5000) -> None:
         """``peers``: ``host:port`` of every instance's ``metrics_port``; ``peers_dns``:
-        ``name:port``, every address the name resolves to (looked up at each query).
+        ``name:port``, every A record of the name (looked up at each query).
         ``wait_ms``: how long a store may wait for a read-your-writes token's seq."""
         if not peers and not peers_dns:
             raise ValueError("SignalClient needs peers (host:port, ...) or peers_dns (name:port)")
@@ -105,12 +105,12 @@ class SignalClient:
         self.close()
 
     def peers(self) -> list[str]:
-        """The peers asked now: the listed ones and every address of the DNS name."""
+        """The peers asked now: the listed ones and every A record of the DNS name."""
         found = list(self._peers)
         if self._dns:
             host, _, port = self._dns.rpartition(":")
             try:
-                infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+                infos = socket.getaddrinfo(host, int(port), socket.AF_INET, socket.SOCK_STREAM)
             except (OSError, ValueError) as exc:
                 raise PeerError(f"peers_dns {self._dns!r}: {exc}") from None
             found += sorted({f"{info[4][0]}:{info[4][1]}" for info in infos} - set(found))

@@ -150,6 +150,8 @@ def test_one_instance_answers_exactly_reads_your_writes_and_refuses_bad_input(to
     assert_signals_match(found["result"], records, 3, at)
     text = query_cli("--top", "3", "--signal", "view", "--at", str(at), "--peers", f"127.0.0.1:{port}")
     assert text.returncode == 0 and text.stdout.startswith("complete answer at ") and "   1. entity " in text.stdout
+    by_name = query_cli("--entity", "3", "--at", str(at), "--json", "--peers-dns", f"localhost:{port}")
+    assert by_name.returncode == 0 and json.loads(by_name.stdout)["result"] == found["result"], by_name.stderr
     assert query_cli("--entity", "-3", "--peers", f"127.0.0.1:{port}").returncode == 2
     assert service.stop() == 0, service.log()
 

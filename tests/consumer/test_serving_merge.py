@@ -1,0 +1,133 @@
+"""The group-wide answer without a broker: three real stores (RocksDB, each behind the
+service's own HTTP server and reader) holding random shares of one event stream, merged
+by SignalClient, against a naive recomputation over all the events. Weights of both
+signs, so the exact top-k's bounds are tried where they are weakest (totals at or below
+zero, an entity positive in one store and negative in another). And the query inputs'
+rules, as literal values."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+from walcore_helpers import assert_same_ranking, naive_ranking, naive_signals
+
+from consumer.config import Settings
+from consumer.health import Endpoints, Health
+from consumer.serving import SignalClient, params
+from consumer.serving.api import QueryApi
+from consumer.serving.reader import StoreReader
+from walcore.records import EventRecord
+from walcore.storage.rocks import RocksEngine
+from walcore.storage.signals import NANOS, lambda_per_ns
+from walcore.storage.store import SignalStore
+
+SCHEMA = Settings().schema()
+HOUR = 3600 * NANOS
+
+
+@contextmanager
+def stores(shares: list[list[EventRecord]]) -> Iterator[list[str]]:
+    """One store per share, each served as an instance serves it; yields the peers."""
+    with tempfile.TemporaryDirectory() as root:
+        served = []
+        try:
+            for n, share in enumerate(shares):
+                directory = Path(root, f"s{n}")
+                writer = SignalStore(RocksEngine(directory), SCHEMA)
+                writer.follow(f"wal{n}", len(share))
+                writer.apply(list(enumerate(share, 1)), len(share))
+                writer.close()
+                wal_last_seq = len(share)
+                reader = StoreReader(directory, SCHEMA, f"wal{n}", lambda last=wal_last_seq: last,
+                                     lambda: [f"wal{m}" for m in range(len(shares))])
+                endpoints = Endpoints("127.0.0.1", 0, Health(60.0), CollectorRegistry(),
+                                      QueryApi(lambda r=reader: r))
+                served.append((reader, endpoints))
+            yield [f"127.0.0.1:{endpoints.port}" for _, endpoints in served]
+        finally:
+            for reader, endpoints in served:
+                endpoints.close()
+                reader.close()
+
+
+EVENTS = st.lists(st.tuples(st.integers(0, 40), st.sampled_from([1, 2]),
+                            st.one_of(st.floats(-3, 3, allow_nan=False, width=32), st.just(1.0)),
+                            st.integers(0, 48).map(lambda h: h * HOUR // 2), st.integers(0, 2)),
+                  min_size=1, max_size=150)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(EVENTS, st.sampled_from([1, 3, 10, 50]))
+def test_merged_answers_and_top_k_equal_a_naive_recomputation_over_every_store(
+        raw: list[tuple[int, int, float, int, int]], k: int) -> None:
+    everything = [EventRecord(entity, signal, float(weight), ts) for entity, signal, weight, ts, _ in raw]
+    shares = [[record for record, (*_, store) in zip(everything, raw) if store == n] for n in range(3)]
+    latest = max(r.timestamp_nanos for r in everything)
+    with stores(shares) as peers, SignalClient(peers) as client:
+        for at in (latest, latest + 5 * HOUR, latest // 2):
+            for entity in {r.entity_id for r in everything[:10]}:
+                answer = client.entity(entity, at_ns=at)
+                assert answer.complete and len(answer.stores) == 3
+                expected = naive_signals(everything, entity, at, SCHEMA)
+                assert set(answer.value) == set(expected)
+                for name, (score, windows, _) in expected.items():
+                    assert answer.value[name]["score"] == pytest.approx(score, rel=1e-9, abs=1e-9)
+                    assert answer.value[name]["windows"] == {f"{w}s": n for w, n in windows.items()}
+            for name in ("view", "click"):
+                definition = SCHEMA.by_name[name]
+                naive = naive_ranking(everything, definition.id, lambda_per_ns(definition.half_life_seconds), at)
+                answer = client.top(name, k, at_ns=at)
+                assert answer.complete, answer.to_json()
+                assert_same_ranking([tuple(pair) for pair in answer.value], naive, k)
+
+
+def test_a_store_named_by_the_group_that_does_not_answer_makes_the_answer_incomplete() -> None:
+    shares = [[EventRecord(1, 1, 2.0, HOUR)], [EventRecord(1, 1, 3.0, HOUR)]]
+    with stores(shares) as peers:
+        with SignalClient(peers[:1]) as client:  # wal1's store is not asked
+            answer = client.entity(1, at_ns=HOUR)
+            assert not answer.complete and answer.missing == ["wal1"] and answer.value["view"]["score"] == 2.0
+            assert not client.top("view", 1, at_ns=HOUR).complete
+        with SignalClient([*peers, peers[0]]) as client:  # a peer listed twice counts once
+            answer = client.entity(1, at_ns=HOUR)
+            assert answer.complete and answer.value["view"]["score"] == 5.0 and len(answer.stores) == 2
+            # a read-your-writes token of a WAL no peer answers for cannot be honoured
+            assert client.entity(1, at_ns=HOUR, after=["walX:1"]).missing == ["walX"]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("0", 0), ("1700000000000000000", 1_700_000_000_000_000_000), ("1970-01-01T00:00:00Z", 0),
+    ("1970-01-01T00:00:01.5Z", 1_500_000_000), ("2026-11-25T12:00:00Z", 1_795_608_000_000_000_000),
+    ("2026-11-25T13:00:00+01:00", 1_795_608_000_000_000_000), ("2026-11-25T12:00:00", 1_795_608_000_000_000_000),
+])
+def test_times_are_rfc3339_or_epoch_nanoseconds(text: str, expected: int) -> None:
+    assert params.time_ns(text) == expected
+
+
+@pytest.mark.parametrize("text", ["1969-12-31T23:59:59.5Z", "9999-12-31T00:00:00Z", str(2**64), "yesterday", "-5"])
+def test_times_outside_the_event_range_or_not_times_are_refused_by_name(text: str) -> None:
+    with pytest.raises(params.BadQuery, match=r"^at "):
+        params.time_ns(text)
+
+
+def test_tokens_ids_and_k_are_checked() -> None:
+    assert params.after("9a3c7eaaafdf4ad0:1234") == params.After("9a3c7eaaafdf4ad0", 1234)
+    assert params.entity_id(str(2**64 - 1)) == 2**64 - 1
+    for bad in ("9a3c:0", "9a3c", ":5", "9a3c:-1", f"w:{2**64}"):
+        with pytest.raises(params.BadQuery, match="after"):
+            params.after(bad)
+    for bad in ("-1", str(2**64), "1e3", ""):
+        with pytest.raises(params.BadQuery, match="entity"):
+            params.entity_id(bad)
+    for bad in ("0", "10001", None, "x"):
+        with pytest.raises(params.BadQuery, match=r"^k "):
+            params.top_k(bad)
+    with pytest.raises(params.BadQuery, match="finite"):
+        params.score("inf")
