@@ -40,11 +40,14 @@ class KafkaAdapter(Protocol):
     def commit_async(self, commits: Commits, on_done: Callable[[Commits, BaseException | None], None]) -> None: ...
     def commit_sync(self, commits: Commits) -> None: ...
 
-    def committed(self, partitions: Sequence[Partition]) -> dict[Partition, tuple[int, str] | None]:
-        """The group's committed (offset, metadata) of each partition; None: never committed."""
+    def committed(self, partitions: Sequence[Partition],
+                  timeout_s: float | None = None) -> dict[Partition, tuple[int, str] | None]:
+        """The group's committed (offset, metadata) of each partition; None: never committed.
+        ``timeout_s``: give up sooner than a handoff's bound (KafkaUnavailable)."""
 
-    def partitions(self, topic: str) -> list[int]:
-        """The partition numbers of ``topic`` (empty while unknown); raises KafkaUnavailable."""
+    def partitions(self, topic: str, timeout_s: float) -> list[int]:
+        """The partition numbers of ``topic`` (empty while unknown); KafkaUnavailable when
+        the broker does not answer within ``timeout_s``."""
 
     def reply_partition(self, topic: str, key: bytes) -> int | None:
         """The partition of ``topic`` the producer sends messages keyed ``key`` to."""

@@ -378,19 +378,20 @@ class ConfluentAdapter:
         except KafkaException as exc:
             raise _commit_error(exc) from exc
 
-    def committed(self, partitions: Sequence[Partition]) -> dict[Partition, tuple[int, str] | None]:
+    def committed(self, partitions: Sequence[Partition],
+                  timeout_s: float | None = None) -> dict[Partition, tuple[int, str] | None]:
         try:
             found = self._consumer.committed([TopicPartition(topic, number) for topic, number in partitions],
-                                             timeout=HANDOFF_TIMEOUT_S)
+                                             timeout=HANDOFF_TIMEOUT_S if timeout_s is None else timeout_s)
             _raise_partition_errors(found)
         except KafkaException as exc:
             raise KafkaUnavailable(repr(exc)) from exc
         return {(tp.topic, tp.partition): None if tp.offset < 0 else (tp.offset, tp.metadata or "")
                 for tp in found}
 
-    def partitions(self, topic: str) -> list[int]:
+    def partitions(self, topic: str, timeout_s: float) -> list[int]:
         try:
-            metadata = self._consumer.list_topics(topic, timeout=HANDOFF_TIMEOUT_S).topics.get(topic)
+            metadata = self._consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
         except KafkaException as exc:
             raise KafkaUnavailable(repr(exc)) from exc
         return [] if metadata is None or metadata.error is not None else sorted(metadata.partitions)

@@ -298,16 +298,19 @@ class KafkaPythonAdapter:
         except KafkaError as exc:
             raise KafkaUnavailable(repr(exc)) from exc
 
-    def committed(self, partitions: Sequence[Partition]) -> dict[Partition, tuple[int, str] | None]:
+    def committed(self, partitions: Sequence[Partition],
+                  timeout_s: float | None = None) -> dict[Partition, tuple[int, str] | None]:
+        timeout_ms = HANDOFF_TIMEOUT_MS if timeout_s is None else int(timeout_s * 1000)
         try:
             found = {(topic, partition): self._consumer.committed(TopicPartition(topic, partition), metadata=True,
-                                                                  timeout_ms=HANDOFF_TIMEOUT_MS)
+                                                                  timeout_ms=timeout_ms)
                      for topic, partition in partitions}
         except KafkaError as exc:
             raise KafkaUnavailable(repr(exc)) from exc
         return {tp: None if meta is None else (meta.offset, meta.metadata or "") for tp, meta in found.items()}
 
-    def partitions(self, topic: str) -> list[int]:
+    def partitions(self, topic: str, timeout_s: float) -> list[int]:
+        # From the metadata the subscribed consumer keeps (no request while it knows the topic).
         try:
             return sorted(self._consumer.partitions_for_topic(topic) or ())
         except KafkaError as exc:

@@ -31,7 +31,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlencode
@@ -92,11 +91,13 @@ class SignalClient:
         self._dns = peers_dns
         self._timeout_s = timeout_s
         self._wait_ms = wait_ms
-        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="tidal-query")
-        self._connections = threading.local()  # per thread: peer -> kept-alive HTTPConnection
+        self._connections: dict[str, http.client.HTTPConnection] = {}  # peer -> kept alive
+        self._lock = threading.Lock()  # one query at a time on the connections (threads may share a client)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False)
+        with self._lock:
+            for peer in list(self._connections):
+                self._drop(peer)
 
     def __enter__(self) -> SignalClient:
         return self
@@ -105,8 +106,8 @@ class SignalClient:
         self.close()
 
     def peers(self) -> list[str]:
-        """The peers asked now: the listed ones and every A record of the DNS name."""
-        found = list(self._peers)
+        """The peers asked now: the listed ones (each once) and every A record of the DNS name."""
+        found = list(dict.fromkeys(self._peers))
         if self._dns:
             host, _, port = self._dns.rpartition(":")
             try:
@@ -172,34 +173,54 @@ class SignalClient:
 
     def _ask_all(self, method: str, target: str, peers: Iterable[str] | None = None,
                  body: bytes | None = None) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-        """Every peer's answer (peer -> JSON), and the peers that failed (peer -> why)."""
-        asked = self.peers() if peers is None else sorted(peers)
-        futures = {peer: self._pool.submit(self._ask, peer, method, target, body) for peer in asked}
-        found, errors = {}, {}
-        for peer, future in futures.items():
-            try:
-                found[peer] = {**future.result(), "peer": peer}
-            except PeerError as exc:
-                errors[peer] = str(exc)
-        return found, errors
+        """Every peer's answer (peer -> JSON), and the peers that failed (peer -> why). The
+        requests all go out first, each on its peer's kept-alive connection, then the
+        answers are read: the peers work at once, with no thread of ours in between."""
+        with self._lock:
+            asked = self.peers() if peers is None else sorted(peers)
+            found, errors, sent = {}, {}, []
+            for peer in asked:
+                try:
+                    self._send(peer, method, target, body)
+                    sent.append(peer)
+                except PeerError as exc:
+                    errors[peer] = str(exc)
+            for peer in sent:
+                try:
+                    found[peer] = {**self._receive(peer, method, target, body), "peer": peer}
+                except PeerError as exc:
+                    errors[peer] = str(exc)
+            return found, errors
 
-    def _ask(self, peer: str, method: str, target: str, body: bytes | None) -> dict[str, Any]:
+    def _send(self, peer: str, method: str, target: str, body: bytes | None) -> None:
         headers = {"Content-Type": "application/json"} if body is not None else {}
         for attempt in (1, 2):
             connection = self._connection(peer)
             try:
                 connection.request(method, target, body=body, headers=headers)
-                response = connection.getresponse()
-                raw = response.read()
-                break
+                return
             except (OSError, http.client.HTTPException) as exc:
-                connection.close()
-                self._by_peer().pop(peer, None)
-                # A kept-alive connection the server closed meanwhile fails at once; every
-                # request here only reads, so one more try on a new connection is safe.
-                if attempt == 2 or not isinstance(exc, (http.client.RemoteDisconnected, ConnectionResetError,
-                                                        BrokenPipeError)):
+                self._drop(peer)
+                if attempt == 2 or not _stale(exc):
                     raise PeerError(f"{peer}: {exc or type(exc).__name__}") from None
+
+    def _receive(self, peer: str, method: str, target: str, body: bytes | None) -> dict[str, Any]:
+        try:
+            response = self._connections[peer].getresponse()
+            raw = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self._drop(peer)
+            # A kept-alive connection the server closed meanwhile fails at once; every
+            # request here only reads, so it is asked once more on a new connection.
+            if not _stale(exc):
+                raise PeerError(f"{peer}: {exc or type(exc).__name__}") from None
+            self._send(peer, method, target, body)
+            try:
+                response = self._connections[peer].getresponse()
+                raw = response.read()
+            except (OSError, http.client.HTTPException) as again:
+                self._drop(peer)
+                raise PeerError(f"{peer}: {again or type(again).__name__}") from None
         try:
             answer = json.loads(raw)
         except ValueError:
@@ -209,20 +230,22 @@ class SignalClient:
         return answer
 
     def _connection(self, peer: str) -> http.client.HTTPConnection:
-        """This thread's kept-alive connection to ``peer``."""
-        by_peer = self._by_peer()
-        connection = by_peer.get(peer)
+        connection = self._connections.get(peer)
         if connection is None:
             host, _, port = peer.rpartition(":")
-            connection = by_peer[peer] = http.client.HTTPConnection(host.strip("[]"), int(port),
-                                                                    timeout=self._timeout_s)
+            connection = self._connections[peer] = http.client.HTTPConnection(host.strip("[]"), int(port),
+                                                                              timeout=self._timeout_s)
         return connection
 
-    def _by_peer(self) -> dict[str, http.client.HTTPConnection]:
-        found: dict[str, http.client.HTTPConnection] | None = getattr(self._connections, "by_peer", None)
-        if found is None:
-            found = self._connections.by_peer = {}
-        return found
+    def _drop(self, peer: str) -> None:
+        connection = self._connections.pop(peer, None)
+        if connection is not None:
+            connection.close()
+
+
+def _stale(exc: BaseException) -> bool:
+    """The error of a kept-alive connection the server had closed."""
+    return isinstance(exc, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError))
 
 
 def _one_per_wal(found: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -20,6 +20,10 @@ from consumer.handoff import decode_mark
 log = logging.getLogger(__name__)
 
 REFRESH_S = 5.0
+# The service's loop waits for the read: in a broker outage it gives up after this long and
+# tries again only after OUTAGE_BACKOFF_S (a stalled loop would fail /healthz).
+READ_TIMEOUT_S = 1.0
+OUTAGE_BACKOFF_S = 60.0
 
 
 def wals_of(commits: Mapping[Partition, tuple[int, str] | None]) -> frozenset[str]:
@@ -33,17 +37,20 @@ class GroupWals:
         self._own = own
         self._topics = topics
         self.current: frozenset[str] = frozenset({own})
-        self._refreshed_at = float("-inf")
+        self._next_at = float("-inf")
 
     def refresh_if_due(self, client: KafkaAdapter) -> None:
         """On the service thread: read every input partition's commit mark again, every
-        REFRESH_S. A broker outage keeps the last view (logged at debug: the loop says it)."""
+        REFRESH_S. A broker outage keeps the last view (logged at debug: the loop says it
+        already) and waits OUTAGE_BACKOFF_S before the next try."""
         now = time.monotonic()
-        if now - self._refreshed_at < REFRESH_S:
+        if now < self._next_at:
             return
-        self._refreshed_at = now
+        self._next_at = now + REFRESH_S
         try:
-            partitions = [(topic, number) for topic in self._topics for number in client.partitions(topic)]
-            self.current = wals_of(client.committed(partitions)) | {self._own}
+            partitions = [(topic, number) for topic in self._topics
+                          for number in client.partitions(topic, READ_TIMEOUT_S)]
+            self.current = wals_of(client.committed(partitions, READ_TIMEOUT_S)) | {self._own}
         except KafkaUnavailable as exc:
+            self._next_at = now + OUTAGE_BACKOFF_S
             log.debug("the group's commit marks could not be read (%s); the last view stays", exc)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -60,8 +59,11 @@ class StoreReader:
         self.wal_id = wal_id
         self._wal_last_seq = wal_last_seq
         self._group_wals = group_wals
-        # The secondary's own files (its info log): small, and of no use after a restart.
-        self._own_dir = Path(tempfile.mkdtemp(prefix="tidal-store-reader-"))
+        # The secondary's own files (its info log), beside the store: bounded, owner-only,
+        # and of no use after a restart.
+        self._own_dir = store_dir.with_name(store_dir.name + ".reader")
+        shutil.rmtree(self._own_dir, ignore_errors=True)
+        self._own_dir.mkdir(mode=0o700)
         self._engine = RocksEngine(store_dir, secondary=self._own_dir)
         self._store = SignalStore(self._engine, schema)
         self._catching_up = threading.Lock()

@@ -79,10 +79,11 @@ class ScriptedKafka:
         self.events.append(f"commit_sync {sorted(offsets.items())}")
         self.committed_now.update(offsets)
 
-    def committed(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, str] | None]:
+    def committed(self, partitions: Sequence[tuple[str, int]],
+                  timeout_s: float | None = None) -> dict[tuple[str, int], tuple[int, str] | None]:
         return {p: None for p in partitions}
 
-    def partitions(self, topic: str) -> list[int]:
+    def partitions(self, topic: str, timeout_s: float) -> list[int]:
         return [0]
 
     def reply_partition(self, topic: str, key: bytes) -> int | None:

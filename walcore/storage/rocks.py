@@ -106,6 +106,9 @@ class RocksEngine:
         options.set_allow_concurrent_memtable_write(False)  # a vector memtable takes one writer (we have one)
         if secondary is not None:
             options.set_max_open_files(-1)  # RocksDB's requirement for a secondary instance
+            # Its info log lines come with every catch-up: bounded to 2 files of 1 MiB.
+            options.set_max_log_file_size(1 << 20)
+            options.set_keep_log_file_num(2)
         if reader and not Path(path, "CURRENT").is_file():
             raise FileNotFoundError(f"no signal store in {path}")
         families = {name: _family_options(name, read_only=reader) for name in KEYSPACES}
