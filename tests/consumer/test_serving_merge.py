@@ -7,6 +7,7 @@ rules, as literal values."""
 
 from __future__ import annotations
 
+import http.client
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -131,3 +132,35 @@ def test_tokens_ids_and_k_are_checked() -> None:
             params.top_k(bad)
     with pytest.raises(params.BadQuery, match="finite"):
         params.score("inf")
+
+
+def test_hostile_requests_get_a_reason_and_the_server_keeps_answering() -> None:
+    """Bodies over the bound are refused before being read; malformed or oversized asks are
+    400s with the rule; the server answers the next request as before."""
+    with stores([[EventRecord(1, 1, 2.0, HOUR)]]) as peers:
+        host, port = peers[0].split(":")
+
+        def post(body: bytes, length: int | None = None) -> tuple[int, bytes]:
+            connection = http.client.HTTPConnection(host, int(port), timeout=10)
+            connection.putrequest("POST", "/v1/scores")
+            connection.putheader("Content-Length", str(len(body) if length is None else length))
+            connection.endheaders()
+            connection.send(body[:1024])
+            response = connection.getresponse()
+            answer = response.status, response.read()
+            connection.close()
+            return answer
+
+        status, body = post(b"x", length=2**31)
+        assert status == 413 and b"at most 1048576 bytes" in body
+        for request, reason in [(b"not json", b"the body is"), (b'{"signal": "view", "at": 0, "entities": [-1]}',
+                                                                 b"entities: each an integer"),
+                                (b'{"signal": "view", "at": 0, "entities": [1], "x": 1}', b"")]:
+            status, body = post(request)
+            assert (status == 400 and reason in body) or (reason == b"" and status == 200), body
+        many = ('{"signal": "view", "at": 0, "entities": [' + ",".join(["1"] * 10_001) + "]}").encode()
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        connection.request("POST", "/v1/scores", body=many)
+        assert connection.getresponse().status == 400
+        with SignalClient(peers) as client:
+            assert client.entity(1, at_ns=HOUR).value["view"]["score"] == 2.0
