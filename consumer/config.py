@@ -188,6 +188,13 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _metrics_host_is_an_address(self) -> Settings:
+        if not self.metrics_host.strip():
+            raise ValueError("metrics_host: empty; give the address to listen on (127.0.0.1, or 0.0.0.0 for every "
+                             "interface)")
+        return self
+
+    @model_validator(mode="after")
     def _schema_is_valid(self) -> Settings:
         try:
             self.schema()

@@ -12,16 +12,24 @@ reads it: no lock is needed for these single values.
 
 from __future__ import annotations
 
+import http.client
 import json
+import logging
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from consumer.serving.api import MAX_BODY, QueryApi, encode
 
-IDLE_TIMEOUT_S = 30.0
+log = logging.getLogger(__name__)
+
+IDLE_TIMEOUT_S = 10.0
+MAX_CONNECTIONS = 256
+LISTEN_BACKLOG = 512
+MAX_HEADER_BYTES = 16 * 1024
 
 
 class Health:
@@ -52,12 +60,65 @@ class Health:
         return True, "WAL open, broker reachable, member of the group"
 
 
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most MAX_CONNECTIONS of them: past that a new connection
+    is closed at once (its client retries), so no flood of idle or half-open connections
+    can take the process's memory or threads. A listen backlog for bursts of scrapers."""
+
+    request_queue_size = LISTEN_BACKLOG
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that broke the protocol (an over-long request line, a reset): its
+        # connection is closed; no traceback on the service's log for what a client sent.
+        log.debug("HTTP connection from %s dropped", client_address, exc_info=True)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+class _HeaderBudget:
+    """The request's input stream, with the header section (request line and headers) cut
+    at MAX_HEADER_BYTES: http.server alone lets 100 headers of 64 KiB each through."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.left = MAX_HEADER_BYTES
+
+    def readline(self, limit: int = -1) -> bytes:
+        line = self._stream.readline(min(limit, self.left + 1) if limit >= 0 else self.left + 1)
+        self.left -= len(line)
+        if self.left < 0:
+            raise http.client.LineTooLong(f"header section over {MAX_HEADER_BYTES} bytes")
+        return line
+
+    def __getattr__(self, name: str) -> Any:  # read(), the body's, and the rest: the stream's own
+        return getattr(self._stream, name)
+
+
 class Endpoints:
     """A small HTTP server on its own daemon thread."""
 
     def __init__(self, host: str, port: int, health: Health, registry: CollectorRegistry, api: QueryApi) -> None:
         handler = _handler(health, registry, api)
-        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server = _BoundedServer((host, port), handler)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="tidal-http", daemon=True)
         self._thread.start()
@@ -72,10 +133,16 @@ def _handler(health: Health, registry: CollectorRegistry, api: QueryApi) -> type
         # Keep-alive: a query client (SignalClient, a scraper) reuses its connection, saving a
         # TCP handshake and a server thread per request; an idle one is closed after `timeout`.
         protocol_version = "HTTP/1.1"
-        timeout = IDLE_TIMEOUT_S
+        timeout = IDLE_TIMEOUT_S  # also bounds a request that never finishes arriving
         # Headers and body go out in two writes: without TCP_NODELAY the body waits for the
         # client's delayed ACK of the headers (40 ms) on a kept-alive connection.
         disable_nagle_algorithm = True
+
+        def handle_one_request(self) -> None:
+            budget = self.rfile if isinstance(self.rfile, _HeaderBudget) else _HeaderBudget(self.rfile)
+            budget.left = MAX_HEADER_BYTES  # each request of a kept-alive connection has its own
+            self.rfile = budget
+            super().handle_one_request()
 
         def do_GET(self) -> None:
             if api.handles(self.path):
