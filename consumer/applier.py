@@ -22,17 +22,17 @@ Order of work (docs/store-format.md):
 
 Messages wait in a queue of at most MAX_QUEUED_BYTES while the worker catches up (a burst
 beyond its pace); past that, ``submit`` waits. The worker exiting early is StoreFailed
-(exit 8); the service dying takes the worker with it (PR_SET_PDEATHSIG).
+(exit 8); the service dying takes the worker with it (PR_SET_PDEATHSIG, set by the
+worker itself: consumer.apply_worker). The worker runs in a session of its own, so a
+signal meant for the service's process group never stops it before the service's drain.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import json
 import logging
 import os
-import signal
 import struct
 import subprocess
 import sys
@@ -57,10 +57,6 @@ STOP_TIMEOUT_S = 600.0  # a worker far behind may take this long to finish at a 
 # The worker's reports on its standard output: the seq its store holds durably.
 REPORT = struct.Struct("<Q")
 _DUPLICATE = itemgetter(1)  # AppendResult.duplicate
-# Where the cores are shared, ingest (poll, fsync, acks, commits) comes first and the
-# applier takes the CPU left over: the WAL is its queue, so it lags during a burst and
-# catches up after, instead of slowing what producers wait for (docs/store-format.md).
-WORKER_NICE = 10
 
 
 def truncation_point(segments: Sequence[tuple[int, int]], checkpoint: int, retain_bytes: int) -> int | None:
@@ -81,13 +77,6 @@ def _exited(code: int) -> StoreFailed:
                        "a restart re-applies what the store lacks")
 
 
-def _start_worker() -> None:
-    """preexec_fn: the worker is killed when the service dies, however it dies, and runs
-    at a lower CPU priority (WORKER_NICE)."""
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    os.nice(WORKER_NICE)
-
-
 class Applier:
     def __init__(self, wal: Wal, settings: Settings) -> None:
         self._wal = wal
@@ -96,8 +85,11 @@ class Applier:
         self._process = subprocess.Popen(
             [sys.executable, "-m", "consumer.apply_worker", "--wal-dir", str(wal.directory),
              "--store-dir", str(settings.store_dir()), "--signals", signals,
-             "--flush-interval-s", str(settings.store.flush_interval_s)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=_start_worker)  # noqa: PLW1509
+             "--flush-interval-s", str(settings.store.flush_interval_s), "--parent-pid", str(os.getpid())],
+            # A session of its own: a signal to the service's process group (systemd's
+            # KillMode, `timeout`, Ctrl-C) reaches the service only, which drains and then
+            # ends the worker's input; the worker must not die first (exit 8, drain lost).
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
         assert self._process.stdin is not None and self._process.stdout is not None
         self._input = self._process.stdin.fileno()
         self._output = self._process.stdout.fileno()

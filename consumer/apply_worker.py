@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import logging
 import os
 import select
+import signal
 import struct
 import sys
 import time
@@ -134,13 +136,31 @@ class Worker:
             raise ValueError(f"unknown message type {kind}")
 
 
+# Where the cores are shared, ingest (poll, fsync, acks, commits) comes first and the
+# applier takes the CPU left over: the WAL is its queue, so it lags during a burst and
+# catches up after, instead of slowing what producers wait for (docs/store-format.md).
+WORKER_NICE = 10
+
+
+def _tie_to(parent_pid: int) -> None:
+    """Die with the service however it dies (PR_SET_PDEATHSIG), or at once if it is gone
+    already; run at WORKER_NICE. Here, in the worker's own main, rather than in a
+    preexec_fn: the service has threads by then, and a fork's child may deadlock before exec."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:  # the service died before the line above
+        os._exit(ExitCode.STORE)
+    os.nice(WORKER_NICE)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="consumer.apply_worker")
     parser.add_argument("--wal-dir", type=Path, required=True)
     parser.add_argument("--store-dir", type=Path, required=True)
     parser.add_argument("--signals", required=True, help="the [[signals]] tables, as JSON")
     parser.add_argument("--flush-interval-s", type=float, required=True)
+    parser.add_argument("--parent-pid", type=int, required=True)
     args = parser.parse_args(argv)
+    _tie_to(args.parent_pid)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

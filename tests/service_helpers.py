@@ -65,10 +65,11 @@ class Service:
 
     def __init__(self, bootstrap: str, topic: str, wal_dir: Path, *, group: str, reply: str, dlq: str,
                  env: dict[str, str] | None = None, extra: list[str] | None = None, hooked: bool = False,
-                 log_dir: Path | None = None, unprivileged: bool = False) -> None:
+                 log_dir: Path | None = None, unprivileged: bool = False, own_group: bool = False) -> None:
         """``hooked``: run tests/hooked_service.py (the CLI with the faults its ``env`` asks for).
         The log goes beside the WAL directory unless ``log_dir`` says where. ``unprivileged``:
-        without any capability (root then obeys file permissions like any user)."""
+        without any capability (root then obeys file permissions like any user). ``own_group``:
+        a process group of its own, so a test can signal the whole group as systemd would."""
         self.log_path = (log_dir or wal_dir.parent) / f"{wal_dir.name}-{time.monotonic_ns()}.log"
         self._log = self.log_path.open("wb")
         command = [sys.executable, str(HOOKED)] if hooked else [TIDAL]
@@ -81,6 +82,7 @@ class Service:
             env={**os.environ, "TIDAL_METRICS_INTERVAL_S": "1", **(env or {})},
             # an interrupted test run leaves no service behind
             preexec_fn=kafka_local.die_with_parent,  # noqa: PLW1509 - prctl only, async-signal-safe
+            start_new_session=own_group,
         )
         STARTED.append(self)
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import signal as signals
 import subprocess
 import time
 from pathlib import Path
@@ -185,6 +187,26 @@ def test_a_store_that_does_not_match_its_wal_stops_the_service_with_exit_8(
     assert stopped.process.wait(timeout=60) == 8, stopped.log()
     stopped.kill()
     assert said in stopped.log() and "Traceback" not in stopped.log()
+
+
+@pytest.mark.parametrize("signum", [signals.SIGTERM, signals.SIGINT])
+def test_a_signal_to_the_whole_process_group_drains_and_exits_0(topics: Topics, tmp_path: Path,
+                                                                 signum: signals.Signals) -> None:
+    """systemd's default KillMode, `timeout` and Ctrl-C signal every process of the group:
+    the applier must not die first (it used to: exit 8, the drain lost), and SIGINT is no
+    traceback. Three rounds on one WAL, events flowing in between."""
+    sent: list[dict] = []
+    for round_ in range(3):
+        batch = events(round_ * 200, 200)
+        sent += batch
+        positions = produce(topics.bootstrap, topics.signals, batch)
+        service = topics.service(tmp_path / "wal", own_group=True)
+        acks_cover(topics.bootstrap, topics.reply, positions)
+        os.killpg(service.process.pid, signum)
+        assert service.process.wait(timeout=60) == 0, service.log()
+        service.kill()
+        assert "Traceback" not in service.log() and "applier exited" not in service.log()
+    assert applied_counts(tmp_path / "wal" / "store") == expected_counts(sent)
 
 
 def _nice(pid: int) -> int:
