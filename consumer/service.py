@@ -328,7 +328,9 @@ class Service:
                 committer.poll()
                 if self._applier is not None:
                     self._applier.check()
-                if self._group_wals is not None:
+                # Only as a member: the client then knows the topics' metadata, and a broker
+                # that refuses us (exit 7) is never waited on for it.
+                if self._group_wals is not None and self.health.member:
                     self._group_wals.refresh_if_due(client)
                 metrics.maybe_log(client.lag)
             self.drain()
