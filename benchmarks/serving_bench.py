@@ -44,7 +44,7 @@ import kafka_local  # noqa: E402
 import numpy as np  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 from results_io import save  # noqa: E402
-from store_bench import BATCH, FLUSH_EVERY, Stream, stream  # noqa: E402
+from store_bench import BATCH, Stream, apply_stream, stream  # noqa: E402
 
 import walcore.storage.store as store_module  # noqa: E402
 from consumer.config import Settings  # noqa: E402
@@ -86,12 +86,7 @@ def build(directory: Path, events: Stream, *, index: bool, wal_id: str = "bench"
         store.follow(wal_id, events.batches[-1][2])
         gc.collect()
         wall, cpu = time.perf_counter(), time.process_time()
-        for n, (seqs, rows, last_seq) in enumerate(events.batches):
-            store.apply_rows(seqs, rows, last_seq)
-            if n % FLUSH_EVERY == FLUSH_EVERY - 1:
-                store.flush()
-        store.flush()
-        store.close()
+        apply_stream(store, events)
         return time.perf_counter() - wall, time.process_time() - cpu
     finally:
         store_module._rerank = ranked

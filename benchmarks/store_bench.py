@@ -117,6 +117,17 @@ def stream(events: int) -> Stream:
     return Stream(batches, entities)
 
 
+def apply_stream(store: SignalStore, events: Stream) -> None:
+    """What is timed: every batch applied as the applier process applies it, a flush every
+    FLUSH_EVERY batches, then the last flush and the close (memtables written to files)."""
+    for n, (seqs, rows, last_seq) in enumerate(events.batches):
+        store.apply_rows(seqs, rows, last_seq)
+        if n % FLUSH_EVERY == FLUSH_EVERY - 1:
+            store.flush()
+    store.flush()
+    store.close()
+
+
 def run(writer: StorageEngine, reader: Callable[[], StorageEngine], events: Stream, queries: int) -> dict:
     """Apply ``events`` through ``writer`` and close it (its memtables flushed to files: the
     cost a running applier pays whenever they fill is in the rate), then query through
@@ -124,12 +135,7 @@ def run(writer: StorageEngine, reader: Callable[[], StorageEngine], events: Stre
     store = SignalStore(writer, Settings().schema())
     gc.collect()
     started = time.perf_counter()
-    for n, (seqs, rows, last_seq) in enumerate(events.batches):
-        store.apply_rows(seqs, rows, last_seq)
-        if n % FLUSH_EVERY == FLUSH_EVERY - 1:
-            store.flush()
-    store.flush()
-    store.close()
+    apply_stream(store, events)
     applied_s = time.perf_counter() - started
     querier = SignalStore(reader(), Settings().schema())
     rng = random.Random(1)
