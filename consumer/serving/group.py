@@ -24,6 +24,7 @@ REFRESH_S = 5.0
 # tries again only after OUTAGE_BACKOFF_S (a stalled loop would fail /healthz).
 READ_TIMEOUT_S = 1.0
 OUTAGE_BACKOFF_S = 60.0
+UNKNOWN_RETRY_S = 0.2
 
 
 def wals_of(commits: Mapping[Partition, tuple[int, str] | None]) -> frozenset[str]:
@@ -48,8 +49,11 @@ class GroupWals:
             return
         self._next_at = now + REFRESH_S
         try:
-            partitions = [(topic, number) for topic in self._topics
-                          for number in client.partitions(topic, READ_TIMEOUT_S)]
+            found = {topic: client.partitions(topic, READ_TIMEOUT_S) for topic in self._topics}
+            if not all(found.values()):  # the client does not know a topic's partitions yet
+                self._next_at = now + UNKNOWN_RETRY_S
+                return
+            partitions = [(topic, number) for topic, numbers in found.items() for number in numbers]
             self.current = wals_of(client.committed(partitions, READ_TIMEOUT_S)) | {self._own}
         except KafkaUnavailable as exc:
             self._next_at = now + OUTAGE_BACKOFF_S

@@ -20,9 +20,12 @@ from prometheus_client import CollectorRegistry
 from walcore_helpers import assert_same_ranking, naive_ranking, naive_signals
 
 from consumer.config import Settings
+from consumer.errors import KafkaUnavailable
+from consumer.handoff import CommitMark, encode_mark
 from consumer.health import Endpoints, Health
 from consumer.serving import SignalClient, params
 from consumer.serving.api import QueryApi
+from consumer.serving.group import GroupWals
 from consumer.serving.reader import StoreReader
 from walcore.records import EventRecord
 from walcore.storage.rocks import RocksEngine
@@ -164,3 +167,48 @@ def test_hostile_requests_get_a_reason_and_the_server_keeps_answering() -> None:
         assert connection.getresponse().status == 400
         with SignalClient(peers) as client:
             assert client.entity(1, at_ns=HOUR).value["view"]["score"] == 2.0
+
+
+class MarksOnly:
+    """The two adapter calls GroupWals makes, scripted."""
+
+    def __init__(self) -> None:
+        self.known: list[int] = []
+        self.commits: dict[tuple[str, int], tuple[int, str] | None] = {}
+        self.down = False
+
+    def partitions(self, _topic: str, _timeout_s: float) -> list[int]:
+        return list(self.known)
+
+    def committed(self, partitions: list[tuple[str, int]],
+                  _timeout_s: float | None = None) -> dict[tuple[str, int], tuple[int, str] | None]:
+        if self.down:
+            raise KafkaUnavailable("broker down")
+        return {p: self.commits.get(p) for p in partitions}
+
+
+def test_the_group_view_names_every_wal_of_the_marks_and_never_settles_on_an_unknown_topic(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr("consumer.serving.group.time.monotonic", lambda: clock[0])
+    client = MarksOnly()
+    group = GroupWals("me", ["signals"])
+    group.refresh_if_due(client)  # the client knows no partitions yet: tried again soon, not in REFRESH_S
+    client.known = [0, 1]
+    client.commits = {("signals", 0): (5, encode_mark(CommitMark("a", 3, 0, 7, frozenset({"b"})))),
+                      ("signals", 1): None}
+    clock[0] += 0.5
+    group.refresh_if_due(client)
+    assert group.current == {"me", "a", "b"}
+    client.down = True
+    clock[0] += 10
+    group.refresh_if_due(client)  # an outage keeps the last view
+    assert group.current == {"me", "a", "b"}
+    client.down = False
+    client.commits[("signals", 1)] = (9, encode_mark(CommitMark("c", 1, 0, 9)))
+    clock[0] += 10
+    group.refresh_if_due(client)  # backing off after the outage
+    assert "c" not in group.current
+    clock[0] += 60
+    group.refresh_if_due(client)
+    assert group.current == {"me", "a", "b", "c"}
