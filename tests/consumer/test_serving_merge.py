@@ -67,7 +67,7 @@ EVENTS = st.lists(st.tuples(st.integers(0, 40), st.sampled_from([1, 2]),
                   min_size=1, max_size=150)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(EVENTS, st.sampled_from([1, 3, 10, 50]))
 def test_merged_answers_and_top_k_equal_a_naive_recomputation_over_every_store(
         raw: list[tuple[int, int, float, int, int]], k: int) -> None:
