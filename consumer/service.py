@@ -230,9 +230,10 @@ class Service:
         try:
             self._applier = Applier(wal, settings)
             self._applier.start()
-            self._group_wals = group = GroupWals(wal.wal_id, settings.topics)
-            self._reader = StoreReader(settings.store_dir(), settings.schema(), wal.wal_id, lambda: wal.last_seq,
-                                       lambda: group.current)
+            if settings.metrics_port:  # the query API's: no HTTP server, nothing to answer
+                self._group_wals = group = GroupWals(wal.wal_id, settings.topics)
+                self._reader = StoreReader(settings.store_dir(), settings.schema(), wal.wal_id,
+                                           lambda: wal.last_seq, lambda: group.current)
         except StoreFailed as exc:
             return self._fatal(exc)
         except Exception as exc:  # noqa: BLE001 - RocksDB raises plain Exception
