@@ -226,6 +226,7 @@ class SignalStore:
         # One engine call for the lot: RocksDB's events memtable sorts itself per read.
         held = self._engine.get_many("events", [event_key for _, event_key in candidates])
         batch = self._engine.batch()
+        before: dict[bytes, Score] = {}  # each touched score as stored (its top key goes)
         scores: dict[bytes, Score] = {}
         count = 0
         for (record, event_key), raw in zip(candidates, held):
@@ -233,7 +234,9 @@ class SignalStore:
                 continue
             lam = self._lambdas[record.signal_type]
             score_key = keys.score_key(record.entity_id, record.signal_type)
-            score = scores.get(score_key) or self._score(score_key)
+            if score_key not in before:
+                before[score_key] = self._score(score_key)
+            score = scores.get(score_key, before[score_key])
             scores[score_key] = remove(score, record.weight, record.timestamp_nanos, lam)
             batch.delete("events", event_key)
             count += 1
@@ -241,8 +244,8 @@ class SignalStore:
             for score_key, score in scores.items():
                 entity, signal = keys.decode_score_key(score_key)
                 lam = self._lambdas[signal]
-                before = self._score(score_key)
-                batch.delete("top", ranking.top_key(signal, before.value, before.ref_ns, entity, lam))
+                stored = before[score_key]
+                batch.delete("top", ranking.top_key(signal, stored.value, stored.ref_ns, entity, lam))
                 if score.count:
                     batch.put("scores", score_key, encode_score(score))
                     batch.put("top", ranking.top_key(signal, score.value, score.ref_ns, entity, lam),
