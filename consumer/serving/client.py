@@ -205,22 +205,18 @@ class SignalClient:
                     raise PeerError(f"{peer}: {exc or type(exc).__name__}") from None
 
     def _receive(self, peer: str, method: str, target: str, body: bytes | None) -> dict[str, Any]:
-        try:
-            response = self._connections[peer].getresponse()
-            raw = response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            self._drop(peer)
-            # A kept-alive connection the server closed meanwhile fails at once; every
-            # request here only reads, so it is asked once more on a new connection.
-            if not _stale(exc):
-                raise PeerError(f"{peer}: {exc or type(exc).__name__}") from None
-            self._send(peer, method, target, body)
+        for attempt in (1, 2):
+            if attempt == 2:  # asked again on a new connection (every request here only reads)
+                self._send(peer, method, target, body)
             try:
                 response = self._connections[peer].getresponse()
                 raw = response.read()
-            except (OSError, http.client.HTTPException) as again:
+                break
+            except (OSError, http.client.HTTPException) as exc:
                 self._drop(peer)
-                raise PeerError(f"{peer}: {again or type(again).__name__}") from None
+                # A kept-alive connection the server closed meanwhile fails at once.
+                if attempt == 2 or not _stale(exc):
+                    raise PeerError(f"{peer}: {exc or type(exc).__name__}") from None
         try:
             answer = json.loads(raw)
         except ValueError:
