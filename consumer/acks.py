@@ -74,13 +74,24 @@ class Ack:
         return json.dumps(value, separators=(",", ":")).encode()
 
     def offsets(self) -> Iterator[int]:
-        """Every offset this ack answers for."""
-        for first, last, _ in self.acked:
+        """Every offset this ack answers for (at most MAX_ACK_OFFSETS, parse_ack checks)."""
+        for first, last in self.spans():
             yield from range(first, last + 1)
+
+    def spans(self) -> Iterator[tuple[int, int]]:
+        """(first, last) of each run of offsets this ack answers for: a reader that needs
+        only where an ack lies never walks its offsets one by one."""
+        for first, last, _ in self.acked:
+            yield first, last
         for offset, _ in self.duplicates:
-            yield offset
+            yield offset, offset
         for offset, _ in self.rejected:
-            yield offset
+            yield offset, offset
+
+    @property
+    def size(self) -> int:
+        """How many offsets this ack answers for."""
+        return sum(last - first + 1 for first, last in self.spans())
 
     def outcome(self, offset: int) -> Outcome | None:
         """What became of ``offset``; None when this ack does not cover it."""
@@ -98,6 +109,11 @@ class Ack:
 
 # Half the producer's default max_request_size (1 MiB): an ack message stays well inside it.
 MAX_ACK_BYTES = 512 * 1024
+# The most offsets one ack message can answer for: one poll's share of one partition, and a
+# poll holds at most max_poll_records (consumer.config caps it at this). A message claiming
+# more was not made by this service (docs/acks.md, what is believed): parse_ack refuses it
+# before anything expands its runs.
+MAX_ACK_OFFSETS = 100_000
 
 
 def fit(ack: Ack, max_bytes: int = MAX_ACK_BYTES) -> Iterator[tuple[Ack, bytes]]:
@@ -186,5 +202,8 @@ def parse_ack(value: bytes | None) -> Ack | NotAnAck:
         return NotAnAck(f"{where}: {first['msg']}")
     if any(first > last for first, last, _ in message.acked):
         return NotAnAck("acked: a run's first offset is after its last")
-    return Ack(message.wal_id, message.topic, message.partition, message.acked, message.duplicates,
-               message.rejected)
+    ack = Ack(message.wal_id, message.topic, message.partition, message.acked, message.duplicates,
+              message.rejected)
+    if ack.size > MAX_ACK_OFFSETS:
+        return NotAnAck(f"answers for {ack.size} offsets, more than one batch holds ({MAX_ACK_OFFSETS:,})")
+    return ack

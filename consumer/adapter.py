@@ -49,6 +49,10 @@ class KafkaAdapter(Protocol):
         """The partition numbers of ``topic`` (empty while unknown); KafkaUnavailable when
         the broker does not answer within ``timeout_s``."""
 
+    def watermarks(self, partitions: Sequence[Partition]) -> dict[Partition, tuple[int, int]]:
+        """(first retained offset, end offset) of each partition; KafkaUnavailable when the
+        broker does not answer within a handoff's bound."""
+
     def reply_partition(self, topic: str, key: bytes) -> int | None:
         """The partition of ``topic`` the producer sends messages keyed ``key`` to."""
 

@@ -17,8 +17,10 @@ Order of work (docs/store-format.md):
   to the worker; ``voided`` sends the seqs voided since, in order with the batches.
 * The worker flushes the store every ``flush_interval_s`` and reports the seq it holds
   durably; ``check`` (each loop turn) checkpoints the WAL there and deletes the segments
-  below it, keeping ``retain_bytes`` of them (``truncation_point``). Disk use is then
-  bounded: the active segment, what the worker has not flushed yet, and ``retain_bytes``.
+  below it, keeping ``retain_bytes`` of them (``truncation_point``), and never one holding
+  a seq whose offset is not committed yet (``keep_from``). Disk use is then bounded: the
+  active segment, what the worker has not flushed or the group not committed yet, and
+  ``retain_bytes``.
 
 Messages wait in a queue of at most MAX_QUEUED_BYTES while the worker catches up (a burst
 beyond its pace); past that, ``submit`` waits. The worker exiting early is StoreFailed
@@ -39,7 +41,7 @@ import sys
 import threading
 from array import array
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from operator import itemgetter
 
 from consumer.config import Settings
@@ -78,7 +80,11 @@ def _exited(code: int) -> StoreFailed:
 
 
 class Applier:
-    def __init__(self, wal: Wal, settings: Settings) -> None:
+    def __init__(self, wal: Wal, settings: Settings, keep_from: Callable[[], int | None] = lambda: None) -> None:
+        """``keep_from()``: the lowest seq retention must keep whatever the store holds (the
+        first one whose offset is not committed: it is consumed again, and only the WAL's
+        copy makes it a redelivery); 0 keeps everything, None sets no bound."""
+        self._keep_from = keep_from
         self._wal = wal
         self._retain_bytes = settings.store.retain_wal_bytes
         signals = json.dumps([signal.model_dump() for signal in settings.signals])
@@ -221,7 +227,9 @@ class Applier:
         if self.applied_seq > wal.checkpoint_seq:
             wal.checkpoint(min(self.applied_seq, wal.last_seq))
         segments = [(first, path.stat().st_size) for first, path in list_segments(wal.directory)]
-        cut = truncation_point(segments, wal.checkpoint_seq, self._retain_bytes)
+        keep_from = self._keep_from()
+        done = wal.checkpoint_seq if keep_from is None else min(wal.checkpoint_seq, keep_from - 1)
+        cut = truncation_point(segments, done, self._retain_bytes)
         if cut is not None:
             deleted = wal.truncate_before(cut)
             log.debug("WAL retention: %d segment(s) below seq %d deleted", deleted, cut)

@@ -191,18 +191,19 @@ class DurableProducer:
         topic, partition = ack.topic, ack.partition
         if topic != self.topic:
             return
-        offsets = list(ack.offsets())
-        if not offsets:
+        spans = list(ack.spans())  # runs, never expanded: parse_ack bounds what they cover
+        if not spans:
             return
-        low, high = min(offsets), max(offsets)
+        low, high = min(first for first, _ in spans), max(last for _, last in spans)
         self._recent.setdefault((topic, partition), deque()).append((now, low, high, ack))
         if high > self._highest.get((topic, partition), -1):
             self._highest[(topic, partition)] = high
         pending_pop = self._pending.pop
-        for offset in offsets:
-            pending = pending_pop((topic, partition, offset), None)
-            if pending is not None:
-                _resolve_from(ack, offset, pending.future)
+        for first, last in spans:
+            for offset in range(first, last + 1):
+                pending = pending_pop((topic, partition, offset), None)
+                if pending is not None:
+                    _resolve_from(ack, offset, pending.future)
 
     def _expire(self, now: float) -> None:
         # Deadlines are appended in send order with one timeout, so they ascend: only the

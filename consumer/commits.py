@@ -77,6 +77,7 @@ class InFlight:
     offsets: Offsets
     deliveries: Sequence[Delivery]
     marks: dict[Partition, PartitionMark] = field(default_factory=dict)
+    first_seq: int = 0  # the lowest seq the batch stored anew (0: none): the WAL keeps it until committed
 
 
 class Backoff:
@@ -137,6 +138,9 @@ class Committer:
         # Commits sent by commit_async and not yet confirmed by the broker: the drain
         # commits them again, synchronously.
         self._unconfirmed: Commits = {}
+        # Commits sent and not confirmed (or refused), with the lowest seq their batches stored
+        # anew: the WAL keeps those seqs (floor).
+        self._awaiting: deque[tuple[Commits, int]] = deque()
         self._last_seqs: dict[Partition, int] = {}  # per partition, the highest seq this WAL stored
 
     @property
@@ -149,6 +153,20 @@ class Committer:
         """Acks and dead letters of the batches in flight not yet confirmed (for metrics)."""
         return sum(not delivery.done() for batch in self._in_flight for delivery in batch.deliveries)
 
+    @property
+    def floor(self) -> int | None:
+        """The lowest seq a batch of this run stored whose offsets are not confirmed
+        committed (None: none). Retention keeps it: its offsets will be consumed again, and
+        only the WAL's copy makes that a redelivery rather than a new event."""
+        seqs = [batch.first_seq for batch in self._in_flight if batch.first_seq]
+        seqs += [seq for _, seq in self._awaiting]
+        return min(seqs, default=None)
+
+    def forget_refused(self) -> None:
+        """At an assignment (after the revocation's drain): the commits still unconfirmed
+        were refused, and the takeover's own count of what is uncommitted covers them."""
+        self._awaiting.clear()
+
     def submit(self, batch: InFlight) -> None:
         self._in_flight.append(batch)
 
@@ -157,9 +175,11 @@ class Committer:
         if len(self._in_flight) > self._max_in_flight:
             self.drain()
             return
-        commits = self._take_settled()
+        commits, floor = self._take_settled()
         if commits:
             self._unconfirmed.update(commits)
+            if floor:
+                self._awaiting.append((commits, floor))
             self._target.commit_async(commits, self._async_done)
 
     def drain(self) -> int:
@@ -169,22 +189,28 @@ class Committer:
         batches = len(self._in_flight)
         if batches:
             self._target.flush()
-        commits = {**self._unconfirmed, **self._take_settled()}  # later batches carry higher offsets
+        settled, floor = self._take_settled()
+        commits = {**self._unconfirmed, **settled}  # later batches carry higher offsets
+        if floor:
+            self._awaiting.append((commits, floor))
         if self._in_flight:
             raise DeliveryFailed("an ack/DLQ delivery is still pending after flush(); nothing of it is committed")
-        if commits:
-            self._commit_sync(commits)
+        if commits and self._commit_sync(commits):
+            self._awaiting.clear()
         # Committed, or refused and logged: either way what was not committed is durable
         # and recognised when consumed again.
         self._unconfirmed.clear()
         return batches
 
-    def _take_settled(self) -> Commits:
+    def _take_settled(self) -> tuple[Commits, int]:
         """Pop the leading batches whose deliveries all succeeded; their merged commits,
-        each with its mark (consumer.handoff) as metadata."""
+        each with its mark (consumer.handoff) as metadata, and the lowest seq they stored
+        anew (0: none)."""
         commits: Commits = {}
+        floor = 0
         while self._in_flight and delivered(self._in_flight[0]):
             batch = self._in_flight.popleft()
+            floor = floor or batch.first_seq  # batches store ascending seqs
             self._settled += 1
             self._before_commit(self._settled)
             for partition, offset in batch.offsets.items():  # later batches carry higher offsets
@@ -195,7 +221,7 @@ class Committer:
                 wals = self._history.get(partition, frozenset())
                 commits[partition] = (offset, encode_mark(CommitMark(self._wal_id, last_seq, *ack, wals))
                                       if ack else "")
-        return commits
+        return commits, floor
 
     def _async_done(self, commits: Commits, error: BaseException | None) -> None:
         if error is not None:
@@ -206,9 +232,13 @@ class Committer:
         for tp, commit in commits.items():
             if self._unconfirmed.get(tp) == commit:  # not superseded by a later commit meanwhile
                 del self._unconfirmed[tp]
+        # Confirmed in order: this one and every one sent before it.
+        while any(sent is commits for sent, _ in self._awaiting):
+            self._awaiting.popleft()
         self._on_committed(commits)
 
-    def _commit_sync(self, commits: Commits) -> None:
+    def _commit_sync(self, commits: Commits) -> bool:
+        """True once the broker confirmed ``commits``; False when it was refused or kept failing."""
         backoff = Backoff(self._stop, first=0.1, cap=5.0)
         deadline = time.monotonic() + self._retry_for_s
         while True:
@@ -217,11 +247,11 @@ class Committer:
                 self._target.commit_sync(commits)
                 self._on_sync_commit(time.monotonic() - started, True)
                 self._on_committed(commits)
-                return
+                return True
             except (CommitRefused, KafkaUnavailable) as exc:
                 self._on_sync_commit(time.monotonic() - started, False)
                 if not self._retry(exc, deadline, backoff):
-                    return
+                    return False
 
     def _retry(self, exc: CommitRefused | KafkaUnavailable, deadline: float, backoff: Backoff) -> bool:
         """Log a failed synchronous commit; True to try again."""

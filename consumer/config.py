@@ -26,6 +26,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from consumer.acks import MAX_ACK_OFFSETS
 from walcore import WalConfig
 from walcore.schema import Schema, SchemaBuilder, SchemaError
 
@@ -137,7 +138,7 @@ class Settings(BaseSettings):
     reply_topic: str = Field("signals.acks", min_length=1)
     dlq_topic: str = Field("signals.dlq", min_length=1)
     wal_dir: Path = Path("wal")
-    max_poll_records: int = Field(5000, ge=1, le=100_000)
+    max_poll_records: int = Field(5000, ge=1, le=MAX_ACK_OFFSETS)  # an ack answers for one poll
     poll_timeout_ms: int = Field(200, ge=1, le=60_000)
     max_message_bytes: int = Field(4096, ge=64, le=1_048_576)
     metrics_interval_s: float = Field(10.0, gt=0)

@@ -396,6 +396,14 @@ class ConfluentAdapter:
             raise KafkaUnavailable(repr(exc)) from exc
         return [] if metadata is None or metadata.error is not None else sorted(metadata.partitions)
 
+    def watermarks(self, partitions: Sequence[Partition]) -> dict[Partition, tuple[int, int]]:
+        try:
+            return {(topic, number): self._consumer.get_watermark_offsets(TopicPartition(topic, number),
+                                                                          timeout=HANDOFF_TIMEOUT_S)
+                    for topic, number in partitions}
+        except KafkaException as exc:
+            raise KafkaUnavailable(repr(exc)) from exc
+
     def reply_partition(self, topic: str, key: bytes) -> int | None:
         """The partition the producer sends ``key`` to (murmur2, as kafka-python's
         default partitioner); None while the topic's partitions are unknown."""

@@ -37,6 +37,12 @@ class CommitRefused(RuntimeError):
     this member no longer owns (some of) the partitions. Retrying cannot succeed."""
 
 
+class RegistrationRefused(RuntimeError):
+    """The commit that names this WAL in a newly assigned partition's mark was refused: the
+    group is rebalancing again. Nothing of the poll that ran the assignment is stored; the
+    rejoin that a refused commit forces assigns the partitions again, from their commits."""
+
+
 class KafkaOptionInvalid(ValueError):
     """The Kafka client refused an option's value (its name passed the config check)."""
 

@@ -316,6 +316,20 @@ class KafkaPythonAdapter:
         except KafkaError as exc:
             raise KafkaUnavailable(repr(exc)) from exc
 
+    def watermarks(self, partitions: Sequence[Partition]) -> dict[Partition, tuple[int, int]]:
+        if not partitions:
+            return {}
+        tps = [TopicPartition(topic, number) for topic, number in partitions]
+        try:
+            # On the handoff reader (no group): the group consumer is inside its rebalance callback.
+            if self._reader is None:
+                self._reader = KafkaConsumer(**self._reader_options)
+            lows = self._reader.beginning_offsets(tps)
+            highs = self._reader.end_offsets(tps)
+        except KafkaError as exc:
+            raise KafkaUnavailable(repr(exc)) from exc
+        return {(tp.topic, tp.partition): (lows[tp], highs[tp]) for tp in tps}
+
     def reply_partition(self, topic: str, key: bytes) -> int | None:
         """The partition the producer sends ``key`` to (its default partitioner); None
         while the topic's partitions are unknown."""

@@ -99,4 +99,6 @@ class Pipeline:
             # The commit's mark points at the partition's last ack of the batch.
             marks[(ack.topic, ack.partition)] = PartitionMark(seqs[(ack.topic, ack.partition)], delivery)
         timings = Timings(durable_at - staged.staged_at, time.monotonic() - staged.staged_at)
-        return InFlight(staged.plan.commit, deliveries, marks), count_outcomes(staged.plan, results), timings
+        first_seq = next((result[0] for result in results if not result[1]), 0)  # the first stored anew
+        return (InFlight(staged.plan.commit, deliveries, marks, first_seq), count_outcomes(staged.plan, results),
+                timings)

@@ -32,6 +32,7 @@ from consumer.errors import (
     KafkaOptionInvalid,
     KafkaRefused,
     KafkaUnavailable,
+    RegistrationRefused,
     StoreFailed,
     WalTailLost,
 )
@@ -133,6 +134,7 @@ class DrainOnRevoke:
         log.info("partitions assigned: %s", _names(partitions))
         # Before anything of them is stored: what other WALs acked first, what this WAL lost.
         stored = self._service.takeover.assigned(partitions)
+        self._service.forget_refused_commits()
         self._service.prom.rebalances.labels("assigned").inc()
         self._service.health.member = True
         for topic, partition in partitions:
@@ -228,7 +230,7 @@ class Service:
             return None
         settings, wal = self.settings, self.wal
         try:
-            self._applier = Applier(wal, settings)
+            self._applier = Applier(wal, settings, self._keep_from)
             self._applier.start()
             if settings.metrics_port:  # the query API's: no HTTP server, nothing to answer
                 self._group_wals = group = GroupWals(wal.wal_id, settings.topics)
@@ -318,7 +320,12 @@ class Service:
                 # committed promptly; a blocking drain per idle poll would put two broker
                 # round trips back into every cycle at moderate load.
                 busy = self._staged is not None or committer.in_flight > 0
-                poll = client.poll(BUSY_TICK_MS if busy else settings.poll_timeout_ms, settings.max_poll_records)
+                try:
+                    poll = client.poll(BUSY_TICK_MS if busy else settings.poll_timeout_ms, settings.max_poll_records)
+                except RegistrationRefused as exc:  # the group moves on: the next poll rejoins
+                    log.warning("%s; nothing of that poll is stored, the partitions come back through the "
+                                "rejoin", exc)
+                    continue
                 self.health.loop_turned = time.monotonic()
                 self.health.broker_answered = True
                 # Stage the new poll before completing the previous one: its WAL write and
@@ -348,6 +355,19 @@ class Service:
             self.health.wal_failed = str(exc)
         log.critical(line, exc)
         return code
+
+    def forget_refused_commits(self) -> None:
+        """At an assignment: what a refused commit left uncommitted, the takeover counted."""
+        self._committer.forget_refused()
+
+    def _keep_from(self) -> int | None:
+        """The lowest seq the WAL keeps whatever the store holds (consumer.applier): the
+        first whose offset is not committed, by this run's batches or as of the last
+        assignment; 0 (everything) before the first assignment."""
+        if not hasattr(self, "_committer"):
+            return 0
+        floors = [floor for floor in (self.takeover.floor, self._committer.floor) if floor is not None]
+        return min(floors, default=None)
 
     def _durable(self, rows: bytes, results: list[AppendResult]) -> None:
         if self._applier is not None:

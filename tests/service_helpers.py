@@ -214,8 +214,10 @@ def dump(wal_dir: Path) -> list[dict[str, Any]]:
 
 
 def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int | None]:
+    """The group's committed offsets; None: nothing committed past the partition's start (a
+    WAL registers with a commit of the start before it stores anything, docs/acks.md)."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    result = {p: consumer.committed(TopicPartition(topic, p)) for p in range(partitions)}
+    result = {p: consumer.committed(TopicPartition(topic, p)) or None for p in range(partitions)}
     consumer.close(autocommit=False)
     return result
 

@@ -100,6 +100,16 @@ class SourceIndex:
             return None
         return runs.seqs[index] + offset - runs.firsts[index]
 
+    def lowest_seq_from(self, topic: str, partition: int, offset: int) -> int | None:
+        """The lowest seq stored at ``offset`` or after it (None: none): one look per run."""
+        runs = self._parts.get((topic, partition))
+        if runs is None:
+            return None
+        index = max(bisect_right(runs.firsts, offset) - 1, 0)
+        found = [seq + max(0, offset - first) for first, count, seq
+                 in zip(runs.firsts[index:], runs.counts[index:], runs.seqs[index:]) if first + count > offset]
+        return min(found, default=None)
+
     def last_offsets(self) -> dict[tuple[str, int], int]:
         return dict(self._last)
 

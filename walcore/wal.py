@@ -25,7 +25,17 @@ from walcore.repair import cut_torn_tail
 from walcore.replay import recent_keys, replay_log
 from walcore.scan import scan_log
 from walcore.segment import ActiveSegment
-from walcore.writer import Checkpoint, Command, SourceOffsets, StoredAt, Submission, TruncateBefore, Void, Writer
+from walcore.writer import (
+    Checkpoint,
+    Command,
+    LowestSeqs,
+    SourceOffsets,
+    StoredAt,
+    Submission,
+    TruncateBefore,
+    Void,
+    Writer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -232,6 +242,11 @@ class Wal:
     def stored_at(self, topic: str, partition: int, offsets: Sequence[int]) -> dict[int, int]:
         """{offset: seq} for those of ``offsets`` of a Kafka partition held as live events."""
         return self._command(StoredAt(topic, partition, list(offsets), Future()))
+
+    def lowest_seqs(self, starts: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+        """Per partition, the lowest seq stored at the given offset or after it (voided
+        ones too); partitions holding none are left out."""
+        return self._command(LowestSeqs(dict(starts), Future()))
 
     # -- checkpoint and truncation (commands run by the writer thread, between batches) ----
 

@@ -102,6 +102,15 @@ class StoredAt:
 
 
 @dataclass(slots=True)
+class LowestSeqs:
+    """Ask, per partition, the lowest seq this WAL stored at an offset at or after the
+    given one: {(topic, partition): seq}, partitions without one left out."""
+
+    starts: dict[tuple[str, int], int]
+    future: Future[dict[tuple[str, int], int]]
+
+
+@dataclass(slots=True)
 class Void:
     """Append a void entry for ``seqs`` (ARCHITECTURE invariant 7): from then on they are
     not live events: never replayed by default, never an original for a duplicate or a
@@ -115,8 +124,8 @@ class Void:
 # Commands run on the writer thread, between batches: they read or change the writer's
 # own state (checkpoint, segments, source index, voids), so they never race with an
 # append or a rotation, and no other thread touches that state.
-Command = Checkpoint | TruncateBefore | SourceOffsets | StoredAt | Void
-_COMMANDS = (Checkpoint, TruncateBefore, SourceOffsets, StoredAt, Void)
+Command = Checkpoint | TruncateBefore | SourceOffsets | StoredAt | LowestSeqs | Void
+_COMMANDS = (Checkpoint, TruncateBefore, SourceOffsets, StoredAt, LowestSeqs, Void)
 
 
 _STOP = object()
@@ -266,6 +275,10 @@ class Writer:
                 found = {offset: lookup(command.topic, command.partition, offset) for offset in command.offsets}
                 future.set_result({offset: seq for offset, seq in found.items()
                                    if seq is not None and seq not in self.voided})
+            elif isinstance(command, LowestSeqs):
+                lowest = self.sources.lowest_seq_from
+                found = {key: lowest(*key, offset) for key, offset in command.starts.items()}
+                future.set_result({key: seq for key, seq in found.items() if seq is not None})
             else:
                 future.set_result(self.sources.last_offsets())
         except (OSError, ValueError, WalFailed) as exc:  # handed to the caller, who sees the real error

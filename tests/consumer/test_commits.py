@@ -251,3 +251,24 @@ def test_the_before_commit_hook_runs_once_a_batch_is_settled_and_before_its_comm
     send.settle()
     step.poll()
     assert seen == [(1, {})]  # settled, nothing committed yet when the hook ran
+
+
+def test_the_floor_is_the_first_seq_not_confirmed_committed_and_a_refused_commit_keeps_it() -> None:
+    fake = FakeConsumer()
+    step = committer(fake)
+    first, second = fake.send(), fake.send()
+    step.submit(InFlight({P0: 10}, [first], first_seq=1))
+    step.submit(InFlight({P0: 20}, [second], first_seq=11))
+    step.submit(InFlight({P0: 25}, [fake.send()]))  # every offset a redelivery: no seq of its own
+    assert step.floor == 1
+    first.settle()
+    step.poll()  # sent, not confirmed yet
+    assert step.floor == 1
+    fake.confirm_async()
+    assert step.floor == 11  # the second batch's delivery is still pending
+    second.settle()
+    fake.sync_failures.append(CommitRefused("the group rebalanced"))
+    step.drain()
+    assert step.floor == 11  # refused: its events are consumed again, the WAL keeps them
+    step.forget_refused()  # the next assignment counts them from the group's commits instead
+    assert step.floor is None

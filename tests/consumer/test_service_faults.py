@@ -14,7 +14,7 @@ from consumer_fixtures import PARTITIONS, Topics
 from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaConnectionError
-from service_helpers import acks_cover, committed, dump, end_offsets, event, produce
+from service_helpers import acks_cover, committed, dump, end_offsets, event, metric_totals, produce
 
 from consumer.config import load_settings
 from consumer.errors import KafkaUnavailable
@@ -43,18 +43,32 @@ def test_fsync_eio_exits_3_publishes_no_ack_commits_nothing_and_a_restart_recove
     assert sorted(seq for _, seq in acks.values()) == list(range(1, 201))
 
 
-def test_an_ack_the_broker_refuses_exits_4_and_commits_nothing(topics: Topics, tmp_path: Path,
-                                                               kafka_admin: KafkaAdminClient) -> None:
+def test_an_ack_the_broker_refuses_exits_4_commits_nothing_and_keeps_what_it_stored(
+        topics: Topics, tmp_path: Path, kafka_admin: KafkaAdminClient) -> None:
     # A reply topic whose broker-side message limit no ack fits: every ack delivery fails.
     reply = f"tiny-acks-{topics.group}"
     kafka_admin.create_topics([NewTopic(reply, 1, 1, topic_configs={"max.message.bytes": "64"})])
-    produce(topics.bootstrap, topics.signals, [event(i) for i in range(300)])
-    service = topics.service(tmp_path / "wal", extra=["--reply-topic", reply])
+    positions = produce(topics.bootstrap, topics.signals, [event(i) for i in range(300)])
+    # A segment per batch and no bytes retained: retention deletes every segment the store
+    # has applied, unless it keeps those whose offsets were never committed.
+    config = tmp_path / "consumer.toml"
+    config.write_text("[wal]\nsegment_size = 1\n[store]\nretain_wal_bytes = 0\nflush_interval_s = 0.05\n")
+    small = {"TIDAL_MAX_POLL_RECORDS": "40"}
+    service = topics.service(tmp_path / "wal", env=small, extra=["--reply-topic", reply, "--config", str(config)])
     assert service.process.wait(timeout=120) == 4, service.log()
     service.kill()
     assert "were not delivered" in service.log() and "Traceback" not in service.log()
     assert all(v is None for v in committed(topics.bootstrap, topics.group, topics.signals, PARTITIONS).values())
-    assert dump(tmp_path / "wal"), "the batch was durable before its acks failed (and is recognised later)"
+    stored = dump(tmp_path / "wal")
+    assert [r["seq"] for r in stored][:1] == [1], "a segment whose offsets were never committed was deleted"
+    assert [r["seq"] for r in stored] == list(range(1, len(stored) + 1))
+    assert len(stored) > 40, "several batches were durable before their acks failed"
+    # Back with a reply topic that takes acks: what it stored is recognised, never stored again.
+    service = topics.service(tmp_path / "wal", env=small, extra=["--config", str(config)])
+    acks = acks_cover(topics.bootstrap, topics.reply, positions)
+    assert service.stop() == 0, service.log()
+    assert sorted(seq for _, seq in acks.values()) == list(range(1, 301))
+    assert metric_totals(service.log())["redeliveries"] == len(stored)
 
 
 def test_a_dead_letter_the_broker_refuses_exits_4_and_commits_nothing(topics: Topics, tmp_path: Path,

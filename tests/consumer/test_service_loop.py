@@ -86,6 +86,9 @@ class ScriptedKafka:
     def partitions(self, topic: str, timeout_s: float) -> list[int]:
         return [0]
 
+    def watermarks(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, int]]:
+        return {p: (0, 1 << 62) for p in partitions}
+
     def reply_partition(self, topic: str, key: bytes) -> int | None:
         return 0
 

@@ -20,6 +20,7 @@ from walcore import (
     WalFailed,
     WalLocked,
 )
+from walcore.sources import SourceIndex
 
 
 class FakeClock:
@@ -219,3 +220,16 @@ def test_submitted_batches_commit_in_order_each_as_its_own_frame(tmp_path: Path)
         assert wal.submit_batch([]).result() == []
     assert seqs == [list(range(1 + 10 * i, 11 + 10 * i)) for i in range(5)]
     assert [header.count for _, header in scan_log(tmp_path).segments[0].frames] == [10, 10, 10, 10, 10, 1]
+
+
+def test_the_lowest_seq_from_an_offset_looks_at_every_later_run() -> None:
+    index = SourceIndex()
+    index.add("t", 0, 100, 10, 50)  # offsets 100..109 -> seqs 50..59
+    index.add("t", 0, 110, 5, 20)  # stored earlier under other seqs: a new run
+    index.add("t", 0, 200, 1, 7)
+    assert index.lowest_seq_from("t", 0, 105) == 7
+    assert index.lowest_seq_from("t", 0, 201) is None
+    assert index.lowest_seq_from("t", 0, 0) == 7
+    index.add("t", 1, 0, 3, 90)
+    assert index.lowest_seq_from("t", 1, 2) == 92  # inside a run: the seq of that offset
+    assert index.lowest_seq_from("t", 2, 0) is None
