@@ -64,6 +64,25 @@ def test_bad_config_names_the_field(tmp_path: Path, toml: str, field: str) -> No
         load_settings(config)
 
 
+@pytest.mark.parametrize("toml,field", [
+    ('"default.topic.config" = {"auto.offset.reset" = "latest"}', r"kafka.default.topic.config cannot be set"),
+    ('[kafka.producer]\n"delivery.report.only.error" = true', r"kafka.producer.delivery.report.only.error cannot"),
+    ('[kafka.consumer]\n"auto.commit.enable" = true', r"kafka.consumer.auto.commit.enable cannot be set"),
+    ('[kafka.consumer]\n"offset.store.method" = "file"', r"never to a local file"),
+    ('"topic.blacklist" = "signals"', r"kafka.topic.blacklist cannot be set"),
+    ('"test.mock.num.brokers" = 3', r"mock cluster"),
+    ('[kafka.producer]\n"queuing.strategy" = "lifo"', r"in the order they were sent"),
+    ('"auto.offset.reset" = "latest"', r"kafka.auto.offset.reset cannot be set"),
+])
+def test_librdkafka_options_that_would_skip_or_drop_data_are_refused_at_load(tmp_path: Path, toml: str,
+                                                                            field: str) -> None:
+    config = tmp_path / "bad.toml"
+    table, _, rest = toml.partition("\n") if toml.startswith("[") else ("[kafka]", "", toml)
+    config.write_text(f"{table}\n{rest}\n")
+    with pytest.raises(ConfigError, match=field):
+        load_settings(config, backend="confluent")
+
+
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.toml")
