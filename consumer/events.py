@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from walcore import EventRecord, SourcePosition
 from walcore.records import U64_MAX
-from walcore.schema import Schema
+from walcore.schema import MAX_ABS_WEIGHT, Schema
 
 MAX_EVENT_ID_CHARS = 256
 
@@ -37,7 +37,7 @@ class SignalEvent(BaseModel):
 
     entity_id: Annotated[int, Field(ge=0, le=U64_MAX)]
     signal_type: Annotated[str, Field(min_length=1)]
-    weight: Annotated[float, Field(allow_inf_nan=False)]
+    weight: Annotated[float, Field(allow_inf_nan=False, ge=-MAX_ABS_WEIGHT, le=MAX_ABS_WEIGHT)]
     timestamp_nanos: Annotated[int, Field(ge=0, le=U64_MAX)]
     event_id: Annotated[str | None, Field(min_length=1, max_length=MAX_EVENT_ID_CHARS)] = None
 
@@ -52,7 +52,8 @@ class _FastEvent(msgspec.Struct):
 
     entity_id: int
     signal_type: Annotated[str, msgspec.Meta(min_length=1)]
-    weight: float  # JSON has no NaN/Infinity, and msgspec refuses a number that overflows
+    # JSON has no NaN/Infinity, and msgspec refuses a number that overflows.
+    weight: Annotated[float, msgspec.Meta(ge=-MAX_ABS_WEIGHT, le=MAX_ABS_WEIGHT)]
     timestamp_nanos: int
     event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EVENT_ID_CHARS)] | None = None
 

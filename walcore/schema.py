@@ -15,6 +15,12 @@ from walcore.records import U16_MAX, U64_MAX
 
 _IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
+# The largest |weight| an event may carry. Scores are sums of weights times decay factors
+# at most 1, so with this bound no sum of fewer than 10^293 events can overflow a float:
+# every stored and returned figure stays finite (an event beyond it is rejected to the DLQ;
+# the store clamps one an older WAL holds, walcore.storage.store).
+MAX_ABS_WEIGHT = 1e15
+
 
 class SchemaError(ValueError):
     """A schema definition breaks a rule; the message names the signal and the field."""

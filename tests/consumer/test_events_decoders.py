@@ -26,6 +26,9 @@ HOSTILE: list[bytes] = [
     b'{"entity_id":1,"signal_type":"view","weight":1e400,"timestamp_nanos":1}',
     b'{"entity_id":1,"signal_type":"view","weight":-1e400,"timestamp_nanos":1}',
     b'{"entity_id":1,"signal_type":"view","weight":1e-400,"timestamp_nanos":1}',
+    b'{"entity_id":1,"signal_type":"view","weight":1.7e308,"timestamp_nanos":1}',
+    b'{"entity_id":1,"signal_type":"view","weight":-1e15,"timestamp_nanos":1}',
+    b'{"entity_id":1,"signal_type":"view","weight":1000000000000001,"timestamp_nanos":1}',
     b'{"entity_id":18446744073709551615,"signal_type":"view","weight":1,"timestamp_nanos":18446744073709551615}',
     b'{"entity_id":18446744073709551616,"signal_type":"view","weight":1,"timestamp_nanos":1}',
     b'{"entity_id":-1,"signal_type":"view","weight":1,"timestamp_nanos":1}',
@@ -58,6 +61,18 @@ HOSTILE: list[bytes] = [
     b'{"entity_id":1,"signal_type":"view","weight":-0.0,"timestamp_nanos":-0}',
     b"{'entity_id':1}",
 ]
+
+
+def test_a_weight_beyond_the_documented_bound_is_rejected_naming_the_field() -> None:
+    def event(weight: str) -> bytes:
+        return b'{"entity_id":1,"signal_type":"view","weight":' + weight.encode() + b',"timestamp_nanos":1}'
+
+    for refused in ("1.7e308", "-1.7e308", "1000000000000000.2", "-1000000000000001"):
+        result = DECODER.decode(event(refused), "t", 0, 0)
+        assert isinstance(result, Rejected) and result.reason.startswith("weight: Input should be"), result
+        assert "1e+15" in result.reason or "1000000000000000" in result.reason, result
+    for kept in ("1e15", "-1e15", "0.5"):
+        assert not isinstance(DECODER.decode(event(kept), "t", 0, 0), Rejected)
 
 
 def pydantic_decision(value: bytes) -> EventRecord | None:
@@ -97,7 +112,8 @@ def test_the_hostile_corpus_gets_the_same_decisions_from_both_decoders() -> None
 
 
 _NUMBERS = st.one_of(st.integers(min_value=-(2**65), max_value=2**65), st.floats(allow_nan=True),
-                     st.sampled_from([0, -0.0, 1e308, 2**64 - 1, 2**64, 2**63, -(2**63) - 1]))
+                     st.sampled_from([0, -0.0, 1e308, 2**64 - 1, 2**64, 2**63, -(2**63) - 1, 1e15, -1e15,
+                                      1e15 + 1]))
 _STRINGS = st.one_of(st.text(max_size=300), st.sampled_from(["", "view", "click", "x" * 256, "x" * 257]))
 _VALUES = st.one_of(st.none(), st.booleans(), _NUMBERS, _STRINGS, st.lists(st.integers(), max_size=3))
 

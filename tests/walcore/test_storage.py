@@ -4,6 +4,7 @@ with out-of-order timestamps, random batch boundaries, voids and crashes."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from walcore_helpers import assert_same_ranking, naive_ranking, naive_signals
 
 from consumer.config import Settings
 from walcore.records import EventRecord
+from walcore.schema import MAX_ABS_WEIGHT
 from walcore.storage import keys, ranking
 from walcore.storage.engine import KEYSPACES, MemoryEngine, StorageEngine
 from walcore.storage.rocks import RocksEngine
@@ -276,3 +278,23 @@ def test_a_crash_before_the_flush_reapplies_nothing_twice_and_skips_nothing(
     assert store.applied_seq == (flushed_at if flushed_at <= len(events) else 0)  # the flushed state, whole
     store.apply(events, len(events))
     assert_matches(store, events, max(r.timestamp_nanos for _, r in events))
+
+
+def test_weights_an_older_wal_holds_beyond_the_bound_are_clamped_and_every_figure_stays_finite() -> None:
+    """Events accepted before MAX_ABS_WEIGHT existed (1.7e308 twice: a sum of inf, and an
+    OverflowError for a query in the past): applied as +-1e15, removable as such."""
+    view = next(d for d in TYPES.values() if d.name == "view")
+    events = [(1, EventRecord(7, view.id, 1.7e308, 10 * HOUR)), (2, EventRecord(7, view.id, 1.7e308, 11 * HOUR)),
+              (3, EventRecord(8, view.id, -1.7e308, 11 * HOUR)), (4, EventRecord(9, view.id, 1.0, 11 * HOUR))]
+    store = SignalStore(MemoryEngine(), SCHEMA)
+    store.apply(events, 4)
+    lam = lambda_per_ns(view.half_life_seconds)
+    for at in (11 * HOUR, 10 * HOUR + HOUR // 2, 20 * HOUR):  # after the latest event, and in the past
+        score = store.query(7, at)["view"].score
+        expected = sum(MAX_ABS_WEIGHT * math.exp(-lam * (at - ts)) for ts in (10 * HOUR, 11 * HOUR) if ts <= at)
+        assert math.isfinite(score) and score == pytest.approx(expected, rel=1e-12)
+        ranked = store.top("view", at, 3)
+        assert all(math.isfinite(value) for _, value in ranked)
+    assert [entity for entity, _ in store.top("view", 20 * HOUR, 3)] == [7, 9, 8]
+    assert store.unapply(events[:2]) == 2
+    assert store.query(7, 20 * HOUR).get("view") is None or store.query(7, 20 * HOUR)["view"].score == 0.0

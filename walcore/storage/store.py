@@ -23,7 +23,7 @@ import numpy as np
 
 from walcore.format import CONTENT_KEY
 from walcore.records import EventRecord
-from walcore.schema import Schema, SignalTypeDefinition
+from walcore.schema import MAX_ABS_WEIGHT, Schema, SignalTypeDefinition
 from walcore.storage import keys, ranking
 from walcore.storage.engine import Batch, StorageEngine
 from walcore.storage.signals import (
@@ -192,7 +192,8 @@ class SignalStore:
         live = (seq > applied) & (seq <= through_seq) & (lams > 0)
         if not live.all():
             seq, row, lams = seq[live], row[live], lams[live]
-        entity, signal, weight = row["entity"], row["signal"], row["weight"]
+        entity, signal = row["entity"], row["signal"]
+        weight = np.clip(row["weight"], -MAX_ABS_WEIGHT, MAX_ABS_WEIGHT)  # a WAL from before the bound
         score_keys, groups = keys.score_keys(entity, signal)
         scores = decode_scores(self._engine.get_many("scores", score_keys))
         added = add_events(scores, groups, weight, row["timestamp"], lams)
@@ -237,7 +238,8 @@ class SignalStore:
             if score_key not in before:
                 before[score_key] = self._score(score_key)
             score = scores.get(score_key, before[score_key])
-            scores[score_key] = remove(score, record.weight, record.timestamp_nanos, lam)
+            weight = min(max(record.weight, -MAX_ABS_WEIGHT), MAX_ABS_WEIGHT)  # as apply_rows clamped it
+            scores[score_key] = remove(score, weight, record.timestamp_nanos, lam)
             batch.delete("events", event_key)
             count += 1
         if count:
