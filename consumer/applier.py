@@ -35,6 +35,7 @@ import errno
 import json
 import logging
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -75,8 +76,10 @@ def truncation_point(segments: Sequence[tuple[int, int]], checkpoint: int, retai
 
 
 def _exited(code: int) -> StoreFailed:
-    return StoreFailed(f"the store's applier exited {code} (its line above says why); the WAL holds every event, "
-                       "a restart re-applies what the store lacks")
+    how = (f"was killed by {signal.Signals(-code).name}" if code < 0 else
+           f"exited {code} (its CRITICAL line above says why)")
+    return StoreFailed(f"the store's applier {how}; the WAL holds every event, a restart re-applies what the store "
+                       "lacks")
 
 
 class Applier:
@@ -107,6 +110,7 @@ class Applier:
         self._sender = threading.Thread(target=self._send_all, name="tidal-applier-feed", daemon=True)
         self._sender.start()
         self._pending = b""
+        self._reported = False  # its early exit was raised already (one CRITICAL line, not two)
         self.applied_seq = 0
 
     def start(self) -> None:
@@ -162,6 +166,8 @@ class Applier:
         self._read_reports()  # it has exited: everything it wrote is there
         self._process.stdout.close()  # type: ignore[union-attr]
         if code != 0:
+            if self._reported:
+                return
             raise _exited(code)
         self._retain()
 
@@ -219,6 +225,7 @@ class Applier:
     def _fail_if_exited(self) -> None:
         code = self._process.poll()
         if code is not None:
+            self._reported = True  # close() then does not report it a second time
             raise _exited(code)
 
     def _retain(self) -> None:

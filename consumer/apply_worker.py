@@ -179,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     except WalCorruption as exc:
         log.critical("the store cannot read the WAL: %s", exc)
         return ExitCode.WAL_FATAL
+    except Exception as exc:  # noqa: BLE001 - RocksDB raises plain Exception: one line, not a traceback
+        log.critical("applying the WAL to the store %s failed: %s", args.store_dir, exc)
+        return ExitCode.STORE
     finally:
         store.close()
     return ExitCode.OK

@@ -32,12 +32,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def main(argv: list[str] | None = None, **hooks: Callable[[int], None]) -> int:
-    """``hooks``: a test's crash points (``after_fsync``, ``before_commit``: see
-    tests/hooked_service.py), passed to the Service."""
+def main(argv: list[str] | None = None, stop: threading.Event | None = None, **hooks: Callable[[int], None]) -> int:
+    """``stop``: set by a signal that arrived before this (consumer.launch installs the
+    first handlers). ``hooks``: a test's crash points (``after_fsync``, ``before_commit``:
+    see tests/hooked_service.py), passed to the Service."""
     # First of all: a SIGTERM during start-up (config, imports, WAL recovery, broker
     # connect) must stop the service cleanly, not kill it with the default handler.
-    stop = threading.Event()
+    stop = stop or threading.Event()
     log = logging.getLogger("consumer.cli")
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -87,10 +88,13 @@ def main(argv: list[str] | None = None, **hooks: Callable[[int], None]) -> int:
     query.add_argument("--wal-dir", type=Path)
     query.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    if args.command == "status":
-        return _status(args)
-    if args.command == "query":
-        return _query(args)
+    if args.command in ("status", "query"):
+        # One-shot commands: Ctrl-C or a SIGTERM ends them at once, quietly, as any command.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if stop.is_set():
+            return ExitCode.OK
+        return _status(args) if args.command == "status" else _query(args)
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if args.log_format == "json" else

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,8 +24,14 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the same parser, as pydantic-settings uses it there
+    import tomli as tomllib
 
 from consumer.acks import MAX_ACK_OFFSETS
 from walcore import WalConfig
@@ -238,10 +245,29 @@ class Settings(BaseSettings):
         return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
 
 
+def _check_toml(path: Path) -> None:
+    """Refuse a config file that is not a UTF-8 TOML document with one line naming where
+    (pydantic-settings would raise the parser's traceback)."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
 def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
     """Build the settings from file < environment < flags. Raises ConfigError."""
-    if config_file is not None and not config_file.is_file():
-        raise ConfigError(f"config file {config_file} does not exist")
+    if config_file is not None:
+        _check_toml(config_file)
     overrides = {key: value for key, value in flags.items() if value is not None}
 
     class _FromFile(Settings):
@@ -249,6 +275,12 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
 
     try:
         return _FromFile(**overrides)
+    except SettingsError as exc:  # an environment variable that should hold JSON does not
+        found = re.search(r'field "(\w+)"', str(exc))
+        name = f"TIDAL_{found.group(1).upper()}" if found else "a TIDAL_* variable"
+        raise ConfigError(f"invalid configuration: {name} (or a {name}__* variable) does not hold valid JSON: lists "
+                          "and tables from the environment are written in JSON, e.g. TIDAL_TOPICS='[\"signals\"]', "
+                          "TIDAL_KAFKA__CONSUMER='{\"fetch_max_wait_ms\": 100}'") from None
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in err['loc']) or 'config'}: {err['msg'].removeprefix('Value error, ')}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -117,11 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     except WalCorruption as exc:
         print(f"DAMAGED: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # the reader stopped early (`walcore dump DIR | head`): not an error
+        # Python flushes stdout once more at exit; point it at /dev/null so that flush is quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:  # not there, not a directory, unreadable, an entry that is a directory...
         print(f"walcore: {exc}", file=sys.stderr)
         return 2
-    except BrokenPipeError:
-        return 0
 
 
 if __name__ == "__main__":

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -83,6 +87,26 @@ def test_librdkafka_options_that_would_skip_or_drop_data_are_refused_at_load(tmp
         load_settings(config, backend="confluent")
 
 
+CONSOLE = Path(sys.executable).parent / "tidal-consumer"
+
+
+@pytest.mark.parametrize("content,env,line", [
+    (b'group_id = "unterminated\n', {}, r"is not valid TOML: .* \(at line 1, column 25\)"),
+    (b'group_id = "\xff"\n', {}, r"is not UTF-8 text \(byte 12"),
+    (b"", {"TIDAL_TOPICS": "signals"}, r"TIDAL_TOPICS .* does not hold valid JSON"),
+    (b"", {"TIDAL_KAFKA__CONSUMER": "notjson"}, r"TIDAL_KAFKA .* does not hold valid JSON"),
+])
+def test_a_config_that_cannot_be_read_is_one_line_and_exit_1(tmp_path: Path, content: bytes, env: dict[str, str],
+                                                             line: str) -> None:
+    config = tmp_path / "consumer.toml"
+    config.write_bytes(content)
+    result = subprocess.run([str(CONSOLE), "run", "--config", str(config), "--wal-dir", str(tmp_path / "wal")],
+                            capture_output=True, text=True, env={**os.environ, **env}, timeout=60, check=False)
+    assert result.returncode == 1, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and re.search(line, result.stderr), result.stderr
+    assert not (tmp_path / "wal").exists()  # refused before anything was opened
+
+
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.toml")
@@ -106,3 +130,17 @@ def test_static_membership_is_derived_from_the_wal_unless_configured(tmp_path: P
     assert load_settings().instance_id("9a3c7eaa") == "tidal-9a3c7eaa"
     assert load_settings(group_instance_id="node-7").instance_id("9a3c7eaa") == "node-7"
     assert load_settings(group_instance_id="").instance_id("9a3c7eaa") is None  # dynamic membership
+
+
+@pytest.mark.parametrize("args,line", [
+    (["--entity", "-1"], r"--entity '-1': an entity id is an integer from 0 to 2\*\*64-1"),
+    (["--entity", str(2**64)], r"an entity id is an integer from 0 to 2\*\*64-1"),
+    (["--entity", "1", "--at", "1969-12-31T23:59:59.5Z"], r"outside the event time range"),
+    (["--entity", "1", "--at", "9999-01-01T00:00:00Z"], r"outside the event time range"),
+    (["--entity", "1", "--at", "yesterday"], r"--at 'yesterday': not an RFC 3339 time"),
+])
+def test_a_query_usage_error_is_one_line_and_exit_2(tmp_path: Path, args: list[str], line: str) -> None:
+    result = subprocess.run([str(CONSOLE), "query", *args, "--wal-dir", str(tmp_path / "wal")],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and re.search(line, result.stderr), result.stderr

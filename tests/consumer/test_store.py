@@ -214,7 +214,8 @@ def _nice(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])  # field 19
 
 
-def test_the_applier_runs_ten_nice_levels_below_the_service(topics: Topics, tmp_path: Path) -> None:
+def test_the_applier_runs_ten_nice_levels_below_the_service_and_its_death_is_one_line(topics: Topics,
+                                                                                      tmp_path: Path) -> None:
     """Ingest comes first on shared cores (docs/operations.md): the applier process the
     service starts is reniced, the service itself is not."""
     service = topics.service(tmp_path / "wal")
@@ -224,4 +225,11 @@ def test_the_applier_runs_ten_nice_levels_below_the_service(topics: Topics, tmp_
     workers = [child for child in children if b"consumer.apply_worker" in Path(f"/proc/{child}/cmdline").read_bytes()]
     assert len(workers) == 1, children
     assert _nice(workers[0]) == _nice(pid) + 10
-    assert service.stop() == 0, service.log()
+    # Killed under it: exit 8 with one line saying so (not twice, and not pointing at a
+    # line above that a killed process never wrote).
+    os.kill(workers[0], signals.SIGKILL)
+    assert service.process.wait(timeout=60) == 8, service.log()
+    service.kill()
+    lines = [line for line in service.log().splitlines() if "the store's applier" in line]
+    assert len(lines) == 1 and "was killed by SIGKILL" in lines[0] and "CRITICAL" in lines[0], lines
+    assert "Traceback" not in service.log()

@@ -82,3 +82,14 @@ def test_stats_counts_frames_of_each_format_version(tmp_path: Path) -> None:
     with Wal.open(tmp_path) as wal:
         wal.append_batch(records(2, 3))
     assert json.loads(run("stats", str(tmp_path), "--json").stdout)["format_versions"] == {"1": 1, "2": 1}
+
+
+def test_dump_into_a_reader_that_stops_early_exits_0_quietly(tmp_path: Path) -> None:
+    write_log(tmp_path, [2000] * 5)  # far more than a pipe buffer holds
+    for extra in ([], ["--json"]):
+        dump = subprocess.Popen([WALCORE, "dump", str(tmp_path), *extra], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        assert dump.stdout is not None and dump.stdout.readline()
+        dump.stdout.close()  # as `| head -1` does
+        assert dump.wait(timeout=60) == 0
+        assert dump.stderr is not None and dump.stderr.read() == b""
