@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 
 from prometheus_client import CollectorRegistry
 
+from consumer import backends
 from consumer.adapter import KafkaAdapter, Partition
 from consumer.applier import Applier
 from consumer.commits import Backoff, Commits, Committer
@@ -77,23 +78,8 @@ AdapterFactory = Callable[[Settings, str], KafkaAdapter]
 
 
 def backend_adapter(settings: Settings, wal_id: str) -> KafkaAdapter:
-    """The adapter of ``settings.backend``; each backend's library is imported only when used."""
-    if settings.backend == "confluent":
-        from consumer.confluent import ConfluentAdapter  # noqa: PLC0415 - the optional librdkafka extra
-
-        return ConfluentAdapter.connect(bootstrap_servers=settings.bootstrap_servers, group_id=settings.group_id,
-                                        group_instance_id=settings.instance_id(wal_id), client_id=f"tidal-{wal_id}",
-                                        consumer_options=settings.kafka.for_consumer(),
-                                        producer_options=settings.kafka.for_producer(),
-                                        refusal_grace_s=settings.kafka_refused_exit_s)
-    from consumer.kafka_python import KafkaPythonAdapter  # noqa: PLC0415 - only this backend needs kafka-python
-
-    return KafkaPythonAdapter.connect(bootstrap_servers=settings.bootstrap_servers, group_id=settings.group_id,
-                                      group_instance_id=settings.instance_id(wal_id), client_id=f"tidal-{wal_id}",
-                                      max_poll_records=settings.max_poll_records,
-                                      consumer_options=settings.kafka.for_consumer(),
-                                      producer_options=settings.kafka.for_producer(),
-                                      refusal_grace_s=settings.kafka_refused_exit_s)
+    """The adapter of ``settings.backend``, as this WAL's group member."""
+    return backends.connect(settings, client_id=f"tidal-{wal_id}", group_instance_id=settings.instance_id(wal_id))
 
 
 def _no_hook(_batch: int) -> None:

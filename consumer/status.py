@@ -7,28 +7,29 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from kafka import KafkaConsumer
-from kafka.structs import TopicPartition
-
+from consumer import backends
 from consumer.config import Settings
 from walcore.scan import scan_log
 
+# How long status waits for the broker's answers (metadata, offsets).
+TIMEOUT_S = 30.0
+
 
 def gather(settings: Settings) -> dict[str, Any]:
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers.split(","), group_id=settings.group_id,
-                             enable_auto_commit=False, **settings.kafka.for_consumer())
+    """Through the configured backend (its options, its security settings), joining no group."""
+    client = backends.connect(settings, client_id="tidal-status", group_instance_id=None)
     try:
-        partitions = [TopicPartition(topic, p) for topic in settings.topics
-                      for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        ends = consumer.end_offsets(partitions) if partitions else {}
+        partitions = [(topic, p) for topic in settings.topics for p in client.partitions(topic, TIMEOUT_S)]
+        ends = client.watermarks(partitions) if partitions else {}
+        commits = client.committed(partitions, TIMEOUT_S) if partitions else {}
         rows = []
-        for tp in partitions:
-            committed = consumer.committed(tp)
-            end = ends[tp]
-            rows.append({"topic": tp.topic, "partition": tp.partition, "committed": committed, "end": end,
+        for partition in partitions:
+            commit, end = commits.get(partition), ends[partition][1]
+            committed = commit[0] if commit else None
+            rows.append({"topic": partition[0], "partition": partition[1], "committed": committed, "end": end,
                          "lag": end - (committed or 0)})
     finally:
-        consumer.close(autocommit=False)
+        client.close()
     wal: dict[str, Any] = {"dir": str(settings.wal_dir), "last_seq": None, "newest_event_age_s": None}
     if settings.wal_dir.is_dir():
         scan = scan_log(settings.wal_dir)

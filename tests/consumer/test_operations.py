@@ -14,7 +14,7 @@ import kafka_local
 import pytest
 from consumer_fixtures import Topics
 from prometheus_client.parser import text_string_to_metric_families
-from service_helpers import Service, acks_cover, dump, event, produce
+from service_helpers import Service, acks_cover, consumer_options, dump, event, produce
 
 pytestmark = pytest.mark.kafka
 
@@ -103,9 +103,12 @@ def test_status_shows_lag_per_partition_and_the_wals_last_seq(topics: Topics, tm
     acks_cover(topics.bootstrap, topics.reply, first)
     assert service.stop() == 0
     produce(topics.bootstrap, topics.signals, [event(i) for i in range(300, 350)])  # not consumed: lag 50
+    # A client option in the configured backend's own names: status uses that backend too.
+    config = tmp_path / "status.toml"
+    config.write_text(consumer_options(session_timeout_ms=12000))
     result = subprocess.run([TIDAL, "status", "--bootstrap-servers", topics.bootstrap, "--topic", topics.signals,
-                             "--group-id", topics.group, "--wal-dir", str(tmp_path / "wal"), "--json"],
-                            capture_output=True, text=True, check=False, timeout=60)
+                             "--group-id", topics.group, "--wal-dir", str(tmp_path / "wal"), "--json",
+                             "--config", str(config)], capture_output=True, text=True, check=False, timeout=60)
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
     ends = end_offsets(topics.bootstrap, topics.signals, 4)
