@@ -118,6 +118,10 @@ def main(argv: list[str] | None = None, stop: threading.Event | None = None, **h
 
     from consumer.service import Service  # noqa: PLC0415 - config errors should not wait for kafka imports
 
+    # Every file the service (and its applier, which inherits this) creates is owner-only,
+    # as the WAL's: the store, its query reader's files, COMMITTED.json.
+    os.umask(0o077)
+
     return Service(settings, stop=stop, **hooks).run()
 
 

@@ -77,7 +77,8 @@ def test_every_event_is_applied_once_and_query_answers_from_the_store(topics: To
     assert text.startswith("entity 7 (store applied through seq 600)")
 
 
-def test_events_at_the_ends_of_the_u64_range_are_applied_and_queried(topics: Topics, tmp_path: Path) -> None:
+def test_events_at_the_ends_of_the_u64_range_are_applied_and_queried_from_a_private_store(
+        topics: Topics, tmp_path: Path) -> None:
     """The contract's timestamps and entity ids are u64s. A timestamp of 2**64 - 1 once
     failed the applier's score encoding (a signed field), and the catch-up after each
     restart met the same event again: one message stopped the store stage."""
@@ -85,12 +86,23 @@ def test_events_at_the_ends_of_the_u64_range_are_applied_and_queried(topics: Top
     sent = [event(0, entity_id=top, signal_type="view", timestamp_nanos=top),
             event(1, entity_id=top, signal_type="view", timestamp_nanos=0), event(2, entity_id=0, timestamp_nanos=0)]
     positions = produce(topics.bootstrap, topics.signals, sent)
-    service = topics.service(tmp_path / "wal")
+    # The store outside the WAL directory (its 0700 does not shield it there), under umask 022.
+    config = tmp_path / "consumer.toml"
+    config.write_text(f'[store]\ndir = "{tmp_path / "elsewhere"}"\n')
+    old_umask = os.umask(0o022)
+    try:
+        service = topics.service(tmp_path / "wal", extra=["--config", str(config)])
+    finally:
+        os.umask(old_umask)
     acks_cover(topics.bootstrap, topics.reply, positions)
     assert service.stop() == 0, service.log()
-    assert applied_counts(tmp_path / "wal" / "store") == expected_counts(sent)
+    assert applied_counts(tmp_path / "elsewhere") == expected_counts(sent)
+    modes = {entry.name: entry.stat().st_mode & 0o777 for entry in os.scandir(tmp_path / "elsewhere")}
+    assert (tmp_path / "elsewhere").stat().st_mode & 0o777 == 0o700
+    assert modes and all(mode & 0o077 == 0 for mode in modes.values()), modes  # as the WAL's files
     found = json.loads(subprocess.run([TIDAL, "query", "--entity", str(top), "--at", str(top), "--json", "--wal-dir",
-                                       str(tmp_path / "wal")], capture_output=True, text=True, check=True).stdout)
+                                       str(tmp_path / "wal"), "--config", str(config)],
+                                      capture_output=True, text=True, check=True).stdout)
     view = found["signals"]["view"]
     # The event at the top counts whole; the one at 0 has decayed to nothing, and lies
     # outside every window.

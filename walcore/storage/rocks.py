@@ -12,6 +12,7 @@ durability point (the WAL is checkpointed only up to what a flush covered).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from operator import itemgetter
 from pathlib import Path
@@ -28,6 +29,7 @@ from rocksdict import (
 )
 from rocksdict import WriteBatch as RocksBatch
 
+from walcore.files import DIR_MODE, FILE_MODE
 from walcore.storage.engine import KEYSPACES
 
 _KEY = itemgetter(0)
@@ -93,6 +95,18 @@ def _family_options(keyspace: str, *, read_only: bool) -> Options:
     return options
 
 
+def _owner_only(path: Path) -> None:
+    """The store's directory and files as private as the WAL's (walcore.files): 0700 and
+    0600. RocksDB creates files by the process umask, which the worker sets to 077
+    (consumer.apply_worker); this also tightens a store made before that, wherever
+    ``[store] dir`` puts it."""
+    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    os.chmod(path, DIR_MODE)
+    for entry in os.scandir(path):
+        if entry.is_file(follow_symlinks=False) and entry.stat().st_mode & 0o077:
+            os.chmod(entry.path, FILE_MODE)
+
+
 class RocksEngine:
     def __init__(self, path: str | Path, *, read_only: bool = False, secondary: str | Path | None = None) -> None:
         """``read_only``: open beside the process that writes it (a query while the
@@ -111,6 +125,8 @@ class RocksEngine:
             options.set_keep_log_file_num(2)
         if reader and not Path(path, "CURRENT").is_file():
             raise FileNotFoundError(f"no signal store in {path}")
+        if not reader:
+            _owner_only(Path(path))
         families = {name: _family_options(name, read_only=reader) for name in KEYSPACES}
         access = (AccessType.secondary(str(secondary)) if secondary is not None
                   else AccessType.read_only() if read_only else AccessType.read_write())
