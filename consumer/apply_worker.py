@@ -39,10 +39,11 @@ from walcore.errors import WalCorruption
 from walcore.format import CONTENT_KEY
 from walcore.records import EventRecord
 from walcore.replay import replay_log
+from walcore.segment import list_segments
 from walcore.storage.rocks import RocksEngine
 from walcore.storage.store import SignalStore, StoreMismatch
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("consumer.apply_worker")  # run as __main__: named for its log lines
 CATCH_UP_CHUNK = 10_000
 _SEQ = struct.Struct("=q")  # a BATCH's seqs: native int64s (consumer.applier packs an array("q"))
 
@@ -58,6 +59,14 @@ class Worker:
     def start(self, wal_id: str, last_seq: int, voided: Sequence[int]) -> None:
         """Bind the store to the WAL, catch up with it, remove what was voided."""
         self.store.follow(wal_id, last_seq)
+        segments = list_segments(self._wal_dir)
+        first_held = segments[0][0] if segments else last_seq + 1
+        missing = (self.store.applied_seq + 1, min(first_held, last_seq + 1) - 1)
+        if missing[0] <= missing[1]:
+            log.warning("the WAL no longer holds seqs %d..%d (retention deleted those segments after a store had "
+                        "applied them): this store, applied through seq %d, will lack those events. Restore the "
+                        "store directory this WAL was applied to, or its missing segments (docs/store-format.md)",
+                        *missing, self.store.applied_seq)
         applied = 0
         chunk: list[tuple[int, EventRecord]] = []
         for seq, record in replay_log(self._wal_dir, self.store.applied_seq + 1, last_seq, set(voided)):

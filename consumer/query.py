@@ -18,7 +18,7 @@ from consumer.config import Settings
 from consumer.serving.answers import signals_answer
 from consumer.serving.client import GroupAnswer, SignalClient
 from walcore.storage.rocks import RocksEngine
-from walcore.storage.store import SignalStore, UnknownSignal
+from walcore.storage.store import SignalStore, StoreMismatch, UnknownSignal
 
 
 class QueryError(RuntimeError):
@@ -33,7 +33,11 @@ def local(settings: Settings, *, entity: int | None, top: int | None, signal: st
         engine = RocksEngine(settings.store_dir(), read_only=True)
     except Exception as exc:  # noqa: BLE001 - RocksDB raises plain Exception
         raise QueryError(f"cannot open the signal store in {settings.store_dir()}: {exc}") from None
-    store = SignalStore(engine, settings.schema())
+    try:
+        store = SignalStore(engine, settings.schema())
+    except StoreMismatch as exc:
+        engine.close()
+        raise QueryError(f"the signal store in {settings.store_dir()}: {exc}") from None
     try:
         applied = store.applied_seq
         if entity is not None:

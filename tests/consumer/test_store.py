@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from consumer_fixtures import Topics
-from service_helpers import TIDAL, acks_cover, event, produce
+from service_helpers import TIDAL, acks_cover, dump, event, produce
 
 from consumer.config import Settings
 from walcore.checkpoint import read_checkpoint
@@ -245,3 +245,43 @@ def test_the_applier_runs_ten_nice_levels_below_the_service_and_its_death_is_one
     lines = [line for line in service.log().splitlines() if "the store's applier" in line]
     assert len(lines) == 1 and "was killed by SIGKILL" in lines[0] and "CRITICAL" in lines[0], lines
     assert "Traceback" not in service.log()
+
+
+def _signals_toml(view_half_life: float) -> str:
+    tables = []
+    for signal in Settings().signals:
+        half_life = view_half_life if signal.name == "view" else signal.half_life_seconds
+        tables.append(f'[[signals]]\nname = "{signal.name}"\nid = {signal.id}\nhalf_life_seconds = {half_life}\n'
+                      f"windows_seconds = {list(signal.windows_seconds)}\nvelocity = {str(signal.velocity).lower()}\n")
+    return "\n".join(tables)
+
+
+@pytest.mark.backends("kafka-python")
+def test_a_schema_that_contradicts_the_store_is_refused_and_a_store_missing_seqs_is_a_warning(
+        topics: Topics, tmp_path: Path) -> None:
+    wal_dir = tmp_path / "wal"
+    small = "[wal]\nsegment_size = 1\n[store]\nretain_wal_bytes = 0\nflush_interval_s = 0.05\n"
+    same, other = tmp_path / "same.toml", tmp_path / "other.toml"
+    same.write_text(small + _signals_toml(3600.0))
+    other.write_text(small + _signals_toml(7200.0))  # view's half-life doubled: every view score differs
+    positions = produce(topics.bootstrap, topics.signals, events(0, 300))
+    service = topics.service(wal_dir, env={"TIDAL_MAX_POLL_RECORDS": "50"}, extra=["--config", str(same)])
+    acks_cover(topics.bootstrap, topics.reply, positions)
+    assert service.stop() == 0, service.log()
+    first_kept = dump(wal_dir)[0]["seq"]
+    assert first_kept > 1  # retention deleted the applied, committed segments
+
+    query = subprocess.run([TIDAL, "query", "--entity", "7", "--wal-dir", str(wal_dir), "--config", str(other)],
+                           capture_output=True, text=True, check=False, timeout=60)
+    assert query.returncode == 8 and len(query.stderr.strip().splitlines()) == 1, query.stderr
+    assert "id 1 was 'view' with a half-life of 3600 s, now 'view' with 7200 s" in query.stderr
+    refused = topics.service(wal_dir, extra=["--config", str(other)])
+    assert refused.process.wait(timeout=60) == 8, refused.log()
+    refused.kill()
+    assert "now 'view' with 7200 s" in refused.log() and "Traceback" not in refused.log()
+
+    shutil.rmtree(wal_dir / "store")  # rebuilt from what the WAL still holds
+    rebuilt = topics.service(wal_dir, extra=["--config", str(same)])
+    rebuilt.wait_for_log("consuming")
+    assert rebuilt.stop() == 0, rebuilt.log()
+    assert f"WARNING consumer.apply_worker: the WAL no longer holds seqs 1..{first_kept - 1}" in rebuilt.log()

@@ -5,6 +5,7 @@ with out-of-order timestamps, random batch boundaries, voids and crashes."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,14 +15,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from walcore_helpers import assert_same_ranking, naive_ranking, naive_signals
 
-from consumer.config import Settings
+from consumer.config import Settings, SignalConfig, build_schema
 from walcore.records import EventRecord
-from walcore.schema import MAX_ABS_WEIGHT
+from walcore.schema import MAX_ABS_WEIGHT, Schema
 from walcore.storage import keys, ranking
 from walcore.storage.engine import KEYSPACES, MemoryEngine, StorageEngine
 from walcore.storage.rocks import RocksEngine
 from walcore.storage.signals import NANOS, lambda_per_ns
-from walcore.storage.store import SignalStore, UnknownSignal
+from walcore.storage.store import SchemaMismatch, SignalStore, UnknownSignal
 
 SCHEMA = Settings().schema()
 TYPES = {d.id: d for d in SCHEMA.by_name.values()}
@@ -298,3 +299,24 @@ def test_weights_an_older_wal_holds_beyond_the_bound_are_clamped_and_every_figur
     assert [entity for entity, _ in store.top("view", 20 * HOUR, 3)] == [7, 9, 8]
     assert store.unapply(events[:2]) == 2
     assert store.query(7, 20 * HOUR).get("view") is None or store.query(7, 20 * HOUR)["view"].score == 0.0
+
+
+def test_the_store_records_what_it_folded_with_and_refuses_a_schema_that_contradicts_it() -> None:
+    def schema(*types: tuple[str, int, float, list[int]]) -> Schema:
+        return build_schema([SignalConfig(name=name, id=signal_id, half_life_seconds=half_life,
+                                          windows_seconds=windows) for name, signal_id, half_life, windows in types])
+
+    engine = MemoryEngine()
+    first = SignalStore(engine, schema(("view", 1, 3600, [60]), ("click", 2, 600, [60])))
+    first.follow("w", 0)
+    # Other windows, a new type, a type dropped: the folded scores are still right.
+    again = SignalStore(engine, schema(("view", 1, 3600, [5, 60, 3600]), ("like", 3, 60, [60])))
+    again.follow("w", 0)
+    for changed, says in [(("view", 1, 7200, [60]), "id 1 was 'view' with a half-life of 3600 s, now 'view' with 7200"),
+                          (("seen", 1, 3600, [60]), "id 1 was 'view'"),
+                          (("click", 4, 600, [60]), "'click' was id 2, now id 4")]:
+        with pytest.raises(SchemaMismatch, match=re.escape(says)):
+            SignalStore(engine, schema(changed))
+    SignalStore(engine, schema(("click", 2, 600, [1])))  # the dropped type's record was kept: still consistent
+    with pytest.raises(SchemaMismatch, match="id 3 was 'like'"):
+        SignalStore(engine, schema(("like", 3, 61, [60])))

@@ -13,6 +13,7 @@ the same batch (removing it twice finds no entry: nothing happens).
 
 from __future__ import annotations
 
+import json
 import struct
 import time
 from array import array
@@ -47,6 +48,7 @@ _APPLIED_SEQ = b"applied_seq"
 _WAL_ID = b"wal_id"
 _TOP_INDEX = b"top_index"  # present once the top keyspace holds every score
 _MAX_REF = b"max_ref:"  # + signal type u16: the latest event timestamp applied of that type
+_SCHEMA = b"schema"  # JSON {id: [name, half-life seconds]}: every signal type the store has folded with
 _U64 = struct.Struct(">Q")
 _WEIGHT = struct.Struct(">d")
 # A WAL row (walcore.format.CONTENT_KEY) as a numpy record.
@@ -93,6 +95,30 @@ class StoreMismatch(RuntimeError):
     """The store follows another WAL, or is ahead of this one: applying would mix logs."""
 
 
+class SchemaMismatch(StoreMismatch):
+    """The store folded a signal type with another name, id or half-life than this schema
+    gives it: its scores would silently differ from what the configuration says."""
+
+
+def _folding(types: dict[int, SignalTypeDefinition]) -> dict[int, tuple[str, float]]:
+    """What of a schema the stored data depends on: per id, its name and half-life (windows
+    and velocity are computed from the events at query time, so they may change freely)."""
+    return {signal_id: (d.name, float(d.half_life_seconds)) for signal_id, d in types.items()}
+
+
+def schema_conflicts(recorded: dict[int, tuple[str, float]], current: dict[int, tuple[str, float]]) -> list[str]:
+    """How ``current`` contradicts what a store recorded (empty: it does not). A new type,
+    or one no longer configured, is no contradiction."""
+    found = [f"id {signal_id} was {recorded[signal_id][0]!r} with a half-life of {recorded[signal_id][1]:g} s, "
+             f"now {name!r} with {half_life:g} s"
+             for signal_id, (name, half_life) in sorted(current.items())
+             if signal_id in recorded and recorded[signal_id] != (name, half_life)]
+    names = {name: signal_id for signal_id, (name, _) in recorded.items()}
+    found += [f"{name!r} was id {names[name]}, now id {signal_id}" for signal_id, (name, _) in sorted(current.items())
+              if name in names and names[name] != signal_id and signal_id not in recorded]
+    return found
+
+
 class UnknownSignal(ValueError):
     """A query named a signal type the schema does not have."""
 
@@ -115,8 +141,22 @@ class SignalStore:
         for signal_id, lam in self._lambdas.items():
             self._lambda_of[signal_id] = lam
         self._by_name = schema.by_name
+        self._recorded = self._read_schema()
+        conflicts = schema_conflicts(self._recorded, _folding(self._types))
+        if conflicts:
+            raise SchemaMismatch(f"the store was folded with other signal types than this configuration's [[signals]] "
+                                 f"({'; '.join(conflicts)}): its scores would not be this schema's. Restore the "
+                                 "[[signals]] it was built with, or move the store directory away to rebuild it from "
+                                 "the WAL (only the retained part of it: docs/store-format.md)")
         self._applied_seq = self._read_applied_seq()
         self._max_refs = {signal_id: self._max_ref(signal_id) for signal_id in self._types}
+
+    def _read_schema(self) -> dict[int, tuple[str, float]]:
+        raw = self._engine.get("meta", _SCHEMA)
+        if raw is None:
+            return {}
+        return {int(signal_id): (str(name), float(half_life))
+                for signal_id, (name, half_life) in json.loads(raw).items()}
 
     def _read_applied_seq(self) -> int:
         raw = self._engine.get("meta", _APPLIED_SEQ)
@@ -140,6 +180,11 @@ class SignalStore:
         """Bind the store to the WAL ``wal_id`` (first use), or check it follows it.
         Raises StoreMismatch for another WAL's store, or one ahead of the WAL."""
         raw = self._engine.get("meta", _WAL_ID)
+        folding = {**self._recorded, **_folding(self._types)}  # types no longer configured stay recorded
+        if folding != self._recorded:
+            record = {str(signal_id): list(folded) for signal_id, folded in sorted(folding.items())}
+            self._engine.put("meta", _SCHEMA, json.dumps(record).encode())
+            self._recorded = folding
         if raw is None:
             self._engine.put("meta", _WAL_ID, wal_id.encode())
             self._engine.flush()
