@@ -201,6 +201,17 @@ class _Watch:
             raise KafkaRefused(self.reason if self.untrusted else f"{self.reason}, for {grace_s:.0f} s")
 
 
+def _metadata(tp: TopicPartition) -> str:
+    """A commit's metadata as read; "" when librdkafka read it past its end (a mark written
+    without a NUL, by kafka-python before marks carried one: consumer.handoff.encode_mark)."""
+    try:
+        return tp.metadata or ""
+    except UnicodeDecodeError:
+        log.warning("the commit metadata of %s:%d is unreadable (written without a NUL terminator, which librdkafka "
+                    "reads past); treated as no commit mark until the partition's next commit", tp.topic, tp.partition)
+        return ""
+
+
 def _topic_partitions(commits: Commits) -> list[TopicPartition]:
     return [TopicPartition(topic, partition, offset, metadata or None)
             for (topic, partition), (offset, metadata) in commits.items()]
@@ -386,8 +397,7 @@ class ConfluentAdapter:
             _raise_partition_errors(found)
         except KafkaException as exc:
             raise KafkaUnavailable(repr(exc)) from exc
-        return {(tp.topic, tp.partition): None if tp.offset < 0 else (tp.offset, tp.metadata or "")
-                for tp in found}
+        return {(tp.topic, tp.partition): None if tp.offset < 0 else (tp.offset, _metadata(tp)) for tp in found}
 
     def partitions(self, topic: str, timeout_s: float) -> list[int]:
         try:

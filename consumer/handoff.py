@@ -49,7 +49,9 @@ class CommitMark(NamedTuple):
 
 
 def encode_mark(mark: CommitMark) -> str:
-    """The offset commit's metadata (brokers keep up to 4096 bytes by default)."""
+    """The offset commit's metadata (brokers keep up to 4096 bytes by default). On the wire
+    it ends with a NUL (confluent-kafka adds it, the kafka-python adapter too), which
+    ``decode_mark`` drops."""
     wals = sorted(mark.wals | {mark.wal_id})
     if len(wals) > MAX_MARK_WALS:
         others = [wal for wal in wals if wal not in (MORE_WALS, mark.wal_id)]
@@ -61,6 +63,7 @@ def encode_mark(mark: CommitMark) -> str:
 def decode_mark(metadata: str | None) -> CommitMark | None:
     """The mark in an offset commit's metadata; None when there is none (a commit made by
     something else, or before marks existed) or it is not one of ours."""
+    metadata = (metadata or "").partition("\x00")[0]  # the C terminator a mark carries (encode_mark)
     if not metadata:
         return None
     try:

@@ -93,7 +93,11 @@ def _watch_refusals() -> _RefusalWatch:
 
 
 def _to_kafka(commits: Commits) -> dict[TopicPartition, OffsetAndMetadata]:
-    return {TopicPartition(topic, partition): OffsetAndMetadata(offset, metadata, -1)
+    # Metadata goes out NUL-terminated, byte for byte as confluent-kafka writes it (its
+    # length counts the C terminator): librdkafka copies read metadata by its length, then
+    # reads it as a C string, so a mark without the NUL was read with whatever bytes
+    # followed it in memory (a mixed group's librdkafka members lost marks, or failed).
+    return {TopicPartition(topic, partition): OffsetAndMetadata(offset, metadata + "\x00" if metadata else "", -1)
             for (topic, partition), (offset, metadata) in commits.items()}
 
 

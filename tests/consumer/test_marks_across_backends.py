@@ -1,0 +1,37 @@
+"""A commit mark written through one Kafka backend's adapter reads back whole through the
+other's: a group may mix backends (docs/operations.md), and the handoff believes only acks
+of the WALs a mark names. Real broker, both adapters, no service."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from consumer.confluent import ConfluentAdapter
+from consumer.handoff import NO_ACK, CommitMark, decode_mark, encode_mark
+from consumer.kafka_python import KafkaPythonAdapter
+
+pytestmark = [pytest.mark.kafka, pytest.mark.backends("kafka-python")]  # the test uses both adapters itself
+
+MARKS = [CommitMark("4783aff20e11407e", 0, 0, NO_ACK, frozenset({"4783aff20e11407e"})),
+         CommitMark("9a3c7eaaafdf4ad0", 8921, 2, 411, frozenset({"9a3c7eaaafdf4ad0", "4783aff20e11407e"}))]
+
+
+def test_marks_cross_between_kafka_python_and_librdkafka_whole(kafka_bootstrap: str,
+                                                               make_topic: Callable[..., str]) -> None:
+    topic = make_topic("marks", 1)
+    common = {"bootstrap_servers": kafka_bootstrap, "group_id": f"g-{topic}", "group_instance_id": None,
+              "client_id": "marks-test", "consumer_options": {}, "producer_options": {}}
+    adapters = [KafkaPythonAdapter.connect(max_poll_records=10, **common), ConfluentAdapter.connect(**common)]
+    try:
+        for offset, mark in enumerate(MARKS * 10):
+            writer = adapters[offset % 2]  # alternately: the other one reads what this one wrote
+            writer.commit_sync({(topic, 0): (offset, encode_mark(mark))})
+            for reader in adapters:
+                commit = reader.committed([(topic, 0)], 30)[(topic, 0)]
+                assert commit is not None and commit[0] == offset
+                assert decode_mark(commit[1]) == mark, (type(writer).__name__, type(reader).__name__, commit[1])
+    finally:
+        for adapter in adapters:
+            adapter.close()
