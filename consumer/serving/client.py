@@ -12,7 +12,9 @@ Top-k across stores, exact (an entity's score is the sum of its stores' scores, 
 sign), in the manner of TPUT (Cao and Wang, PODC 2004):
 
 1. every store's own top k; the candidates' exact totals (every store asked for them);
-   τ = the k-th highest of those totals, a lower bound of the true k-th;
+   τ = the k-th highest of those totals, a lower bound of the true k-th. An entity in no
+   list is worth at most the sum over stores of each one's k-th score (0 at least): when
+   τ is above that, the k highest totals are the answer already (Fagin's threshold);
 2. every store's entities worth at least τ/m (m stores): an entity whose total reaches τ
    is worth at least τ/m in some store (the largest of m terms is at least their mean,
    a store without it counting 0), so none is missed; with τ ≤ 0 that is every entity;
@@ -145,6 +147,11 @@ class SignalClient:
         totals = self._totals(peers, signal, at, candidates, errors)
         if len(totals) >= k and not errors:
             floor = answers.ranked(totals, k)[-1][1]
+            if answers.beyond(floor, answers.unlisted_bound((answer["entities"] for answer in stores.values()), k)):
+                # No entity outside the lists can reach the k-th total (Fagin's threshold):
+                # the answer is exact after two steps (the usual case with skewed scores).
+                return _group([[entity, score] for entity, score in answers.ranked(totals, k)], at, stores, errors,
+                              tokens)
             # floor <= 0: an entity absent from every store but one may still make the top
             # k, so every entity of every store is a candidate (the lowest float as floor).
             share = floor / len(stores) if floor > 0 else -sys.float_info.max

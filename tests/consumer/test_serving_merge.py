@@ -23,7 +23,7 @@ from consumer.config import Settings
 from consumer.errors import KafkaUnavailable
 from consumer.handoff import CommitMark, encode_mark
 from consumer.health import Endpoints, Health
-from consumer.serving import SignalClient, params
+from consumer.serving import SignalClient, answers, params
 from consumer.serving.api import QueryApi
 from consumer.serving.group import UNREAD, GroupWals
 from consumer.serving.reader import StoreReader
@@ -90,6 +90,26 @@ def test_merged_answers_and_top_k_equal_a_naive_recomputation_over_every_store(
                 answer = client.top(name, k, at_ns=at)
                 assert answer.complete, answer.to_json()
                 assert_same_ranking([tuple(pair) for pair in answer.value], naive, k)
+
+
+@pytest.mark.parametrize("placed,expected", [
+    # An entity in no store's top-1 list that out-totals every listed one: the stop rule's
+    # bound (each store's k-th, summed) must not let the first step's answer stand.
+    ({0: [(1, 10.0), (4, 9.9), (2, -1.0)], 1: [(2, 6.0), (4, 5.9), (1, -9.0)], 2: [(3, 5.0), (4, 4.9)]}, (4, 20.7)),
+    # Negative k-th scores: an entity absent from a store counts 0 there, not the k-th.
+    ({0: [(1, -1.0), (5, -2.0), (2, -1.6), (3, -1.7)], 1: [(2, -1.0), (1, -1.5)], 2: [(3, -1.0)]}, (5, -2.0)),
+    # Skewed: the first step's totals clear the bound, and are the answer.
+    ({0: [(1, 50.0), (2, 1.0)], 1: [(1, 40.0), (3, 1.0)], 2: [(1, 30.0), (4, 2.0)]}, (1, 120.0)),
+])
+def test_group_top_k_stops_early_only_when_no_unlisted_entity_can_reach_the_kth(
+        placed: dict[int, list[tuple[int, float]]], expected: tuple[int, float]) -> None:
+    view = SCHEMA.by_name["view"].id
+    shares = [[EventRecord(entity, view, weight, HOUR) for entity, weight in placed[n]] for n in range(3)]
+    assert answers.beyond(1.0, 0.0) and not answers.beyond(1e-12, 0.0)
+    with stores(shares) as peers, SignalClient(peers) as client:
+        answer = client.top("view", 1, at_ns=HOUR)
+    assert answer.complete and len(answer.value) == 1
+    assert answer.value[0][0] == expected[0] and answer.value[0][1] == pytest.approx(expected[1])
 
 
 def test_a_store_named_by_the_group_that_does_not_answer_makes_the_answer_incomplete() -> None:
