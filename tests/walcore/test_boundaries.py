@@ -10,7 +10,7 @@ import pytest
 from walcore_helpers import records, segments, write_log
 
 import walcore.writer
-from walcore import EventRecord, Wal, WalConfig, WalFailed
+from walcore import EventRecord, SourcePosition, Wal, WalConfig, WalFailed
 
 WINDOW_S = 10.0
 WINDOW_NS = int(WINDOW_S * 1e9)
@@ -37,21 +37,39 @@ def test_the_last_stored_offset_redelivered_after_the_window_is_recognised(tmp_p
         assert wal.last_seq == 10  # not stored again
 
 
+@pytest.mark.parametrize("how", ["append", "append_batch"])  # append_batch: the service's bulk path
 @pytest.mark.parametrize("phase", [0.0, 0.25, 0.49, 0.51, 0.9, 0.999])
 def test_a_retry_within_the_window_is_a_duplicate_wherever_the_first_copy_fell(tmp_path: Path,
-                                                                                phase: float) -> None:
+                                                                                phase: float, how: str) -> None:
     """The promise: a stored key stays a duplicate for at least the window. A window
     rotating at half its length would forget keys stored just before a rotation."""
     clock = FakeClock()
+
+    def store(record: EventRecord) -> tuple[int, bool, bool]:
+        return wal.append_batch([record])[0] if how == "append_batch" else wal.append(record).result()
+
     with Wal.open(tmp_path, WalConfig(dedup_window=WINDOW_S), clock=clock) as wal:
         clock.now += int(phase * WINDOW_NS)
-        first = wal.append(EventRecord(1, 1, 1.0, 1, event_id="order-1")).result()
+        first = store(EventRecord(1, 1, 1.0, 1, event_id="order-1"))
         for step in range(1, 20):  # other traffic meanwhile, so the window gets every chance to rotate
             clock.now += int(0.05 * WINDOW_NS)
-            wal.append(EventRecord(2, 1, 1.0, step)).result()
+            store(EventRecord(2, 1, 1.0, step))
         clock.now += int(0.04 * WINDOW_NS)  # 0.99 of the window after the first copy
-        retry = wal.append(EventRecord(1, 1, 2.0, 2, event_id="order-1")).result()
-    assert (retry.seq, retry.duplicate) == (first.seq, True)
+        retry = store(EventRecord(1, 1, 2.0, 2, event_id="order-1"))
+    assert (retry[0], retry[1]) == (first[0], True)
+
+
+def test_a_redelivery_after_a_batch_interleaving_two_partitions_keeps_each_seq(tmp_path: Path) -> None:
+    """One batch alternating partitions: each partition's offsets are consecutive but its
+    seqs are not (every other one), so no two of them make one run of the source index."""
+    clock = FakeClock()
+    batch = [EventRecord(n, 1, 1.0, n, source=SourcePosition("orders", n % 2, n // 2)) for n in range(12)]
+    with Wal.open(tmp_path, WalConfig(dedup_window=1.0), clock=clock) as wal:
+        first = wal.append_batch(batch)
+        assert [r[0] for r in first] == list(range(1, 13))
+        clock.now += 3 * 10**9  # past the dedup window: only the source index knows them
+        again = wal.append_batch(list(reversed(batch)))
+    assert [(r[0], r[2]) for r in again] == [(seq, True) for seq in range(12, 0, -1)]
 
 
 def test_truncate_before_checkpoint_plus_one_keeps_the_segment_holding_it(tmp_path: Path) -> None:

@@ -358,3 +358,37 @@ def test_a_checkpoint_past_the_last_stored_seq_is_corruption(tmp_path: Path) -> 
     (tmp_path / CHECKPOINT_NAME).write_bytes(encode_checkpoint(11))
     with pytest.raises(WalCorruption, match="log ends at seq 10"):
         Wal.open(tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["cut", "flip"])
+def test_a_damaged_final_frame_of_a_segment_that_is_not_the_last_is_corruption_never_a_torn_tail(
+        tmp_path: Path, damage: str) -> None:
+    """Only the last segment can have a torn tail: a crash never leaves an earlier one
+    short, so its damaged end is damage to acknowledged data, and nothing is cut."""
+    write_log(tmp_path, [10, 10, 10], WalConfig(segment_size=1))  # batch frame + seal per segment
+    middle = segments(tmp_path)[1]
+    data = middle.read_bytes()
+    middle.write_bytes(data[:-5] if damage == "cut" else data[:-3] + bytes([data[-3] ^ 0x40]) + data[-2:])
+    damaged = middle.read_bytes()
+    with pytest.raises(WalCorruption) as err:
+        Wal.open(tmp_path)
+    assert err.value.file == middle
+    assert middle.read_bytes() == damaged  # nothing cut
+    assert not list(tmp_path.glob("*.broken-*"))
+
+
+@pytest.mark.parametrize("position,value", [(16, None), (8, 5), (4, None)])
+def test_a_checkpoint_with_a_bad_checksum_or_a_changed_seq_inside_the_log_is_refused(
+        tmp_path: Path, position: int, value: int | None) -> None:
+    """The checksum alone must catch it: a seq changed from 4 to 5 is still inside the log
+    (seqs 1..10), a damaged checksum byte leaves every field plausible."""
+    write_log(tmp_path, [10])
+    with Wal.open(tmp_path) as wal:
+        wal.checkpoint(4)
+    path = tmp_path / CHECKPOINT_NAME
+    data = bytearray(path.read_bytes())
+    data[position] = value if value is not None else data[position] ^ 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(WalCorruption) as err:
+        Wal.open(tmp_path)
+    assert err.value.file == path and "checksum" in err.value.reason

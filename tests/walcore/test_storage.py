@@ -19,7 +19,7 @@ from consumer.config import Settings, SignalConfig, build_schema
 from walcore.records import EventRecord
 from walcore.schema import MAX_ABS_WEIGHT, Schema
 from walcore.storage import keys, ranking
-from walcore.storage.engine import KEYSPACES, MemoryEngine, StorageEngine
+from walcore.storage.engine import KEYSPACES, MemoryEngine, StorageEngine, WriteBatch
 from walcore.storage.rocks import RocksEngine
 from walcore.storage.signals import NANOS, lambda_per_ns
 from walcore.storage.store import SchemaMismatch, SignalStore, UnknownSignal
@@ -320,3 +320,59 @@ def test_the_store_records_what_it_folded_with_and_refuses_a_schema_that_contrad
     SignalStore(engine, schema(("click", 2, 600, [1])))  # the dropped type's record was kept: still consistent
     with pytest.raises(SchemaMismatch, match="id 3 was 'like'"):
         SignalStore(engine, schema(("like", 3, 61, [60])))
+
+
+class DyingEngine(MemoryEngine):
+    """Dies (raises) on its second write: what a store that wrote an apply in two steps
+    would leave behind if the process died between them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, batch: WriteBatch) -> None:
+        self.writes += 1
+        if self.writes == 2:
+            raise RuntimeError("died between two writes")
+        super().write(batch)
+
+
+def test_the_applied_seq_moves_in_the_same_atomic_write_as_the_events() -> None:
+    view = SCHEMA.by_name["view"].id
+    engine = DyingEngine()
+    store = SignalStore(engine, SCHEMA)
+    events = [(seq, EventRecord(seq % 3, view, 1.0, seq * NANOS)) for seq in range(1, 8)]
+    store.apply(events, 7)  # one write: it survives the engine's death on a second one
+    assert engine.writes == 1
+    reopened = SignalStore(engine, SCHEMA)
+    assert reopened.applied_seq == 7
+    assert sum(summary.count for entity in range(3) for summary in reopened.query(entity, 10 * NANOS).values()) == 7
+
+
+def test_a_score_halves_each_half_life_and_a_window_holds_what_is_after_at_minus_w(tmp_path: Path) -> None:
+    """Literal values, not the code's own formulas: view's half-life is 3600 s and its
+    windows 1 h, 1 d, 7 d; a window W at t holds events in (t - W, t] (docs/store-format.md)."""
+    view = SCHEMA.by_name["view"]
+    assert (view.half_life_seconds, tuple(view.windows_seconds)) == (3600.0, (3600, 86400, 604800))
+    t0 = 1_700_000_000 * NANOS
+    store = SignalStore(MemoryEngine(), SCHEMA)
+    store.apply([(1, EventRecord(42, view.id, 8.0, t0))], 1)
+    assert store.query(42, t0)["view"].score == 8.0
+    assert store.query(42, t0 + 3600 * NANOS)["view"].score == pytest.approx(4.0, rel=1e-12)
+    assert store.query(42, t0 + 7200 * NANOS)["view"].score == pytest.approx(2.0, rel=1e-12)
+    assert store.query(42, t0 + 1800 * NANOS)["view"].score == pytest.approx(5.656854249492381, rel=1e-12)  # 8/sqrt 2
+    at_edge = store.query(42, t0 + 3600 * NANOS)["view"].windows  # the event is exactly at t - 1 h
+    assert at_edge == {3600: 0, 86400: 1, 604800: 1}
+    assert store.query(42, t0 + 3600 * NANOS - 1)["view"].windows == {3600: 1, 86400: 1, 604800: 1}
+    assert store.query(42, t0 - 1).get("view") is None or store.query(42, t0 - 1)["view"].windows[3600] == 0
+
+
+def test_voiding_exactly_the_last_applied_seq_removes_it() -> None:
+    view = SCHEMA.by_name["view"].id
+    store = SignalStore(MemoryEngine(), SCHEMA)
+    events = [(seq, EventRecord(9, view, float(seq), 100 * NANOS)) for seq in range(1, 6)]  # weights 1..5, one time
+    store.apply(events, 5)
+    assert store.unapply([events[-1]]) == 1  # seq 5, the applied seq itself
+    summary = store.query(9, 100 * NANOS)["view"]
+    assert (summary.score, summary.count, store.applied_seq) == (10.0, 4, 5)  # 1 + 2 + 3 + 4
+    assert store.unapply([events[-1]]) == 0
