@@ -35,3 +35,29 @@ def test_marks_cross_between_kafka_python_and_librdkafka_whole(kafka_bootstrap: 
     finally:
         for adapter in adapters:
             adapter.close()
+
+
+def test_both_backends_put_an_ack_key_where_the_handoff_looks_for_it(kafka_bootstrap: str,
+                                                                     make_topic: Callable[..., str]) -> None:
+    """Acks are keyed by source partition; a handoff reads the one reply partition the key
+    maps to (reply_partition, murmur2 as the Java client). Whichever backend sent the ack,
+    and whichever computes the partition, it must be the partition the broker got."""
+    topic = make_topic("acks", 7)
+    common = {"bootstrap_servers": kafka_bootstrap, "group_id": f"g-{topic}", "group_instance_id": None,
+              "client_id": "keys-test", "consumer_options": {}, "producer_options": {}}
+    adapters = [KafkaPythonAdapter.connect(max_poll_records=10, **common), ConfluentAdapter.connect(**common)]
+    keys = [f"signals:{n}".encode() for n in range(40)] + [b"", b"\xff\x00", "ünï:3".encode()]
+    try:
+        for sender in adapters:
+            deliveries = [(key, sender.send(topic, key, b"{}")) for key in keys]
+            sender.flush()
+            for key, delivery in deliveries:
+                position = delivery.position()
+                assert position is not None, key
+                expected = [adapter.reply_partition(topic, key) for adapter in adapters]
+                assert expected == [position[0], position[0]], (type(sender).__name__, key, position, expected)
+        spread = {adapters[0].reply_partition(topic, key) for key in keys}
+        assert len(spread) >= 5  # the keys really do land on different partitions
+    finally:
+        for adapter in adapters:
+            adapter.close()
