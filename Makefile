@@ -21,6 +21,7 @@ install: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m ruff check walcore consumer tests benchmarks scripts
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 # The soak/chaos tests at full length (e.g. 200 SIGKILL rounds instead of 6); `make test`
@@ -52,6 +53,7 @@ bench: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check walcore consumer tests benchmarks scripts
+	$(PY) -m mypy
 
 clean:
 	rm -rf $(VENV) .kafka build *.egg-info benchmarks/results

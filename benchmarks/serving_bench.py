@@ -56,7 +56,7 @@ from walcore.format import CONTENT_KEY  # noqa: E402
 from walcore.storage.rocks import RocksEngine  # noqa: E402
 from walcore.storage.store import SignalStore  # noqa: E402
 
-SCHEMA = Settings().schema()
+SCHEMA = Settings().signal_schema()
 TOP_K = 100
 
 

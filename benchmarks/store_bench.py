@@ -132,12 +132,12 @@ def run(writer: StorageEngine, reader: Callable[[], StorageEngine], events: Stre
     """Apply ``events`` through ``writer`` and close it (its memtables flushed to files: the
     cost a running applier pays whenever they fill is in the rate), then query through
     ``reader`` (RocksDB: a read-only open, as `tidal-consumer query` opens it)."""
-    store = SignalStore(writer, Settings().schema())
+    store = SignalStore(writer, Settings().signal_schema())
     gc.collect()
     started = time.perf_counter()
     apply_stream(store, events)
     applied_s = time.perf_counter() - started
-    querier = SignalStore(reader(), Settings().schema())
+    querier = SignalStore(reader(), Settings().signal_schema())
     rng = random.Random(1)
     at = time.time_ns()
     latencies = []

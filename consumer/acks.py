@@ -135,7 +135,9 @@ def _between(ack: Ack, low: int, high: int | None) -> Ack:
     top = high - 1 if high is not None else None
     acked = [(max(first, low), last if top is None else min(last, top), seq + max(first, low) - first)
              for first, last, seq in ack.acked if last >= low and (top is None or first <= top)]
-    inside = (lambda offset: low <= offset and (high is None or offset < high))  # noqa: E731
+    def inside(offset: int) -> bool:
+        return low <= offset and (high is None or offset < high)
+
     return Ack(ack.wal_id, ack.topic, ack.partition, acked, [d for d in ack.duplicates if inside(d[0])],
                [r for r in ack.rejected if inside(r[0])])
 

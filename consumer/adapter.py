@@ -16,6 +16,8 @@ from typing import Protocol
 from consumer.batch import Poll
 from consumer.commits import Commits, Delivery, Partition
 
+__all__ = ["Commits", "Delivery", "KafkaAdapter", "Partition", "Poll", "RebalanceListener"]
+
 
 class RebalanceListener(Protocol):
     """Called on the service thread, inside ``poll``: the revoked partitions are still

@@ -92,8 +92,14 @@ class BatchCounts(NamedTuple):
     reasons: tuple[str, ...] = ()  # of the rejected records
 
 
-# (topic, partition) -> offset -> the home to repeat: its first ack's (consumer.takeover)
-Homes = Mapping[tuple[str, int], Mapping[int, Stored]]
+class PartitionHomes(Protocol):
+    """The homes to repeat of one partition's offsets (consumer.handoff.Homes)."""
+
+    def get(self, offset: int) -> Stored | None: ...
+
+
+# (topic, partition) -> its offsets' homes to repeat: their first ack's (consumer.takeover)
+Homes = Mapping[tuple[str, int], PartitionHomes]
 
 
 # The longest reason an ack or a dead letter carries (reasons quote little of the input

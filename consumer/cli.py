@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from typing_extensions import TypedDict, Unpack
+
 from consumer.errors import ExitCode
 
 USAGE = 2  # a command line that is not one (argparse's own exit code)
@@ -32,7 +34,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def main(argv: list[str] | None = None, stop: threading.Event | None = None, **hooks: Callable[[int], None]) -> int:
+class Hooks(TypedDict, total=False):
+    """A test's crash points (tests/hooked_service.py), passed to the Service."""
+
+    after_fsync: Callable[[int], None]
+    before_commit: Callable[[int], None]
+
+
+def main(argv: list[str] | None = None, stop: threading.Event | None = None, **hooks: Unpack[Hooks]) -> int:
     """``stop``: set by a signal that arrived before this (consumer.launch installs the
     first handlers). ``hooks``: a test's crash points (``after_fsync``, ``before_commit``:
     see tests/hooked_service.py), passed to the Service."""
@@ -130,7 +139,7 @@ def _status(args: argparse.Namespace) -> int:
     from consumer.status import gather, render  # noqa: PLC0415 - kafka only for this command
     from walcore import WalCorruption  # noqa: PLC0415
 
-    def gathered() -> dict:
+    def gathered() -> dict[str, Any]:
         return gather(load_settings(args.config, bootstrap_servers=args.bootstrap_servers, topics=args.topics,
                                     group_id=args.group_id, wal_dir=args.wal_dir))
 
@@ -162,7 +171,7 @@ def _query(args: argparse.Namespace) -> int:
     if args.peers or args.peers_dns:
         peers = [peer for peer in (args.peers or "").split(",") if peer]
 
-        def merged() -> dict:
+        def merged() -> dict[str, Any]:
             with SignalClient(peers, peers_dns=args.peers_dns) as client:
                 return group(client, entity=entity, top=top, signal=args.signal, at_ns=at_ns, after=after).to_json()
 

@@ -169,10 +169,11 @@ class ConfluentLink:
     def read(self, timeout_s: float) -> list[bytes | None]:
         values = []
         for message in self._consume(self._reader, 10_000, timeout_s):
-            if message.error() is None:
+            error = message.error()
+            if error is None:
                 values.append(message.value())
             else:  # librdkafka retries by itself; say what it met
-                log.warning("reading the reply topic: %s", message.error().str())
+                log.warning("reading the reply topic: %s", error.str())
         return values
 
     def flush(self, timeout: float | None) -> None:

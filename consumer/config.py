@@ -62,7 +62,8 @@ class SignalConfig(BaseModel):
 
 def _wal_field(name: str) -> Any:
     """A WalConfig field as configuration: its default and its limits (WalConfig.LIMITS)."""
-    return Field(getattr(WalConfig, name), allow_inf_nan=False, **WalConfig.LIMITS[name])
+    limits: dict[str, Any] = {"allow_inf_nan": False, **WalConfig.LIMITS[name]}
+    return Field(getattr(WalConfig, name), **limits)
 
 
 def build_schema(signals: list[SignalConfig]) -> Schema:
@@ -205,7 +206,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _schema_is_valid(self) -> Settings:
         try:
-            self.schema()
+            self.signal_schema()
         except SchemaError as exc:
             raise ValueError(f"signals: {exc}") from None
         return self
@@ -229,7 +230,7 @@ class Settings(BaseSettings):
             return f"tidal-{wal_id}"
         return self.group_instance_id or None
 
-    def schema(self) -> Schema:
+    def signal_schema(self) -> Schema:
         return build_schema(self.signals)
 
     @classmethod

@@ -24,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from kafka.partitioner.default import murmur2
@@ -66,7 +66,8 @@ def produce_waiting(producer: Producer, topic: str, value: bytes | None, key: by
     deadline = time.monotonic() + MAX_BLOCK_S
     while True:
         try:
-            producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+            producer.produce(topic, value, key, headers=cast("list[tuple[str, str | bytes | None]] | None", headers),
+                             on_delivery=on_delivery)
             return
         except BufferError:
             if time.monotonic() > deadline:
@@ -88,7 +89,7 @@ def consume_ready(consumer: Consumer, max_records: int, timeout_s: float) -> lis
     return messages
 
 
-class _Record(tuple):
+class _Record(tuple[Any, ...]):
     """A librdkafka Message as the batch core reads it (consumer.batch.PolledRecord):
     ``(offset, value, message)``. The offset and value are read once, when polled (the
     batch core reads them for every record); the rest only for a dead letter."""
@@ -98,15 +99,15 @@ class _Record(tuple):
 
     @property
     def _message(self) -> Message:
-        return self[2]
+        return cast(Message, self[2])
 
     @property
     def topic(self) -> str:
-        return self._message.topic()
+        return cast(str, self._message.topic())  # a consumed message names its topic and partition
 
     @property
     def partition(self) -> int:
-        return self._message.partition()
+        return cast(int, self._message.partition())
 
     @property
     def key(self) -> bytes | None:
@@ -114,7 +115,7 @@ class _Record(tuple):
 
     @property
     def headers(self) -> Sequence[tuple[str, bytes]] | None:
-        return self._message.headers()
+        return cast("Sequence[tuple[str, bytes]] | None", self._message.headers())  # as consumed: a list
 
     @property
     def timestamp(self) -> int:
@@ -139,7 +140,7 @@ class _Delivery:
         if error is not None:
             self._error = KafkaException(error)
         else:
-            self._position = (message.partition(), message.offset())
+            self._position = cast("tuple[int, int]", (message.partition(), message.offset()))  # delivered: set
 
     def done(self) -> bool:
         if not self._done:
@@ -319,9 +320,9 @@ class ConfluentAdapter:
             error, self._listener_error = self._listener_error, None
             raise error
         self._watch.check(self._refusal_grace_s)
-        records: dict[Partition, list[_Record]] = {}
-        current: list[_Record] | None = None
-        current_key: Partition | None = None
+        records: dict[tuple[str | None, int | None], list[_Record]] = {}
+        current: list[_Record] = []
+        current_key: tuple[str | None, int | None] | None = None
         for message in messages:
             if message.error() is not None:
                 self._message_error(message)
@@ -330,16 +331,18 @@ class ConfluentAdapter:
             if key != current_key:
                 current_key = key
                 current = records.setdefault(key, [])
-            current.append(_new(_Record, (message.offset(), message.value(), message)))  # type: ignore[union-attr]
-        return records
+            current.append(_new(_Record, (message.offset(), message.value(), message)))
+        return cast(Poll, records)  # a consumed message names its topic and partition
 
     def _message_error(self, message: Message) -> None:
-        error: KafkaError = message.error()
+        error = message.error()
+        if error is None:
+            return
         if error.fatal():
             raise KafkaUnavailable(f"librdkafka fatal error: {error.str()}")
         if error.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
             if message.topic() not in self._missing_topics:
-                self._missing_topics.add(message.topic())
+                self._missing_topics.add(message.topic() or "")
                 log.warning("input topic %s does not exist (yet); waiting for it", message.topic())
             return
         if error.code() in _REFUSED:
@@ -423,7 +426,7 @@ class ConfluentAdapter:
             raise KafkaUnavailable(repr(exc)) from exc
         if metadata is None or metadata.error is not None or not metadata.partitions:
             return None
-        return (murmur2(key) & 0x7FFFFFFF) % len(metadata.partitions)
+        return int(murmur2(key) & 0x7FFFFFFF) % len(metadata.partitions)
 
     def read_from(self, topic: str, partition: int, offset: int) -> list[bytes | None]:
         """Every message value of a partition from ``offset`` (or its earliest retained
@@ -445,11 +448,12 @@ class ConfluentAdapter:
                     raise KafkaUnavailable(f"reading {topic}:{partition} from {start} to {end} took over "
                                            f"{HANDOFF_TIMEOUT_S:.0f} s")
                 for message in reader.consume(10_000, 0.2):
-                    if message.error() is not None:
-                        if message.error().fatal():
-                            raise KafkaException(message.error())
+                    error = message.error()
+                    if error is not None:
+                        if error.fatal():
+                            raise KafkaException(error)
                         continue
-                    last = message.offset()
+                    last = cast(int, message.offset())  # a message without an error has one
                     if last < end:
                         values.append(message.value())
             reader.unassign()

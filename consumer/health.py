@@ -103,7 +103,7 @@ class _HeaderBudget:
         self.left = MAX_HEADER_BYTES
 
     def readline(self, limit: int = -1) -> bytes:
-        line = self._stream.readline(min(limit, self.left + 1) if limit >= 0 else self.left + 1)
+        line: bytes = self._stream.readline(min(limit, self.left + 1) if limit >= 0 else self.left + 1)
         self.left -= len(line)
         if self.left < 0:
             raise http.client.LineTooLong(f"header section over {MAX_HEADER_BYTES} bytes")
@@ -141,7 +141,7 @@ def _handler(health: Health, registry: CollectorRegistry, api: QueryApi) -> type
         def handle_one_request(self) -> None:
             budget = self.rfile if isinstance(self.rfile, _HeaderBudget) else _HeaderBudget(self.rfile)
             budget.left = MAX_HEADER_BYTES  # each request of a kept-alive connection has its own
-            self.rfile = budget
+            self.rfile = budget  # type: ignore[assignment]  # the server reads it only through readline and read
             super().handle_one_request()
 
         def do_GET(self) -> None:
@@ -167,7 +167,7 @@ def _handler(health: Health, registry: CollectorRegistry, api: QueryApi) -> type
             else:
                 self._json(*api.post(self.path, self.rfile.read(int(length))))
 
-        def _json(self, status: int, answer: dict) -> None:
+        def _json(self, status: int, answer: dict[str, Any]) -> None:
             try:
                 body = encode(answer)
             except ValueError:

@@ -13,7 +13,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -54,7 +54,7 @@ class _Delivery:
         return self._future.value.partition, self._future.value.offset
 
 
-class _Listener(ConsumerRebalanceListener):
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python ships no type hints
     """kafka-python logs and swallows what a rebalance listener raises, and carries on: a
     drain that failed at revocation (an undeliverable ack, a failed fsync) would go
     unnoticed. Keep the error; the adapter's poll raises it."""
@@ -269,7 +269,7 @@ class KafkaPythonAdapter:
             raise error
         if not records and self._refusals is not None and self._refusals.persisted(self._refusal_grace_s):
             raise KafkaRefused(f"{self._refusals.reason}, for {self._refusal_grace_s:.0f} s")
-        return records
+        return cast(Poll, records)  # {TopicPartition (a (topic, partition) tuple): [ConsumerRecord]}
 
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              headers: Sequence[tuple[str, bytes]] | None = None) -> _Delivery:
@@ -341,7 +341,7 @@ class KafkaPythonAdapter:
         if not partitions:
             return None
         ordered = sorted(partitions)
-        return DefaultPartitioner()(key, ordered, ordered)
+        return int(DefaultPartitioner()(key, ordered, ordered))
 
     def read_from(self, topic: str, partition: int, offset: int) -> list[bytes | None]:
         """Every message value of a partition from ``offset`` (or its earliest retained

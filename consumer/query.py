@@ -34,7 +34,7 @@ def local(settings: Settings, *, entity: int | None, top: int | None, signal: st
     except Exception as exc:  # noqa: BLE001 - RocksDB raises plain Exception
         raise QueryError(f"cannot open the signal store in {settings.store_dir()}: {exc}") from None
     try:
-        store = SignalStore(engine, settings.schema())
+        store = SignalStore(engine, settings.signal_schema())
     except StoreMismatch as exc:
         engine.close()
         raise QueryError(f"the signal store in {settings.store_dir()}: {exc}") from None

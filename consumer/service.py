@@ -220,7 +220,7 @@ class Service:
             self._applier.start()
             if settings.metrics_port:  # the query API's: no HTTP server, nothing to answer
                 self._group_wals = group = GroupWals(wal.wal_id, settings.topics)
-                self._reader = StoreReader(settings.store_dir(), settings.schema(), wal.wal_id,
+                self._reader = StoreReader(settings.store_dir(), settings.signal_schema(), wal.wal_id,
                                            lambda: wal.last_seq, lambda: group.current)
         except StoreFailed as exc:
             return self._fatal(exc)
@@ -279,7 +279,7 @@ class Service:
 
     def _serve(self, client: KafkaAdapter) -> ExitCode:
         settings = self.settings
-        self._pipeline = Pipeline(self.wal, Decoder(settings.schema(), settings.max_message_bytes), client,
+        self._pipeline = Pipeline(self.wal, Decoder(settings.signal_schema(), settings.max_message_bytes), client,
                                   reply_topic=settings.reply_topic, dlq_topic=settings.dlq_topic,
                                   max_message_bytes=settings.producer_request_bytes(),
                                   after_fsync=self._after_fsync, on_durable=self._durable)

@@ -13,7 +13,7 @@ never a digest of it: a collision would silently drop someone's event.
 from __future__ import annotations
 
 import sys
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
 from itertools import islice
 
 
@@ -42,7 +42,7 @@ class DedupWindow:
         seq = self._current.get(key)
         return self._previous.get(key) if seq is None else seq
 
-    def claim(self, keys: list[Hashable], first_seq: int) -> bool:
+    def claim(self, keys: Sequence[Hashable], first_seq: int) -> bool:
         """Add ``keys`` as seqs ``first_seq, first_seq+1, ...`` if none is a duplicate,
         of the window or of another key in ``keys``, and return True; else change
         nothing and return False. The bulk path of every append_batch: C-level passes

@@ -42,7 +42,7 @@ from collections.abc import Hashable, Sequence
 from functools import lru_cache
 from itertools import chain, starmap
 from operator import itemgetter
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import blake3
 
@@ -67,7 +67,7 @@ NO_ID = 0
 
 class FrameHeader(NamedTuple):
     body_len: int
-    count: int  # batch: records; void: seqs voided
+    count: int  # type: ignore[assignment]  # batch: records; void: seqs voided (shadows tuple.count)
     base_seq: int  # batch: its first record's seq; void: the log's next seq when written
     batch_ts: int
     ids_len: int  # batch: event-id section; void: the reason's UTF-8 bytes
@@ -107,17 +107,17 @@ class SourceRun(NamedTuple):
     partition: int
     first_offset: int
     first_index: int
-    count: int
+    count: int  # type: ignore[assignment]  # shadows tuple.count, on purpose: the name the format uses
 
 
 class EncodedBody(NamedTuple):
     data: bytes  # starts with the records' rows (CONTENT_KEY each, in order): ``rows``
-    count: int
+    count: int  # type: ignore[assignment]  # shadows tuple.count, on purpose: the name the format uses
     ids_len: int
     src_len: int
     runs: list[SourceRun]
     # Each record's dedup key (event_id, else its row): the writer needs them for every batch.
-    keys: list[Hashable]
+    keys: Sequence[Hashable]
 
 
 def rows(body: EncodedBody) -> bytes:
@@ -235,7 +235,7 @@ def _id_key(event_id: str) -> Hashable:
     return _ID_DIGEST_PREFIX + blake3.blake3(event_id.encode()).digest(length=16)
 
 
-def _dedup_keys(rows: list[bytes], event_ids: Sequence[str | None] | None) -> list[Hashable]:
+def _dedup_keys(rows: list[bytes], event_ids: Sequence[str | None] | None) -> Sequence[Hashable]:
     """A record's dedup key: its event_id (as a str when short, else a digest of it), else
     its row, the packed content (bytes); the kinds never compare equal. The one
     definition, for writing and for recovery."""
@@ -248,7 +248,8 @@ def source_runs(sources: Sequence[SourcePosition | None]) -> list[SourceRun]:
     """Group the records' sources into maximal runs of consecutive offsets of one partition."""
     if not _POSITION_TYPE.issuperset(map(type, sources)):  # some record has no source
         return _runs_one_by_one(sources)
-    columns = tuple(tuple(map(field, sources)) for field in _POSITION)  # topics, partitions, offsets
+    present = cast("Sequence[SourcePosition]", sources)  # every one has a source (checked above)
+    columns = tuple(tuple(map(field, present)) for field in _POSITION)  # topics, partitions, offsets
     runs: list[SourceRun] = []
     _split_runs(columns, 0, len(sources), runs)  # type: ignore[arg-type]
     return runs
@@ -477,7 +478,7 @@ def _rows(buf: bytes | memoryview, offset: int, header: FrameHeader) -> list[byt
     return [fixed[i:i + FIXED_BYTES_PER_RECORD] for i in range(0, len(fixed), FIXED_BYTES_PER_RECORD)]
 
 
-def dedup_keys(buf: bytes | memoryview, offset: int, header: FrameHeader) -> list[Hashable]:
+def dedup_keys(buf: bytes | memoryview, offset: int, header: FrameHeader) -> Sequence[Hashable]:
     """The dedup key of each record of a stored frame (recovery rebuilds the window)."""
     event_ids = decode_event_ids(buf, offset, header) if header.ids_len else None
     return _dedup_keys(_rows(buf, offset, header), event_ids)

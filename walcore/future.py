@@ -32,10 +32,11 @@ if TYPE_CHECKING:
     from walcore.records import EventRecord
 
 
-class LeanCondition(RLock):  # type: ignore[misc, valid-type]
+class LeanCondition(RLock):  # type: ignore[misc]  # the C RLock, subclassed for its speed
     """threading.Condition over its own RLock, as far as Future uses it."""
 
     __slots__ = ("_notify",)  # locks of the threads waiting; set on the first wait
+    _notify: list[Any]
 
     def wait(self, timeout: float | None = None) -> bool:
         """Release the lock, block until notified or timed out, retake it."""
@@ -45,7 +46,7 @@ class LeanCondition(RLock):  # type: ignore[misc, valid-type]
             self._notify.append(waiter)
         except AttributeError:
             self._notify = [waiter]
-        saved = self._release_save()
+        saved = self._release_save()  # type: ignore[attr-defined]  # the C RLock has it; its stub does not
         notified = False
         try:
             if timeout is None:
@@ -56,7 +57,7 @@ class LeanCondition(RLock):  # type: ignore[misc, valid-type]
                 notified = waiter.acquire(False)
             return notified
         finally:
-            self._acquire_restore(saved)
+            self._acquire_restore(saved)  # type: ignore[attr-defined]  # as _release_save
             if not notified:
                 # ValueError: notified between the timeout and retaking the lock
                 with contextlib.suppress(ValueError):
@@ -76,11 +77,11 @@ class AppendFuture(Future):  # type: ignore[type-arg]
     def __init__(self, record: EventRecord | None = None) -> None:
         """``record``: a single append's, carried to the writer thread; None for a batch."""
         # The stdlib's fields, with the lean condition.
-        self._condition = LeanCondition()  # type: ignore[assignment]
+        self._condition = LeanCondition()  # type: ignore[assignment]  # a Condition as far as Future uses one
         self._state = PENDING
         self._result = None
         self._exception = None
-        self._waiters = []  # type: ignore[var-annotated]
+        self._waiters = []
         self._done_callbacks = []  # type: ignore[var-annotated]
         self.record = record  # what the writer thread is to append
 

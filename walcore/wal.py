@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import ClassVar, TypeVar
 
 from walcore.dedup import DedupWindow
 from walcore.errors import WalClosed, WalCorruption
@@ -219,7 +219,7 @@ class Wal:
 
     def source_offsets(self) -> dict[tuple[str, int], int]:
         """{(topic, partition): highest offset stored} for every partition seen."""
-        return self._command(SourceOffsets(Future()))
+        return self._command(command := SourceOffsets(Future()), command.future)
 
     def replay(self, from_seq: int = 1, *, include_voided: bool = False) -> Iterator[tuple[int, EventRecord]]:
         """Durable (seq, record) pairs from ``from_seq`` up to ``last_seq`` as of this
@@ -237,33 +237,34 @@ class Wal:
         """Append a void entry for ``seqs`` (stored events that must not count as live:
         another WAL's ack for the same Kafka offset came first). Durable on return;
         returns the seqs newly voided. The frames holding them are never changed."""
-        return self._command(Void(list(seqs), reason, Future()))
+        return self._command(command := Void(list(seqs), reason, Future()), command.future)
 
     def stored_at(self, topic: str, partition: int, offsets: Sequence[int]) -> dict[int, int]:
         """{offset: seq} for those of ``offsets`` of a Kafka partition held as live events."""
-        return self._command(StoredAt(topic, partition, list(offsets), Future()))
+        return self._command(command := StoredAt(topic, partition, list(offsets), Future()), command.future)
 
     def lowest_seqs(self, starts: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
         """Per partition, the lowest seq stored at the given offset or after it (voided
         ones too); partitions holding none are left out."""
-        return self._command(LowestSeqs(dict(starts), Future()))
+        return self._command(command := LowestSeqs(dict(starts), Future()), command.future)
 
     # -- checkpoint and truncation (commands run by the writer thread, between batches) ----
 
     def checkpoint(self, seq: int) -> None:
         """Durably record that everything up to ``seq`` is applied downstream.
         Raises ValueError unless 0 <= seq <= last_seq."""
-        self._command(Checkpoint(seq, Future()))
+        self._command(command := Checkpoint(seq, Future()), command.future)
 
     def truncate_before(self, seq: int) -> int:
         """Delete whole segments whose records are all below ``seq``. Only checkpointed
         data may go: ``seq`` must be at most checkpoint + 1 (else ValueError). The active
         segment is never deleted. Returns how many segments were deleted."""
-        return self._command(TruncateBefore(seq, Future()))
+        return self._command(command := TruncateBefore(seq, Future()), command.future)
 
-    def _command(self, command: Command) -> Any:
+    def _command(self, command: Command, future: Future[T]) -> T:
+        """Run ``command`` on the writer thread; ``future`` is its own (typed) future."""
         self._submit(command)
-        return command.future.result()
+        return future.result()
 
     # -- closing -----------------------------------------------------------------------------
 

@@ -26,12 +26,12 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from walcore.checkpoint import write_checkpoint
 from walcore.dedup import DedupWindow
@@ -265,7 +265,8 @@ class Writer:
             return
         try:
             if isinstance(command, Checkpoint):
-                future.set_result(self._checkpoint(command.seq))
+                self._checkpoint(command.seq)
+                future.set_result(None)
             elif isinstance(command, TruncateBefore):
                 future.set_result(self._truncate_before(command.seq))
             elif isinstance(command, Void):
@@ -277,8 +278,8 @@ class Writer:
                                    if seq is not None and seq not in self.voided})
             elif isinstance(command, LowestSeqs):
                 lowest = self.sources.lowest_seq_from
-                found = {key: lowest(*key, offset) for key, offset in command.starts.items()}
-                future.set_result({key: seq for key, seq in found.items() if seq is not None})
+                lowest_by = {key: lowest(*key, offset) for key, offset in command.starts.items()}
+                future.set_result({key: seq for key, seq in lowest_by.items() if seq is not None})
             else:
                 future.set_result(self.sources.last_offsets())
         except (OSError, ValueError, WalFailed) as exc:  # handed to the caller, who sees the real error
@@ -361,7 +362,7 @@ class Writer:
             return
         now = self._clock()
         self.dedup.advance(now)
-        records = [future.record for future in singles]
+        records = cast("list[EventRecord]", [future.record for future in singles])  # a single's is never None
         body = encode_body(records)
         results, kept, keys = self._assign(records, body.keys)
         if kept and len(kept) != body.count:
@@ -370,7 +371,7 @@ class Writer:
             for future, result in zip(singles, results):
                 future.set_result(result)
 
-    def _assign(self, records: list[EventRecord], record_keys: list[Hashable]) -> tuple[
+    def _assign(self, records: list[EventRecord], record_keys: Sequence[Hashable]) -> tuple[
             list[AppendResult], list[EventRecord], dict[Hashable, int]]:
         """Record by record: the original seq of a redelivery or a duplicate, else the
         next seq. ``record_keys`` are the records' dedup keys (``EncodedBody.keys``).
@@ -453,7 +454,7 @@ class Writer:
             submission.future.set_result(None if assigned is not None else fresh_results(base_seq, count))
         return True
 
-    def _store(self, body: EncodedBody, keys: dict[Hashable, int] | None, now: int, futures: list[Future[Any]],
+    def _store(self, body: EncodedBody, keys: dict[Hashable, int] | None, now: int, futures: Sequence[Future[Any]],
                assigned: Future[int | None] | None = None) -> bool:
         """Write and fdatasync the body's frame at the next seq, then index it (``keys``
         into the dedup window, unless claimed already). On a failed write, fail
@@ -496,7 +497,7 @@ class Writer:
             self.segment = segment = new
         return segment
 
-    def _fail(self, futures: list[Future[Any]], exc: OSError) -> None:
+    def _fail(self, futures: Sequence[Future[Any]], exc: OSError) -> None:
         self.failure = WalFailed(
             f"writing the WAL failed ({exc.__class__.__name__}: {exc}) on {self.segment.path}; nothing "
             "in this batch is durable, the WAL refuses further appends and is never fsynced again in "

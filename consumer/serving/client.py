@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import urlencode
 
 from consumer.serving import answers
@@ -116,7 +116,8 @@ class SignalClient:
                 infos = socket.getaddrinfo(host, int(port), socket.AF_INET, socket.SOCK_STREAM)
             except (OSError, ValueError) as exc:
                 raise PeerError(f"peers_dns {self._dns!r}: {exc}") from None
-            found += sorted({f"{info[4][0]}:{info[4][1]}" for info in infos} - set(found))
+            addresses = [cast("tuple[str, int]", info[4]) for info in infos]  # AF_INET: (host, port)
+            found += sorted({f"{host}:{number}" for host, number in addresses} - set(found))
         return found
 
     def entity(self, entity_id: int, *, at_ns: int | None = None, after: Iterable[str | HasSeq] = ()) -> GroupAnswer:
@@ -230,7 +231,7 @@ class SignalClient:
             raise PeerError(f"{peer}: HTTP {response.status}, not JSON") from None
         if response.status != 200:
             raise PeerError(f"{peer}: HTTP {response.status}: {answer.get('error', answer)}")
-        return answer
+        return dict(answer)
 
     def _connection(self, peer: str) -> http.client.HTTPConnection:
         connection = self._connections.get(peer)

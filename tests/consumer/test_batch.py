@@ -14,7 +14,7 @@ from consumer.dlq import REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
 from consumer.events import Decoder
 from walcore import AppendResult, EventRecord, SourcePosition
 
-DECODER = Decoder(Settings().schema(), max_message_bytes=4096)
+DECODER = Decoder(Settings().signal_schema(), max_message_bytes=4096)
 VIEW = b'{"entity_id":42,"signal_type":"view","weight":1.5,"timestamp_nanos":1700000000000000000}'
 CLICK = b'{"entity_id":7,"signal_type":"click","weight":2.0,"timestamp_nanos":1,"event_id":"e-7"}'
 
@@ -131,6 +131,6 @@ def test_a_dead_letter_too_large_to_send_is_truncated_with_its_size_and_digest()
 
 def test_a_reason_quotes_little_of_what_the_producer_sent() -> None:
     value = json.dumps({**json.loads(VIEW), "signal_type": "😀" * 1000}, ensure_ascii=False).encode()
-    plan = plan_batch({("s", 0): [Polled("s", 0, 0, None, value)]}, Decoder(Settings().schema(), 8192))
+    plan = plan_batch({("s", 0): [Polled("s", 0, 0, None, value)]}, Decoder(Settings().signal_schema(), 8192))
     [(_, reason)] = plan.shares[0].rejected
     assert "unknown signal type" in reason and "(1000 chars)" in reason and len(reason) < 300

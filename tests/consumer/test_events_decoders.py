@@ -16,8 +16,8 @@ from consumer.config import Settings
 from consumer.events import Decoder, Rejected, SignalEvent
 from walcore import EventRecord
 
-DECODER = Decoder(Settings().schema(), max_message_bytes=1_000_000)
-IDS = Settings().schema().ids
+DECODER = Decoder(Settings().signal_schema(), max_message_bytes=1_000_000)
+IDS = Settings().signal_schema().ids
 
 HOSTILE: list[bytes] = [
     b"", b"\xff\xfe\x00\x01 not utf-8", b"{" * 3000, b'{"entity_id": 1}', b"[1, 2, 3]", b"null", b"1", b'"x"',

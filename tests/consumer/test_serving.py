@@ -29,7 +29,7 @@ from walcore.storage.signals import NANOS, lambda_per_ns
 
 pytestmark = pytest.mark.kafka
 
-SCHEMA = Settings().schema()
+SCHEMA = Settings().signal_schema()
 BASE = 1_700_000_000_000_000_000
 HOUR = 3600 * NANOS
 

@@ -32,7 +32,7 @@ from walcore.storage.rocks import RocksEngine
 from walcore.storage.signals import NANOS, lambda_per_ns
 from walcore.storage.store import SignalStore
 
-SCHEMA = Settings().schema()
+SCHEMA = Settings().signal_schema()
 HOUR = 3600 * NANOS
 
 

@@ -43,7 +43,7 @@ def applied_counts(store_dir: Path) -> dict[tuple[int, int], int]:
 
 
 def expected_counts(sent: list[dict]) -> dict[tuple[int, int], int]:
-    ids = Settings().schema().ids
+    ids = Settings().signal_schema().ids
     counts: dict[tuple[int, int], int] = {}
     for value in sent:
         key = (value["entity_id"], ids[value["signal_type"]])
@@ -63,7 +63,7 @@ def test_every_event_is_applied_once_and_query_answers_from_the_store(topics: To
     result = subprocess.run([TIDAL, "query", "--entity", "7", "--at", str(at), "--json", "--wal-dir",
                              str(tmp_path / "wal")], capture_output=True, text=True, check=True)
     found = json.loads(result.stdout)
-    definitions = Settings().schema().by_name
+    definitions = Settings().signal_schema().by_name
     for name, signal in found["signals"].items():
         mine = [v for v in sent if v["entity_id"] == 7 and v["signal_type"] == name]
         lam = lambda_per_ns(definitions[name].half_life_seconds)

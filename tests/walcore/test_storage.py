@@ -24,7 +24,7 @@ from walcore.storage.rocks import RocksEngine
 from walcore.storage.signals import NANOS, lambda_per_ns
 from walcore.storage.store import SchemaMismatch, SignalStore, UnknownSignal
 
-SCHEMA = Settings().schema()
+SCHEMA = Settings().signal_schema()
 TYPES = {d.id: d for d in SCHEMA.by_name.values()}
 U64 = st.integers(0, 2**64 - 1)
 U16 = st.integers(0, 2**16 - 1)

@@ -56,13 +56,13 @@ def rank_margin(rank: float) -> float:
 def _rank_bits(rank: float) -> int:
     """An f64 as a u64 whose unsigned order is the float's order."""
     (bits,) = struct.unpack(">Q", struct.pack(">d", rank))
-    return bits ^ 0xFFFF_FFFF_FFFF_FFFF if bits & _SIGN else bits | _SIGN
+    return int(bits ^ 0xFFFF_FFFF_FFFF_FFFF if bits & _SIGN else bits | _SIGN)
 
 
 def _rank_of(bits: int) -> float:
     bits = bits ^ _SIGN if bits & _SIGN else bits ^ 0xFFFF_FFFF_FFFF_FFFF
     (rank,) = struct.unpack(">d", struct.pack(">Q", bits))
-    return rank
+    return float(rank)
 
 
 def top_key(signal: int, value: float, ref_ns: int, entity_id: int, lam: float) -> bytes:

@@ -16,6 +16,7 @@ import os
 from collections.abc import Iterable, Iterator
 from operator import itemgetter
 from pathlib import Path
+from typing import cast
 
 from rocksdict import (
     AccessType,
@@ -30,7 +31,7 @@ from rocksdict import (
 from rocksdict import WriteBatch as RocksBatch
 
 from walcore.files import DIR_MODE, FILE_MODE
-from walcore.storage.engine import KEYSPACES
+from walcore.storage.engine import KEYSPACES, Batch
 
 _KEY = itemgetter(0)
 
@@ -191,8 +192,8 @@ class RocksEngine:
     def batch(self) -> _Batch:
         return _Batch(self._handles)
 
-    def write(self, batch: _Batch) -> None:
-        self._db.write(batch.rocks, self._write_options)
+    def write(self, batch: Batch) -> None:
+        self._db.write(cast(_Batch, batch).rocks, self._write_options)  # one of this engine's batches
 
     def flush(self) -> None:
         self._db.flush_wal(True)

@@ -28,7 +28,7 @@ _SCORE = struct.Struct(">dQQ")  # value, ref_ns, count
 class Score(NamedTuple):
     value: float  # the decayed sum at ref_ns
     ref_ns: int  # the latest event timestamp added (0: none yet)
-    count: int  # events added, all time
+    count: int  # type: ignore[assignment]  # events added, all time (shadows tuple.count, on purpose)
 
 
 EMPTY = Score(0.0, 0, 0)

@@ -129,7 +129,7 @@ class SignalSummary(NamedTuple):
     score: float
     windows: dict[int, int]  # window seconds -> events in (at - window, at]
     velocity: Velocity | None  # for signal types with velocity = true
-    count: int  # events applied, all time
+    count: int  # type: ignore[assignment]  # events applied, all time (shadows tuple.count, on purpose)
 
 
 class SignalStore:
