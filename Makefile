@@ -21,6 +21,7 @@ install: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m ruff check walcore consumer tests benchmarks scripts
+	$(PY) -m ruff format --check walcore consumer tests benchmarks scripts
 	$(PY) -m mypy
 	$(PY) -m pytest
 
@@ -53,6 +54,7 @@ bench: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check walcore consumer tests benchmarks scripts
+	$(PY) -m ruff format --check walcore consumer tests benchmarks scripts
 	$(PY) -m mypy
 
 clean:

@@ -47,9 +47,15 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 def summary(latencies: list[float], sent: int, elapsed: float) -> dict:
     ms = sorted(x * 1000 for x in latencies)
-    return {"events": sent, "resolved": len(ms), "achieved_rate_per_s": round(sent / elapsed),
-            "p50_ms": round(percentile(ms, 0.50), 2), "p95_ms": round(percentile(ms, 0.95), 2),
-            "p99_ms": round(percentile(ms, 0.99), 2), "max_ms": round(ms[-1], 2)}
+    return {
+        "events": sent,
+        "resolved": len(ms),
+        "achieved_rate_per_s": round(sent / elapsed),
+        "p50_ms": round(percentile(ms, 0.50), 2),
+        "p95_ms": round(percentile(ms, 0.95), 2),
+        "p99_ms": round(percentile(ms, 0.99), 2),
+        "max_ms": round(ms[-1], 2),
+    }
 
 
 def paced(rate: int, seconds: float, send_one: object) -> tuple[int, float]:
@@ -80,11 +86,27 @@ def measure(backend: str, bootstrap: str, workdir: Path, rate: int, seconds: flo
     log_path = workdir / f"service-{backend}.log"
     log = log_path.open("wb")
     service = subprocess.Popen(
-        [str(BIN / "tidal-consumer"), "run", "--bootstrap-servers", bootstrap, "--topic", topic,
-         "--group-id", f"g-{topic}", "--reply-topic", f"{topic}.acks", "--dlq-topic", f"{topic}.dlq",
-         "--wal-dir", str(workdir / f"wal-{backend}")],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TIDAL_BACKEND": backend},
-        preexec_fn=kafka_local.die_with_parent)  # noqa: PLW1509
+        [
+            str(BIN / "tidal-consumer"),
+            "run",
+            "--bootstrap-servers",
+            bootstrap,
+            "--topic",
+            topic,
+            "--group-id",
+            f"g-{topic}",
+            "--reply-topic",
+            f"{topic}.acks",
+            "--dlq-topic",
+            f"{topic}.dlq",
+            "--wal-dir",
+            str(workdir / f"wal-{backend}"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "TIDAL_BACKEND": backend},
+        preexec_fn=kafka_local.die_with_parent,  # noqa: PLW1509
+    )
     try:
         with DurableProducer(bootstrap, topic, f"{topic}.acks", ack_timeout=60, backend=backend) as producer:
             # Warm-up, not measured: the first ack also waits for the service's group join;
@@ -142,8 +164,13 @@ def plain_produce(backend: str, bootstrap: str, topic: str, rate: int, seconds: 
 
     def plain_send(i: int) -> None:
         t0 = time.perf_counter()
-        link.send(f"{topic}-plain", str(i).encode(), json.dumps(event(i, now)).encode(),
-                  lambda *_sent, t0=t0: latencies.append(time.perf_counter() - t0), lambda exc: None)
+        link.send(
+            f"{topic}-plain",
+            str(i).encode(),
+            json.dumps(event(i, now)).encode(),
+            lambda *_sent, t0=t0: latencies.append(time.perf_counter() - t0),
+            lambda exc: None,
+        )
 
     sent, elapsed = paced(rate, seconds, plain_send)
     link.flush(None)
@@ -163,21 +190,33 @@ def main() -> None:
         kafka_local.service_topics(bootstrap, topic, 4)
         now = time.time_ns()
 
-        baselines = {backend: plain_produce(backend, bootstrap, topic, args.rate, min(args.seconds, 10.0), now)
-                     for backend in args.backends.split(",")}
-        durable = {backend: measure(backend, bootstrap, workdir, args.rate, args.seconds, now)
-                   for backend in args.backends.split(",")}
+        baselines = {
+            backend: plain_produce(backend, bootstrap, topic, args.rate, min(args.seconds, 10.0), now)
+            for backend in args.backends.split(",")
+        }
+        durable = {
+            backend: measure(backend, bootstrap, workdir, args.rate, args.seconds, now)
+            for backend in args.backends.split(",")
+        }
     shutil.rmtree(workdir, ignore_errors=True)
-    results = {"offered_rate_per_s": args.rate, "seconds": args.seconds, "durable_ack": durable,
-               "baseline_plain_produce_ack": baselines}
+    results = {
+        "offered_rate_per_s": args.rate,
+        "seconds": args.seconds,
+        "durable_ack": durable,
+        "baseline_plain_produce_ack": baselines,
+    }
     for backend, figures in durable.items():
-        print(f"{backend}: offered {args.rate:,}/s for {args.seconds:.0f}s: achieved "
-              f"{figures['achieved_rate_per_s']:,}/s, {figures['resolved']:,} of {figures['events']:,} resolved; "
-              f"send -> durable ack: p50 {figures['p50_ms']} ms, p95 {figures['p95_ms']} ms, "
-              f"p99 {figures['p99_ms']} ms, max {figures['max_ms']} ms")
+        print(
+            f"{backend}: offered {args.rate:,}/s for {args.seconds:.0f}s: achieved "
+            f"{figures['achieved_rate_per_s']:,}/s, {figures['resolved']:,} of {figures['events']:,} resolved; "
+            f"send -> durable ack: p50 {figures['p50_ms']} ms, p95 {figures['p95_ms']} ms, "
+            f"p99 {figures['p99_ms']} ms, max {figures['max_ms']} ms"
+        )
         base = baselines[backend]
-        print(f"{backend} baseline send -> broker ack (acks=all), same client: p50 {base['p50_ms']} ms, "
-              f"p99 {base['p99_ms']} ms, max {base['max_ms']} ms")
+        print(
+            f"{backend} baseline send -> broker ack (acks=all), same client: p50 {base['p50_ms']} ms, "
+            f"p99 {base['p99_ms']} ms, max {base['max_ms']} ms"
+        )
     save("ack_latency", results)
 
 

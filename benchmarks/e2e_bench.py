@@ -58,10 +58,16 @@ def raw_consumer(backend: str, bootstrap: str, topic: str, events: int) -> None:
     loads = json.loads
     seen = 0
     if backend == "confluent":
-        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
-                             "auto.offset.reset": "earliest", "fetch.queue.backoff.ms": 10})
-        consumer.subscribe([topic], on_assign=lambda _c, _p: print(json.dumps({"assigned": time.time()}),
-                                                                     flush=True))
+        consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "fetch.queue.backoff.ms": 10,
+            }
+        )
+        consumer.subscribe([topic], on_assign=lambda _c, _p: print(json.dumps({"assigned": time.time()}), flush=True))
         while seen < events:
             messages = consumer.consume(5000, 0.2)
             for message in messages:
@@ -78,8 +84,13 @@ def raw_consumer(backend: str, bootstrap: str, topic: str, events: int) -> None:
         def on_partitions_assigned(self, assigned: object) -> None:
             print(json.dumps({"assigned": time.time()}), flush=True)
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
-                             auto_offset_reset="earliest", max_poll_records=5000)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=5000,
+    )
     consumer.subscribe([topic], listener=Announce())
     while seen < events:
         for records in consumer.poll(timeout_ms=200).values():
@@ -94,8 +105,10 @@ def fill_topic(bootstrap: str, topic: str, events: int, partitions: int = PARTIT
     now = time.time_ns()
     signals = ["view", "click", "like", "share", "purchase"]
     for i in range(events):
-        value = (f'{{"entity_id":{i * 7919 % 1_000_003},"signal_type":"{signals[i % 5]}",'
-                 f'"weight":{1 + i % 9}.5,"timestamp_nanos":{now + i}}}').encode()
+        value = (
+            f'{{"entity_id":{i * 7919 % 1_000_003},"signal_type":"{signals[i % 5]}",'
+            f'"weight":{1 + i % 9}.5,"timestamp_nanos":{now + i}}}'
+        ).encode()
         while True:
             try:
                 producer.produce(topic, value, partition=i % partitions)
@@ -110,8 +123,16 @@ class Timing:
     service, also from SIGTERM to its exit (``stop_s``: the drain and shutdown), and with a
     store, the applier's backlog at done (events) and when it had none left (s after done)."""
 
-    def __init__(self, launched: float, assigned: float, done: float, stop_s: float | None = None,
-                 peak_rss: int = 0, backlog: int | None = None, caught_up: float | None = None) -> None:
+    def __init__(
+        self,
+        launched: float,
+        assigned: float,
+        done: float,
+        stop_s: float | None = None,
+        peak_rss: int = 0,
+        backlog: int | None = None,
+        caught_up: float | None = None,
+    ) -> None:
         self.from_launch = done - launched
         self.from_assignment = done - assigned
         self.stop_s = stop_s
@@ -122,15 +143,20 @@ class Timing:
 
 def time_raw(backend: str, bootstrap: str, topic: str, events: int) -> Timing:
     launched = time.time()
-    out = subprocess.run([sys.executable, __file__, "--child-raw", backend, bootstrap, topic, str(events)],
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, __file__, "--child-raw", backend, bootstrap, topic, str(events)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     done = time.time()
     assigned = json.loads(out.splitlines()[0])["assigned"]
     return Timing(launched, assigned, done)
 
 
-_ASSIGNED = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO consumer\.service: partitions assigned",
-                       re.MULTILINE)
+_ASSIGNED = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO consumer\.service: partitions assigned", re.MULTILINE
+)
 
 
 def peak_rss(pid: int) -> int:
@@ -165,16 +191,27 @@ def store_backlog(ports: list[int]) -> int | None:
                 text = response.read().decode()
         except OSError:
             return None
-        gauges = {sample.name: sample.value for family in text_string_to_metric_families(text)
-                  for sample in family.samples if sample.name in _SEQ_GAUGES}
+        gauges = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name in _SEQ_GAUGES
+        }
         if len(gauges) < len(_SEQ_GAUGES):
             return None
         total += int(gauges["tidal_wal_last_seq"]) - int(gauges["tidal_store_applied_seq"])
     return total
 
 
-def time_service(backend: str, bootstrap: str, topic: str, ends: dict[int, int], workdir: Path,
-                 store: bool = True, instances: int = 1) -> Timing:
+def time_service(
+    backend: str,
+    bootstrap: str,
+    topic: str,
+    ends: dict[int, int],
+    workdir: Path,
+    store: bool = True,
+    instances: int = 1,
+) -> Timing:
     """``instances`` services of one group, from launch until the group's commits reach
     ``ends``; the assignment time is the first instance's first."""
     group = f"svc-{uuid.uuid4().hex[:8]}"
@@ -188,15 +225,38 @@ def time_service(backend: str, bootstrap: str, topic: str, ends: dict[int, int],
     handles = [path.open("wb") for path in logs]
     ports = [kafka_local.free_port() for _ in range(instances)]
     launched = time.time()
-    services = [subprocess.Popen(
-        [str(BIN / "tidal-consumer"), "run", "--bootstrap-servers", bootstrap, "--topic", topic,
-         "--group-id", group, "--reply-topic", reply, "--dlq-topic", f"{topic}.dlq",
-         "--wal-dir", str(workdir / f"{group}-{n}")],
-        stdout=handle, stderr=subprocess.STDOUT,
-        env={**os.environ, "TIDAL_METRICS_INTERVAL_S": "5", "TIDAL_BACKEND": backend,
-             "TIDAL_METRICS_PORT": str(port), "TIDAL_STORE__ENABLED": "true" if store else "false",
-             "TIDAL_STORE__FLUSH_INTERVAL_S": "0.25"},
-        preexec_fn=kafka_local.die_with_parent) for n, (handle, port) in enumerate(zip(handles, ports))]  # noqa: PLW1509
+    services = [
+        subprocess.Popen(
+            [
+                str(BIN / "tidal-consumer"),
+                "run",
+                "--bootstrap-servers",
+                bootstrap,
+                "--topic",
+                topic,
+                "--group-id",
+                group,
+                "--reply-topic",
+                reply,
+                "--dlq-topic",
+                f"{topic}.dlq",
+                "--wal-dir",
+                str(workdir / f"{group}-{n}"),
+            ],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env={
+                **os.environ,
+                "TIDAL_METRICS_INTERVAL_S": "5",
+                "TIDAL_BACKEND": backend,
+                "TIDAL_METRICS_PORT": str(port),
+                "TIDAL_STORE__ENABLED": "true" if store else "false",
+                "TIDAL_STORE__FLUSH_INTERVAL_S": "0.25",
+            },
+            preexec_fn=kafka_local.die_with_parent,  # noqa: PLW1509
+        )
+        for n, (handle, port) in enumerate(zip(handles, ports))
+    ]
     peak, backlog, caught_up = 0, None, None
 
     def check_running() -> None:
@@ -245,11 +305,13 @@ def rates(events: int, timings: list[Timing]) -> dict:
     launch = [t.from_launch for t in timings]
     steady = [t.from_assignment for t in timings]
     stops = [t.stop_s for t in timings if t.stop_s is not None]
-    return {"runs_from_launch_s": [round(t, 2) for t in launch],
-            "runs_from_assignment_s": [round(t, 2) for t in steady],
-            **({"runs_sigterm_to_exit_s": [round(t, 2) for t in stops]} if stops else {}),
-            "median_events_per_s_from_launch": round(events / statistics.median(launch)),
-            "median_events_per_s_from_assignment": round(events / statistics.median(steady))}
+    return {
+        "runs_from_launch_s": [round(t, 2) for t in launch],
+        "runs_from_assignment_s": [round(t, 2) for t in steady],
+        **({"runs_sigterm_to_exit_s": [round(t, 2) for t in stops]} if stops else {}),
+        "median_events_per_s_from_launch": round(events / statistics.median(launch)),
+        "median_events_per_s_from_assignment": round(events / statistics.median(steady)),
+    }
 
 
 def main() -> None:
@@ -260,8 +322,11 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backends", default=",".join(BACKENDS))
-    parser.add_argument("--compare-store", action="store_true",
-                        help="also run each service with [store] enabled = false: the applier's cost")
+    parser.add_argument(
+        "--compare-store",
+        action="store_true",
+        help="also run each service with [store] enabled = false: the applier's cost",
+    )
     args = parser.parse_args()
     backends = args.backends.split(",")
     workdir = Path(tempfile.mkdtemp(prefix="e2e-"))
@@ -275,8 +340,10 @@ def main() -> None:
         fill_topic(bootstrap, topic, args.events)
         print(f"filled {topic} with {args.events:,} events in {time.perf_counter() - started:.1f}s")
         probe = KafkaConsumer(bootstrap_servers=bootstrap)
-        ends = {tp.partition: off for tp, off in probe.end_offsets(
-            [TopicPartition(topic, p) for p in range(PARTITIONS)]).items()}
+        ends = {
+            tp.partition: off
+            for tp, off in probe.end_offsets([TopicPartition(topic, p) for p in range(PARTITIONS)]).items()
+        }
         probe.close()
         for run in range(args.repeats):
             for backend in backends:
@@ -284,45 +351,61 @@ def main() -> None:
                 service[backend].append(time_service(backend, bootstrap, topic, ends, workdir))
                 if args.compare_store:
                     no_store[backend].append(time_service(backend, bootstrap, topic, ends, workdir, store=False))
-                    print(f"run {run + 1} {backend:>12}: service without the store "
-                          f"{args.events / no_store[backend][-1].from_assignment:,.0f} ev/s", flush=True)
+                    print(
+                        f"run {run + 1} {backend:>12}: service without the store "
+                        f"{args.events / no_store[backend][-1].from_assignment:,.0f} ev/s",
+                        flush=True,
+                    )
                 last = service[backend][-1]
-                print(f"run {run + 1} {backend:>12}: bare {args.events / raw[backend][-1].from_assignment:,.0f} "
-                      f"ev/s, service {args.events / last.from_assignment:,.0f} ev/s, store backlog at done "
-                      f"{last.backlog_at_done} events, none left {last.caught_up_s:.1f} s later, SIGTERM to exit "
-                      f"{last.stop_s:.1f}s "
-                      f"(from assignment; from launch: {args.events / raw[backend][-1].from_launch:,.0f} / "
-                      f"{args.events / service[backend][-1].from_launch:,.0f})", flush=True)
+                print(
+                    f"run {run + 1} {backend:>12}: bare {args.events / raw[backend][-1].from_assignment:,.0f} "
+                    f"ev/s, service {args.events / last.from_assignment:,.0f} ev/s, store backlog at done "
+                    f"{last.backlog_at_done} events, none left {last.caught_up_s:.1f} s later, SIGTERM to exit "
+                    f"{last.stop_s:.1f}s "
+                    f"(from assignment; from launch: {args.events / raw[backend][-1].from_launch:,.0f} / "
+                    f"{args.events / service[backend][-1].from_launch:,.0f})",
+                    flush=True,
+                )
     shutil.rmtree(workdir, ignore_errors=True)
     results: dict = {"events": args.events, "partitions": PARTITIONS, "backends": {}}
     for backend in backends:
         bare, svc = rates(args.events, raw[backend]), rates(args.events, service[backend])
-        ratio = {when: round(svc[f"median_events_per_s_from_{when}"] / bare[f"median_events_per_s_from_{when}"], 3)
-                 for when in ("assignment", "launch")}
-        results["backends"][backend] = {"bare_consumption_json_loads": bare, "service_end_to_end": svc,
-                                        "ratio_service_over_bare": ratio}
+        ratio = {
+            when: round(svc[f"median_events_per_s_from_{when}"] / bare[f"median_events_per_s_from_{when}"], 3)
+            for when in ("assignment", "launch")
+        }
+        results["backends"][backend] = {
+            "bare_consumption_json_loads": bare,
+            "service_end_to_end": svc,
+            "ratio_service_over_bare": ratio,
+        }
         if args.compare_store:
             without = rates(args.events, no_store[backend])
-            cost = round(svc["median_events_per_s_from_assignment"]
-                         / without["median_events_per_s_from_assignment"], 3)
+            cost = round(svc["median_events_per_s_from_assignment"] / without["median_events_per_s_from_assignment"], 3)
             backlog = statistics.median(t.backlog_at_done or 0 for t in service[backend])
             lag = statistics.median(t.caught_up_s or 0.0 for t in service[backend])
-            applied = round(args.events / statistics.median(t.from_assignment + (t.caught_up_s or 0.0)
-                                                            for t in service[backend]))
-            results["backends"][backend].update(service_without_store=without, ratio_with_over_without_store=cost,
-                                                store_backlog_at_done_events=[t.backlog_at_done
-                                                                              for t in service[backend]],
-                                                store_caught_up_after_done_s=[round(t.caught_up_s or 0.0, 2)
-                                                                              for t in service[backend]],
-                                                store_applied_events_per_s_at_least=applied)
-            print(f"{backend}: without the store median {without['median_events_per_s_from_assignment']:,} ev/s; "
-                  f"with / without = {cost}; the applier's backlog at done {backlog:,.0f} events (median), none "
-                  f"left {lag:.1f} s later (the gauges: each second): it applied >= {applied:,} ev/s (ingest "
-                  f"{svc['median_events_per_s_from_assignment']:,})")
-        print(f"{backend}: bare + json.loads median {bare['median_events_per_s_from_assignment']:,} ev/s, "
-              f"service median {svc['median_events_per_s_from_assignment']:,} ev/s, ratio {ratio['assignment']} "
-              f"(from launch: {bare['median_events_per_s_from_launch']:,} / "
-              f"{svc['median_events_per_s_from_launch']:,}, ratio {ratio['launch']})")
+            applied = round(
+                args.events / statistics.median(t.from_assignment + (t.caught_up_s or 0.0) for t in service[backend])
+            )
+            results["backends"][backend].update(
+                service_without_store=without,
+                ratio_with_over_without_store=cost,
+                store_backlog_at_done_events=[t.backlog_at_done for t in service[backend]],
+                store_caught_up_after_done_s=[round(t.caught_up_s or 0.0, 2) for t in service[backend]],
+                store_applied_events_per_s_at_least=applied,
+            )
+            print(
+                f"{backend}: without the store median {without['median_events_per_s_from_assignment']:,} ev/s; "
+                f"with / without = {cost}; the applier's backlog at done {backlog:,.0f} events (median), none "
+                f"left {lag:.1f} s later (the gauges: each second): it applied >= {applied:,} ev/s (ingest "
+                f"{svc['median_events_per_s_from_assignment']:,})"
+            )
+        print(
+            f"{backend}: bare + json.loads median {bare['median_events_per_s_from_assignment']:,} ev/s, "
+            f"service median {svc['median_events_per_s_from_assignment']:,} ev/s, ratio {ratio['assignment']} "
+            f"(from launch: {bare['median_events_per_s_from_launch']:,} / "
+            f"{svc['median_events_per_s_from_launch']:,}, ratio {ratio['launch']})"
+        )
     save("e2e_bench", results)
 
 

@@ -56,8 +56,12 @@ def child(case: str, events: int) -> None:
         gc.collect()
         before = rss_bytes()
         for start in range(0, events, 5000):
-            wal.append_batch([EventRecord(i, 1, 1.0, i, event_id(i), SourcePosition("t", 0, i * step))
-                              for i in range(start, min(events, start + 5000))])
+            wal.append_batch(
+                [
+                    EventRecord(i, 1, 1.0, i, event_id(i), SourcePosition("t", 0, i * step))
+                    for i in range(start, min(events, start + 5000))
+                ]
+            )
         gc.collect()
         print(json.dumps({"case": case, "rss_growth": rss_bytes() - before}))
 
@@ -71,15 +75,18 @@ def main() -> None:
     args = parser.parse_args()
     results: dict[str, dict[str, float]] = {}
     for case in CASES:
-        out = subprocess.run([sys.executable, __file__, "--child", case, str(args.events)], capture_output=True,
-                             text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", case, str(args.events)], capture_output=True, text=True, check=True
+        )
         growth = json.loads(out.stdout.strip().splitlines()[-1])["rss_growth"]
         results[case] = {"mib_per_million_events": round(growth / 2**20 * 1_000_000 / args.events, 1)}
     baseline = results["content"]["mib_per_million_events"]
     for case, figures in results.items():
         figures["ratio_to_content_keys"] = round(figures["mib_per_million_events"] / baseline, 2)
-        print(f"{case:>9}: {figures['mib_per_million_events']:7.1f} MiB per million events "
-              f"(x{figures['ratio_to_content_keys']} the content-key baseline)")
+        print(
+            f"{case:>9}: {figures['mib_per_million_events']:7.1f} MiB per million events "
+            f"(x{figures['ratio_to_content_keys']} the content-key baseline)"
+        )
     save("memory_bench", {"events": args.events, "cases": results})
 
 

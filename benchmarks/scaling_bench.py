@@ -33,8 +33,14 @@ from kafka import KafkaConsumer  # noqa: E402
 from kafka.structs import TopicPartition  # noqa: E402
 from results_io import save  # noqa: E402
 
-SHAPES = [("partitions", 1, 1), ("partitions", 8, 1), ("partitions", 64, 1),
-          ("instances", 12, 1), ("instances", 12, 2), ("instances", 12, 3)]
+SHAPES = [
+    ("partitions", 1, 1),
+    ("partitions", 8, 1),
+    ("partitions", 64, 1),
+    ("instances", 12, 1),
+    ("instances", 12, 2),
+    ("instances", 12, 3),
+]
 
 
 def main() -> None:
@@ -54,8 +60,10 @@ def main() -> None:
             kafka_local.create_topics(bootstrap, {topic: partitions, f"{topic}.dlq": 1})
             fill_topic(bootstrap, topic, args.events, partitions)
             probe = KafkaConsumer(bootstrap_servers=bootstrap)
-            ends = {tp.partition: offset for tp, offset in probe.end_offsets(
-                [TopicPartition(topic, p) for p in range(partitions)]).items()}
+            ends = {
+                tp.partition: offset
+                for tp, offset in probe.end_offsets([TopicPartition(topic, p) for p in range(partitions)]).items()
+            }
             probe.close()
             topics[partitions] = (topic, ends)
         for what, partitions, instances in SHAPES:
@@ -64,16 +72,24 @@ def main() -> None:
                 bare = time_raw(backend, bootstrap, topic, args.events)
                 started = time.perf_counter()
                 service = time_service(backend, bootstrap, topic, ends, workdir, instances=instances)
-                row = {"shape": what, "partitions": partitions, "instances": instances, "backend": backend,
-                       "bare_events_per_s": round(args.events / bare.from_assignment),
-                       "service_events_per_s": round(args.events / service.from_assignment),
-                       "ratio": round(bare.from_assignment / service.from_assignment, 3),
-                       "peak_rss_mib": round(service.peak_rss / 2**20, 1),
-                       "wall_s": round(time.perf_counter() - started, 1)}
+                row = {
+                    "shape": what,
+                    "partitions": partitions,
+                    "instances": instances,
+                    "backend": backend,
+                    "bare_events_per_s": round(args.events / bare.from_assignment),
+                    "service_events_per_s": round(args.events / service.from_assignment),
+                    "ratio": round(bare.from_assignment / service.from_assignment, 3),
+                    "peak_rss_mib": round(service.peak_rss / 2**20, 1),
+                    "wall_s": round(time.perf_counter() - started, 1),
+                }
                 rows.append(row)
-                print(f"{partitions:>3} partitions, {instances} instance(s), {backend:>12}: service "
-                      f"{row['service_events_per_s']:>8,} ev/s (bare {row['bare_events_per_s']:,}, ratio "
-                      f"{row['ratio']}), peak RSS {row['peak_rss_mib']} MiB", flush=True)
+                print(
+                    f"{partitions:>3} partitions, {instances} instance(s), {backend:>12}: service "
+                    f"{row['service_events_per_s']:>8,} ev/s (bare {row['bare_events_per_s']:,}, ratio "
+                    f"{row['ratio']}), peak RSS {row['peak_rss_mib']} MiB",
+                    flush=True,
+                )
     shutil.rmtree(workdir, ignore_errors=True)
     save("scaling_bench", {"events": args.events, "rows": rows})
 

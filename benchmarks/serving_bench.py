@@ -104,8 +104,12 @@ def serve(store_dir: Path, port: int, wal_id: str) -> None:
 
 def start_server(store_dir: Path, wal_id: str) -> tuple[subprocess.Popen[str], int]:
     port = kafka_local.free_port()
-    process = subprocess.Popen([sys.executable, __file__, "--serve", str(store_dir), "--port", str(port),
-                                "--wal-id", wal_id], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--serve", str(store_dir), "--port", str(port), "--wal-id", wal_id],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert process.stdout is not None and process.stdout.readline().strip() == "ready"
     return process, port
 
@@ -117,8 +121,10 @@ def timed(ask: Callable[[], object], count: int) -> dict[str, float]:
         ask()
         latencies.append(time.perf_counter() - started)
     latencies.sort()
-    return {"p50_ms": round(latencies[len(latencies) // 2] * 1000, 3),
-            "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 3)}
+    return {
+        "p50_ms": round(latencies[len(latencies) // 2] * 1000, 3),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 3),
+    }
 
 
 def http_get(port: int, target: str) -> bytes:
@@ -162,11 +168,16 @@ def main() -> None:
                 print(f"  apply, index {mode:>3}: {args.events / wall:,.0f} events/s, {cpu[mode][-1]:.2f} us CPU/event")
                 if not (mode == "on" and round_ == 0):
                     shutil.rmtree(directory)
-        results["apply"] = {mode: {"events_per_s_median": round(statistics.median(rates[mode])),
-                                   "cpu_us_per_event_median": round(statistics.median(cpu[mode]), 2)}
-                            for mode in rates}
-        results["apply"]["rate_on_over_off"] = round(statistics.median(rates["on"]) / statistics.median(rates["off"]),
-                                                     3)
+        results["apply"] = {
+            mode: {
+                "events_per_s_median": round(statistics.median(rates[mode])),
+                "cpu_us_per_event_median": round(statistics.median(cpu[mode]), 2),
+            }
+            for mode in rates
+        }
+        results["apply"]["rate_on_over_off"] = round(
+            statistics.median(rates["on"]) / statistics.median(rates["off"]), 3
+        )
         print(f"apply rate, index on / off: {results['apply']['rate_on_over_off']}")
 
         full = workdir / "store-on-0"
@@ -175,14 +186,19 @@ def main() -> None:
         rng = random.Random(3)
         at = time.time_ns()
         single = {
-            "entity": timed(lambda: http_get(one_port, f"/v1/entities/{rng.choice(events.entities)}?at={at}"),
-                            args.queries),
-            "top100": timed(lambda: http_get(one_port, f"/v1/top?signal={rng.choice(list(SCHEMA.by_name))}"
-                                                       f"&k={TOP_K}&at={at}"), args.queries // 5),
+            "entity": timed(
+                lambda: http_get(one_port, f"/v1/entities/{rng.choice(events.entities)}?at={at}"), args.queries
+            ),
+            "top100": timed(
+                lambda: http_get(one_port, f"/v1/top?signal={rng.choice(list(SCHEMA.by_name))}&k={TOP_K}&at={at}"),
+                args.queries // 5,
+            ),
         }
         results["one_instance_http"] = single
-        print(f"one instance over HTTP, {results['entities']:,} entities: entity {single['entity']}, "
-              f"top-{TOP_K} {single['top100']}")
+        print(
+            f"one instance over HTTP, {results['entities']:,} entities: entity {single['entity']}, "
+            f"top-{TOP_K} {single['top100']}"
+        )
 
         fan: dict = {}
         for shape, shaped in (("flat", events), ("skewed", skewed_stream(args.events))):
@@ -207,10 +223,13 @@ def main() -> None:
             for name, peers in (("one_store", whole), ("three_stores", parts)):
                 with SignalClient(peers) as client:
                     fan[shape][name] = {
-                        "entity": timed(lambda c=client, e=distinct, t=now: c.entity(rng.choice(e), at_ns=t),
-                                        args.queries),
-                        "top100": timed(lambda c=client, t=now: c.top(rng.choice(list(SCHEMA.by_name)), TOP_K, at_ns=t),
-                                        max(50, args.queries // 100)),
+                        "entity": timed(
+                            lambda c=client, e=distinct, t=now: c.entity(rng.choice(e), at_ns=t), args.queries
+                        ),
+                        "top100": timed(
+                            lambda c=client, t=now: c.top(rng.choice(list(SCHEMA.by_name)), TOP_K, at_ns=t),
+                            max(50, args.queries // 100),
+                        ),
                     }
             # Window counts are counted from an entity's events: the most popular one's
             # answer reads every event of it in its widest window.
@@ -221,9 +240,12 @@ def main() -> None:
                     fan[shape]["hottest_entity"] = {"events": count, **timed(ask, 20)}
             fan[shape]["added_p99_ms"] = {
                 what: round(fan[shape]["three_stores"][what]["p99_ms"] - fan[shape]["one_store"][what]["p99_ms"], 3)
-                for what in ("entity", "top100")}
-            print(f"SignalClient, {shape} scores: one store {fan[shape]['one_store']}; three stores "
-                  f"{fan[shape]['three_stores']}; the fan-out adds p99 {fan[shape]['added_p99_ms']} ms")
+                for what in ("entity", "top100")
+            }
+            print(
+                f"SignalClient, {shape} scores: one store {fan[shape]['one_store']}; three stores "
+                f"{fan[shape]['three_stores']}; the fan-out adds p99 {fan[shape]['added_p99_ms']} ms"
+            )
         results["fan_out_signal_client"] = fan
     finally:
         for process in servers:

@@ -111,8 +111,9 @@ def stream(events: int) -> Stream:
     for first in range(0, events, BATCH):
         positions = range(first, min(events, first + BATCH))
         seqs = array("q", (i + 1 for i in positions))
-        rows = b"".join(CONTENT_KEY.pack(entities[i], 1 + i % 5, 1.0 + i % 9, now - (events - i) * 1000)
-                        for i in positions)
+        rows = b"".join(
+            CONTENT_KEY.pack(entities[i], 1 + i % 5, 1.0 + i % 9, now - (events - i) * 1000) for i in positions
+        )
         batches.append((seqs.tobytes(), rows, seqs[-1]))
     return Stream(batches, entities)
 
@@ -149,9 +150,11 @@ def run(writer: StorageEngine, reader: Callable[[], StorageEngine], events: Stre
         assert found, entity
     latencies.sort()
     querier.close()
-    return {"events_per_s_applied": round(len(events.entities) / applied_s),
-            "query_p50_ms": round(latencies[len(latencies) // 2] * 1000, 3),
-            "query_p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 3)}
+    return {
+        "events_per_s_applied": round(len(events.entities) / applied_s),
+        "query_p50_ms": round(latencies[len(latencies) // 2] * 1000, 3),
+        "query_p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 3),
+    }
 
 
 def main() -> None:
@@ -165,9 +168,10 @@ def main() -> None:
     results: dict = {"events": args.events, "entities": entities, "batch": BATCH}
     workdir = Path(tempfile.mkdtemp(prefix="store-bench-"))
     try:
-        engines = (("rocksdb", lambda: RocksEngine(workdir / "rocks"), lambda: RocksEngine(workdir / "rocks",
-                                                                                           read_only=True)),
-                   ("lmdb", lambda: LmdbEngine(workdir / "lmdb"), lambda: LmdbEngine(workdir / "lmdb")))
+        engines = (
+            ("rocksdb", lambda: RocksEngine(workdir / "rocks"), lambda: RocksEngine(workdir / "rocks", read_only=True)),
+            ("lmdb", lambda: LmdbEngine(workdir / "lmdb"), lambda: LmdbEngine(workdir / "lmdb")),
+        )
         for name, make, reader in engines:
             figures = run(make(), reader, events, args.queries)
             size = sum(f.stat().st_size for f in workdir.rglob("*") if f.is_file())
@@ -175,12 +179,15 @@ def main() -> None:
             shutil.rmtree(workdir, ignore_errors=True)
             workdir.mkdir()
             results[name] = figures
-            print(f"{name:>8}: applied {figures['events_per_s_applied']:,} events/s; query p50 "
-                  f"{figures['query_p50_ms']} ms, p99 {figures['query_p99_ms']} ms; {size / 2**20:,.0f} MiB on disk")
+            print(
+                f"{name:>8}: applied {figures['events_per_s_applied']:,} events/s; query p50 "
+                f"{figures['query_p50_ms']} ms, p99 {figures['query_p99_ms']} ms; {size / 2**20:,.0f} MiB on disk"
+            )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    results["rocksdb_over_lmdb_apply"] = round(results["rocksdb"]["events_per_s_applied"]
-                                               / results["lmdb"]["events_per_s_applied"], 2)
+    results["rocksdb_over_lmdb_apply"] = round(
+        results["rocksdb"]["events_per_s_applied"] / results["lmdb"]["events_per_s_applied"], 2
+    )
     print(f"apply rate, rocksdb / lmdb: {results['rocksdb_over_lmdb_apply']}")
     save("store_bench", results)
 

@@ -29,8 +29,9 @@ from kafka.structs import OffsetAndMetadata, TopicPartition  # noqa: E402
 from results_io import save  # noqa: E402
 
 PARTITIONS = 4
-ACK = (b'{"v":1,"wal_id":"0123456789abcdef","topic":"in","partition":0,"acked":[[0,1249,1]],'
-       b'"duplicates":[],"rejected":[]}')
+ACK = (
+    b'{"v":1,"wal_id":"0123456789abcdef","topic":"in","partition":0,"acked":[[0,1249,1]],"duplicates":[],"rejected":[]}'
+)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -74,10 +75,17 @@ def main() -> None:
         plain.close()
         txn.close()
         committer.close(autocommit=False)
-    results = {kind: {"batches": len(values), "median_ms": round(statistics.median(values), 2),
-                      "p99_ms": round(percentile(values, 0.99), 2)} for kind, values in timings.items()}
+    results = {
+        kind: {
+            "batches": len(values),
+            "median_ms": round(statistics.median(values), 2),
+            "p99_ms": round(percentile(values, 0.99), 2),
+        }
+        for kind, values in timings.items()
+    }
     results["ratio_median_transactional_over_plain"] = round(
-        results["transactional"]["median_ms"] / results["plain"]["median_ms"], 2)
+        results["transactional"]["median_ms"] / results["plain"]["median_ms"], 2
+    )
     for kind in ("plain", "transactional"):
         print(f"{kind:>13}: median {results[kind]['median_ms']:.2f} ms/batch, p99 {results[kind]['p99_ms']:.2f} ms")
     print(f"ratio (transactional / plain, medians): {results['ratio_median_transactional_over_plain']}")

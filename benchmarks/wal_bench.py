@@ -38,11 +38,19 @@ def make_batches(batch: int, count: int, start: int) -> list[list[EventRecord]]:
     offset = start
     for b in range(count):
         partition = b % 4
-        batches.append([
-            EventRecord(rng.getrandbits(63), rng.randrange(1, 6), rng.random() * 5, now + offset + i,
-                        None, SourcePosition("signals", partition, offset + i))
-            for i in range(batch)
-        ])
+        batches.append(
+            [
+                EventRecord(
+                    rng.getrandbits(63),
+                    rng.randrange(1, 6),
+                    rng.random() * 5,
+                    now + offset + i,
+                    None,
+                    SourcePosition("signals", partition, offset + i),
+                )
+                for i in range(batch)
+            ]
+        )
         offset += batch
     return batches
 
@@ -69,8 +77,12 @@ def bench_append_batch(directory: Path, batch: int, events: int, repeats: int) -
         gc.unfreeze()
         del batches
         shutil.rmtree(wal_dir)
-    return {"batch": batch, "events_per_run": events, "runs": [round(x) for x in rates],
-            "median_events_per_s": round(statistics.median(rates))}
+    return {
+        "batch": batch,
+        "events_per_run": events,
+        "runs": [round(x) for x in rates],
+        "median_events_per_s": round(statistics.median(rates)),
+    }
 
 
 def bench_raw_fsync(directory: Path, batch: int, events: int, repeats: int) -> dict:
@@ -117,8 +129,12 @@ def bench_threads(directory: Path, threads: int, per_thread: int, repeats: int) 
         rates.append(threads * per_thread / elapsed)
         gc.unfreeze()
         shutil.rmtree(wal_dir)
-    return {"threads": threads, "per_thread": per_thread, "runs": [round(x) for x in rates],
-            "median_events_per_s": round(statistics.median(rates))}
+    return {
+        "threads": threads,
+        "per_thread": per_thread,
+        "runs": [round(x) for x in rates],
+        "median_events_per_s": round(statistics.median(rates)),
+    }
 
 
 def bench_recovery(directory: Path, target_bytes: int, repeats: int) -> dict:
@@ -140,8 +156,13 @@ def bench_recovery(directory: Path, target_bytes: int, repeats: int) -> dict:
         assert wal.last_seq == events
         wal.close()
     shutil.rmtree(wal_dir)
-    return {"log_bytes": written, "events": events, "segments": -(-written // WalConfig().segment_size),
-            "runs_s": [round(t, 3) for t in times], "median_open_s": round(statistics.median(times), 3)}
+    return {
+        "log_bytes": written,
+        "events": events,
+        "segments": -(-written // WalConfig().segment_size),
+        "runs_s": [round(t, 3) for t in times],
+        "median_open_s": round(statistics.median(times), 3),
+    }
 
 
 def main() -> None:
@@ -155,24 +176,30 @@ def main() -> None:
     try:
         results = {
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "dir": str(directory)},
-            "append_batch": [bench_append_batch(directory, b, events if b > 100 else events // 5, repeats)
-                             for b in (100, 1000, 5000)],
-            "raw_write_fdatasync_baseline": [bench_raw_fsync(directory, b, events if b > 100 else events // 5,
-                                                             repeats) for b in (100, 1000, 5000)],
+            "append_batch": [
+                bench_append_batch(directory, b, events if b > 100 else events // 5, repeats) for b in (100, 1000, 5000)
+            ],
+            "raw_write_fdatasync_baseline": [
+                bench_raw_fsync(directory, b, events if b > 100 else events // 5, repeats) for b in (100, 1000, 5000)
+            ],
             "append_8_threads": bench_threads(directory, 8, 5_000 if args.quick else 25_000, repeats),
             "recovery": bench_recovery(directory, (64 if args.quick else 1024) * 1024 * 1024, 3),
         }
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     for row, raw in zip(results["append_batch"], results["raw_write_fdatasync_baseline"]):
-        print(f"append_batch batch={row['batch']:>5}: median {row['median_events_per_s']:>10,} durable events/s "
-              f"(raw write+fdatasync of the same frames: {raw['median_events_per_s']:,}/s; ratio "
-              f"{row['median_events_per_s'] / raw['median_events_per_s']:.2f})")
+        print(
+            f"append_batch batch={row['batch']:>5}: median {row['median_events_per_s']:>10,} durable events/s "
+            f"(raw write+fdatasync of the same frames: {raw['median_events_per_s']:,}/s; ratio "
+            f"{row['median_events_per_s'] / raw['median_events_per_s']:.2f})"
+        )
     t = results["append_8_threads"]
     print(f"append from {t['threads']} threads: median {t['median_events_per_s']:,} durable events/s")
     rec = results["recovery"]
-    print(f"open+recovery of {rec['log_bytes'] / 2**30:.2f} GiB ({rec['events']:,} events): "
-          f"median {rec['median_open_s']} s")
+    print(
+        f"open+recovery of {rec['log_bytes'] / 2**30:.2f} GiB ({rec['events']:,} events): "
+        f"median {rec['median_open_s']} s"
+    )
     save("wal_bench", results)
 
 

@@ -69,8 +69,15 @@ class Ack:
         return f"{self.topic}:{self.partition}".encode()
 
     def encode(self) -> bytes:
-        value = {"v": ACK_VERSION, "wal_id": self.wal_id, "topic": self.topic, "partition": self.partition,
-                 "acked": self.acked, "duplicates": self.duplicates, "rejected": self.rejected}
+        value = {
+            "v": ACK_VERSION,
+            "wal_id": self.wal_id,
+            "topic": self.topic,
+            "partition": self.partition,
+            "acked": self.acked,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+        }
         return json.dumps(value, separators=(",", ":")).encode()
 
     def offsets(self) -> Iterator[int]:
@@ -133,17 +140,34 @@ def fit(ack: Ack, max_bytes: int = MAX_ACK_BYTES) -> Iterator[tuple[Ack, bytes]]
 def _between(ack: Ack, low: int, high: int | None) -> Ack:
     """The part of ``ack`` for offsets ``low <= offset < high``."""
     top = high - 1 if high is not None else None
-    acked = [(max(first, low), last if top is None else min(last, top), seq + max(first, low) - first)
-             for first, last, seq in ack.acked if last >= low and (top is None or first <= top)]
+    acked = [
+        (max(first, low), last if top is None else min(last, top), seq + max(first, low) - first)
+        for first, last, seq in ack.acked
+        if last >= low and (top is None or first <= top)
+    ]
+
     def inside(offset: int) -> bool:
         return low <= offset and (high is None or offset < high)
 
-    return Ack(ack.wal_id, ack.topic, ack.partition, acked, [d for d in ack.duplicates if inside(d[0])],
-               [r for r in ack.rejected if inside(r[0])])
+    return Ack(
+        ack.wal_id,
+        ack.topic,
+        ack.partition,
+        acked,
+        [d for d in ack.duplicates if inside(d[0])],
+        [r for r in ack.rejected if inside(r[0])],
+    )
 
 
-def build_ack(wal_id: str, topic: str, partition: int, offsets: Sequence[int], results: Sequence[AppendResult],
-              *, rejected: Sequence[tuple[int, str]]) -> Ack:
+def build_ack(
+    wal_id: str,
+    topic: str,
+    partition: int,
+    offsets: Sequence[int],
+    results: Sequence[AppendResult],
+    *,
+    rejected: Sequence[tuple[int, str]],
+) -> Ack:
     """The ack of one partition's share of a batch.
 
     ``offsets[i]`` was stored (or recognised) as ``results[i]``; ``rejected`` lists
@@ -152,9 +176,12 @@ def build_ack(wal_id: str, topic: str, partition: int, offsets: Sequence[int], r
     acked: list[list[int]] = []
     duplicates: list[list[int]] = []
     count = len(results)
-    if (count and offsets[-1] - offsets[0] == count - 1
-            and [r[0] for r in results] == list(range(results[0][0], results[0][0] + count))
-            and not any(r[1] and not r[2] for r in results)):
+    if (
+        count
+        and offsets[-1] - offsets[0] == count - 1
+        and [r[0] for r in results] == list(range(results[0][0], results[0][0] + count))
+        and not any(r[1] and not r[2] for r in results)
+    ):
         # The common case in O(1) lists: consecutive offsets stored as consecutive seqs.
         acked.append([offsets[0], offsets[-1], results[0][0]])
     else:
@@ -167,8 +194,14 @@ def build_ack(wal_id: str, topic: str, partition: int, offsets: Sequence[int], r
                 last[1] = offset
             else:
                 acked.append([offset, offset, seq])
-    return Ack(wal_id, topic, partition, [(first, last, seq) for first, last, seq in acked],
-               [(offset, seq) for offset, seq in duplicates], [(offset, reason) for offset, reason in rejected])
+    return Ack(
+        wal_id,
+        topic,
+        partition,
+        [(first, last, seq) for first, last, seq in acked],
+        [(offset, seq) for offset, seq in duplicates],
+        [(offset, reason) for offset, reason in rejected],
+    )
 
 
 _Offset = Annotated[int, Field(ge=0)]
@@ -204,8 +237,7 @@ def parse_ack(value: bytes | None) -> Ack | NotAnAck:
         return NotAnAck(f"{where}: {first['msg']}")
     if any(first > last for first, last, _ in message.acked):
         return NotAnAck("acked: a run's first offset is after its last")
-    ack = Ack(message.wal_id, message.topic, message.partition, message.acked, message.duplicates,
-              message.rejected)
+    ack = Ack(message.wal_id, message.topic, message.partition, message.acked, message.duplicates, message.rejected)
     if ack.size > MAX_ACK_OFFSETS:
         return NotAnAck(f"answers for {ack.size} offsets, more than one batch holds ({MAX_ACK_OFFSETS:,})")
     return ack

@@ -34,16 +34,18 @@ class KafkaAdapter(Protocol):
         """Up to ``max_records`` records; rebalance callbacks run inside this call, and
         what a callback raised is raised from here."""
 
-    def send(self, topic: str, key: bytes | None, value: bytes | None,
-             headers: Sequence[tuple[str, bytes]] | None = None) -> Delivery:
+    def send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]] | None = None
+    ) -> Delivery:
         """Hand a message to the producer (acks=all); the Delivery says when it is done."""
 
     def flush(self) -> None: ...
     def commit_async(self, commits: Commits, on_done: Callable[[Commits, BaseException | None], None]) -> None: ...
     def commit_sync(self, commits: Commits) -> None: ...
 
-    def committed(self, partitions: Sequence[Partition],
-                  timeout_s: float | None = None) -> dict[Partition, tuple[int, str] | None]:
+    def committed(
+        self, partitions: Sequence[Partition], timeout_s: float | None = None
+    ) -> dict[Partition, tuple[int, str] | None]:
         """The group's committed (offset, metadata) of each partition; None: never committed.
         ``timeout_s``: give up sooner than a handoff's bound (KafkaUnavailable)."""
 

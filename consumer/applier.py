@@ -76,10 +76,14 @@ def truncation_point(segments: Sequence[tuple[int, int]], checkpoint: int, retai
 
 
 def _exited(code: int) -> StoreFailed:
-    how = (f"was killed by {signal.Signals(-code).name}" if code < 0 else
-           f"exited {code} (its CRITICAL line above says why)")
-    return StoreFailed(f"the store's applier {how}; the WAL holds every event, a restart re-applies what the store "
-                       "lacks")
+    how = (
+        f"was killed by {signal.Signals(-code).name}"
+        if code < 0
+        else f"exited {code} (its CRITICAL line above says why)"
+    )
+    return StoreFailed(
+        f"the store's applier {how}; the WAL holds every event, a restart re-applies what the store lacks"
+    )
 
 
 class Applier:
@@ -92,13 +96,28 @@ class Applier:
         self._retain_bytes = settings.store.retain_wal_bytes
         signals = json.dumps([signal.model_dump() for signal in settings.signals])
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "consumer.apply_worker", "--wal-dir", str(wal.directory),
-             "--store-dir", str(settings.store_dir()), "--signals", signals,
-             "--flush-interval-s", str(settings.store.flush_interval_s), "--parent-pid", str(os.getpid())],
+            [
+                sys.executable,
+                "-m",
+                "consumer.apply_worker",
+                "--wal-dir",
+                str(wal.directory),
+                "--store-dir",
+                str(settings.store_dir()),
+                "--signals",
+                signals,
+                "--flush-interval-s",
+                str(settings.store.flush_interval_s),
+                "--parent-pid",
+                str(os.getpid()),
+            ],
             # A session of its own: a signal to the service's process group (systemd's
             # KillMode, `timeout`, Ctrl-C) reaches the service only, which drains and then
             # ends the worker's input; the worker must not die first (exit 8, drain lost).
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
         assert self._process.stdin is not None and self._process.stdout is not None
         self._input = self._process.stdin.fileno()
         self._output = self._process.stdout.fileno()
@@ -116,8 +135,9 @@ class Applier:
     def start(self) -> None:
         """Send START and wait until the worker has caught up with the WAL (its first report)."""
         wal = self._wal
-        self._put(START, json.dumps({"wal_id": wal.wal_id, "last_seq": wal.last_seq,
-                                     "voided": sorted(wal.voided)}).encode())
+        self._put(
+            START, json.dumps({"wal_id": wal.wal_id, "last_seq": wal.last_seq, "voided": sorted(wal.voided)}).encode()
+        )
         if not self._read_reports(wait=True):  # its output ended: it exited
             self._process.wait()
             self._fail_if_exited()
@@ -135,7 +155,7 @@ class Applier:
                 return
             seqs = array("q", (results[index][0] for index in fresh))
             size = len(rows) // len(results)
-            rows = b"".join(rows[index * size:(index + 1) * size] for index in fresh)
+            rows = b"".join(rows[index * size : (index + 1) * size] for index in fresh)
         self._put(BATCH, seqs.tobytes() + rows)
 
     def voided(self, seqs: Sequence[int]) -> None:
@@ -194,7 +214,7 @@ class Applier:
                     message = self._queue.popleft()
                 view = memoryview(message)
                 while view:
-                    view = view[os.write(self._input, view):]
+                    view = view[os.write(self._input, view) :]
                 with self._ready:
                     self._queued_bytes -= len(message)
                     self._ready.notify_all()

@@ -63,10 +63,13 @@ class Worker:
         first_held = segments[0][0] if segments else last_seq + 1
         missing = (self.store.applied_seq + 1, min(first_held, last_seq + 1) - 1)
         if missing[0] <= missing[1]:
-            log.warning("the WAL no longer holds seqs %d..%d (retention deleted those segments after a store had "
-                        "applied them): this store, applied through seq %d, will lack those events. Restore the "
-                        "store directory this WAL was applied to, or its missing segments (docs/store-format.md)",
-                        *missing, self.store.applied_seq)
+            log.warning(
+                "the WAL no longer holds seqs %d..%d (retention deleted those segments after a store had "
+                "applied them): this store, applied through seq %d, will lack those events. Restore the "
+                "store directory this WAL was applied to, or its missing segments (docs/store-format.md)",
+                *missing,
+                self.store.applied_seq,
+            )
         applied = 0
         chunk: list[tuple[int, EventRecord]] = []
         for seq, record in replay_log(self._wal_dir, self.store.applied_seq + 1, last_seq, set(voided)):
@@ -78,14 +81,18 @@ class Worker:
             applied += self.store.apply(chunk, last_seq)
         removed = self.unapply(sorted(voided))
         if applied or removed:
-            log.info("store caught up with the WAL: %d event(s) applied, %d voided event(s) removed; applied "
-                     "through seq %d", applied, removed, self.store.applied_seq)
+            log.info(
+                "store caught up with the WAL: %d event(s) applied, %d voided event(s) removed; applied through seq %d",
+                applied,
+                removed,
+                self.store.applied_seq,
+            )
         self.flush()
 
     def apply(self, payload: bytes) -> None:
         count = len(payload) // (8 + CONTENT_KEY.size)
         (last_seq,) = _SEQ.unpack_from(payload, 8 * (count - 1))
-        self.store.apply_rows(payload[:8 * count], payload[8 * count:], last_seq)
+        self.store.apply_rows(payload[: 8 * count], payload[8 * count :], last_seq)
 
     def unapply(self, seqs: Sequence[int]) -> int:
         """Remove voided events the store holds; their records come from the WAL."""
@@ -94,11 +101,14 @@ class Worker:
             return 0
         found: list[tuple[int, EventRecord]] = []
         with contextlib.suppress(FileNotFoundError):  # retention deleted a segment while it was read
-            found.extend((seq, record) for seq, record in replay_log(self._wal_dir, min(wanted), max(wanted))
-                         if seq in wanted)
+            found.extend(
+                (seq, record) for seq, record in replay_log(self._wal_dir, min(wanted), max(wanted)) if seq in wanted
+            )
         if len(found) < len(wanted):
-            log.warning("%d voided event(s) are no longer in the WAL (retention deleted their segments): the "
-                        "store keeps them", len(wanted) - len(found))
+            log.warning(
+                "%d voided event(s) are no longer in the WAL (retention deleted their segments): the store keeps them",
+                len(wanted) - len(found),
+            )
         return self.store.unapply(found)
 
     def flush_if_due(self) -> None:
@@ -125,7 +135,7 @@ class Worker:
                     kind, length = FRAME.unpack_from(buffer, offset)
                     if len(buffer) - offset - FRAME.size < length:
                         break
-                    payload = bytes(buffer[offset + FRAME.size:offset + FRAME.size + length])
+                    payload = bytes(buffer[offset + FRAME.size : offset + FRAME.size + length])
                     offset += FRAME.size + length
                     self.handle(kind, payload)
                 del buffer[:offset]
@@ -171,8 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _tie_to(args.parent_pid)
     os.umask(0o077)  # RocksDB's files owner-only, as the WAL's (walcore.storage.rocks)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         schema = build_schema([SignalConfig(**signal) for signal in json.loads(args.signals)])
         store = SignalStore(RocksEngine(args.store_dir), schema)

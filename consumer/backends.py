@@ -14,16 +14,24 @@ def connect(settings: Settings, *, client_id: str, group_instance_id: str | None
     if settings.backend == "confluent":
         from consumer.confluent import ConfluentAdapter  # noqa: PLC0415 - the optional librdkafka extra
 
-        return ConfluentAdapter.connect(bootstrap_servers=settings.bootstrap_servers, group_id=settings.group_id,
-                                        group_instance_id=group_instance_id, client_id=client_id,
-                                        consumer_options=settings.kafka.for_consumer(),
-                                        producer_options=settings.kafka.for_producer(),
-                                        refusal_grace_s=settings.kafka_refused_exit_s)
+        return ConfluentAdapter.connect(
+            bootstrap_servers=settings.bootstrap_servers,
+            group_id=settings.group_id,
+            group_instance_id=group_instance_id,
+            client_id=client_id,
+            consumer_options=settings.kafka.for_consumer(),
+            producer_options=settings.kafka.for_producer(),
+            refusal_grace_s=settings.kafka_refused_exit_s,
+        )
     from consumer.kafka_python import KafkaPythonAdapter  # noqa: PLC0415 - only this backend needs kafka-python
 
-    return KafkaPythonAdapter.connect(bootstrap_servers=settings.bootstrap_servers, group_id=settings.group_id,
-                                      group_instance_id=group_instance_id, client_id=client_id,
-                                      max_poll_records=settings.max_poll_records,
-                                      consumer_options=settings.kafka.for_consumer(),
-                                      producer_options=settings.kafka.for_producer(),
-                                      refusal_grace_s=settings.kafka_refused_exit_s)
+    return KafkaPythonAdapter.connect(
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=settings.group_id,
+        group_instance_id=group_instance_id,
+        client_id=client_id,
+        max_poll_records=settings.max_poll_records,
+        consumer_options=settings.kafka.for_consumer(),
+        producer_options=settings.kafka.for_producer(),
+        refusal_grace_s=settings.kafka_refused_exit_s,
+    )

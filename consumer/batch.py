@@ -107,8 +107,9 @@ Homes = Mapping[tuple[str, int], PartitionHomes]
 MAX_REASON_CHARS = 512
 
 
-def plan_batch(poll: Poll, decoder: Decoder, homes: Homes | None = None,
-               max_dead_letter_bytes: int = MAX_DEAD_LETTER_BYTES) -> BatchPlan:
+def plan_batch(
+    poll: Poll, decoder: Decoder, homes: Homes | None = None, max_dead_letter_bytes: int = MAX_DEAD_LETTER_BYTES
+) -> BatchPlan:
     """Decode a poll: records for the WAL, dead letters with their reasons, per-partition
     shares, and the offsets to commit once everything is durable and delivered. A record
     whose offset has a home in ``homes`` (acked first, by another WAL or as a duplicate) is
@@ -134,8 +135,11 @@ def plan_batch(poll: Poll, decoder: Decoder, homes: Homes | None = None,
                     continue
             result = decode(message.value, topic, partition, message.offset)
             if type(result) is Rejected:
-                reason = result.reason if len(result.reason) <= MAX_REASON_CHARS else (
-                    result.reason[:MAX_REASON_CHARS - 3] + "...")
+                reason = (
+                    result.reason
+                    if len(result.reason) <= MAX_REASON_CHARS
+                    else (result.reason[: MAX_REASON_CHARS - 3] + "...")
+                )
                 dead_letters.append(dead_letter(message, reason, max_dead_letter_bytes))
                 share.rejected.append((message.offset, reason))
             else:
@@ -153,23 +157,41 @@ def acks_for(plan: BatchPlan, results: Sequence[AppendResult], wal_id: str) -> l
         raise ValueError(f"{len(results)} WAL results for {len(plan.records)} records")
     acks = []
     for share in plan.shares:
-        acks.append(build_ack(wal_id, share.topic, share.partition, share.offsets,
-                              results[share.first:share.first + len(share.offsets)], rejected=share.rejected))
+        acks.append(
+            build_ack(
+                wal_id,
+                share.topic,
+                share.partition,
+                share.offsets,
+                results[share.first : share.first + len(share.offsets)],
+                rejected=share.rejected,
+            )
+        )
         by_wal: dict[str, list[tuple[int, Stored]]] = {}
         for offset, home in share.homed:
             by_wal.setdefault(home.wal_id, []).append((offset, home))
         for other_wal, homed in by_wal.items():
-            acks.append(build_ack(other_wal, share.topic, share.partition, [offset for offset, _ in homed],
-                                  [AppendResult(home.seq, True, not home.duplicate) for _, home in homed],
-                                  rejected=[]))
+            acks.append(
+                build_ack(
+                    other_wal,
+                    share.topic,
+                    share.partition,
+                    [offset for offset, _ in homed],
+                    [AppendResult(home.seq, True, not home.duplicate) for _, home in homed],
+                    rejected=[],
+                )
+            )
     return acks
 
 
 def last_seqs(plan: BatchPlan, results: Sequence[AppendResult]) -> dict[tuple[str, int], int]:
     """Per partition, the highest seq of this WAL the batch's acks name (0: none)."""
-    return {(share.topic, share.partition): max(map(_SEQ, results[share.first:share.first + len(share.offsets)]),
-                                                default=0)
-            for share in plan.shares}
+    return {
+        (share.topic, share.partition): max(
+            map(_SEQ, results[share.first : share.first + len(share.offsets)]), default=0
+        )
+        for share in plan.shares
+    }
 
 
 _SEQ = itemgetter(0)  # AppendResult.seq, read in C
@@ -179,5 +201,11 @@ def count_outcomes(plan: BatchPlan, results: Sequence[AppendResult]) -> BatchCou
     duplicates = sum(1 for r in results if r.duplicate)
     redeliveries = sum(1 for r in results if r.redelivery)
     homed = sum(len(share.homed) for share in plan.shares)  # acked again with their first home
-    return BatchCounts(plan.consumed, len(results) - duplicates, duplicates - redeliveries, redeliveries + homed,
-                       len(plan.dead_letters), tuple(reason for share in plan.shares for _, reason in share.rejected))
+    return BatchCounts(
+        plan.consumed,
+        len(results) - duplicates,
+        duplicates - redeliveries,
+        redeliveries + homed,
+        len(plan.dead_letters),
+        tuple(reason for share in plan.shares for _, reason in share.rejected),
+    )

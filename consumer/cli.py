@@ -26,8 +26,12 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line, for log shippers."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"ts": self.formatTime(record), "level": record.levelname, "logger": record.name,
-                 "message": record.getMessage()}
+        entry = {
+            "ts": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
         entry.update({name: getattr(record, name) for name in STRUCTURED_FIELDS if hasattr(record, name)})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
@@ -60,8 +64,12 @@ def main(argv: list[str] | None = None, stop: threading.Event | None = None, **h
     parser = argparse.ArgumentParser(prog="tidal-consumer", description="Make Kafka signal events durable.")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="consume, make durable, ack, commit (until SIGTERM/SIGINT)")
-    run.add_argument("--config", type=Path, default=os.environ.get("TIDAL_CONFIG"),
-                     help="TOML file (default: $TIDAL_CONFIG; see config/consumer.toml)")
+    run.add_argument(
+        "--config",
+        type=Path,
+        default=os.environ.get("TIDAL_CONFIG"),
+        help="TOML file (default: $TIDAL_CONFIG; see config/consumer.toml)",
+    )
     run.add_argument("--bootstrap-servers", metavar="HOST:PORT[,HOST:PORT]")
     run.add_argument("--topic", dest="topics", action="append", metavar="NAME", help="repeat for several")
     run.add_argument("--group-id")
@@ -69,9 +77,12 @@ def main(argv: list[str] | None = None, stop: threading.Event | None = None, **h
     run.add_argument("--dlq-topic")
     run.add_argument("--wal-dir", type=Path)
     run.add_argument("--log-level", default=os.environ.get("TIDAL_LOG_LEVEL", "INFO"))
-    run.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("TIDAL_LOG_FORMAT", "text"),
-                     help="json: one object per line (ts, level, logger, message, and topic/partition/"
-                          "offset/seq where they apply)")
+    run.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=os.environ.get("TIDAL_LOG_FORMAT", "text"),
+        help="json: one object per line (ts, level, logger, message, and topic/partition/offset/seq where they apply)",
+    )
     status = sub.add_parser("status", help="per partition: committed offset, end offset, lag; the WAL's last seq")
     status.add_argument("--config", type=Path, default=os.environ.get("TIDAL_CONFIG"))
     status.add_argument("--bootstrap-servers", metavar="HOST:PORT[,HOST:PORT]")
@@ -79,20 +90,35 @@ def main(argv: list[str] | None = None, stop: threading.Event | None = None, **h
     status.add_argument("--group-id")
     status.add_argument("--wal-dir", type=Path)
     status.add_argument("--json", action="store_true")
-    query = sub.add_parser("query", help="an entity's decayed scores, window counts and velocity, or the top k "
-                                         "entities of a signal type: from the local store, or the whole group")
+    query = sub.add_parser(
+        "query",
+        help="an entity's decayed scores, window counts and velocity, or the top k "
+        "entities of a signal type: from the local store, or the whole group",
+    )
     what = query.add_mutually_exclusive_group(required=True)
     what.add_argument("--entity", metavar="ID", help="an entity id (0 to 2**64-1)")
     what.add_argument("--top", metavar="K", help="the K highest scores of --signal (1 to 10000)")
     query.add_argument("--signal", metavar="TYPE", help="with --top: the signal type's name")
-    query.add_argument("--at", metavar="TIME", help="RFC 3339 (2026-11-25T12:00:00Z) or epoch nanoseconds; "
-                                                    "default: now")
-    query.add_argument("--peers", metavar="HOST:PORT[,HOST:PORT]",
-                       help="ask every instance's query API (their metrics_port) and merge: the group's answer")
-    query.add_argument("--peers-dns", metavar="NAME:PORT",
-                       help="as --peers, every address NAME resolves to (a Kubernetes headless service)")
-    query.add_argument("--after", action="append", default=[], metavar="WAL_ID:SEQ",
-                       help="read your writes: the store of WAL_ID answers once it has applied SEQ (repeatable)")
+    query.add_argument(
+        "--at", metavar="TIME", help="RFC 3339 (2026-11-25T12:00:00Z) or epoch nanoseconds; default: now"
+    )
+    query.add_argument(
+        "--peers",
+        metavar="HOST:PORT[,HOST:PORT]",
+        help="ask every instance's query API (their metrics_port) and merge: the group's answer",
+    )
+    query.add_argument(
+        "--peers-dns",
+        metavar="NAME:PORT",
+        help="as --peers, every address NAME resolves to (a Kubernetes headless service)",
+    )
+    query.add_argument(
+        "--after",
+        action="append",
+        default=[],
+        metavar="WAL_ID:SEQ",
+        help="read your writes: the store of WAL_ID answers once it has applied SEQ (repeatable)",
+    )
     query.add_argument("--config", type=Path, default=os.environ.get("TIDAL_CONFIG"))
     query.add_argument("--wal-dir", type=Path)
     query.add_argument("--json", action="store_true")
@@ -106,19 +132,29 @@ def main(argv: list[str] | None = None, stop: threading.Event | None = None, **h
         return _status(args) if args.command == "status" else _query(args)
 
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if args.log_format == "json" else
-                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        JsonFormatter()
+        if args.log_format == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     # Imported only now, with the signal handlers in place (pydantic's import takes a while).
     from consumer.config import ConfigError, load_settings  # noqa: PLC0415
+
     # kafka-python and librdkafka log every failed connect at ERROR; the service logs the
     # outage itself (one line per retry, or per 15 s with librdkafka).
     for client_log in ("kafka", "librdkafka"):
         logging.getLogger(client_log).setLevel(os.environ.get("TIDAL_KAFKA_LOG_LEVEL", "CRITICAL").upper())
     try:
-        settings = load_settings(args.config, bootstrap_servers=args.bootstrap_servers, topics=args.topics,
-                                 group_id=args.group_id, reply_topic=args.reply_topic,
-                                 dlq_topic=args.dlq_topic, wal_dir=args.wal_dir)
+        settings = load_settings(
+            args.config,
+            bootstrap_servers=args.bootstrap_servers,
+            topics=args.topics,
+            group_id=args.group_id,
+            reply_topic=args.reply_topic,
+            dlq_topic=args.dlq_topic,
+            wal_dir=args.wal_dir,
+        )
     except ConfigError as exc:
         print(f"tidal-consumer: {exc}", file=sys.stderr)
         return ExitCode.CONFIG
@@ -140,13 +176,27 @@ def _status(args: argparse.Namespace) -> int:
     from walcore import WalCorruption  # noqa: PLC0415
 
     def gathered() -> dict[str, Any]:
-        return gather(load_settings(args.config, bootstrap_servers=args.bootstrap_servers, topics=args.topics,
-                                    group_id=args.group_id, wal_dir=args.wal_dir))
+        return gather(
+            load_settings(
+                args.config,
+                bootstrap_servers=args.bootstrap_servers,
+                topics=args.topics,
+                group_id=args.group_id,
+                wal_dir=args.wal_dir,
+            )
+        )
 
     # Exception last: kafka-python's errors, one line rather than a traceback.
-    return _answer(gathered, render, args.json, [(ConfigError, ExitCode.CONFIG, ""),
-                                                 (WalCorruption, ExitCode.WAL_FATAL, ""),
-                                                 (Exception, ExitCode.KAFKA, "cannot read the group's status: ")])
+    return _answer(
+        gathered,
+        render,
+        args.json,
+        [
+            (ConfigError, ExitCode.CONFIG, ""),
+            (WalCorruption, ExitCode.WAL_FATAL, ""),
+            (Exception, ExitCode.KAFKA, "cannot read the group's status: "),
+        ],
+    )
 
 
 def _query(args: argparse.Namespace) -> int:
@@ -163,8 +213,7 @@ def _query(args: argparse.Namespace) -> int:
         at_ns = params.time_ns(args.at, "--at")
         after = [str(params.after(token, "--after")) for token in args.after]
         if after and not (args.peers or args.peers_dns):
-            raise params.BadQuery("--after needs --peers or --peers-dns (a read-your-writes wait is the "
-                                  "service's)")
+            raise params.BadQuery("--after needs --peers or --peers-dns (a read-your-writes wait is the service's)")
     except params.BadQuery as exc:
         print(f"tidal-consumer: {exc}", file=sys.stderr)
         return USAGE
@@ -175,17 +224,30 @@ def _query(args: argparse.Namespace) -> int:
             with SignalClient(peers, peers_dns=args.peers_dns) as client:
                 return group(client, entity=entity, top=top, signal=args.signal, at_ns=at_ns, after=after).to_json()
 
-        return _answer(merged, render, args.json, [(PeerError, ExitCode.PARTIAL, "")],
-                       lambda found: ExitCode.OK if found["complete"] else ExitCode.PARTIAL)
-    return _answer(lambda: local(load_settings(args.config, wal_dir=args.wal_dir), entity=entity, top=top,
-                                 signal=args.signal, at_ns=at_ns), render, args.json,
-                   [(ConfigError, ExitCode.CONFIG, ""), (UnknownSignal, USAGE, ""),
-                    (QueryError, ExitCode.STORE, "")])
+        return _answer(
+            merged,
+            render,
+            args.json,
+            [(PeerError, ExitCode.PARTIAL, "")],
+            lambda found: ExitCode.OK if found["complete"] else ExitCode.PARTIAL,
+        )
+    return _answer(
+        lambda: local(
+            load_settings(args.config, wal_dir=args.wal_dir), entity=entity, top=top, signal=args.signal, at_ns=at_ns
+        ),
+        render,
+        args.json,
+        [(ConfigError, ExitCode.CONFIG, ""), (UnknownSignal, USAGE, ""), (QueryError, ExitCode.STORE, "")],
+    )
 
 
-def _answer(find: Callable[[], Any], render: Callable[[Any], str], as_json: bool,
-            failures: list[tuple[type[BaseException], int, str]],
-            code_of: Callable[[Any], int] = lambda _found: ExitCode.OK) -> int:
+def _answer(
+    find: Callable[[], Any],
+    render: Callable[[Any], str],
+    as_json: bool,
+    failures: list[tuple[type[BaseException], int, str]],
+    code_of: Callable[[Any], int] = lambda _found: ExitCode.OK,
+) -> int:
     """A one-shot command: print what ``find`` returns (JSON or text) and exit
     ``code_of(it)``, or one line for the first of ``failures`` the error is, with its exit
     code."""

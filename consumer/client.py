@@ -70,9 +70,17 @@ class _Pending(NamedTuple):
 
 
 class DurableProducer:
-    def __init__(self, bootstrap_servers: str | list[str], topic: str, reply_topic: str, *,
-                 ack_timeout: float = 30.0, signal_types: set[str] | None = None, backend: str = "kafka-python",
-                 **kafka_options: Any) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str | list[str],
+        topic: str,
+        reply_topic: str,
+        *,
+        ack_timeout: float = 30.0,
+        signal_types: set[str] | None = None,
+        backend: str = "kafka-python",
+        **kafka_options: Any,
+    ) -> None:
         """``signal_types``, when given, is checked locally too (else only the service knows
         the schema). ``backend``: the Kafka client, "kafka-python" or "confluent"
         (librdkafka: a lower ack latency, docs/performance.md; needs the [librdkafka]
@@ -120,16 +128,20 @@ class DurableProducer:
         future: Future[DurableResult] = Future()
         deadline = time.monotonic() + self.ack_timeout
         try:
-            self._link.send(self.topic, key if key is not None else str(model.entity_id).encode(),
-                            model.model_dump_json(exclude_none=True).encode(),
-                            lambda topic, partition, offset: self._register(topic, partition, offset, future, deadline),
-                            lambda exc: future.set_exception(SendFailed(f"Kafka did not accept the event: {exc!r}")))
+            self._link.send(
+                self.topic,
+                key if key is not None else str(model.entity_id).encode(),
+                model.model_dump_json(exclude_none=True).encode(),
+                lambda topic, partition, offset: self._register(topic, partition, offset, future, deadline),
+                lambda exc: future.set_exception(SendFailed(f"Kafka did not accept the event: {exc!r}")),
+            )
         except Exception as exc:  # the client's send queue stayed full (or the client is unusable)
             raise SendFailed(f"Kafka did not take the event: {exc!r}") from exc
         return future
 
-    def send_and_wait(self, event: SignalEvent | dict[str, Any], timeout: float | None = None,
-                      key: bytes | None = None) -> DurableResult:
+    def send_and_wait(
+        self, event: SignalEvent | dict[str, Any], timeout: float | None = None, key: bytes | None = None
+    ) -> DurableResult:
         return self.send(event, key).result(timeout if timeout is not None else self.ack_timeout + 5)
 
     def flush(self, timeout: float | None = None) -> None:
@@ -137,11 +149,13 @@ class DurableProducer:
         futures say when that is)."""
         self._link.flush(timeout)
 
-    def _register(self, topic: str, partition: int, offset: int, future: Future[DurableResult],
-                  deadline: float) -> None:
+    def _register(
+        self, topic: str, partition: int, offset: int, future: Future[DurableResult], deadline: float
+    ) -> None:
         with self._lock:
             if offset <= self._highest.get((topic, partition), -1) and self._resolve_recent(
-                    topic, partition, offset, future):
+                topic, partition, offset, future
+            ):
                 return
             key = (topic, partition, offset)
             self._pending[key] = _Pending(future, deadline)
@@ -185,8 +199,13 @@ class DurableProducer:
         if isinstance(ack, NotAnAck):
             self.skipped_replies += 1
             if self.skipped_replies == 1 or self.skipped_replies % 1000 == 0:
-                log.warning("skipped a message on %s that is not an ack (%s; %d skipped so far): %r",
-                            self.reply_topic, ack.reason, self.skipped_replies, (value or b"")[:100])
+                log.warning(
+                    "skipped a message on %s that is not an ack (%s; %d skipped so far): %r",
+                    self.reply_topic,
+                    ack.reason,
+                    self.skipped_replies,
+                    (value or b"")[:100],
+                )
             return
         topic, partition = ack.topic, ack.partition
         if topic != self.topic:
@@ -214,9 +233,12 @@ class DurableProducer:
             pending = self._pending.pop(key, None)
             if pending is not None:
                 topic, partition, offset = key
-                pending.future.set_exception(AckTimeout(
-                    f"no ack for {topic}:{partition}@{offset} within {self.ack_timeout}s on {self.reply_topic} "
-                    "(is tidal-consumer running and consuming this topic?)"))
+                pending.future.set_exception(
+                    AckTimeout(
+                        f"no ack for {topic}:{partition}@{offset} within {self.ack_timeout}s on {self.reply_topic} "
+                        "(is tidal-consumer running and consuming this topic?)"
+                    )
+                )
         keep_after = now - max(10.0, self.ack_timeout)
         for recent in self._recent.values():
             while recent and recent[0][0] < keep_after:

@@ -61,14 +61,18 @@ class KafkaPythonLink:
         reader_options = {name: value for name, value in options.items() if name in _READER_OPTIONS}
         unknown = sorted(set(options) - set(producer_options) - set(reader_options))
         if unknown:
-            raise ValueError(f"kafka-python refused the DurableProducer options: {', '.join(unknown)} (neither "
-                             f"KafkaProducer nor KafkaConsumer has them)")
+            raise ValueError(
+                f"kafka-python refused the DurableProducer options: {', '.join(unknown)} (neither "
+                f"KafkaProducer nor KafkaConsumer has them)"
+            )
         # linger_ms=1: at thousands of sends a second, fewer and larger produce requests
         # (client and broker CPU) for at most 1 ms of latency; overridable.
-        self._producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all",
-                                       **{"linger_ms": 1, **producer_options})
-        self._reader = KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
-                                     **reader_options)
+        self._producer = KafkaProducer(
+            bootstrap_servers=bootstrap_servers, acks="all", **{"linger_ms": 1, **producer_options}
+        )
+        self._reader = KafkaConsumer(
+            bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False, **reader_options
+        )
         deadline = time.monotonic() + REPLY_TOPIC_WAIT_S
         while not (found := self._reader.partitions_for_topic(reply_topic)):
             if time.monotonic() > deadline:
@@ -117,8 +121,9 @@ class ConfluentLink:
 
             from consumer.confluent import consume_ready, produce_waiting  # noqa: PLC0415 - imports confluent_kafka
         except ImportError:
-            raise ValueError("backend: 'confluent' needs confluent-kafka: pip install "
-                             "'tidal-consumer[librdkafka]'") from None
+            raise ValueError(
+                "backend: 'confluent' needs confluent-kafka: pip install 'tidal-consumer[librdkafka]'"
+            ) from None
         self._KafkaException = KafkaException
         self._produce, self._consume = produce_waiting, consume_ready
         bootstrap = bootstrap_servers if isinstance(bootstrap_servers, str) else ",".join(bootstrap_servers)
@@ -126,13 +131,19 @@ class ConfluentLink:
         try:
             self._producer = Producer({"acks": "all", "linger.ms": 1, "partitioner": "murmur2_random", **common})
             # A group id librdkafka wants, never joined or committed to: partitions are assigned.
-            self._reader = Consumer({"group.id": f"tidal-durable-producer-{id(self):x}", "enable.auto.commit": False,
-                                     "fetch.wait.max.ms": 100, "fetch.queue.backoff.ms": 1, **common})
+            self._reader = Consumer(
+                {
+                    "group.id": f"tidal-durable-producer-{id(self):x}",
+                    "enable.auto.commit": False,
+                    "fetch.wait.max.ms": 100,
+                    "fetch.queue.backoff.ms": 1,
+                    **common,
+                }
+            )
         except KafkaException as exc:  # an unknown or invalid option: librdkafka names it
             raise ValueError(f"librdkafka refused the DurableProducer options: {exc.args[0].str()}") from None
         self._closed = threading.Event()
-        self._deliveries = threading.Thread(target=self._serve_deliveries, name="tidal-delivery-reports",
-                                            daemon=True)
+        self._deliveries = threading.Thread(target=self._serve_deliveries, name="tidal-delivery-reports", daemon=True)
         self._deliveries.start()
         deadline = time.monotonic() + REPLY_TOPIC_WAIT_S
         while True:
@@ -142,8 +153,14 @@ class ConfluentLink:
                     raise KafkaException(metadata.error)
                 # The ends now, before anything is sent (a just-created topic may not have
                 # its leaders yet: retried).
-                self._reader.assign([Partition(reply_topic, p, self._reader.get_watermark_offsets(
-                    Partition(reply_topic, p), timeout=5)[1]) for p in sorted(metadata.partitions)])
+                self._reader.assign(
+                    [
+                        Partition(
+                            reply_topic, p, self._reader.get_watermark_offsets(Partition(reply_topic, p), timeout=5)[1]
+                        )
+                        for p in sorted(metadata.partitions)
+                    ]
+                )
                 break
             except KafkaException as exc:
                 if time.monotonic() > deadline:
@@ -186,4 +203,6 @@ class ConfluentLink:
 
 
 LINKS: dict[str, Callable[[str | list[str], str, dict[str, Any]], Link]] = {
-    "kafka-python": KafkaPythonLink, "confluent": ConfluentLink}
+    "kafka-python": KafkaPythonLink,
+    "confluent": ConfluentLink,
+}

@@ -103,8 +103,10 @@ def delivered(batch: InFlight) -> bool:
         return False
     failed = [error for error in (d.error() for d in deliveries) if error is not None]
     if failed:
-        raise DeliveryFailed(f"{len(failed)} of {len(deliveries)} ack/DLQ messages were not delivered "
-                             f"(first: {failed[0]!r}); nothing of this batch is committed")
+        raise DeliveryFailed(
+            f"{len(failed)} of {len(deliveries)} ack/DLQ messages were not delivered "
+            f"(first: {failed[0]!r}); nothing of this batch is committed"
+        )
     return True
 
 
@@ -113,11 +115,19 @@ def _no_hook(_batch: int) -> None:
 
 
 class Committer:
-    def __init__(self, target: CommitTarget, *, wal_id: str, max_in_flight: int, retry_for_s: float,
-                 stop: threading.Event, before_commit: Callable[[int], None] = _no_hook,
-                 on_committed: Callable[[Commits], None] = lambda _commits: None,
-                 on_sync_commit: Callable[[float, bool], None] = lambda _seconds, _ok: None,
-                 history: Mapping[Partition, frozenset[str]] | None = None) -> None:
+    def __init__(
+        self,
+        target: CommitTarget,
+        *,
+        wal_id: str,
+        max_in_flight: int,
+        retry_for_s: float,
+        stop: threading.Event,
+        before_commit: Callable[[int], None] = _no_hook,
+        on_committed: Callable[[Commits], None] = lambda _commits: None,
+        on_sync_commit: Callable[[float, bool], None] = lambda _seconds, _ok: None,
+        history: Mapping[Partition, frozenset[str]] | None = None,
+    ) -> None:
         """``before_commit(n)``: called once the n-th batch is settled (durable, every ack
         and dead letter delivered), before its offsets are committed: a test's crash point.
         ``on_committed(commits)``: called with what the broker confirmed.
@@ -219,14 +229,17 @@ class Committer:
                 self._last_seqs[partition] = last_seq
                 ack = mark.ack.position() if mark else None
                 wals = self._history.get(partition, frozenset())
-                commits[partition] = (offset, encode_mark(CommitMark(self._wal_id, last_seq, *ack, wals))
-                                      if ack else "")
+                commits[partition] = (
+                    offset,
+                    encode_mark(CommitMark(self._wal_id, last_seq, *ack, wals)) if ack else "",
+                )
         return commits, floor
 
     def _async_done(self, commits: Commits, error: BaseException | None) -> None:
         if error is not None:
-            log.warning("async offset commit failed (%r); the next commit, or the drain's synchronous "
-                        "one, covers it", error)
+            log.warning(
+                "async offset commit failed (%r); the next commit, or the drain's synchronous one, covers it", error
+            )
             self._on_sync_commit(0.0, False)
             return
         for tp, commit in commits.items():
@@ -261,8 +274,9 @@ class Committer:
             log.warning("offset commit refused after a rebalance (%s); the batch is durable and acked", exc)
             return False
         if time.monotonic() > deadline:
-            log.warning("offset commit still failing after %.0fs (%s); the next commit covers it",
-                        self._retry_for_s, exc)
+            log.warning(
+                "offset commit still failing after %.0fs (%s); the next commit covers it", self._retry_for_s, exc
+            )
             return False
         log.warning("offset commit failed (%s); retrying", exc)
         return backoff.wait()

@@ -41,10 +41,10 @@ DEFAULT_SIGNALS: list[dict[str, Any]] = [
     {"name": "view", "id": 1, "half_life_seconds": 3600, "windows_seconds": [3600, 86400, 604800]},
     {"name": "click", "id": 2, "half_life_seconds": 21600, "windows_seconds": [3600, 86400, 604800]},
     {"name": "like", "id": 3, "half_life_seconds": 86400, "windows_seconds": [86400, 604800]},
-    {"name": "share", "id": 4, "half_life_seconds": 172800, "windows_seconds": [86400, 604800],
-     "velocity": True},
+    {"name": "share", "id": 4, "half_life_seconds": 172800, "windows_seconds": [86400, 604800], "velocity": True},
     {"name": "purchase", "id": 5, "half_life_seconds": 604800, "windows_seconds": [86400, 604800, 2592000]},
 ]
+
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field."""
@@ -174,19 +174,23 @@ class Settings(BaseSettings):
         # again: the service would feed itself for ever.
         for field in ("reply_topic", "dlq_topic"):
             if getattr(self, field) in self.topics:
-                raise ValueError(f"{field}: {getattr(self, field)!r} is also an input topic: the service would "
-                                 "consume its own output for ever")
+                raise ValueError(
+                    f"{field}: {getattr(self, field)!r} is also an input topic: the service would "
+                    "consume its own output for ever"
+                )
         if self.reply_topic == self.dlq_topic:
-            raise ValueError(f"dlq_topic: {self.dlq_topic!r} is also the reply topic: dead letters and acks need "
-                             "topics of their own")
+            raise ValueError(
+                f"dlq_topic: {self.dlq_topic!r} is also the reply topic: dead letters and acks need topics of their own"
+            )
         return self
 
     @model_validator(mode="after")
     def _backend_takes_the_options(self) -> Settings:
         if self.backend == "confluent":
             if importlib.util.find_spec("confluent_kafka") is None:
-                raise ValueError("backend: \"confluent\" needs confluent-kafka: pip install "
-                                 "'tidal-consumer[librdkafka]'")
+                raise ValueError(
+                    "backend: \"confluent\" needs confluent-kafka: pip install 'tidal-consumer[librdkafka]'"
+                )
             from consumer.confluent_options import option_problems  # noqa: PLC0415 - the backend's own table
         else:
             from consumer.kafka_python import option_problems  # noqa: PLC0415 - the backend's own table
@@ -199,8 +203,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _metrics_host_is_an_address(self) -> Settings:
         if not self.metrics_host.strip():
-            raise ValueError("metrics_host: empty; give the address to listen on (127.0.0.1, or 0.0.0.0 for every "
-                             "interface)")
+            raise ValueError(
+                "metrics_host: empty; give the address to listen on (127.0.0.1, or 0.0.0.0 for every interface)"
+            )
         return self
 
     @model_validator(mode="after")
@@ -279,9 +284,11 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
     except SettingsError as exc:  # an environment variable that should hold JSON does not
         found = re.search(r'field "(\w+)"', str(exc))
         name = f"TIDAL_{found.group(1).upper()}" if found else "a TIDAL_* variable"
-        raise ConfigError(f"invalid configuration: {name} (or a {name}__* variable) does not hold valid JSON: lists "
-                          "and tables from the environment are written in JSON, e.g. TIDAL_TOPICS='[\"signals\"]', "
-                          "TIDAL_KAFKA__CONSUMER='{\"fetch_max_wait_ms\": 100}'") from None
+        raise ConfigError(
+            f"invalid configuration: {name} (or a {name}__* variable) does not hold valid JSON: lists "
+            "and tables from the environment are written in JSON, e.g. TIDAL_TOPICS='[\"signals\"]', "
+            "TIDAL_KAFKA__CONSUMER='{\"fetch_max_wait_ms\": 100}'"
+        ) from None
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in err['loc']) or 'config'}: {err['msg'].removeprefix('Value error, ')}"

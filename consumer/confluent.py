@@ -44,11 +44,21 @@ HANDOFF_TIMEOUT_S = 60.0
 # max_block_ms default).
 MAX_BLOCK_S = 60.0
 # Errors meaning the group moved on: retrying the commit cannot succeed.
-_COMMIT_REFUSED = {KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID,
-                   KafkaError.FENCED_INSTANCE_ID, KafkaError._ASSIGNMENT_LOST, KafkaError._STATE}
+_COMMIT_REFUSED = {
+    KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError.FENCED_INSTANCE_ID,
+    KafkaError._ASSIGNMENT_LOST,
+    KafkaError._STATE,
+}
 # Errors meaning the broker refuses these credentials or this client.
-_REFUSED = {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED,
-            KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED}
+_REFUSED = {
+    KafkaError._AUTHENTICATION,
+    KafkaError.SASL_AUTHENTICATION_FAILED,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.GROUP_AUTHORIZATION_FAILED,
+}
 REFUSAL_QUIET_S = 30.0  # refusals this far apart are separate episodes
 UNREACHABLE_LOG_S = 15.0  # "cannot reach Kafka" at most this often
 # librdkafka's own log (every failed connect, at ERROR): shown at TIDAL_KAFKA_LOG_LEVEL
@@ -57,17 +67,28 @@ LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
 _NO_OFFSET = -1001  # librdkafka's OFFSET_INVALID: nothing committed / position unknown
 
 
-def produce_waiting(producer: Producer, topic: str, value: bytes | None, key: bytes | None,
-                    on_delivery: Callable[[Any, Any], None], *,
-                    headers: list[tuple[str, bytes]] | None = None) -> None:
+def produce_waiting(
+    producer: Producer,
+    topic: str,
+    value: bytes | None,
+    key: bytes | None,
+    on_delivery: Callable[[Any, Any], None],
+    *,
+    headers: list[tuple[str, bytes]] | None = None,
+) -> None:
     """``producer.produce``, waiting up to MAX_BLOCK_S for room while its queue is full
     (serving delivery reports makes room), as kafka-python's send blocks for max_block_ms;
     BufferError if it stays full. Also DurableProducer's (consumer.client_links)."""
     deadline = time.monotonic() + MAX_BLOCK_S
     while True:
         try:
-            producer.produce(topic, value, key, headers=cast("list[tuple[str, str | bytes | None]] | None", headers),
-                             on_delivery=on_delivery)
+            producer.produce(
+                topic,
+                value,
+                key,
+                headers=cast("list[tuple[str, str | bytes | None]] | None", headers),
+                on_delivery=on_delivery,
+            )
             return
         except BufferError:
             if time.monotonic() > deadline:
@@ -178,10 +199,10 @@ class _Watch:
         if error.code() not in _REFUSED and not untrusted:
             # Transport errors librdkafka retries by itself; "all brokers down" is worth a line.
             if error.code() == KafkaError._ALL_BROKERS_DOWN and (
-                    time.monotonic() - self._unreachable_logged >= UNREACHABLE_LOG_S):
+                time.monotonic() - self._unreachable_logged >= UNREACHABLE_LOG_S
+            ):
                 self._unreachable_logged = time.monotonic()
-                log.warning("cannot reach Kafka at %s (%s); librdkafka keeps retrying", self._bootstrap_servers,
-                            text)
+                log.warning("cannot reach Kafka at %s (%s); librdkafka keeps retrying", self._bootstrap_servers, text)
             else:
                 log.debug("librdkafka: %s", text)
             return
@@ -197,8 +218,11 @@ class _Watch:
         if self.fatal is not None:
             raise KafkaUnavailable(f"librdkafka fatal error: {self.fatal.str()}")
         now = time.monotonic()
-        if self.first is not None and now - self.last < REFUSAL_QUIET_S and (
-                self.untrusted or now - self.first >= grace_s):
+        if (
+            self.first is not None
+            and now - self.last < REFUSAL_QUIET_S
+            and (self.untrusted or now - self.first >= grace_s)
+        ):
             raise KafkaRefused(self.reason if self.untrusted else f"{self.reason}, for {grace_s:.0f} s")
 
 
@@ -208,14 +232,20 @@ def _metadata(tp: TopicPartition) -> str:
     try:
         return tp.metadata or ""
     except UnicodeDecodeError:
-        log.warning("the commit metadata of %s:%d is unreadable (written without a NUL terminator, which librdkafka "
-                    "reads past); treated as no commit mark until the partition's next commit", tp.topic, tp.partition)
+        log.warning(
+            "the commit metadata of %s:%d is unreadable (written without a NUL terminator, which librdkafka "
+            "reads past); treated as no commit mark until the partition's next commit",
+            tp.topic,
+            tp.partition,
+        )
         return ""
 
 
 def _topic_partitions(commits: Commits) -> list[TopicPartition]:
-    return [TopicPartition(topic, partition, offset, metadata or None)
-            for (topic, partition), (offset, metadata) in commits.items()]
+    return [
+        TopicPartition(topic, partition, offset, metadata or None)
+        for (topic, partition), (offset, metadata) in commits.items()
+    ]
 
 
 def _raise_partition_errors(partitions: Sequence[TopicPartition] | None) -> None:
@@ -232,8 +262,14 @@ def _commit_error(exc: KafkaException) -> BaseException:
 
 
 class ConfluentAdapter:
-    def __init__(self, consumer: Consumer, producer: Producer, reader_config: dict[str, Any], watch: _Watch,
-                 refusal_grace_s: float) -> None:
+    def __init__(
+        self,
+        consumer: Consumer,
+        producer: Producer,
+        reader_config: dict[str, Any],
+        watch: _Watch,
+        refusal_grace_s: float,
+    ) -> None:
         self._consumer = consumer
         self._producer = producer
         self._reader_config = reader_config
@@ -243,14 +279,23 @@ class ConfluentAdapter:
         self._listener: RebalanceListener | None = None
         self._listener_error: BaseException | None = None
         # Async commits awaiting librdkafka's answer: (what was asked, its callback).
-        self._commits: deque[tuple[frozenset[tuple[str, int, int]], Commits,
-                                   Callable[[Commits, BaseException | None], None]]] = deque()
+        self._commits: deque[
+            tuple[frozenset[tuple[str, int, int]], Commits, Callable[[Commits, BaseException | None], None]]
+        ] = deque()
         self._missing_topics: set[str] = set()
 
     @classmethod
-    def connect(cls, *, bootstrap_servers: str, group_id: str, group_instance_id: str | None, client_id: str,
-                consumer_options: dict[str, Any], producer_options: dict[str, Any],
-                refusal_grace_s: float = 30.0) -> ConfluentAdapter:
+    def connect(
+        cls,
+        *,
+        bootstrap_servers: str,
+        group_id: str,
+        group_instance_id: str | None,
+        client_id: str,
+        consumer_options: dict[str, Any],
+        producer_options: dict[str, Any],
+        refusal_grace_s: float = 30.0,
+    ) -> ConfluentAdapter:
         """Create both clients (librdkafka connects in the background: an unreachable
         broker shows as no records, as with kafka-python). KafkaOptionInvalid when
         librdkafka refuses an option (its message names it). ``*_options`` were checked
@@ -262,31 +307,54 @@ class ConfluentAdapter:
             if adapter is not None:
                 adapter._commit_done(error, partitions)
 
-        producer_config = {"client.id": client_id, **PRODUCER_DEFAULTS, **producer_options,
-                           "bootstrap.servers": bootstrap_servers, "acks": "all", "partitioner": "murmur2_random",
-                           "error_cb": watch.error, "logger": LIBRDKAFKA_LOG}
-        consumer_config = {"client.id": client_id, **CONSUMER_DEFAULTS, **consumer_options,
-                           "bootstrap.servers": bootstrap_servers, "group.id": group_id,
-                           "enable.auto.commit": False, "enable.auto.offset.store": False,
-                           "auto.offset.reset": "earliest", "partition.assignment.strategy": "range,roundrobin",
-                           "on_commit": on_commit, "error_cb": watch.error, "logger": LIBRDKAFKA_LOG}
+        producer_config = {
+            "client.id": client_id,
+            **PRODUCER_DEFAULTS,
+            **producer_options,
+            "bootstrap.servers": bootstrap_servers,
+            "acks": "all",
+            "partitioner": "murmur2_random",
+            "error_cb": watch.error,
+            "logger": LIBRDKAFKA_LOG,
+        }
+        consumer_config = {
+            "client.id": client_id,
+            **CONSUMER_DEFAULTS,
+            **consumer_options,
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "range,roundrobin",
+            "on_commit": on_commit,
+            "error_cb": watch.error,
+            "logger": LIBRDKAFKA_LOG,
+        }
         if group_instance_id:
             consumer_config["group.instance.id"] = group_instance_id
         try:
             producer = Producer(producer_config)
         except (KafkaException, TypeError, ValueError) as exc:
-            raise KafkaOptionInvalid(f"the Kafka producer refused its options ([kafka], [kafka.producer]): "
-                                     f"{exc}") from exc
+            raise KafkaOptionInvalid(
+                f"the Kafka producer refused its options ([kafka], [kafka.producer]): {exc}"
+            ) from exc
         try:
             consumer = Consumer(consumer_config)
         except (KafkaException, TypeError, ValueError) as exc:
             producer.flush(0)
-            raise KafkaOptionInvalid(f"the Kafka consumer refused its options ([kafka], [kafka.consumer]): "
-                                     f"{exc}") from exc
-        reader_config = {**consumer_options, "bootstrap.servers": bootstrap_servers,
-                         "client.id": f"{client_id}-handoff", "group.id": f"{group_id}.handoff-reader",
-                         "enable.auto.commit": False, "error_cb": watch.error,
-                         "logger": LIBRDKAFKA_LOG}
+            raise KafkaOptionInvalid(
+                f"the Kafka consumer refused its options ([kafka], [kafka.consumer]): {exc}"
+            ) from exc
+        reader_config = {
+            **consumer_options,
+            "bootstrap.servers": bootstrap_servers,
+            "client.id": f"{client_id}-handoff",
+            "group.id": f"{group_id}.handoff-reader",
+            "enable.auto.commit": False,
+            "error_cb": watch.error,
+            "logger": LIBRDKAFKA_LOG,
+        }
         adapter = cls(consumer, producer, reader_config, watch, refusal_grace_s)
         return adapter
 
@@ -350,12 +418,14 @@ class ConfluentAdapter:
             return
         log.warning("consumer error (librdkafka retries it): %s", error.str())
 
-    def send(self, topic: str, key: bytes | None, value: bytes | None,
-             headers: Sequence[tuple[str, bytes]] | None = None) -> _Delivery:
+    def send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]] | None = None
+    ) -> _Delivery:
         delivery = _Delivery(self._producer)
         try:
-            produce_waiting(self._producer, topic, value, key, delivery.delivered,
-                            headers=list(headers) if headers else None)
+            produce_waiting(
+                self._producer, topic, value, key, delivery.delivered, headers=list(headers) if headers else None
+            )
         except BufferError:
             raise KafkaUnavailable(f"the producer queue stayed full for {MAX_BLOCK_S:.0f} s") from None
         except KafkaException as exc:
@@ -392,11 +462,14 @@ class ConfluentAdapter:
         except KafkaException as exc:
             raise _commit_error(exc) from exc
 
-    def committed(self, partitions: Sequence[Partition],
-                  timeout_s: float | None = None) -> dict[Partition, tuple[int, str] | None]:
+    def committed(
+        self, partitions: Sequence[Partition], timeout_s: float | None = None
+    ) -> dict[Partition, tuple[int, str] | None]:
         try:
-            found = self._consumer.committed([TopicPartition(topic, number) for topic, number in partitions],
-                                             timeout=HANDOFF_TIMEOUT_S if timeout_s is None else timeout_s)
+            found = self._consumer.committed(
+                [TopicPartition(topic, number) for topic, number in partitions],
+                timeout=HANDOFF_TIMEOUT_S if timeout_s is None else timeout_s,
+            )
             _raise_partition_errors(found)
         except KafkaException as exc:
             raise KafkaUnavailable(repr(exc)) from exc
@@ -411,9 +484,12 @@ class ConfluentAdapter:
 
     def watermarks(self, partitions: Sequence[Partition]) -> dict[Partition, tuple[int, int]]:
         try:
-            return {(topic, number): self._consumer.get_watermark_offsets(TopicPartition(topic, number),
-                                                                          timeout=HANDOFF_TIMEOUT_S)
-                    for topic, number in partitions}
+            return {
+                (topic, number): self._consumer.get_watermark_offsets(
+                    TopicPartition(topic, number), timeout=HANDOFF_TIMEOUT_S
+                )
+                for topic, number in partitions
+            }
         except KafkaException as exc:
             raise KafkaUnavailable(repr(exc)) from exc
 
@@ -445,8 +521,9 @@ class ConfluentAdapter:
             last = start - 1
             while last < end - 1:
                 if time.monotonic() > deadline:
-                    raise KafkaUnavailable(f"reading {topic}:{partition} from {start} to {end} took over "
-                                           f"{HANDOFF_TIMEOUT_S:.0f} s")
+                    raise KafkaUnavailable(
+                        f"reading {topic}:{partition} from {start} to {end} took over {HANDOFF_TIMEOUT_S:.0f} s"
+                    )
                 for message in reader.consume(10_000, 0.2):
                     error = message.error()
                     if error is not None:

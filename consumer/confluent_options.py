@@ -22,7 +22,7 @@ RESERVED_CONSUMER = {
     "auto.offset.reset": "the service starts new groups at the earliest offset, so nothing is skipped",
     "enable.partition.eof": "the service does not consume end-of-partition events",
     "partition.assignment.strategy": "the service drains at an eager revocation (range/roundrobin); a "
-                                     "cooperative assignor revokes incrementally",
+    "cooperative assignor revokes incrementally",
     "group.protocol": "the service uses the classic group protocol (its drain runs at revocation)",
     "auto.commit.enable": "the service commits offsets itself (this is enable.auto.commit's old topic-level name)",
     "offset.store.method": "offsets are committed to the group coordinator, never to a local file",
@@ -39,22 +39,22 @@ RESERVED_PRODUCER = {
     "acks": "acks and dead letters are sent with acks=all: they must survive a broker failure",
     "request.required.acks": "acks and dead letters are sent with acks=all: they must survive a broker failure",
     "partitioner": "acks are keyed by source partition and must land where kafka-python puts them "
-                   "(murmur2), so a group of mixed backends reads one reply partition",
+    "(murmur2), so a group of mixed backends reads one reply partition",
     "partitioner_cb": "acks are keyed by source partition and must land where kafka-python puts them (murmur2)",
     "transactional.id": "the service does not use transactions",
     "on_delivery": "the service handles its deliveries",
     "dr_cb": "the service handles its deliveries",
     "dr_msg_cb": "the service handles its deliveries",
     "delivery.report.only.error": "a batch is committed only once every ack is reported delivered: without "
-                                  "those reports no batch could ever be committed (exit 4)",
+    "those reports no batch could ever be committed (exit 4)",
     "queuing.strategy": "acks of one source partition must reach the reply topic in the order they were sent "
-                        "(the handoff believes the first ack of an offset)",
+    "(the handoff believes the first ack of an offset)",
     "error_cb": "the service watches client errors itself",
 }
 # Options neither client may take: each would hide topics or data from the service.
 RESERVED_ANY = {
     "default.topic.config": "topic-level options go in the table itself (librdkafka's old nested table could "
-                            "set auto.offset.reset, acks or the partitioner past these checks)",
+    "set auto.offset.reset, acks or the partitioner past these checks)",
     "default_topic_conf": "topic-level options go in the table itself",
     "topic.blacklist": "a hidden input topic is never consumed, a hidden reply topic takes no ack",
 }
@@ -62,8 +62,11 @@ RESERVED_ANY = {
 RESERVED_PREFIX = "test.mock."
 # What the service passes unless the configuration says otherwise. fetch.queue.backoff.ms:
 # librdkafka's 1 s default starves a consumer that empties its queue faster than that.
-CONSUMER_DEFAULTS: dict[str, Any] = {"session.timeout.ms": 10_000, "heartbeat.interval.ms": 3_000,
-                                     "fetch.queue.backoff.ms": 10}
+CONSUMER_DEFAULTS: dict[str, Any] = {
+    "session.timeout.ms": 10_000,
+    "heartbeat.interval.ms": 3_000,
+    "fetch.queue.backoff.ms": 10,
+}
 PRODUCER_DEFAULTS: dict[str, Any] = {"linger.ms": 1}
 # librdkafka's producer refuses a message over message.max.bytes (1,000,000 by default).
 DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
@@ -72,18 +75,24 @@ DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
 def option_problems(common: dict[str, Any], consumer: dict[str, Any], producer: dict[str, Any]) -> list[str]:
     """One line per option the confluent backend refuses, naming it (empty when none is)."""
     problems: list[str] = []
-    for table, options, reserved in (("kafka", common, {**RESERVED_CONSUMER, **RESERVED_PRODUCER, **RESERVED_ANY}),
-                                     ("kafka.consumer", consumer, {**RESERVED_CONSUMER, **RESERVED_ANY}),
-                                     ("kafka.producer", producer, {**RESERVED_PRODUCER, **RESERVED_ANY})):
+    for table, options, reserved in (
+        ("kafka", common, {**RESERVED_CONSUMER, **RESERVED_PRODUCER, **RESERVED_ANY}),
+        ("kafka.consumer", consumer, {**RESERVED_CONSUMER, **RESERVED_ANY}),
+        ("kafka.producer", producer, {**RESERVED_PRODUCER, **RESERVED_ANY}),
+    ):
         for name in options:
             if name in reserved:
                 problems.append(f"{table}.{name} cannot be set: {reserved[name]}")
             elif name.startswith(RESERVED_PREFIX):
-                problems.append(f"{table}.{name} cannot be set: it makes librdkafka talk to an in-process mock "
-                                "cluster, not the broker")
+                problems.append(
+                    f"{table}.{name} cannot be set: it makes librdkafka talk to an in-process mock "
+                    "cluster, not the broker"
+                )
             elif "_" in name and "." not in name:
-                problems.append(f"{table}.{name} is a kafka-python spelling; backend \"confluent\" takes "
-                                f"librdkafka's names, e.g. \"{name.replace('_', '.')}\"")
+                problems.append(
+                    f'{table}.{name} is a kafka-python spelling; backend "confluent" takes '
+                    f'librdkafka\'s names, e.g. "{name.replace("_", ".")}"'
+                )
     return problems
 
 

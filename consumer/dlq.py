@@ -45,8 +45,7 @@ def dead_letter(message: PolledRecord, reason: str, max_bytes: int = MAX_DEAD_LE
     (as always) where the original is in the input topic."""
     # A producer's own ``tidal.*`` headers are kept, renamed ``original.tidal.*``, so a
     # reader of the DLQ never takes a spoofed reason or source for ours.
-    theirs = [(f"original.{name}" if name.startswith(PREFIX) else name, value)
-              for name, value in message.headers or []]
+    theirs = [(f"original.{name}" if name.startswith(PREFIX) else name, value) for name, value in message.headers or []]
     ours = [
         (REASON, reason.encode()),
         (SOURCE_TOPIC, message.topic.encode()),
@@ -64,9 +63,13 @@ def dead_letter(message: PolledRecord, reason: str, max_bytes: int = MAX_DEAD_LE
     if _size(key, b"", ours) + TRUNCATION_HEADERS_BYTES > max_bytes:
         key = None
     original = value or b""
-    headers = [*theirs, *ours, (TRUNCATED, str(len(original)).encode()),
-               (ORIGINAL_BLAKE3, blake3.blake3(original).hexdigest().encode())]
-    return DeadLetter(key, original[:max(0, max_bytes - _size(key, b"", headers))], headers)
+    headers = [
+        *theirs,
+        *ours,
+        (TRUNCATED, str(len(original)).encode()),
+        (ORIGINAL_BLAKE3, blake3.blake3(original).hexdigest().encode()),
+    ]
+    return DeadLetter(key, original[: max(0, max_bytes - _size(key, b"", headers))], headers)
 
 
 def _size(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> int:

@@ -111,5 +111,14 @@ class Decoder:
         signal_id = self._ids.get(event.signal_type)
         if signal_id is None:
             return Rejected(f"signal_type: unknown signal type {_clip(event.signal_type)!r} (known: {self._known})")
-        return _new(EventRecord, (event.entity_id, signal_id, event.weight, event.timestamp_nanos, event.event_id,
-                                  _new(SourcePosition, (topic, partition, offset))))
+        return _new(
+            EventRecord,
+            (
+                event.entity_id,
+                signal_id,
+                event.weight,
+                event.timestamp_nanos,
+                event.event_id,
+                _new(SourcePosition, (topic, partition, offset)),
+            ),
+        )

@@ -55,9 +55,17 @@ def encode_mark(mark: CommitMark) -> str:
     wals = sorted(mark.wals | {mark.wal_id})
     if len(wals) > MAX_MARK_WALS:
         others = [wal for wal in wals if wal not in (MORE_WALS, mark.wal_id)]
-        wals = [MORE_WALS, mark.wal_id, *others[:MAX_MARK_WALS - 2]]
-    return json.dumps({"v": MARK_VERSION, "wal": mark.wal_id, "seq": mark.last_seq,
-                       "ack": [mark.ack_partition, mark.ack_offset], "wals": wals}, separators=(",", ":"))
+        wals = [MORE_WALS, mark.wal_id, *others[: MAX_MARK_WALS - 2]]
+    return json.dumps(
+        {
+            "v": MARK_VERSION,
+            "wal": mark.wal_id,
+            "seq": mark.last_seq,
+            "ack": [mark.ack_partition, mark.ack_offset],
+            "wals": wals,
+        },
+        separators=(",", ":"),
+    )
 
 
 def decode_mark(metadata: str | None) -> CommitMark | None:
@@ -72,10 +80,16 @@ def decode_mark(metadata: str | None) -> CommitMark | None:
         mark = CommitMark(value["wal"], value["seq"], value["ack"][0], value["ack"][1])
     except (ValueError, TypeError, KeyError, IndexError, AttributeError):
         return None
-    if (value.get("v") != MARK_VERSION or not isinstance(mark.wal_id, str) or not mark.wal_id
-            or not all(type(n) is int and n >= 0 for n in mark[1:3]) or type(mark.ack_offset) is not int
-            or mark.ack_offset < NO_ACK
-            or not isinstance(wals, list) or not all(isinstance(wal, str) and wal for wal in wals)):
+    if (
+        value.get("v") != MARK_VERSION
+        or not isinstance(mark.wal_id, str)
+        or not mark.wal_id
+        or not all(type(n) is int and n >= 0 for n in mark[1:3])
+        or type(mark.ack_offset) is not int
+        or mark.ack_offset < NO_ACK
+        or not isinstance(wals, list)
+        or not all(isinstance(wal, str) and wal for wal in wals)
+    ):
         return None
     return mark._replace(wals=frozenset(wals) | {mark.wal_id})
 
@@ -159,8 +173,16 @@ class Reading(NamedTuple):
     distrusted: list[Distrusted]
 
 
-def first_homes(values: Iterable[bytes | None], topic: str, partition: int, from_offset: int, *,
-                end: int | None, trusted: frozenset[str], own: tuple[str, int]) -> Reading:
+def first_homes(
+    values: Iterable[bytes | None],
+    topic: str,
+    partition: int,
+    from_offset: int,
+    *,
+    end: int | None,
+    trusted: frozenset[str],
+    own: tuple[str, int],
+) -> Reading:
     """Read reply-topic messages in their order: the first durable home of each offset of
     ``topic:partition`` at or after ``from_offset``. Rejections are not homes (the new owner
     rejects the record again and sends its dead letter again: the old one may be lost);
@@ -195,16 +217,23 @@ def first_homes(values: Iterable[bytes | None], topic: str, partition: int, from
 def _distrust(ack: Ack, end: int | None, trusted: frozenset[str], own_wal: str, own_last: int) -> Distrusted | None:
     highest = max((last for _, last in ack.spans()), default=-1)
     if end is not None and highest >= end:
-        return Distrusted(ack, f"answers for offset {highest}, at or past the partition's end ({end}) when the "
-                               "handoff read it", "past_end")
+        return Distrusted(
+            ack,
+            f"answers for offset {highest}, at or past the partition's end ({end}) when the handoff read it",
+            "past_end",
+        )
     if ack.wal_id not in trusted:
         return Distrusted(ack, f"names WAL {ack.wal_id}, which no commit of this partition names", "unknown_wal")
     if ack.wal_id == own_wal:
-        top = max([seq + last - first for first, last, seq in ack.acked] + [seq for _, seq in ack.duplicates],
-                  default=0)
+        top = max(
+            [seq + last - first for first, last, seq in ack.acked] + [seq for _, seq in ack.duplicates], default=0
+        )
         if top > own_last:
-            return Distrusted(ack, f"names this WAL's seq {top}, past its last seq {own_last}, and no commit "
-                                   "mark confirms it", "own_seq")
+            return Distrusted(
+                ack,
+                f"names this WAL's seq {top}, past its last seq {own_last}, and no commit mark confirms it",
+                "own_seq",
+            )
     return None
 
 

@@ -51,9 +51,12 @@ class Health:
 
     def ready(self) -> tuple[bool, str]:
         live, why = self.live()
-        checks = [(live, why), (self.wal_open, "the WAL is not open"),
-                  (self.broker_answered, "the broker has not answered yet"),
-                  (self.member, "not a member of the consumer group yet")]
+        checks = [
+            (live, why),
+            (self.wal_open, "the WAL is not open"),
+            (self.broker_answered, "the broker has not answered yet"),
+            (self.member, "not a member of the consumer group yet"),
+        ]
         for ok, reason in checks:
             if not ok:
                 return False, reason
@@ -162,8 +165,10 @@ def _handler(health: Health, registry: CollectorRegistry, api: QueryApi) -> type
                 self._json(404, {"error": f"no route POST {self.path}"})
             elif not length.isdigit() or int(length) > MAX_BODY:
                 self.close_connection = True  # the body was not read: the stream is out of step
-                self._json(413 if length.isdigit() else 411, {"error": f"a body of at most {MAX_BODY} bytes, "
-                                                                       "with its Content-Length"})
+                self._json(
+                    413 if length.isdigit() else 411,
+                    {"error": f"a body of at most {MAX_BODY} bytes, with its Content-Length"},
+                )
             else:
                 self._json(*api.post(self.path, self.rfile.read(int(length))))
 

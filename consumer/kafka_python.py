@@ -97,8 +97,10 @@ def _to_kafka(commits: Commits) -> dict[TopicPartition, OffsetAndMetadata]:
     # length counts the C terminator): librdkafka copies read metadata by its length, then
     # reads it as a C string, so a mark without the NUL was read with whatever bytes
     # followed it in memory (a mixed group's librdkafka members lost marks, or failed).
-    return {TopicPartition(topic, partition): OffsetAndMetadata(offset, metadata + "\x00" if metadata else "", -1)
-            for (topic, partition), (offset, metadata) in commits.items()}
+    return {
+        TopicPartition(topic, partition): OffsetAndMetadata(offset, metadata + "\x00" if metadata else "", -1)
+        for (topic, partition), (offset, metadata) in commits.items()
+    }
 
 
 # Options the service sets itself, per client, and why a user may not: each would break an
@@ -121,7 +123,7 @@ RESERVED_PRODUCER = {
     "value_serializer": "the service sends raw bytes",
     "transactional_id": "the service does not use transactions",
     "partitioner": "acks are keyed by source partition and must land on the partition the handoff reads "
-                   "(the default murmur2 partitioner)",
+    "(the default murmur2 partitioner)",
 }
 # A handoff's reads (committed offsets, the reply topic) give up after this: the service
 # then exits 5 (Kafka unavailable) rather than hang inside a rebalance.
@@ -136,8 +138,9 @@ def option_problems(common: dict[str, Any], consumer: dict[str, Any], producer: 
     line per option naming it (empty when nothing is)."""
     problems: list[str] = []
     for table, options, known, reserved in (
-            ("kafka.consumer", consumer, KafkaConsumer.DEFAULT_CONFIG, RESERVED_CONSUMER),
-            ("kafka.producer", producer, KafkaProducer.DEFAULT_CONFIG, RESERVED_PRODUCER)):
+        ("kafka.consumer", consumer, KafkaConsumer.DEFAULT_CONFIG, RESERVED_CONSUMER),
+        ("kafka.producer", producer, KafkaProducer.DEFAULT_CONFIG, RESERVED_PRODUCER),
+    ):
         for name in options:
             if name in reserved:
                 problems.append(f"{table}.{name} cannot be set: {reserved[name]}")
@@ -145,13 +148,20 @@ def option_problems(common: dict[str, Any], consumer: dict[str, Any], producer: 
                 problems.append(f"{table}.{name} is not a kafka-python {table.split('.')[1]} option")
     for name in common:
         if name in RESERVED_CONSUMER or name in RESERVED_PRODUCER:
-            problems.append(f"kafka.{name} cannot be set: "
-                            f"{RESERVED_CONSUMER.get(name) or RESERVED_PRODUCER[name]}")
+            problems.append(f"kafka.{name} cannot be set: {RESERVED_CONSUMER.get(name) or RESERVED_PRODUCER[name]}")
         elif name not in KafkaConsumer.DEFAULT_CONFIG or name not in KafkaProducer.DEFAULT_CONFIG:
-            only = ("consumer" if name in KafkaConsumer.DEFAULT_CONFIG else
-                    "producer" if name in KafkaProducer.DEFAULT_CONFIG else None)
-            problems.append(f"kafka.{name} is an option of the {only} only: put it under [kafka.{only}]" if only
-                            else f"kafka.{name} is not a kafka-python client option")
+            only = (
+                "consumer"
+                if name in KafkaConsumer.DEFAULT_CONFIG
+                else "producer"
+                if name in KafkaProducer.DEFAULT_CONFIG
+                else None
+            )
+            problems.append(
+                f"kafka.{name} is an option of the {only} only: put it under [kafka.{only}]"
+                if only
+                else f"kafka.{name} is not a kafka-python client option"
+            )
     return problems
 
 
@@ -168,8 +178,9 @@ class _RefusalWatch(logging.Handler):
         self.reason = ""
 
     def emit(self, record: logging.LogRecord) -> None:
-        refused = [arg for arg in record.args or () if isinstance(arg, _REFUSALS)] if isinstance(
-            record.args, tuple) else []
+        refused = (
+            [arg for arg in record.args or () if isinstance(arg, _REFUSALS)] if isinstance(record.args, tuple) else []
+        )
         text = record.getMessage() if not refused else ""
         if not refused and "CERTIFICATE_VERIFY_FAILED" not in text:
             return
@@ -190,8 +201,14 @@ REFUSAL_QUIET_S = 30.0  # refusals this far apart are separate episodes
 
 
 class KafkaPythonAdapter:
-    def __init__(self, consumer: KafkaConsumer, producer: KafkaProducer, reader_options: dict[str, Any],
-                 refusals: _RefusalWatch | None = None, refusal_grace_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        consumer: KafkaConsumer,
+        producer: KafkaProducer,
+        reader_options: dict[str, Any],
+        refusals: _RefusalWatch | None = None,
+        refusal_grace_s: float = 30.0,
+    ) -> None:
         self._consumer = consumer
         self._producer = producer
         self._refusals = refusals
@@ -201,9 +218,18 @@ class KafkaPythonAdapter:
         self._reader: KafkaConsumer | None = None  # reads the reply topic at handoffs; made when first needed
 
     @classmethod
-    def connect(cls, *, bootstrap_servers: str, group_id: str, group_instance_id: str | None, client_id: str,
-                max_poll_records: int, consumer_options: dict[str, Any],
-                producer_options: dict[str, Any], refusal_grace_s: float = 30.0) -> KafkaPythonAdapter:
+    def connect(
+        cls,
+        *,
+        bootstrap_servers: str,
+        group_id: str,
+        group_instance_id: str | None,
+        client_id: str,
+        max_poll_records: int,
+        consumer_options: dict[str, Any],
+        producer_options: dict[str, Any],
+        refusal_grace_s: float = 30.0,
+    ) -> KafkaPythonAdapter:
         """Create both clients; KafkaUnavailable when the broker cannot be reached,
         KafkaRefused when it refuses us (an untrusted certificate fails at once; rejected
         credentials once they persist for ``refusal_grace_s``, checked by ``poll``).
@@ -211,44 +237,76 @@ class KafkaPythonAdapter:
         servers = bootstrap_servers.split(",")
         refusals = _watch_refusals()
         try:
-            return cls._connect(servers=servers, group_id=group_id, group_instance_id=group_instance_id,
-                                client_id=client_id, max_poll_records=max_poll_records,
-                                consumer_options=consumer_options, producer_options=producer_options,
-                                refusals=refusals, refusal_grace_s=refusal_grace_s)
+            return cls._connect(
+                servers=servers,
+                group_id=group_id,
+                group_instance_id=group_instance_id,
+                client_id=client_id,
+                max_poll_records=max_poll_records,
+                consumer_options=consumer_options,
+                producer_options=producer_options,
+                refusals=refusals,
+                refusal_grace_s=refusal_grace_s,
+            )
         except ssl.SSLError as exc:
             raise KafkaRefused(f"TLS: {exc} (is ssl_cafile the CA that signed the broker's certificate?)") from exc
 
     @classmethod
-    def _connect(cls, *, servers: list[str], group_id: str, group_instance_id: str | None, client_id: str,
-                 max_poll_records: int, consumer_options: dict[str, Any], producer_options: dict[str, Any],
-                 refusals: _RefusalWatch, refusal_grace_s: float) -> KafkaPythonAdapter:
+    def _connect(
+        cls,
+        *,
+        servers: list[str],
+        group_id: str,
+        group_instance_id: str | None,
+        client_id: str,
+        max_poll_records: int,
+        consumer_options: dict[str, Any],
+        producer_options: dict[str, Any],
+        refusals: _RefusalWatch,
+        refusal_grace_s: float,
+    ) -> KafkaPythonAdapter:
         try:
-            producer = KafkaProducer(**{"client_id": client_id, **PRODUCER_DEFAULTS, **producer_options},
-                                     bootstrap_servers=servers, acks="all")
+            producer = KafkaProducer(
+                **{"client_id": client_id, **PRODUCER_DEFAULTS, **producer_options},
+                bootstrap_servers=servers,
+                acks="all",
+            )
         except ssl.SSLError:
             raise  # an untrusted certificate (also a ValueError): not an option kafka-python refused
         except (KafkaConfigurationError, TypeError, ValueError, AssertionError) as exc:
-            raise KafkaOptionInvalid(f"the Kafka producer refused its options ([kafka], [kafka.producer]): "
-                                     f"{exc!r}") from exc
+            raise KafkaOptionInvalid(
+                f"the Kafka producer refused its options ([kafka], [kafka.producer]): {exc!r}"
+            ) from exc
         except KafkaError as exc:
             raise KafkaUnavailable(f"producer: {exc!r}") from exc
         try:
-            consumer = KafkaConsumer(**{"client_id": client_id, **CONSUMER_DEFAULTS, **consumer_options},
-                                     bootstrap_servers=servers, group_id=group_id,
-                                     group_instance_id=group_instance_id, enable_auto_commit=False,
-                                     auto_offset_reset="earliest", max_poll_records=max_poll_records)
+            consumer = KafkaConsumer(
+                **{"client_id": client_id, **CONSUMER_DEFAULTS, **consumer_options},
+                bootstrap_servers=servers,
+                group_id=group_id,
+                group_instance_id=group_instance_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_records=max_poll_records,
+            )
         except ssl.SSLError:
             producer.close()
             raise
         except (KafkaConfigurationError, TypeError, ValueError, AssertionError) as exc:
             producer.close()
-            raise KafkaOptionInvalid(f"the Kafka consumer refused its options ([kafka], [kafka.consumer]): "
-                                     f"{exc!r}") from exc
+            raise KafkaOptionInvalid(
+                f"the Kafka consumer refused its options ([kafka], [kafka.consumer]): {exc!r}"
+            ) from exc
         except KafkaError as exc:
             producer.close()
             raise KafkaUnavailable(f"consumer: {exc!r}") from exc
-        reader_options = {**consumer_options, "bootstrap_servers": servers, "client_id": f"{client_id}-handoff",
-                          "group_id": None, "enable_auto_commit": False}
+        reader_options = {
+            **consumer_options,
+            "bootstrap_servers": servers,
+            "client_id": f"{client_id}-handoff",
+            "group_id": None,
+            "enable_auto_commit": False,
+        }
         return cls(consumer, producer, reader_options, refusals, refusal_grace_s)
 
     def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None:
@@ -259,9 +317,11 @@ class KafkaPythonAdapter:
         try:
             records = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         except UnsupportedCodecError as exc:
-            raise CodecMissing(f"{exc} (kafka-python decompresses snappy, lz4 and zstd with the python-snappy, "
-                               "lz4 and zstandard packages, which tidal-consumer installs: is this environment "
-                               "missing one?)") from exc
+            raise CodecMissing(
+                f"{exc} (kafka-python decompresses snappy, lz4 and zstd with the python-snappy, "
+                "lz4 and zstandard packages, which tidal-consumer installs: is this environment "
+                "missing one?)"
+            ) from exc
         except KafkaError as exc:
             raise KafkaUnavailable(repr(exc)) from exc
         if self._listener is not None and self._listener.error is not None:
@@ -271,11 +331,13 @@ class KafkaPythonAdapter:
             raise KafkaRefused(f"{self._refusals.reason}, for {self._refusal_grace_s:.0f} s")
         return cast(Poll, records)  # {TopicPartition (a (topic, partition) tuple): [ConsumerRecord]}
 
-    def send(self, topic: str, key: bytes | None, value: bytes | None,
-             headers: Sequence[tuple[str, bytes]] | None = None) -> _Delivery:
+    def send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]] | None = None
+    ) -> _Delivery:
         try:
-            return _Delivery(self._producer.send(topic, key=key, value=value,
-                                                 headers=list(headers) if headers else None))
+            return _Delivery(
+                self._producer.send(topic, key=key, value=value, headers=list(headers) if headers else None)
+            )
         except KafkaError as exc:  # e.g. the send buffer stayed full beyond max_block_ms
             raise KafkaUnavailable(repr(exc)) from exc
 
@@ -302,13 +364,17 @@ class KafkaPythonAdapter:
         except KafkaError as exc:
             raise KafkaUnavailable(repr(exc)) from exc
 
-    def committed(self, partitions: Sequence[Partition],
-                  timeout_s: float | None = None) -> dict[Partition, tuple[int, str] | None]:
+    def committed(
+        self, partitions: Sequence[Partition], timeout_s: float | None = None
+    ) -> dict[Partition, tuple[int, str] | None]:
         timeout_ms = HANDOFF_TIMEOUT_MS if timeout_s is None else int(timeout_s * 1000)
         try:
-            found = {(topic, partition): self._consumer.committed(TopicPartition(topic, partition), metadata=True,
-                                                                  timeout_ms=timeout_ms)
-                     for topic, partition in partitions}
+            found = {
+                (topic, partition): self._consumer.committed(
+                    TopicPartition(topic, partition), metadata=True, timeout_ms=timeout_ms
+                )
+                for topic, partition in partitions
+            }
         except KafkaError as exc:
             raise KafkaUnavailable(repr(exc)) from exc
         return {tp: None if meta is None else (meta.offset, meta.metadata or "") for tp, meta in found.items()}
@@ -361,8 +427,9 @@ class KafkaPythonAdapter:
             deadline = time.monotonic() + HANDOFF_TIMEOUT_MS / 1000
             while reader.position(tp) < end:
                 if time.monotonic() > deadline:
-                    raise KafkaUnavailable(f"reading {topic}:{partition} from {start} to {end} took over "
-                                           f"{HANDOFF_TIMEOUT_MS / 1000:.0f} s")
+                    raise KafkaUnavailable(
+                        f"reading {topic}:{partition} from {start} to {end} took over {HANDOFF_TIMEOUT_MS / 1000:.0f} s"
+                    )
                 for messages in reader.poll(timeout_ms=200, max_records=10_000).values():
                     values.extend(message.value for message in messages if message.offset < end)
             return values

@@ -61,8 +61,9 @@ class Metrics:
         prom.wal_commit_seconds.observe(timings.wal_commit_s)
         prom.poll_to_ack_seconds.observe(timings.poll_to_ack_s)
 
-    def maybe_log(self, lag: Callable[[], dict[tuple[str, int], tuple[int, int]] | None], *,
-                  force: bool = False) -> None:
+    def maybe_log(
+        self, lag: Callable[[], dict[tuple[str, int], tuple[int, int]] | None], *, force: bool = False
+    ) -> None:
         """Sample the gauges about once a second (a scrape sees fresh values) and write the
         progress line every ``interval_s``."""
         now = time.monotonic()
@@ -80,9 +81,16 @@ class Metrics:
         self._on_interval()
         if elapsed < self._interval and not force:
             return
-        log.info("events/s=%.0f stored=%d batches=%d avg_batch=%.0f duplicates=%d redeliveries=%d rejected=%d "
-                 "lag=%s", self.consumed / elapsed if elapsed > 0 else 0.0, self.stored, self.batches,
-                 self.consumed / self.batches if self.batches else 0.0, self.duplicates, self.redeliveries,
-                 self.rejected, "unknown" if current_lag is None else current_lag)
+        log.info(
+            "events/s=%.0f stored=%d batches=%d avg_batch=%.0f duplicates=%d redeliveries=%d rejected=%d lag=%s",
+            self.consumed / elapsed if elapsed > 0 else 0.0,
+            self.stored,
+            self.batches,
+            self.consumed / self.batches if self.batches else 0.0,
+            self.duplicates,
+            self.redeliveries,
+            self.rejected,
+            "unknown" if current_lag is None else current_lag,
+        )
         self._since = now
         self._zero()

@@ -48,9 +48,18 @@ class Timings(NamedTuple):
 
 
 class Pipeline:
-    def __init__(self, wal: Wal, decoder: Decoder, client: KafkaAdapter, *, reply_topic: str, dlq_topic: str,
-                 max_message_bytes: int, after_fsync: Callable[[int], None],
-                 on_durable: Callable[[bytes, list[AppendResult]], None]) -> None:
+    def __init__(
+        self,
+        wal: Wal,
+        decoder: Decoder,
+        client: KafkaAdapter,
+        *,
+        reply_topic: str,
+        dlq_topic: str,
+        max_message_bytes: int,
+        after_fsync: Callable[[int], None],
+        on_durable: Callable[[bytes, list[AppendResult]], None],
+    ) -> None:
         """``after_fsync(n)`` runs after the n-th batch's fsync, before its acks: a test's
         crash point (tests/hooked_service.py); the service passes a no-op. ``on_durable``
         gets each durable batch's WAL rows and results (the store's applier)."""
@@ -74,11 +83,15 @@ class Pipeline:
         with that home, never stored."""
         plan = plan_batch(poll, self._decoder, homes, self._max_dead_letter)
         send = self._client.send
-        deliveries = [send(self._dlq_topic, letter.key, letter.value, letter.headers)
-                      for letter in plan.dead_letters]
+        deliveries = [send(self._dlq_topic, letter.key, letter.value, letter.headers) for letter in plan.dead_letters]
         body = encode_body(plan.records) if plan.records else None
-        return Staged(plan, deliveries, self._wal.submit_encoded(plan.records, body), time.monotonic(),
-                      rows(body) if body is not None else b"")
+        return Staged(
+            plan,
+            deliveries,
+            self._wal.submit_encoded(plan.records, body),
+            time.monotonic(),
+            rows(body) if body is not None else b"",
+        )
 
     def complete(self, staged: Staged) -> tuple[InFlight, BatchCounts, Timings]:
         """Wait for the batch's fsync (raises WalFailed), then send its acks (not waiting
@@ -100,5 +113,8 @@ class Pipeline:
             marks[(ack.topic, ack.partition)] = PartitionMark(seqs[(ack.topic, ack.partition)], delivery)
         timings = Timings(durable_at - staged.staged_at, time.monotonic() - staged.staged_at)
         first_seq = next((result[0] for result in results if not result[1]), 0)  # the first stored anew
-        return (InFlight(staged.plan.commit, deliveries, marks, first_seq), count_outcomes(staged.plan, results),
-                timings)
+        return (
+            InFlight(staged.plan.commit, deliveries, marks, first_seq),
+            count_outcomes(staged.plan, results),
+            timings,
+        )

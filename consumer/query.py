@@ -25,8 +25,9 @@ class QueryError(RuntimeError):
     """The store cannot be read."""
 
 
-def local(settings: Settings, *, entity: int | None, top: int | None, signal: str | None,
-          at_ns: int | None) -> dict[str, Any]:
+def local(
+    settings: Settings, *, entity: int | None, top: int | None, signal: str | None, at_ns: int | None
+) -> dict[str, Any]:
     """The answer of this instance's store alone (read-only, beside the service)."""
     at = time.time_ns() if at_ns is None else at_ns
     try:
@@ -41,17 +42,33 @@ def local(settings: Settings, *, entity: int | None, top: int | None, signal: st
     try:
         applied = store.applied_seq
         if entity is not None:
-            return {"entity_id": entity, "at_ns": at, "applied_seq": applied,
-                    "signals": signals_answer(store.query(entity, at))}
+            return {
+                "entity_id": entity,
+                "at_ns": at,
+                "applied_seq": applied,
+                "signals": signals_answer(store.query(entity, at)),
+            }
         assert top is not None and signal is not None
-        return {"signal": signal, "k": top, "at_ns": at, "applied_seq": applied,
-                "entities": [[e, score] for e, score in store.top(signal, at, top)]}
+        return {
+            "signal": signal,
+            "k": top,
+            "at_ns": at,
+            "applied_seq": applied,
+            "entities": [[e, score] for e, score in store.top(signal, at, top)],
+        }
     finally:
         store.close()
 
 
-def group(client: SignalClient, *, entity: int | None, top: int | None, signal: str | None, at_ns: int | None,
-          after: list[str]) -> GroupAnswer:
+def group(
+    client: SignalClient,
+    *,
+    entity: int | None,
+    top: int | None,
+    signal: str | None,
+    at_ns: int | None,
+    after: list[str],
+) -> GroupAnswer:
     if entity is not None:
         return client.entity(entity, at_ns=at_ns, after=after)
     assert top is not None and signal is not None
@@ -67,8 +84,10 @@ def render(found: dict[str, Any]) -> str:
     result = found.get("result", found)
     if "stores" in found:
         stores = ", ".join(f"{s['wal_id']}@{s['applied_seq']}" for s in found["stores"]) or "none"
-        head = f"{'complete' if found['complete'] else 'INCOMPLETE'} answer at {_when(found['at_ns'])} from " \
-               f"{len(found['stores'])} store(s) ({stores})"
+        head = (
+            f"{'complete' if found['complete'] else 'INCOMPLETE'} answer at {_when(found['at_ns'])} from "
+            f"{len(found['stores'])} store(s) ({stores})"
+        )
         lines = [head]
         if found["missing_wals"]:
             lines.append("  missing stores (WALs that did not answer): " + ", ".join(found["missing_wals"]))
@@ -86,8 +105,11 @@ def render(found: dict[str, Any]) -> str:
     for name, signal in signals.items():
         windows = ", ".join(f"{window}: {count}" for window, count in signal["windows"].items())
         velocity = signal.get("velocity")
-        extra = (f"; velocity {velocity['per_hour']:.1f}/h ({velocity['change']:+d} vs the window before)"
-                 if velocity else "")
+        extra = (
+            f"; velocity {velocity['per_hour']:.1f}/h ({velocity['change']:+d} vs the window before)"
+            if velocity
+            else ""
+        )
         lines.append(f"  {name}: score {signal['score']:.6g} ({signal['count']} events); {windows}{extra}")
     return "\n".join(lines)
 

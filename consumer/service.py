@@ -62,14 +62,24 @@ _FATAL: list[tuple[type[BaseException] | tuple[type[BaseException], ...], ExitCo
     (WalTailLost, ExitCode.WAL_FATAL, "%s"),
     (StoreFailed, ExitCode.STORE, "%s"),
     (DeliveryFailed, ExitCode.DELIVERY, "%s"),
-    (KafkaRefused, ExitCode.KAFKA_REFUSED,
-     "the broker refuses this client: %s; nothing was stored, acked or committed since"),
-    (CodecMissing, ExitCode.CODEC,
-     "cannot read the input: %s; nothing of those records was stored, acked or committed"),
+    (
+        KafkaRefused,
+        ExitCode.KAFKA_REFUSED,
+        "the broker refuses this client: %s; nothing was stored, acked or committed since",
+    ),
+    (
+        CodecMissing,
+        ExitCode.CODEC,
+        "cannot read the input: %s; nothing of those records was stored, acked or committed",
+    ),
     # The client reconnects by itself; this is an outage longer than its own timeouts (e.g.
     # a send buffer full beyond max_block_ms). Nothing unacked is committed.
-    (KafkaUnavailable, ExitCode.KAFKA, "Kafka unavailable beyond the client's timeouts (%s); nothing uncommitted is "
-                                       "lost, restart when the broker is back"),
+    (
+        KafkaUnavailable,
+        ExitCode.KAFKA,
+        "Kafka unavailable beyond the client's timeouts (%s); nothing uncommitted is "
+        "lost, restart when the broker is back",
+    ),
 ]
 _FATAL_ERRORS = tuple(kind for kinds, _, _ in _FATAL for kind in (kinds if isinstance(kinds, tuple) else (kinds,)))
 
@@ -113,8 +123,12 @@ class DrainOnRevoke:
         self._service.prom.rebalances.labels("revoked").inc()
         drained = self._service.drain()
         self._service.takeover.revoked(partitions)
-        log.info("partitions revoked: %s (drained %d batch(es) in flight first: durable, acked and committed "
-                 "unless a warning above says otherwise)", _names(partitions), drained)
+        log.info(
+            "partitions revoked: %s (drained %d batch(es) in flight first: durable, acked and committed "
+            "unless a warning above says otherwise)",
+            _names(partitions),
+            drained,
+        )
 
     def assigned(self, partitions: Sequence[Partition]) -> None:
         log.info("partitions assigned: %s", _names(partitions))
@@ -126,9 +140,14 @@ class DrainOnRevoke:
         for topic, partition in partitions:
             last = stored.get((topic, partition))
             if last is not None:
-                log.info("%s:%d: the WAL holds offsets up to %d; any of them consumed again is acked with "
-                         "its original seq, not stored twice", topic, partition, last,
-                         extra={"topic": topic, "partition": partition, "offset": last})
+                log.info(
+                    "%s:%d: the WAL holds offsets up to %d; any of them consumed again is acked with "
+                    "its original seq, not stored twice",
+                    topic,
+                    partition,
+                    last,
+                    extra={"topic": topic, "partition": partition, "offset": last},
+                )
 
 
 def _names(partitions: Sequence[Partition]) -> str:
@@ -136,10 +155,15 @@ def _names(partitions: Sequence[Partition]) -> str:
 
 
 class Service:
-    def __init__(self, settings: Settings, *, stop: threading.Event | None = None,
-                 adapter_factory: AdapterFactory = backend_adapter,
-                 after_fsync: Callable[[int], None] = _no_hook,
-                 before_commit: Callable[[int], None] = _no_hook) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        stop: threading.Event | None = None,
+        adapter_factory: AdapterFactory = backend_adapter,
+        after_fsync: Callable[[int], None] = _no_hook,
+        before_commit: Callable[[int], None] = _no_hook,
+    ) -> None:
         """``stop``: set to stop (after a drain); the CLI's signal handlers set it.
         ``after_fsync(n)``: called after the n-th batch is durable, before its acks;
         ``before_commit(n)``: after the n-th batch's acks are delivered, before its commit
@@ -171,11 +195,17 @@ class Service:
         endpoints = None
         if self.settings.metrics_port:
             try:
-                endpoints = Endpoints(self.settings.metrics_host, self.settings.metrics_port, self.health,
-                                      self.registry, QueryApi(lambda: self._reader, self._observe_query))
+                endpoints = Endpoints(
+                    self.settings.metrics_host,
+                    self.settings.metrics_port,
+                    self.health,
+                    self.registry,
+                    QueryApi(lambda: self._reader, self._observe_query),
+                )
             except OSError as exc:
-                log.critical("cannot serve metrics_port %s:%d: %s", self.settings.metrics_host,
-                             self.settings.metrics_port, exc)
+                log.critical(
+                    "cannot serve metrics_port %s:%d: %s", self.settings.metrics_host, self.settings.metrics_port, exc
+                )
                 return ExitCode.CONFIG
         try:
             return self._run_with_wal()
@@ -189,10 +219,17 @@ class Service:
             return failed
         self.health.wal_open = True
         settings = self.settings
-        self.prom.info.info({"version": _version(), "wal_id": self.wal.wal_id, "group_id": settings.group_id,
-                             "topics": ",".join(settings.topics), "reply_topic": settings.reply_topic,
-                             "dlq_topic": settings.dlq_topic,
-                             "instance_id": settings.instance_id(self.wal.wal_id) or ""})
+        self.prom.info.info(
+            {
+                "version": _version(),
+                "wal_id": self.wal.wal_id,
+                "group_id": settings.group_id,
+                "topics": ",".join(settings.topics),
+                "reply_topic": settings.reply_topic,
+                "dlq_topic": settings.dlq_topic,
+                "instance_id": settings.instance_id(self.wal.wal_id) or "",
+            }
+        )
         try:
             failed = self._open_store()
             if failed is not None:
@@ -220,13 +257,19 @@ class Service:
             self._applier.start()
             if settings.metrics_port:  # the query API's: no HTTP server, nothing to answer
                 self._group_wals = group = GroupWals(wal.wal_id, settings.topics)
-                self._reader = StoreReader(settings.store_dir(), settings.signal_schema(), wal.wal_id,
-                                           lambda: wal.last_seq, lambda: group.current)
+                self._reader = StoreReader(
+                    settings.store_dir(),
+                    settings.signal_schema(),
+                    wal.wal_id,
+                    lambda: wal.last_seq,
+                    lambda: group.current,
+                )
         except StoreFailed as exc:
             return self._fatal(exc)
         except Exception as exc:  # noqa: BLE001 - RocksDB raises plain Exception
-            return self._fatal(StoreFailed(f"cannot open the signal store in {settings.store_dir()} for queries: "
-                                           f"{exc}"))
+            return self._fatal(
+                StoreFailed(f"cannot open the signal store in {settings.store_dir()} for queries: {exc}")
+            )
         return None
 
     def _close_store(self) -> None:
@@ -252,8 +295,9 @@ class Service:
             return ExitCode.WAL_FATAL
         except OSError as exc:
             if exc.errno in _DISK_FAILING:
-                log.critical("cannot open the WAL in %s: %s (the disk is full or failing); nothing was consumed",
-                             wal_dir, exc)
+                log.critical(
+                    "cannot open the WAL in %s: %s (the disk is full or failing); nothing was consumed", wal_dir, exc
+                )
                 return ExitCode.WAL_FATAL
             log.critical("the WAL directory %s is unusable: %s", wal_dir, exc)
             return ExitCode.WAL_UNUSABLE
@@ -279,22 +323,45 @@ class Service:
 
     def _serve(self, client: KafkaAdapter) -> ExitCode:
         settings = self.settings
-        self._pipeline = Pipeline(self.wal, Decoder(settings.signal_schema(), settings.max_message_bytes), client,
-                                  reply_topic=settings.reply_topic, dlq_topic=settings.dlq_topic,
-                                  max_message_bytes=settings.producer_request_bytes(),
-                                  after_fsync=self._after_fsync, on_durable=self._durable)
-        self.takeover = Takeover(client, self.wal, settings.reply_topic,
-                                 on_voided=self._applier.voided if self._applier else lambda _seqs: None)
-        self._committer = committer = Committer(client, wal_id=self.wal.wal_id, max_in_flight=MAX_IN_FLIGHT_BATCHES,
-                                                retry_for_s=settings.commit_retry_max_s, stop=self.stop,
-                                                before_commit=self._before_commit,
-                                                on_committed=self._committed, on_sync_commit=self._commit_result,
-                                                history=self.takeover.history)
+        self._pipeline = Pipeline(
+            self.wal,
+            Decoder(settings.signal_schema(), settings.max_message_bytes),
+            client,
+            reply_topic=settings.reply_topic,
+            dlq_topic=settings.dlq_topic,
+            max_message_bytes=settings.producer_request_bytes(),
+            after_fsync=self._after_fsync,
+            on_durable=self._durable,
+        )
+        self.takeover = Takeover(
+            client,
+            self.wal,
+            settings.reply_topic,
+            on_voided=self._applier.voided if self._applier else lambda _seqs: None,
+        )
+        self._committer = committer = Committer(
+            client,
+            wal_id=self.wal.wal_id,
+            max_in_flight=MAX_IN_FLIGHT_BATCHES,
+            retry_for_s=settings.commit_retry_max_s,
+            stop=self.stop,
+            before_commit=self._before_commit,
+            on_committed=self._committed,
+            on_sync_commit=self._commit_result,
+            history=self.takeover.history,
+        )
         self._metrics = metrics = Metrics(settings.metrics_interval_s, self.prom, self._sample_gauges)
         client.subscribe(settings.topics, DrainOnRevoke(self))
-        log.info("consuming %s as group %s into WAL %s (%s); acks to %s, rejects to %s; Kafka client %s",
-                 ",".join(settings.topics), settings.group_id, settings.wal_dir, self.wal.wal_id,
-                 settings.reply_topic, settings.dlq_topic, settings.backend)
+        log.info(
+            "consuming %s as group %s into WAL %s (%s); acks to %s, rejects to %s; Kafka client %s",
+            ",".join(settings.topics),
+            settings.group_id,
+            settings.wal_dir,
+            self.wal.wal_id,
+            settings.reply_topic,
+            settings.dlq_topic,
+            settings.backend,
+        )
         # Long-lived objects (the dedup window holds up to millions of keys) would make
         # every full GC pass walk them; freeze what start-up built and collect less often.
         gc.collect()
@@ -309,8 +376,7 @@ class Service:
                 try:
                     poll = client.poll(BUSY_TICK_MS if busy else settings.poll_timeout_ms, settings.max_poll_records)
                 except RegistrationRefused as exc:  # the group moves on: the next poll rejoins
-                    log.warning("%s; nothing of that poll is stored, the partitions come back through the "
-                                "rejoin", exc)
+                    log.warning("%s; nothing of that poll is stored, the partitions come back through the rejoin", exc)
                     continue
                 self.health.loop_turned = time.monotonic()
                 self.health.broker_answered = True

@@ -26,8 +26,15 @@ def gather(settings: Settings) -> dict[str, Any]:
         for partition in partitions:
             commit, end = commits.get(partition), ends[partition][1]
             committed = commit[0] if commit else None
-            rows.append({"topic": partition[0], "partition": partition[1], "committed": committed, "end": end,
-                         "lag": end - (committed or 0)})
+            rows.append(
+                {
+                    "topic": partition[0],
+                    "partition": partition[1],
+                    "committed": committed,
+                    "end": end,
+                    "lag": end - (committed or 0),
+                }
+            )
     finally:
         client.close()
     wal: dict[str, Any] = {"dir": str(settings.wal_dir), "last_seq": None, "newest_event_age_s": None}
@@ -44,9 +51,12 @@ def render(status: dict[str, Any]) -> str:
     lines = [f"group {status['group_id']}", f"{'partition':<32} {'committed':>12} {'end':>12} {'lag':>10}"]
     for row in status["partitions"]:
         committed = "-" if row["committed"] is None else str(row["committed"])
-        lines.append(f"{row['topic'] + ':' + str(row['partition']):<32} {committed:>12} {row['end']:>12} "
-                     f"{row['lag']:>10}")
+        lines.append(
+            f"{row['topic'] + ':' + str(row['partition']):<32} {committed:>12} {row['end']:>12} {row['lag']:>10}"
+        )
     wal = status["wal"]
-    lines.append(f"total lag {status['total_lag']}; WAL {wal['dir']}: last seq {wal['last_seq']}, newest event "
-                 f"{wal['newest_event_age_s']} s old")
+    lines.append(
+        f"total lag {status['total_lag']}; WAL {wal['dir']}: last seq {wal['last_seq']}, newest event "
+        f"{wal['newest_event_age_s']} s old"
+    )
     return "\n".join(lines)

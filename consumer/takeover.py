@@ -57,8 +57,13 @@ LOCAL_MARKS = "COMMITTED.json"
 
 
 class Takeover:
-    def __init__(self, client: KafkaAdapter, wal: Wal, reply_topic: str,
-                 on_voided: Callable[[Sequence[int]], None] = lambda _seqs: None) -> None:
+    def __init__(
+        self,
+        client: KafkaAdapter,
+        wal: Wal,
+        reply_topic: str,
+        on_voided: Callable[[Sequence[int]], None] = lambda _seqs: None,
+    ) -> None:
         """``on_voided(seqs)``: called with the seqs this WAL just voided (the store removes them)."""
         self._on_voided = on_voided
         self._client = client
@@ -111,8 +116,11 @@ class Takeover:
         involved = sorted({*partitions, *held})
         group = self._client.committed(involved)
         marks = {partition: decode_mark(commit[1]) if commit else None for partition, commit in group.items()}
-        lost = [(tail, partition) for partition, mark in marks.items()
-                if (tail := lost_tail(mark, self._wal.wal_id, self._wal.last_seq)) is not None]
+        lost = [
+            (tail, partition)
+            for partition, mark in marks.items()
+            if (tail := lost_tail(mark, self._wal.wal_id, self._wal.last_seq)) is not None
+        ]
         if lost:  # the whole lost range: the highest seq any commit of this WAL names
             (first, _), partition = max(lost, key=lambda item: item[0][1])
             _refuse_if_lost((first, max(tail[1] for tail, _ in lost)), partition, "its offset commits")
@@ -134,7 +142,7 @@ class Takeover:
             held_here = self._wal.stored_at(*partition, own)
             repeat = Homes()
             for run in homes:
-                for first, last in (_around(run, held_here) if run.wal_id == wal_id else [(run.first, run.last)]):
+                for first, last in _around(run, held_here) if run.wal_id == wal_id else [(run.first, run.last)]:
                     repeat.add(run._replace(first=first, last=last, seq=run.seq + first - run.first))
             if repeat:
                 self.homes[partition] = repeat
@@ -144,21 +152,28 @@ class Takeover:
             since = own_commit[0] if own_commit else 0
             if last_held >= since:  # stored past this WAL's own last commit: maybe orphans
                 end = ends[partition][1] if partition in ends else None
-                homes = self._read_homes(partition, decode_mark(own_commit[1]) if own_commit else None, since,
-                                         end, marks.get(partition))
+                homes = self._read_homes(
+                    partition, decode_mark(own_commit[1]) if own_commit else None, since, end, marks.get(partition)
+                )
                 self._void_copies(partition, [run for run in homes if run.wal_id != wal_id])
         return held
 
-    def _uncommitted(self, held: dict[Partition, int], group: dict[Partition, tuple[int, str] | None]
-                     ) -> dict[Partition, tuple[int, int]]:
+    def _uncommitted(
+        self, held: dict[Partition, int], group: dict[Partition, tuple[int, str] | None]
+    ) -> dict[Partition, tuple[int, int]]:
         """Per held partition with events at offsets the group has not committed: the
         lowest such seq and the highest offset held."""
         starts = {partition: commit[0] if (commit := group.get(partition)) else 0 for partition in held}
         lowest = self._wal.lowest_seqs({p: start for p, start in starts.items() if held[p] >= start})
         return {partition: (seq, held[partition]) for partition, seq in lowest.items()}
 
-    def _register(self, partitions: Sequence[Partition], marks: dict[Partition, CommitMark | None],
-                  group: dict[Partition, tuple[int, str] | None], ends: dict[Partition, tuple[int, int]]) -> None:
+    def _register(
+        self,
+        partitions: Sequence[Partition],
+        marks: dict[Partition, CommitMark | None],
+        group: dict[Partition, tuple[int, str] | None],
+        ends: dict[Partition, tuple[int, int]],
+    ) -> None:
         """Name this WAL in the marks of the assigned partitions before it stores (and acks)
         anything of them (consumer.handoff.registration): the commit keeps the group's
         offset (the partition's start when there is none)."""
@@ -174,13 +189,24 @@ class Takeover:
         try:
             self._client.commit_sync(commits)
         except CommitRefused as exc:
-            raise RegistrationRefused(f"registering WAL {self._wal.wal_id} as a store of "
-                                      f"{', '.join(f'{t}:{p}' for t, p in commits)} was refused ({exc})") from exc
-        log.info("registered this WAL in the commit marks of %s (a WAL's acks are believed only once the group's "
-                 "commits name it)", ", ".join(f"{t}:{p}" for t, p in commits))
+            raise RegistrationRefused(
+                f"registering WAL {self._wal.wal_id} as a store of "
+                f"{', '.join(f'{t}:{p}' for t, p in commits)} was refused ({exc})"
+            ) from exc
+        log.info(
+            "registered this WAL in the commit marks of %s (a WAL's acks are believed only once the group's "
+            "commits name it)",
+            ", ".join(f"{t}:{p}" for t, p in commits),
+        )
 
-    def _read_homes(self, partition: Partition, mark: CommitMark | None, from_offset: int, end: int | None,
-                    group_mark: CommitMark | None) -> Homes:
+    def _read_homes(
+        self,
+        partition: Partition,
+        mark: CommitMark | None,
+        from_offset: int,
+        end: int | None,
+        group_mark: CommitMark | None,
+    ) -> Homes:
         """The first home of each of the partition's offsets from ``from_offset``, read from
         the reply topic after ``mark``'s ack; only acks the group's mark and ``end`` make
         believable (consumer.handoff.first_homes), the others reported here."""
@@ -189,8 +215,15 @@ class Takeover:
         if where is None:
             return Homes()
         trusted = group_mark.wals if group_mark is not None else frozenset()
-        reading = first_homes(self._client.read_from(self._reply_topic, *where), topic, number, from_offset,
-                              end=end, trusted=trusted, own=(self._wal.wal_id, self._wal.last_seq))
+        reading = first_homes(
+            self._client.read_from(self._reply_topic, *where),
+            topic,
+            number,
+            from_offset,
+            end=end,
+            trusted=trusted,
+            own=(self._wal.wal_id, self._wal.last_seq),
+        )
         if reading.distrusted:
             _report(partition, self._reply_topic, reading.distrusted)
         return reading.homes
@@ -213,21 +246,33 @@ class Takeover:
         first = min(copies)
         run = next(run for run in foreign if run.first <= first <= run.last)
         home = Stored(run.wal_id, run.seq + first - run.first, run.duplicate)
-        voided = self._wal.void(sorted(copies.values()), f"{topic}:{number} offsets acked first by WAL "
-                                f"{home.wal_id} (offset {first} as seq {home.seq})")
+        voided = self._wal.void(
+            sorted(copies.values()),
+            f"{topic}:{number} offsets acked first by WAL {home.wal_id} (offset {first} as seq {home.seq})",
+        )
         if voided:
             self._on_voided(voided)
-            log.warning("%s:%d: %d event(s) this WAL stored were acked first by another WAL (offset %d: %s seq %d); "
-                        "voided here: %s", topic, number, len(voided), first, home.wal_id, home.seq,
-                        _ranges(voided), extra={"topic": topic, "partition": number, "offset": first,
-                                                "seq": home.seq, "wal_id": home.wal_id})
+            log.warning(
+                "%s:%d: %d event(s) this WAL stored were acked first by another WAL (offset %d: %s seq %d); "
+                "voided here: %s",
+                topic,
+                number,
+                len(voided),
+                first,
+                home.wal_id,
+                home.seq,
+                _ranges(voided),
+                extra={"topic": topic, "partition": number, "offset": first, "seq": home.seq, "wal_id": home.wal_id},
+            )
 
 
 def _load(path: Path) -> dict[Partition, tuple[int, str]]:
     with contextlib.suppress(FileNotFoundError, ValueError, TypeError, AttributeError):
         found = json.loads(path.read_text())
-        return {(key.split("\x00")[0], int(key.split("\x00")[1])): (int(value[0]), str(value[1]))
-                for key, value in found.items()}
+        return {
+            (key.split("\x00")[0], int(key.split("\x00")[1])): (int(value[0]), str(value[1]))
+            for key, value in found.items()
+        }
     return {}
 
 
@@ -252,19 +297,28 @@ def _report(partition: Partition, reply_topic: str, distrusted: list[Distrusted]
         found = [item for item in distrusted if item.kind == kind]
         if found:
             own = kind == "own_seq"
-            log.log(logging.ERROR if own else logging.WARNING,
-                    "%s:%d: %d ack(s) on %s not believed (first: %s); their offsets are stored and acked as if "
-                    "never acked (docs/acks.md, what is believed)%s", topic, number, len(found), reply_topic,
-                    found[0].reason, "; if this WAL lost its last segments, restore them (docs/operations.md, WAL "
-                    "trouble)" if own else "", extra={"topic": topic, "partition": number})
+            log.log(
+                logging.ERROR if own else logging.WARNING,
+                "%s:%d: %d ack(s) on %s not believed (first: %s); their offsets are stored and acked as if "
+                "never acked (docs/acks.md, what is believed)%s",
+                topic,
+                number,
+                len(found),
+                reply_topic,
+                found[0].reason,
+                "; if this WAL lost its last segments, restore them (docs/operations.md, WAL trouble)" if own else "",
+                extra={"topic": topic, "partition": number},
+            )
 
 
 def _refuse_if_lost(lost: tuple[int, int] | None, partition: Partition, witness: str) -> None:
     if lost is not None:
-        raise WalTailLost(f"this WAL lost acknowledged events: seqs {lost[0]}..{lost[1]} are acknowledged "
-                          f"({witness}, {partition[0]}:{partition[1]}) but the WAL ends at seq {lost[0] - 1}; refusing "
-                          "to run so those (wal_id, seq) pairs are never given to other events. Restore the "
-                          "WAL's missing segments (docs/operations.md, WAL trouble)")
+        raise WalTailLost(
+            f"this WAL lost acknowledged events: seqs {lost[0]}..{lost[1]} are acknowledged "
+            f"({witness}, {partition[0]}:{partition[1]}) but the WAL ends at seq {lost[0] - 1}; refusing "
+            "to run so those (wal_id, seq) pairs are never given to other events. Restore the "
+            "WAL's missing segments (docs/operations.md, WAL trouble)"
+        )
 
 
 def _ranges(seqs: Sequence[int]) -> str:

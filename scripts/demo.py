@@ -50,10 +50,21 @@ def main() -> int:
         log = (ROOT / "wal-demo.log").open("wb")
         metrics_port = kafka_local.free_port()  # the example config's 9400 may be taken on this machine
         service = subprocess.Popen(
-            [str(BIN / "tidal-consumer"), "run", "--config", str(ROOT / "config" / "consumer.toml"),
-             "--bootstrap-servers", bootstrap, "--wal-dir", str(WAL_DIR)],
+            [
+                str(BIN / "tidal-consumer"),
+                "run",
+                "--config",
+                str(ROOT / "config" / "consumer.toml"),
+                "--bootstrap-servers",
+                bootstrap,
+                "--wal-dir",
+                str(WAL_DIR),
+            ],
             env={**os.environ, "TIDAL_METRICS_PORT": str(metrics_port)},
-            stdout=log, stderr=subprocess.STDOUT, preexec_fn=kafka_local.die_with_parent)  # noqa: PLW1509
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=kafka_local.die_with_parent,  # noqa: PLW1509
+        )
         try:
             code = drive(bootstrap, service)
             show_metrics(metrics_port)
@@ -66,8 +77,9 @@ def main() -> int:
             return code
         print(f"service stopped with exit code {service.returncode} (0 = drained, acked, committed)")
         say(f"tidal-consumer query --entity {QUERIED} (the signal store the WAL was applied into)")
-        subprocess.run([str(BIN / "tidal-consumer"), "query", "--entity", str(QUERIED), "--wal-dir", str(WAL_DIR)],
-                       check=True)
+        subprocess.run(
+            [str(BIN / "tidal-consumer"), "query", "--entity", str(QUERIED), "--wal-dir", str(WAL_DIR)], check=True
+        )
         say(f"walcore verify {WAL_DIR.relative_to(ROOT)}")
         verify = subprocess.run([str(BIN / "walcore"), "verify", str(WAL_DIR)], check=False)
         say("stopping the broker")
@@ -77,8 +89,12 @@ def main() -> int:
 
 def show_metrics(port: int) -> None:
     say(f"a few of the service's metrics (http://127.0.0.1:{port}/metrics) and its readiness (/readyz)")
-    wanted = ("tidal_events_consumed_total ", "tidal_events_stored_total ", "tidal_events_duplicate_total ",
-              "tidal_wal_last_seq ")
+    wanted = (
+        "tidal_events_consumed_total ",
+        "tidal_events_stored_total ",
+        "tidal_events_duplicate_total ",
+        "tidal_wal_last_seq ",
+    )
     deadline = time.monotonic() + 5
     while True:  # gauges are sampled about once a second: wait for the WAL's 3,000
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
@@ -96,9 +112,16 @@ def show_metrics(port: int) -> None:
 def drive(bootstrap: str, service: subprocess.Popen[bytes]) -> int:
     rng = random.Random(7)
     now = time.time_ns()
-    events = [{"entity_id": rng.randrange(1, 10_000), "signal_type": rng.choice(SIGNALS),
-               "weight": round(rng.uniform(0.1, 5.0), 3), "timestamp_nanos": now + i,
-               "event_id": f"demo-{i}"} for i in range(3000)]
+    events = [
+        {
+            "entity_id": rng.randrange(1, 10_000),
+            "signal_type": rng.choice(SIGNALS),
+            "weight": round(rng.uniform(0.1, 5.0), 3),
+            "timestamp_nanos": now + i,
+            "event_id": f"demo-{i}",
+        }
+        for i in range(3000)
+    ]
     for i, event in enumerate(events[:15]):
         event.update(entity_id=QUERIED, signal_type=SIGNALS[i % 5])
     say("sending 3,000 events, 150 producer retries (same event_id) and 40 unknown signal types")
@@ -106,8 +129,7 @@ def drive(bootstrap: str, service: subprocess.Popen[bytes]) -> int:
     with DurableProducer(bootstrap, TOPIC, ACKS, ack_timeout=60) as producer:
         futures = [producer.send(e) for e in events]
         retries = [producer.send(events[i]) for i in rng.sample(range(3000), 150)]
-        unknown = [producer.send({**events[i], "signal_type": "teleport", "event_id": f"bad-{i}"})
-                   for i in range(40)]
+        unknown = [producer.send({**events[i], "signal_type": "teleport", "event_id": f"bad-{i}"}) for i in range(40)]
         wait(futures + retries + unknown, timeout=120)
         if service.poll() is not None:
             print(f"the service exited early with {service.returncode}; see wal-demo.log")
@@ -119,11 +141,14 @@ def drive(bootstrap: str, service: subprocess.Popen[bytes]) -> int:
     print(f"all {len(results) + len(dup_results) + len(rejected)} sends resolved in {elapsed:.1f}s")
     seqs = sorted(r.seq for r in results)
     print(f"durable: {len(results)} events, seqs {seqs[0]}..{seqs[-1]} in WAL {results[0].wal_id}")
-    print(f"   e.g. event demo-0 -> partition {results[0].partition} offset {results[0].offset} -> seq "
-          f"{results[0].seq}")
+    print(
+        f"   e.g. event demo-0 -> partition {results[0].partition} offset {results[0].offset} -> seq {results[0].seq}"
+    )
     assert all(r.duplicate for r in dup_results), "every retry must be flagged duplicate"
-    print(f"duplicates: {len(dup_results)} retries acked with their original seq "
-          f"(e.g. seq {dup_results[0].seq}, duplicate={dup_results[0].duplicate})")
+    print(
+        f"duplicates: {len(dup_results)} retries acked with their original seq "
+        f"(e.g. seq {dup_results[0].seq}, duplicate={dup_results[0].duplicate})"
+    )
     assert all(isinstance(r, EventRejected) for r in rejected)
     print(f"rejected: {len(rejected)}, e.g. {rejected[0].reason!r}")
 

@@ -96,17 +96,21 @@ def ensure_jars() -> Path:
     cache_dir().mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="libs-", dir=cache_dir()))
     cmd = [
-        "mvn", "-q", "-B", "-f", str(KAFKA_DIR / "pom.xml"),
-        "dependency:copy-dependencies", f"-Dkafka.version={KAFKA_VERSION}",
-        "-DincludeScope=runtime", f"-DoutputDirectory={tmp}",
+        "mvn",
+        "-q",
+        "-B",
+        "-f",
+        str(KAFKA_DIR / "pom.xml"),
+        "dependency:copy-dependencies",
+        f"-Dkafka.version={KAFKA_VERSION}",
+        "-DincludeScope=runtime",
+        f"-DoutputDirectory={tmp}",
     ]
     print(f"kafka: downloading Apache Kafka {KAFKA_VERSION} jars (once) ...", file=sys.stderr)
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0 or not any(tmp.glob("kafka_2.13-*.jar")):
         shutil.rmtree(tmp, ignore_errors=True)
-        raise BrokerUnavailable(
-            f"Downloading the Kafka jars failed ({' '.join(cmd)}):\n{proc.stdout}{proc.stderr}"
-        )
+        raise BrokerUnavailable(f"Downloading the Kafka jars failed ({' '.join(cmd)}):\n{proc.stdout}{proc.stderr}")
     (tmp / ".complete").write_text(KAFKA_VERSION)
     shutil.rmtree(libs, ignore_errors=True)
     tmp.rename(libs)
@@ -125,33 +129,39 @@ class SecureListener(NamedTuple):
 
 def _server_properties(port: int, controller_port: int, data_dir: Path, secure: SecureListener | None) -> str:
     listeners = f"PLAINTEXT://127.0.0.1:{port}" + (f",SASL_SSL://127.0.0.1:{secure.port}" if secure else "")
-    secure_lines = [
-        "sasl.enabled.mechanisms=SCRAM-SHA-512",
-        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
-        "org.apache.kafka.common.security.scram.ScramLoginModule required;",
-        "ssl.keystore.type=PEM",
-        f"ssl.keystore.location={secure.keystore}",
-    ] if secure else []
-    return "\n".join([
-        "process.roles=broker,controller",
-        "node.id=1",
-        f"controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}",
-        f"listeners={listeners},CONTROLLER://127.0.0.1:{controller_port}",
-        f"advertised.listeners={listeners}",
-        "controller.listener.names=CONTROLLER",
-        "inter.broker.listener.name=PLAINTEXT",
-        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL",
-        *secure_lines,
-        f"log.dirs={data_dir / 'logs'}",
-        "num.partitions=1",
-        "offsets.topic.replication.factor=1",
-        "offsets.topic.num.partitions=4",
-        "transaction.state.log.replication.factor=1",
-        "transaction.state.log.min.isr=1",
-        "group.initial.rebalance.delay.ms=0",
-        "auto.create.topics.enable=true",
-        "",
-    ])
+    secure_lines = (
+        [
+            "sasl.enabled.mechanisms=SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.location={secure.keystore}",
+        ]
+        if secure
+        else []
+    )
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}",
+            f"listeners={listeners},CONTROLLER://127.0.0.1:{controller_port}",
+            f"advertised.listeners={listeners}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL",
+            *secure_lines,
+            f"log.dirs={data_dir / 'logs'}",
+            "num.partitions=1",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=4",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            "auto.create.topics.enable=true",
+            "",
+        ]
+    )
 
 
 _LOG4J = """\
@@ -197,8 +207,9 @@ class JarBroker:
             self.process.wait(timeout=1)
 
 
-def start_jar_broker(data_dir: Path, port: int, *, tied_to_parent: bool,
-                     secure: SecureListener | None = None) -> JarBroker:
+def start_jar_broker(
+    data_dir: Path, port: int, *, tied_to_parent: bool, secure: SecureListener | None = None
+) -> JarBroker:
     """Format a fresh KRaft log dir and start the broker; returns once it serves."""
     controller_port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -214,10 +225,24 @@ def start_jar_broker(data_dir: Path, port: int, *, tied_to_parent: bool,
     while cluster_id.startswith("-"):
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     fmt = subprocess.run(
-        [*_java(data_dir), "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(props),
-         *(arg for name, password in (secure.users if secure else {}).items()
-           for arg in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]"))],
-        capture_output=True, text=True, check=False,
+        [
+            *_java(data_dir),
+            "kafka.tools.StorageTool",
+            "format",
+            "--standalone",
+            "-t",
+            cluster_id,
+            "-c",
+            str(props),
+            *(
+                arg
+                for name, password in (secure.users if secure else {}).items()
+                for arg in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]")
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if fmt.returncode != 0:
         raise BrokerUnavailable(f"kafka StorageTool format failed:\n{fmt.stdout}{fmt.stderr}")
@@ -231,8 +256,16 @@ def restart_jar_broker(broker: JarBroker, *, tied_to_parent: bool = True) -> Jar
 
 
 def _java(data_dir: Path) -> list[str]:
-    return ["java", "-Xmx512m", "-Xms128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-            f"-Dlog4j.configuration=file:{data_dir / 'log4j.properties'}", "-cp", f"{ensure_jars()}/*"]
+    return [
+        "java",
+        "-Xmx512m",
+        "-Xms128m",
+        "-XX:+UseSerialGC",
+        "-XX:TieredStopAtLevel=1",
+        f"-Dlog4j.configuration=file:{data_dir / 'log4j.properties'}",
+        "-cp",
+        f"{ensure_jars()}/*",
+    ]
 
 
 def _launch(data_dir: Path, port: int, *, tied_to_parent: bool) -> JarBroker:
@@ -241,7 +274,9 @@ def _launch(data_dir: Path, port: int, *, tied_to_parent: bool) -> JarBroker:
     out = log_file.open("ab")
     process = subprocess.Popen(
         [*_java(data_dir), "kafka.Kafka", str(data_dir / "server.properties")],
-        stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
         preexec_fn=die_with_parent if tied_to_parent else None,  # noqa: PLW1509
         start_new_session=not tied_to_parent,
     )
@@ -262,7 +297,7 @@ def _await_ready(broker: JarBroker) -> None:
             raise BrokerUnavailable(
                 f"Kafka broker exited with {broker.process.returncode} during start:\n{broker.log_tail()}"
             )
-        if READY_LINE.encode() in broker.log_file.read_bytes()[broker.log_start:] and port_open(broker.port):
+        if READY_LINE.encode() in broker.log_file.read_bytes()[broker.log_start :] and port_open(broker.port):
             return
         # The broker writes its log as it starts; re-reading a small file every 50 ms
         # is an await on that event, not a fixed sleep.
@@ -373,8 +408,12 @@ def _pid_file() -> Path:
 def up(port: int) -> str:
     bootstrap = f"127.0.0.1:{port}"
     if docker_available():
-        subprocess.run(["docker", "compose", "up", "-d", "--wait", "kafka", "kafka-init"],
-                       cwd=ROOT, check=True, env={**os.environ, "KAFKA_PORT": str(port)})
+        subprocess.run(
+            ["docker", "compose", "up", "-d", "--wait", "kafka", "kafka-init"],
+            cwd=ROOT,
+            check=True,
+            env={**os.environ, "KAFKA_PORT": str(port)},
+        )
         return bootstrap
     pid_file = _pid_file()
     if pid_file.exists():
@@ -425,8 +464,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             started = time.monotonic()
             bootstrap = up(args.port)
-            print(f"kafka: {bootstrap} (Apache Kafka {KAFKA_VERSION}, ready in {time.monotonic() - started:.1f}s)",
-                  file=sys.stderr)
+            print(
+                f"kafka: {bootstrap} (Apache Kafka {KAFKA_VERSION}, ready in {time.monotonic() - started:.1f}s)",
+                file=sys.stderr,
+            )
             print(bootstrap)
         elif args.command == "down":
             down()

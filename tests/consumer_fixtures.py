@@ -22,11 +22,17 @@ class Topics:
     group: str
 
     def service(self, wal_dir: Path, **kwargs: object) -> Service:
-        return Service(self.bootstrap, self.signals, wal_dir, group=self.group, reply=self.reply, dlq=self.dlq,
-                       **kwargs)  # type: ignore[arg-type]
+        return Service(
+            self.bootstrap, self.signals, wal_dir, group=self.group, reply=self.reply, dlq=self.dlq, **kwargs
+        )  # type: ignore[arg-type]
 
 
 @pytest.fixture
 def topics(kafka_bootstrap: str, make_topic: Callable[..., str]) -> Topics:
-    return Topics(kafka_bootstrap, make_topic("signals", PARTITIONS), make_topic("acks", PARTITIONS),
-                  make_topic("dlq", 1), f"group-{uuid.uuid4().hex[:8]}")
+    return Topics(
+        kafka_bootstrap,
+        make_topic("signals", PARTITIONS),
+        make_topic("acks", PARTITIONS),
+        make_topic("dlq", 1),
+        f"group-{uuid.uuid4().hex[:8]}",
+    )

@@ -65,10 +65,14 @@ def failing_fdatasync(fd: int) -> None:
 
 
 if __name__ == "__main__":
-    hooks = {hook: crash_after(int(os.environ[variable]), await_staged=hook == "before_commit")
-             for hook, variable in (("after_fsync", "TIDAL_TEST_CRASH_AFTER_FSYNC"),
-                                    ("before_commit", "TIDAL_TEST_CRASH_BEFORE_COMMIT"))
-             if os.environ.get(variable)}
+    hooks = {
+        hook: crash_after(int(os.environ[variable]), await_staged=hook == "before_commit")
+        for hook, variable in (
+            ("after_fsync", "TIDAL_TEST_CRASH_AFTER_FSYNC"),
+            ("before_commit", "TIDAL_TEST_CRASH_BEFORE_COMMIT"),
+        )
+        if os.environ.get(variable)
+    }
     Pipeline.stage = _remember(Pipeline.stage)  # type: ignore[method-assign]
     if os.environ.get("TIDAL_TEST_FSYNC_EIO"):
         os.fdatasync = failing_fdatasync

@@ -30,8 +30,12 @@ STARTED: list[Service] = []  # killed after each test by tests/consumer/conftest
 
 
 def event(i: int, **overrides: Any) -> dict[str, Any]:
-    value = {"entity_id": i, "signal_type": ["view", "click", "like", "share", "purchase"][i % 5],
-             "weight": 1.0 + i % 7, "timestamp_nanos": 1_700_000_000_000_000_000 + i}
+    value = {
+        "entity_id": i,
+        "signal_type": ["view", "click", "like", "share", "purchase"][i % 5],
+        "weight": 1.0 + i % 7,
+        "timestamp_nanos": 1_700_000_000_000_000_000 + i,
+    }
     value.update(overrides)
     return value
 
@@ -55,17 +59,31 @@ def consumer_options(backend: str | None = None, **options: int) -> str:
     ``session_timeout_ms``) in the names of ``backend`` (default: the one the test runs,
     TIDAL_BACKEND): librdkafka's are the same words joined by dots."""
     confluent = (backend or os.environ.get("TIDAL_BACKEND")) == "confluent"
-    lines = [f'"{name.replace("_", ".")}" = {value}' if confluent else f"{name} = {value}"
-             for name, value in options.items()]
+    lines = [
+        f'"{name.replace("_", ".")}" = {value}' if confluent else f"{name} = {value}" for name, value in options.items()
+    ]
     return "[kafka.consumer]\n" + "\n".join(lines) + "\n"
 
 
 class Service:
     """`tidal-consumer run` in a subprocess; its log goes to a file tests can await."""
 
-    def __init__(self, bootstrap: str, topic: str, wal_dir: Path, *, group: str, reply: str, dlq: str,
-                 env: dict[str, str] | None = None, extra: list[str] | None = None, hooked: bool = False,
-                 log_dir: Path | None = None, unprivileged: bool = False, own_group: bool = False) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        wal_dir: Path,
+        *,
+        group: str,
+        reply: str,
+        dlq: str,
+        env: dict[str, str] | None = None,
+        extra: list[str] | None = None,
+        hooked: bool = False,
+        log_dir: Path | None = None,
+        unprivileged: bool = False,
+        own_group: bool = False,
+    ) -> None:
         """``hooked``: run tests/hooked_service.py (the CLI with the faults its ``env`` asks for).
         The log goes beside the WAL directory unless ``log_dir`` says where. ``unprivileged``:
         without any capability (root then obeys file permissions like any user). ``own_group``:
@@ -76,9 +94,25 @@ class Service:
         if unprivileged:
             command = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--", *command]
         self.process = subprocess.Popen(
-            [*command, "run", "--bootstrap-servers", bootstrap, "--topic", topic, "--group-id", group,
-             "--reply-topic", reply, "--dlq-topic", dlq, "--wal-dir", str(wal_dir), *(extra or [])],
-            stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                *command,
+                "run",
+                "--bootstrap-servers",
+                bootstrap,
+                "--topic",
+                topic,
+                "--group-id",
+                group,
+                "--reply-topic",
+                reply,
+                "--dlq-topic",
+                dlq,
+                "--wal-dir",
+                str(wal_dir),
+                *(extra or []),
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             env={**os.environ, "TIDAL_METRICS_INTERVAL_S": "1", **(env or {})},
             # an interrupted test run leaves no service behind
             preexec_fn=kafka_local.die_with_parent,  # noqa: PLW1509 - prctl only, async-signal-safe
@@ -137,8 +171,11 @@ def metric_totals(log: str) -> dict[str, float]:
         if "events/s=" not in line:
             continue
         for name, value in METRIC.findall(line):
-            totals[name] = max(totals.get(name, 0.0), float(value)) if name == "events/s" else (
-                totals.get(name, 0.0) + float(value))
+            totals[name] = (
+                max(totals.get(name, 0.0), float(value))
+                if name == "events/s"
+                else (totals.get(name, 0.0) + float(value))
+            )
     return totals
 
 

@@ -26,16 +26,24 @@ def exported_names() -> set[str]:
     ServiceMetrics(registry)
     names: set[str] = set()
     for family in registry.collect():
-        suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "info": ("_info",),
-                    "gauge": ("",)}[family.type]
+        suffixes = {
+            "counter": ("_total",),
+            "histogram": ("_bucket", "_count", "_sum"),
+            "info": ("_info",),
+            "gauge": ("",),
+        }[family.type]
         names.update(family.name + suffix for suffix in suffixes)
     return names
 
 
 def test_every_metric_the_dashboard_queries_is_exported() -> None:
     dashboard = json.loads((ROOT / "deploy" / "grafana" / "tidal-consumer.json").read_text())
-    queried = {name for panel in dashboard["panels"] for target in panel["targets"]
-               for name in re.findall(r"\btidal_[a-z_]+", target["expr"])}
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\btidal_[a-z_]+", target["expr"])
+    }
     assert queried, "the dashboard queries nothing"
     assert queried - exported_names() == set()
 

@@ -20,9 +20,13 @@ from walcore.storage.signals import NANOS, lambda_per_ns
 
 def records(n: int, start: int = 0, *, topic: str | None = "signals", partition: int = 0) -> list[EventRecord]:
     return [
-        EventRecord(entity_id=1000 + i, signal_type=i % 5, weight=0.5 + i,
-                    timestamp_nanos=1_700_000_000_000_000_000 + i,
-                    source=None if topic is None else SourcePosition(topic, partition, i))
+        EventRecord(
+            entity_id=1000 + i,
+            signal_type=i % 5,
+            weight=0.5 + i,
+            timestamp_nanos=1_700_000_000_000_000_000 + i,
+            source=None if topic is None else SourcePosition(topic, partition, i),
+        )
         for i in range(start, start + n)
     ]
 
@@ -51,18 +55,25 @@ def version_1_frame(batch: list[EventRecord], base_seq: int, batch_ts: int) -> b
     """A frame as walcore wrote it before the row layout, built from the spec in
     docs/wal-format.md (fixed fields column by column), not by the codec under test."""
     n = len(batch)
-    columns = struct.pack(f"<{n}Q{n}Q{n}d{n}H", *(r.entity_id for r in batch), *(r.timestamp_nanos for r in batch),
-                          *(r.weight for r in batch), *(r.signal_type for r in batch))
+    columns = struct.pack(
+        f"<{n}Q{n}Q{n}d{n}H",
+        *(r.entity_id for r in batch),
+        *(r.timestamp_nanos for r in batch),
+        *(r.weight for r in batch),
+        *(r.signal_type for r in batch),
+    )
     sections = encode_body(batch)
-    body = columns + sections.data[26 * n:]  # the event-id and source sections did not change
-    head = struct.pack("<IBBHIIQQIII", MAGIC, 1, 1, 0, len(body), n, base_seq, batch_ts, sections.ids_len,
-                       sections.src_len, 0)
+    body = columns + sections.data[26 * n :]  # the event-id and source sections did not change
+    head = struct.pack(
+        "<IBBHIIQQIII", MAGIC, 1, 1, 0, len(body), n, base_seq, batch_ts, sections.ids_len, sections.src_len, 0
+    )
     head += struct.pack("<I", zlib.crc32(head))
     return head + body + blake3.blake3(head + body).digest()
 
 
-def naive_signals(events: Iterable[EventRecord], entity: int, at: int,
-                  schema: Schema) -> dict[str, tuple[float, dict[int, int], tuple[float, int] | None]]:
+def naive_signals(
+    events: Iterable[EventRecord], entity: int, at: int, schema: Schema
+) -> dict[str, tuple[float, dict[int, int], tuple[float, int] | None]]:
     """From the definition: per signal type of ``entity`` with events at or before ``at``
     (any, with none at or before ``at``: score 0, windows 0), its decayed score, window
     counts and velocity."""
@@ -93,12 +104,14 @@ def naive_ranking(events: Iterable[EventRecord], signal_type: int, lam: float, a
     for record in events:
         if record.signal_type == signal_type and record.timestamp_nanos <= at:
             terms.setdefault(record.entity_id, []).append(
-                record.weight * math.exp(-lam * (at - record.timestamp_nanos)))
+                record.weight * math.exp(-lam * (at - record.timestamp_nanos))
+            )
     return sorted(((entity, math.fsum(found)) for entity, found in terms.items()), key=lambda e: (-e[1], e[0]))
 
 
-def assert_same_ranking(got: list[tuple[int, float]], expected: list[tuple[int, float]], k: int,
-                        tolerance: float = 1e-9) -> None:
+def assert_same_ranking(
+    got: list[tuple[int, float]], expected: list[tuple[int, float]], k: int, tolerance: float = 1e-9
+) -> None:
     """``got`` is the top ``k`` of ``expected`` (a whole naive ranking): the same scores
     position by position, each entity with its own score, and the same entities except
     where scores tie within the rounding ``tolerance`` at the k-th place."""
@@ -111,4 +124,4 @@ def assert_same_ranking(got: list[tuple[int, float]], expected: list[tuple[int, 
     if want:
         boundary = want[-1][1]
         close = abs(boundary) * tolerance + tolerance
-        assert ({e for e, s in got if abs(s - boundary) > close} == {e for e, s in want if abs(s - boundary) > close})
+        assert {e for e, s in got if abs(s - boundary) > close} == {e for e, s in want if abs(s - boundary) > close}

@@ -27,8 +27,9 @@ def encode_checkpoint(seq: int) -> bytes:
 
 def decode_checkpoint(data: bytes, path: Path) -> int:
     if len(data) != _LAYOUT.size:
-        raise WalCorruption(path, min(len(data), _LAYOUT.size), f"checkpoint is {len(data)} bytes, "
-                            f"expected {_LAYOUT.size}")
+        raise WalCorruption(
+            path, min(len(data), _LAYOUT.size), f"checkpoint is {len(data)} bytes, expected {_LAYOUT.size}"
+        )
     magic, version, seq, crc = _LAYOUT.unpack(data)
     if magic != _MAGIC or version != 1 or zlib.crc32(data[:16]) != crc:
         raise WalCorruption(path, 0, "checkpoint magic/version/checksum mismatch")

@@ -33,11 +33,12 @@ def cmd_verify(directory: Path) -> int:
     scan = _scan(directory)
     events = scan.next_seq - scan.first_seq
     if scan.torn is not None:
-        print(f"DAMAGED: {scan.torn.describe()}; opening the WAL cuts it (keeping a .broken copy)",
-              file=sys.stderr)
+        print(f"DAMAGED: {scan.torn.describe()}; opening the WAL cuts it (keeping a .broken copy)", file=sys.stderr)
         return 1
-    print(f"OK: {len(scan.segments)} segment(s), {scan.frame_count} frame(s), {events} event(s), "
-          f"seqs {scan.first_seq}..{scan.next_seq - 1}, every BLAKE3 digest verified")
+    print(
+        f"OK: {len(scan.segments)} segment(s), {scan.frame_count} frame(s), {events} event(s), "
+        f"seqs {scan.first_seq}..{scan.next_seq - 1}, every BLAKE3 digest verified"
+    )
     return 0
 
 
@@ -50,20 +51,26 @@ def cmd_dump(directory: Path, from_seq: int, as_json: bool) -> int:
         source = record.source
         voided = seq in scan.voided
         row = {
-            "seq": seq, "entity_id": record.entity_id, "signal_type": record.signal_type,
-            "weight": record.weight, "timestamp_nanos": record.timestamp_nanos,
+            "seq": seq,
+            "entity_id": record.entity_id,
+            "signal_type": record.signal_type,
+            "weight": record.weight,
+            "timestamp_nanos": record.timestamp_nanos,
             "event_id": record.event_id,
-            "source": None if source is None else
-            {"topic": source.topic, "partition": source.partition, "offset": source.offset},
+            "source": None
+            if source is None
+            else {"topic": source.topic, "partition": source.partition, "offset": source.offset},
             "voided": voided,
         }
         if as_json:
             out.write(json.dumps(row, separators=(",", ":")) + "\n")
         else:
             where = "-" if source is None else f"{source.topic}:{source.partition}@{source.offset}"
-            out.write(f"{seq}\t{record.entity_id}\t{record.signal_type}\t{record.weight!r}\t"
-                      f"{record.timestamp_nanos}\t{record.event_id or '-'}\t{where}"
-                      f"{chr(9) + 'VOIDED' if voided else ''}\n")
+            out.write(
+                f"{seq}\t{record.entity_id}\t{record.signal_type}\t{record.weight!r}\t"
+                f"{record.timestamp_nanos}\t{record.event_id or '-'}\t{where}"
+                f"{chr(9) + 'VOIDED' if voided else ''}\n"
+            )
     if scan.torn is not None:
         print(f"warning: stopped at {scan.torn.describe()}", file=sys.stderr)
         return 1
@@ -78,8 +85,9 @@ def cmd_stats(directory: Path, as_json: bool) -> int:
         "bytes": sum(s.valid_end for s in scan.segments),
         "frames": scan.frame_count,
         # frames per format version: after an upgrade a log holds both until truncated
-        "format_versions": dict(sorted(Counter(str(header.version) for segment in scan.segments
-                                               for _, header in segment.frames).items())),
+        "format_versions": dict(
+            sorted(Counter(str(header.version) for segment in scan.segments for _, header in segment.frames).items())
+        ),
         "events": scan.next_seq - scan.first_seq,
         "voided": len(scan.voided),  # events a void entry took out of the live ones (invariant 7)
         "first_seq": scan.first_seq,

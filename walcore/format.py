@@ -122,7 +122,7 @@ class EncodedBody(NamedTuple):
 
 def rows(body: EncodedBody) -> bytes:
     """The records' rows (entity, signal type, weight, timestamp: CONTENT_KEY each)."""
-    return body.data[:body.count * CONTENT_KEY.size]
+    return body.data[: body.count * CONTENT_KEY.size]
 
 
 # The content key of an event without an event_id, and its row in a frame: its four
@@ -204,9 +204,7 @@ def _encode_body(records: Sequence[EventRecord]) -> EncodedBody:
     if event_ids.count(None) != count:
         encoded = [b"" if e is None else e.encode() for e in event_ids]
         lengths = [len(e) for e in encoded]
-        if max(lengths) > MAX_EVENT_ID_BYTES or any(
-            n == 0 and e is not None for n, e in zip(lengths, event_ids)
-        ):
+        if max(lengths) > MAX_EVENT_ID_BYTES or any(n == 0 and e is not None for n, e in zip(lengths, event_ids)):
             raise _DoesNotFit("event_id must be non-empty and fit the length limit")
         id_section = _u16s(count).pack(*lengths) + b"".join(encoded)
         parts.append(id_section)
@@ -259,8 +257,9 @@ def source_runs(sources: Sequence[SourcePosition | None]) -> list[SourceRun]:
 _SPLIT_MIN = 32
 
 
-def _split_runs(columns: tuple[tuple[str, ...], tuple[int, ...], tuple[int, ...]], lo: int, hi: int,
-                runs: list[SourceRun]) -> None:
+def _split_runs(
+    columns: tuple[tuple[str, ...], tuple[int, ...], tuple[int, ...]], lo: int, hi: int, runs: list[SourceRun]
+) -> None:
     """Append the runs of records ``lo..hi-1``. A consumer's batch is a few long runs (one
     per partition polled), so test the whole slice for being one run with C-level
     comparisons and only halve it when it is not: k runs cost about k*log(n) slice
@@ -268,8 +267,12 @@ def _split_runs(columns: tuple[tuple[str, ...], tuple[int, ...], tuple[int, ...]
     topics, partitions, offsets = columns
     count = hi - lo
     first = offsets[lo]
-    if (offsets[hi - 1] - first == count - 1 and partitions[lo:hi].count(partitions[lo]) == count
-            and topics[lo:hi].count(topics[lo]) == count and offsets[lo:hi] == tuple(range(first, first + count))):
+    if (
+        offsets[hi - 1] - first == count - 1
+        and partitions[lo:hi].count(partitions[lo]) == count
+        and topics[lo:hi].count(topics[lo]) == count
+        and offsets[lo:hi] == tuple(range(first, first + count))
+    ):
         _add_run(runs, SourceRun(topics[lo], partitions[lo], first, lo, count))
     elif count <= _SPLIT_MIN:
         for run in _runs_one_by_one(tuple(zip(topics[lo:hi], partitions[lo:hi], offsets[lo:hi]))):
@@ -285,8 +288,12 @@ def _add_run(runs: list[SourceRun], run: SourceRun) -> None:
     may fall inside a run)."""
     if runs:
         last = runs[-1]
-        if (last.first_index + last.count == run.first_index and last.first_offset + last.count == run.first_offset
-                and last.partition == run.partition and last.topic == run.topic):
+        if (
+            last.first_index + last.count == run.first_index
+            and last.first_offset + last.count == run.first_offset
+            and last.partition == run.partition
+            and last.topic == run.topic
+        ):
             runs[-1] = last._replace(count=last.count + run.count)
             return
     runs.append(run)
@@ -334,8 +341,9 @@ def _encode_sources(runs: list[SourceRun]) -> bytes:
 
 def encode_frame(body: EncodedBody, base_seq: int, batch_ts: int) -> bytes:
     """Wrap an encoded body in a header and digest: the bytes one write() puts on disk."""
-    head = HEADER.pack(MAGIC, VERSION, FRAME_BATCH, 0, len(body.data), body.count, base_seq,
-                       batch_ts, body.ids_len, body.src_len, 0, 0)
+    head = HEADER.pack(
+        MAGIC, VERSION, FRAME_BATCH, 0, len(body.data), body.count, base_seq, batch_ts, body.ids_len, body.src_len, 0, 0
+    )
     head = head[:HEADER_CRC_SPAN] + struct.pack("<I", zlib.crc32(head[:HEADER_CRC_SPAN]))
     hasher = blake3.blake3(head)
     hasher.update(body.data)
@@ -349,8 +357,9 @@ def encode_void_frame(seqs: Sequence[int], reason: str, next_seq: int, batch_ts:
         raise ValueError("a void frame voids at least one seq")
     raw_reason = reason.encode()[:MAX_EVENT_ID_BYTES]
     body = b"".join(VOID_SEQ.pack(seq) for seq in sorted(seqs)) + raw_reason
-    head = HEADER.pack(MAGIC, VERSION, FRAME_VOID, 0, len(body), len(seqs), next_seq, batch_ts,
-                       len(raw_reason), 0, 0, 0)
+    head = HEADER.pack(
+        MAGIC, VERSION, FRAME_VOID, 0, len(body), len(seqs), next_seq, batch_ts, len(raw_reason), 0, 0, 0
+    )
     head = head[:HEADER_CRC_SPAN] + struct.pack("<I", zlib.crc32(head[:HEADER_CRC_SPAN]))
     return b"".join((head, body, blake3.blake3(head + body).digest()))
 
@@ -367,29 +376,41 @@ def encode_seal_frame(next_seq: int, batch_ts: int) -> bytes:
 def decode_void(buf: bytes | memoryview, offset: int, header: FrameHeader) -> tuple[list[int], str]:
     """The seqs a (verified) void frame voids, and why."""
     body = _body(buf, offset, header)
-    seqs = [seq for (seq,) in VOID_SEQ.iter_unpack(body[:VOID_SEQ.size * header.count])]
-    return seqs, bytes(body[VOID_SEQ.size * header.count:]).decode(errors="replace")
+    seqs = [seq for (seq,) in VOID_SEQ.iter_unpack(body[: VOID_SEQ.size * header.count])]
+    return seqs, bytes(body[VOID_SEQ.size * header.count :]).decode(errors="replace")
 
 
 def decode_header(buf: bytes | memoryview, offset: int) -> FrameHeader | BadHeader:
     """Read the header at ``offset``; a BadHeader says why those bytes are not one."""
     if len(buf) - offset < HEADER_LEN:
         return BadHeader(f"only {len(buf) - offset} bytes left, a header needs {HEADER_LEN}")
-    (magic, version, ftype, _flags, body_len, count, base_seq, batch_ts, ids_len, src_len,
-     _reserved, crc) = HEADER.unpack_from(buf, offset)
+    (magic, version, ftype, _flags, body_len, count, base_seq, batch_ts, ids_len, src_len, _reserved, crc) = (
+        HEADER.unpack_from(buf, offset)
+    )
     if magic != MAGIC:
         return BadHeader("zero-filled" if magic == 0 and crc == 0 else f"bad magic 0x{magic:08x}")
-    if zlib.crc32(buf[offset:offset + HEADER_CRC_SPAN]) != crc:
+    if zlib.crc32(buf[offset : offset + HEADER_CRC_SPAN]) != crc:
         return BadHeader("header checksum mismatch")
-    if version not in (VERSION, COLUMNS_VERSION) or ftype not in (FRAME_BATCH, FRAME_VOID, FRAME_SEAL) or (
-            ftype != FRAME_BATCH and version != VERSION):
-        return BadHeader(f"format version {version} / frame type {ftype}, which this walcore cannot read "
-                         f"(it reads versions {COLUMNS_VERSION} and {VERSION}): written by a newer walcore? "
-                         "Nothing was changed; open it with the walcore that wrote it", unreadable=True)
-    expected_len = (FIXED_BYTES_PER_RECORD * count + ids_len + src_len if ftype == FRAME_BATCH
-                    else VOID_SEQ.size * count + ids_len)
-    if count == 0 or body_len != expected_len or (ftype != FRAME_BATCH and src_len) or (
-            ftype == FRAME_SEAL and (count != 1 or ids_len)):
+    if (
+        version not in (VERSION, COLUMNS_VERSION)
+        or ftype not in (FRAME_BATCH, FRAME_VOID, FRAME_SEAL)
+        or (ftype != FRAME_BATCH and version != VERSION)
+    ):
+        return BadHeader(
+            f"format version {version} / frame type {ftype}, which this walcore cannot read "
+            f"(it reads versions {COLUMNS_VERSION} and {VERSION}): written by a newer walcore? "
+            "Nothing was changed; open it with the walcore that wrote it",
+            unreadable=True,
+        )
+    expected_len = (
+        FIXED_BYTES_PER_RECORD * count + ids_len + src_len if ftype == FRAME_BATCH else VOID_SEQ.size * count + ids_len
+    )
+    if (
+        count == 0
+        or body_len != expected_len
+        or (ftype != FRAME_BATCH and src_len)
+        or (ftype == FRAME_SEAL and (count != 1 or ids_len))
+    ):
         return BadHeader(f"inconsistent lengths (count={count}, body_len={body_len})")
     return FrameHeader(body_len, count, base_seq, batch_ts, ids_len, src_len, version, ftype)
 
@@ -399,24 +420,25 @@ def digest_ok(buf: bytes | memoryview, offset: int, header: FrameHeader) -> bool
     end_of_body = offset + HEADER_LEN + header.body_len
     if end_of_body + DIGEST_LEN > len(buf):
         return False
-    expected = bytes(buf[end_of_body:end_of_body + DIGEST_LEN])
+    expected = bytes(buf[end_of_body : end_of_body + DIGEST_LEN])
     return blake3.blake3(buf[offset:end_of_body]).digest() == expected
 
 
 def _body(buf: bytes | memoryview, offset: int, header: FrameHeader) -> memoryview:
     start = offset + HEADER_LEN
-    return memoryview(buf)[start:start + header.body_len]
+    return memoryview(buf)[start : start + header.body_len]
 
 
-def decode_columns(buf: bytes | memoryview, offset: int, header: FrameHeader) -> tuple[
-        tuple[int, ...], tuple[int, ...], tuple[float, ...], tuple[int, ...]]:
+def decode_columns(
+    buf: bytes | memoryview, offset: int, header: FrameHeader
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[float, ...], tuple[int, ...]]:
     """The fixed fields, a tuple each: (entity_ids, signal_types, weights, timestamps)."""
     n = header.count
     body = _body(buf, offset, header)
     if header.version == COLUMNS_VERSION:
         values = _columns(n).unpack_from(body)
-        return values[:n], values[3 * n:], values[2 * n:3 * n], values[n:2 * n]
-    values = tuple(chain.from_iterable(CONTENT_KEY.iter_unpack(body[:FIXED_BYTES_PER_RECORD * n])))
+        return values[:n], values[3 * n :], values[2 * n : 3 * n], values[n : 2 * n]
+    values = tuple(chain.from_iterable(CONTENT_KEY.iter_unpack(body[: FIXED_BYTES_PER_RECORD * n])))
     return values[0::4], values[1::4], values[2::4], values[3::4]
 
 
@@ -433,7 +455,7 @@ def decode_event_ids(buf: bytes | memoryview, offset: int, header: FrameHeader) 
         if length == NO_ID:
             ids.append(None)
         else:
-            ids.append(bytes(body[pos:pos + length]).decode())
+            ids.append(bytes(body[pos : pos + length]).decode())
             pos += length
     return ids
 
@@ -448,14 +470,13 @@ def decode_source_runs(buf: bytes | memoryview, offset: int, header: FrameHeader
     topics = []
     for _ in range(n_topics):
         (length,) = struct.unpack_from("<H", body, pos)
-        topics.append(bytes(body[pos + 2:pos + 2 + length]).decode())
+        topics.append(bytes(body[pos + 2 : pos + 2 + length]).decode())
         pos += 2 + length
     (n_runs,) = struct.unpack_from("<I", body, pos)
     pos += 4
     return [
         SourceRun(topics[t], partition, first_offset, first_index, count)
-        for t, partition, first_offset, first_index, count in RUN.iter_unpack(
-            body[pos:pos + n_runs * RUN.size])
+        for t, partition, first_offset, first_index, count in RUN.iter_unpack(body[pos : pos + n_runs * RUN.size])
     ]
 
 
@@ -474,8 +495,8 @@ def _rows(buf: bytes | memoryview, offset: int, header: FrameHeader) -> list[byt
     """Each record's 26-byte row (its content key) of a stored batch frame."""
     if header.version == COLUMNS_VERSION:
         return list(map(CONTENT_KEY.pack, *decode_columns(buf, offset, header)))
-    fixed = bytes(_body(buf, offset, header)[:FIXED_BYTES_PER_RECORD * header.count])
-    return [fixed[i:i + FIXED_BYTES_PER_RECORD] for i in range(0, len(fixed), FIXED_BYTES_PER_RECORD)]
+    fixed = bytes(_body(buf, offset, header)[: FIXED_BYTES_PER_RECORD * header.count])
+    return [fixed[i : i + FIXED_BYTES_PER_RECORD] for i in range(0, len(fixed), FIXED_BYTES_PER_RECORD)]
 
 
 def dedup_keys(buf: bytes | memoryview, offset: int, header: FrameHeader) -> Sequence[Hashable]:

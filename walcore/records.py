@@ -55,8 +55,9 @@ class AppendResult(NamedTuple):
 def fresh_results(first_seq: int, count: int) -> list[AppendResult]:
     """The results of ``count`` records stored as seqs ``first_seq, ...`` (none a duplicate),
     built at C speed: NamedTuple's own ``__new__`` is Python code, three times slower."""
-    return list(map(tuple.__new__, repeat(AppendResult),
-                    zip(range(first_seq, first_seq + count), repeat(False), repeat(False))))
+    return list(
+        map(tuple.__new__, repeat(AppendResult), zip(range(first_seq, first_seq + count), repeat(False), repeat(False)))
+    )
 
 
 def _check_int(field: str, value: object, low: int, high: int, index: int | None) -> None:
@@ -74,15 +75,28 @@ def _finite_float(value: float) -> bool:
 
 def validate_record(record: EventRecord, index: int | None = None) -> None:
     """Raise InvalidRecord naming the first bad field of one record."""
-    if (type(record) is EventRecord and type(record[0]) is int and type(record[1]) is int
-            and type(record[3]) is int and type(record[2]) is float and record[4] is None
-            and 0 <= record[0] <= U64_MAX and 0 <= record[1] <= U16_MAX and 0 <= record[3] <= U64_MAX
-            and math.isfinite(record[2])):
+    if (
+        type(record) is EventRecord
+        and type(record[0]) is int
+        and type(record[1]) is int
+        and type(record[3]) is int
+        and type(record[2]) is float
+        and record[4] is None
+        and 0 <= record[0] <= U64_MAX
+        and 0 <= record[1] <= U16_MAX
+        and 0 <= record[3] <= U64_MAX
+        and math.isfinite(record[2])
+    ):
         source = record[5]
-        if source is None or (type(source) is SourcePosition and type(source[0]) is str
-                              and 0 < len(source[0]) <= MAX_TOPIC_BYTES // 4
-                              and type(source[1]) is int and 0 <= source[1] <= I32_MAX
-                              and type(source[2]) is int and 0 <= source[2] <= I64_MAX):
+        if source is None or (
+            type(source) is SourcePosition
+            and type(source[0]) is str
+            and 0 < len(source[0]) <= MAX_TOPIC_BYTES // 4
+            and type(source[1]) is int
+            and 0 <= source[1] <= I32_MAX
+            and type(source[2]) is int
+            and 0 <= source[2] <= I64_MAX
+        ):
             return  # the common case, checked in one expression
     if not isinstance(record, EventRecord):
         raise InvalidRecord("record", record, "must be a walcore.EventRecord", index)
@@ -96,15 +110,17 @@ def validate_record(record: EventRecord, index: int | None = None) -> None:
     if event_id is not None and (
         not isinstance(event_id, str) or not event_id or len(event_id.encode()) > MAX_EVENT_ID_BYTES
     ):
-        raise InvalidRecord("event_id", event_id, f"must be None or a non-empty str of "
-                            f"at most {MAX_EVENT_ID_BYTES} UTF-8 bytes", index)
+        raise InvalidRecord(
+            "event_id", event_id, f"must be None or a non-empty str of at most {MAX_EVENT_ID_BYTES} UTF-8 bytes", index
+        )
     source = record.source
     if source is not None:
         if not isinstance(source, SourcePosition):
             raise InvalidRecord("source", source, "must be None or a walcore.SourcePosition", index)
         topic = source.topic
         if not isinstance(topic, str) or not topic or len(topic.encode()) > MAX_TOPIC_BYTES:
-            raise InvalidRecord("source.topic", topic, f"must be a non-empty str of at most "
-                                f"{MAX_TOPIC_BYTES} UTF-8 bytes", index)
+            raise InvalidRecord(
+                "source.topic", topic, f"must be a non-empty str of at most {MAX_TOPIC_BYTES} UTF-8 bytes", index
+            )
         _check_int("source.partition", source.partition, 0, I32_MAX, index)
         _check_int("source.offset", source.offset, 0, I64_MAX, index)

@@ -16,8 +16,9 @@ from walcore.scan import LogScan, check_continuity, scan_segment, tail_may_tear
 from walcore.segment import list_segments
 
 
-def replay_log(directory: Path, from_seq: int, until_seq: int,
-               skip: Container[int] = ()) -> Iterator[tuple[int, EventRecord]]:
+def replay_log(
+    directory: Path, from_seq: int, until_seq: int, skip: Container[int] = ()
+) -> Iterator[tuple[int, EventRecord]]:
     """Replay (seq, record) for ``from_seq <= seq <= until_seq``, verifying on read, except
     the seqs in ``skip`` (the voided ones, for a replay of live events).
 
@@ -44,8 +45,9 @@ def replay_log(directory: Path, from_seq: int, until_seq: int,
         segment = scan_segment(data, path, first_seq, is_last=tail_may_tear(segments, index))
         if segment.torn is not None and segment.next_seq <= until_seq:
             # What looks like a torn tail holds seqs already durable: damage, not a crash.
-            raise WalCorruption(path, segment.torn.offset, f"{segment.torn.reason}, but seqs up to "
-                                f"{until_seq} were durable")
+            raise WalCorruption(
+                path, segment.torn.offset, f"{segment.torn.reason}, but seqs up to {until_seq} were durable"
+            )
         for offset, header in segment.frames:
             if header.last_seq < from_seq:
                 continue
@@ -57,8 +59,11 @@ def replay_log(directory: Path, from_seq: int, until_seq: int,
         expected = segment.next_seq
         if expected > until_seq:
             return
-    raise WalCorruption(path, 0, f"the log ends before seq {until_seq}, which was durable: "
-                        "a segment is missing or was cut")
+    raise WalCorruption(
+        path, 0, f"the log ends before seq {until_seq}, which was durable: a segment is missing or was cut"
+    )
+
+
 def recent_keys(scan: LogScan, since_ns: int, max_keys: int) -> list[tuple[Hashable, int]]:
     """Dedup keys of frames stored at or after ``since_ns`` (newest ``max_keys`` at most),
     oldest first, so that loading them in order leaves the newest seq for a repeated key."""
@@ -81,6 +86,9 @@ def recent_keys(scan: LogScan, since_ns: int, max_keys: int) -> list[tuple[Hasha
             cache.clear()
             data = cache[path] = path.read_bytes()
         keys = dedup_keys(data, offset, header)
-        pairs.extend(pair for pair in zip(keys, range(header.base_seq, header.base_seq + header.count))
-                     if pair[1] not in scan.voided)  # a voided event is nobody's original
+        pairs.extend(
+            pair
+            for pair in zip(keys, range(header.base_seq, header.base_seq + header.count))
+            if pair[1] not in scan.voided
+        )  # a voided event is nobody's original
     return pairs

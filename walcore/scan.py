@@ -57,8 +57,7 @@ class TornTail:
     reason: str
 
     def describe(self) -> str:
-        return (f"torn tail in {self.path} at byte {self.offset} ({self.size - self.offset} bytes: "
-                f"{self.reason})")
+        return f"torn tail in {self.path} at byte {self.offset} ({self.size - self.offset} bytes: {self.reason})"
 
 
 @dataclass
@@ -133,10 +132,15 @@ def _refuse_if_log_continues(data: bytes, path: Path, torn_at: int, expected: in
     search = data.find(_MAGIC_BYTES, torn_at + 1)
     while search != -1:
         header = decode_header(data, search)
-        if (isinstance(header, FrameHeader) and header.base_seq >= expected
-                and search + header.frame_len <= len(data) and digest_ok(data, search, header)):
+        if (
+            isinstance(header, FrameHeader)
+            and header.base_seq >= expected
+            and search + header.frame_len <= len(data)
+            and digest_ok(data, search, header)
+        ):
             raise WalCorruption(
-                path, torn_at,
+                path,
+                torn_at,
                 f"damaged frame followed by an intact frame at byte {search} (seq {header.base_seq}): "
                 "acknowledged data was damaged in place, this is not a torn write",
             )
@@ -173,8 +177,11 @@ def scan_log(directory: Path) -> LogScan:
         if index == 0:
             if first_seq > checkpoint + 1:
                 raise WalCorruption(
-                    path, 0, f"the log starts at seq {first_seq} but only seqs up to {checkpoint} are "
-                    "checkpointed: earlier segments are missing")
+                    path,
+                    0,
+                    f"the log starts at seq {first_seq} but only seqs up to {checkpoint} are "
+                    "checkpointed: earlier segments are missing",
+                )
         else:
             check_continuity(path, first_seq, scan.next_seq)
         is_last = index == len(segments) - 1
@@ -186,28 +193,36 @@ def scan_log(directory: Path) -> LogScan:
         scan.voided.update(segment.voided)
         for base_seq, runs in segment.runs:
             for run in runs:
-                scan.sources.add(run.topic, run.partition, run.first_offset, run.count,
-                                 base_seq + run.first_index)
+                scan.sources.add(run.topic, run.partition, run.first_offset, run.count, base_seq + run.first_index)
     last = scan.segments[-1] if scan.segments else None
     if last is not None and last.sealed_at is not None:
-        raise WalCorruption(last.path, last.sealed_at, f"the segment is sealed, the log continuing at seq "
-                            f"{last.next_seq} in {segment_name(last.next_seq)}, which is missing: the log's "
-                            f"tail (seqs {last.next_seq} on) was lost")
+        raise WalCorruption(
+            last.path,
+            last.sealed_at,
+            f"the segment is sealed, the log continuing at seq "
+            f"{last.next_seq} in {segment_name(last.next_seq)}, which is missing: the log's "
+            f"tail (seqs {last.next_seq} on) was lost",
+        )
     # (After the seal check: a lost last segment is said as such, checkpointed or not.)
     if checkpoint and (last is None or checkpoint >= last.next_seq):
-        raise WalCorruption(directory / CHECKPOINT_NAME, 8, f"the checkpoint is at seq {checkpoint} but the log "
-                            f"ends at seq {scan.next_seq - 1 if last else 0}: segments are missing")
+        raise WalCorruption(
+            directory / CHECKPOINT_NAME,
+            8,
+            f"the checkpoint is at seq {checkpoint} but the log "
+            f"ends at seq {scan.next_seq - 1 if last else 0}: segments are missing",
+        )
     return scan
 
 
 def tail_may_tear(segments: list[tuple[int, Path]], index: int) -> bool:
     """A torn write can only be in the last segment holding bytes: the last one, or the
     one before an empty last one (a crash while sealing it, after its successor was made)."""
-    return all(path.stat().st_size == 0 for _, path in segments[index + 1:])
+    return all(path.stat().st_size == 0 for _, path in segments[index + 1 :])
 
 
 def check_continuity(path: Path, first_seq: int, expected: int) -> None:
     """A segment must start where the one before it ended: the one rule for scan and replay."""
     if first_seq != expected:
-        raise WalCorruption(path, 0, f"segment starts at seq {first_seq}, expected {expected}: "
-                            "a segment is missing or misnamed")
+        raise WalCorruption(
+            path, 0, f"segment starts at seq {first_seq}, expected {expected}: a segment is missing or misnamed"
+        )

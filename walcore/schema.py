@@ -59,8 +59,14 @@ class SchemaBuilder:
         self._by_name: dict[str, SignalTypeDefinition] = {}
         self._ids: set[int] = set()
 
-    def signal(self, name: str, id: int, half_life_seconds: float, windows_seconds: list[int] | tuple[int, ...],
-               velocity: bool = False) -> SchemaBuilder:
+    def signal(
+        self,
+        name: str,
+        id: int,
+        half_life_seconds: float,
+        windows_seconds: list[int] | tuple[int, ...],
+        velocity: bool = False,
+    ) -> SchemaBuilder:
         where = f"signal {name!r}"
         if not isinstance(name, str) or not _IDENTIFIER.match(name):
             raise SchemaError(f"{where}: name must be a lowercase identifier ([a-z][a-z0-9_]*, <= 64 chars)")
@@ -71,9 +77,9 @@ class SchemaBuilder:
         if id in self._ids:
             raise SchemaError(f"{where}: duplicate id {id}")
         if not isinstance(half_life_seconds, (int, float)) or not (
-                math.isfinite(half_life_seconds) and half_life_seconds > 0):
-            raise SchemaError(f"{where}: half_life_seconds must be a positive finite number, "
-                              f"got {half_life_seconds!r}")
+            math.isfinite(half_life_seconds) and half_life_seconds > 0
+        ):
+            raise SchemaError(f"{where}: half_life_seconds must be a positive finite number, got {half_life_seconds!r}")
         windows = tuple(sorted(set(windows_seconds)))
         if not windows:
             raise SchemaError(f"{where}: windows_seconds must not be empty")

@@ -106,8 +106,11 @@ class SourceIndex:
         if runs is None:
             return None
         index = max(bisect_right(runs.firsts, offset) - 1, 0)
-        found = [seq + max(0, offset - first) for first, count, seq
-                 in zip(runs.firsts[index:], runs.counts[index:], runs.seqs[index:]) if first + count > offset]
+        found = [
+            seq + max(0, offset - first)
+            for first, count, seq in zip(runs.firsts[index:], runs.counts[index:], runs.seqs[index:])
+            if first + count > offset
+        ]
         return min(found, default=None)
 
     def last_offsets(self) -> dict[tuple[str, int], int]:

@@ -72,8 +72,12 @@ class WalConfig:
 
 
 def _within(value: float, limits: dict[str, float]) -> bool:
-    return (math.isfinite(value) and value >= limits.get("ge", -math.inf) and value > limits.get("gt", -math.inf)
-            and value <= limits.get("le", math.inf))
+    return (
+        math.isfinite(value)
+        and value >= limits.get("ge", -math.inf)
+        and value > limits.get("gt", -math.inf)
+        and value <= limits.get("le", math.inf)
+    )
 
 
 class Wal:
@@ -92,8 +96,9 @@ class Wal:
         self._closed = False
 
     @classmethod
-    def open(cls, directory: str | Path, config: WalConfig | None = None, *,
-             clock: Callable[[], int] = time.time_ns) -> Wal:
+    def open(
+        cls, directory: str | Path, config: WalConfig | None = None, *, clock: Callable[[], int] = time.time_ns
+    ) -> Wal:
         """Create or recover the WAL in ``directory`` and take its exclusive lock.
 
         ``clock`` returns nanoseconds since the epoch (batch timestamps, dedup window);
@@ -123,15 +128,32 @@ class Wal:
             for segment_scan in scan.segments:
                 for offset, header in segment_scan.frames:
                     frames.add(header.base_seq, segment_scan.path, offset)
-            writer = Writer(directory=directory, segment=segment, next_seq=scan.next_seq,
-                            checkpoint=scan.checkpoint, dedup=dedup, sources=scan.sources, voided=scan.voided,
-                            frames=frames, segment_size=config.segment_size,
-                            batch_size=config.batch_size, batch_timeout=config.batch_timeout, clock=clock)
+            writer = Writer(
+                directory=directory,
+                segment=segment,
+                next_seq=scan.next_seq,
+                checkpoint=scan.checkpoint,
+                dedup=dedup,
+                sources=scan.sources,
+                voided=scan.voided,
+                frames=frames,
+                segment_size=config.segment_size,
+                batch_size=config.batch_size,
+                batch_timeout=config.batch_timeout,
+                clock=clock,
+            )
         except BaseException:
             lock.release()
             raise
-        log.info("opened WAL %s (%s): seqs %d..%d in %d segment(s), checkpoint %d", directory, wal_id,
-                 scan.first_seq, scan.next_seq - 1, len(scan.segments) or 1, scan.checkpoint)
+        log.info(
+            "opened WAL %s (%s): seqs %d..%d in %d segment(s), checkpoint %d",
+            directory,
+            wal_id,
+            scan.first_seq,
+            scan.next_seq - 1,
+            len(scan.segments) or 1,
+            scan.checkpoint,
+        )
         return cls(directory, config, lock, wal_id, writer=writer)
 
     # -- appending -----------------------------------------------------------------------

@@ -132,9 +132,22 @@ _STOP = object()
 
 
 class Writer:
-    def __init__(self, *, directory: Path, segment: ActiveSegment, next_seq: int, checkpoint: int,
-                 dedup: DedupWindow, sources: SourceIndex, voided: set[int], frames: FrameIndex,
-                 segment_size: int, batch_size: int, batch_timeout: float, clock: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        *,
+        directory: Path,
+        segment: ActiveSegment,
+        next_seq: int,
+        checkpoint: int,
+        dedup: DedupWindow,
+        sources: SourceIndex,
+        voided: set[int],
+        frames: FrameIndex,
+        segment_size: int,
+        batch_size: int,
+        batch_timeout: float,
+        clock: Callable[[], int],
+    ) -> None:
         self.directory = directory
         self.segment = segment
         self.voided = voided
@@ -218,8 +231,10 @@ class Writer:
         a failed write. Everything in hand and everything after fails with WalFailed; the
         thread lives on to fail later submissions, so no future ever waits for ever."""
         if self.failure is None:
-            self.failure = WalFailed(f"the WAL writer failed unexpectedly ({exc.__class__.__name__}: {exc}); "
-                                     "the WAL refuses further appends. Reopen it (restart) to recover from the log.")
+            self.failure = WalFailed(
+                f"the WAL writer failed unexpectedly ({exc.__class__.__name__}: {exc}); "
+                "the WAL refuses further appends. Reopen it (restart) to recover from the log."
+            )
             self.failure.__cause__ = exc
             log.critical("%s", self.failure, exc_info=exc)
         for future in self._in_hand:
@@ -274,8 +289,9 @@ class Writer:
             elif isinstance(command, StoredAt):
                 lookup = self.sources.lookup
                 found = {offset: lookup(command.topic, command.partition, offset) for offset in command.offsets}
-                future.set_result({offset: seq for offset, seq in found.items()
-                                   if seq is not None and seq not in self.voided})
+                future.set_result(
+                    {offset: seq for offset, seq in found.items() if seq is not None and seq not in self.voided}
+                )
             elif isinstance(command, LowestSeqs):
                 lowest = self.sources.lowest_seq_from
                 lowest_by = {key: lowest(*key, offset) for key, offset in command.starts.items()}
@@ -312,8 +328,10 @@ class Writer:
 
     def _truncate_before(self, seq: int) -> int:
         if seq > self.checkpoint + 1:
-            raise ValueError(f"truncate_before({seq}) would delete records after the checkpoint "
-                             f"({self.checkpoint}); checkpoint them first")
+            raise ValueError(
+                f"truncate_before({seq}) would delete records after the checkpoint "
+                f"({self.checkpoint}); checkpoint them first"
+            )
         segments = list_segments(self.directory)
         deleted = 0
         # Oldest first, each removal made durable before the next, so a crash midway
@@ -371,8 +389,9 @@ class Writer:
             for future, result in zip(singles, results):
                 future.set_result(result)
 
-    def _assign(self, records: list[EventRecord], record_keys: Sequence[Hashable]) -> tuple[
-            list[AppendResult], list[EventRecord], dict[Hashable, int]]:
+    def _assign(
+        self, records: list[EventRecord], record_keys: Sequence[Hashable]
+    ) -> tuple[list[AppendResult], list[EventRecord], dict[Hashable, int]]:
         """Record by record: the original seq of a redelivery or a duplicate, else the
         next seq. ``record_keys`` are the records' dedup keys (``EncodedBody.keys``).
         Returns (one result per record, the records to store, their keys)."""
@@ -423,12 +442,19 @@ class Writer:
                     found[index] = seq
         if found:
             stored = self._frames.identities(found.values())
-            changed = {records[index][5][:2] for index, seq in found.items()  # type: ignore[index]
-                       if seq in stored and stored[seq] != (CONTENT_KEY.pack(*records[index][:4]), records[index][4])}
+            changed = {
+                records[index][5][:2]  # type: ignore[index]  # found holds records with a source only
+                for index, seq in found.items()
+                if seq in stored and stored[seq] != (CONTENT_KEY.pack(*records[index][:4]), records[index][4])
+            }
             for topic, partition in sorted(changed):
-                log.warning("%s:%d holds other messages than those this WAL stored from it at the same offsets: "
-                            "the topic was recreated or the broker's data wiped. From here on it is a new "
-                            "source: its records are stored and acked anew", topic, partition)
+                log.warning(
+                    "%s:%d holds other messages than those this WAL stored from it at the same offsets: "
+                    "the topic was recreated or the broker's data wiped. From here on it is a new "
+                    "source: its records are stored and acked anew",
+                    topic,
+                    partition,
+                )
                 sources.forget(topic, partition)
             if changed:
                 found = {index: seq for index, seq in found.items() if records[index][5][:2] not in changed}  # type: ignore[index]
@@ -454,8 +480,14 @@ class Writer:
             submission.future.set_result(None if assigned is not None else fresh_results(base_seq, count))
         return True
 
-    def _store(self, body: EncodedBody, keys: dict[Hashable, int] | None, now: int, futures: Sequence[Future[Any]],
-               assigned: Future[int | None] | None = None) -> bool:
+    def _store(
+        self,
+        body: EncodedBody,
+        keys: dict[Hashable, int] | None,
+        now: int,
+        futures: Sequence[Future[Any]],
+        assigned: Future[int | None] | None = None,
+    ) -> bool:
         """Write and fdatasync the body's frame at the next seq, then index it (``keys``
         into the dedup window, unless claimed already). On a failed write, fail
         ``futures`` and every later append; returns False.

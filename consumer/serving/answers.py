@@ -26,10 +26,15 @@ def store_info(wal_id: str, applied_seq: int, wal_last_seq: int) -> dict[str, An
 
 def signals_answer(found: Mapping[str, SignalSummary]) -> dict[str, Any]:
     """An entity's signals as JSON values (``tidal-consumer query --json``'s ``signals``)."""
-    return {name: {"score": summary.score, "count": summary.count,
-                   "windows": {f"{window}s": count for window, count in summary.windows.items()},
-                   **({"velocity": summary.velocity._asdict()} if summary.velocity else {})}
-            for name, summary in sorted(found.items())}
+    return {
+        name: {
+            "score": summary.score,
+            "count": summary.count,
+            "windows": {f"{window}s": count for window, count in summary.windows.items()},
+            **({"velocity": summary.velocity._asdict()} if summary.velocity else {}),
+        }
+        for name, summary in sorted(found.items())
+    }
 
 
 def merge_signals(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -45,8 +50,10 @@ def merge_signals(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         }
         velocities = [p["velocity"] for p in present if "velocity" in p]
         if velocities:
-            signal["velocity"] = {"per_hour": math.fsum(v["per_hour"] for v in velocities),
-                                  "change": sum(v["change"] for v in velocities)}
+            signal["velocity"] = {
+                "per_hour": math.fsum(v["per_hour"] for v in velocities),
+                "change": sum(v["change"] for v in velocities),
+            }
         merged[name] = signal
     return merged
 

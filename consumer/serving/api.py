@@ -38,8 +38,13 @@ class _NotFound(LookupError):
 
 
 # What a query can be refused for, and its HTTP status.
-_STATUS: list[tuple[type[Exception], int]] = [(_NotFound, 404), (BadQuery, 400), (UnknownSignal, 400),
-                                              (NotYetApplied, 503), (StoreClosed, 503)]
+_STATUS: list[tuple[type[Exception], int]] = [
+    (_NotFound, 404),
+    (BadQuery, 400),
+    (UnknownSignal, 400),
+    (NotYetApplied, 503),
+    (StoreClosed, 503),
+]
 _REFUSALS = tuple(kind for kind, _ in _STATUS)
 
 
@@ -53,8 +58,11 @@ def _single(query: dict[str, list[str]], name: str) -> str | None:
 
 
 class QueryApi:
-    def __init__(self, reader: Callable[[], StoreReader | None],
-                 observe: Callable[[str, int, float], None] = lambda _path, _status, _seconds: None) -> None:
+    def __init__(
+        self,
+        reader: Callable[[], StoreReader | None],
+        observe: Callable[[str, int, float], None] = lambda _path, _status, _seconds: None,
+    ) -> None:
         """``reader()``: the store's reader, or None while there is none (no store on this
         instance, or the service still starting). ``observe(path, status, seconds)``: each
         answer, for metrics."""
@@ -84,8 +92,9 @@ class QueryApi:
             return 400, {"error": f"the query string {parts.query!r} is not one"}
         reader = self._reader()
         if reader is None:
-            return 503, {"error": "this instance has no signal store to query ([store] enabled = false, or it is "
-                                  "still starting)"}
+            return 503, {
+                "error": "this instance has no signal store to query ([store] enabled = false, or it is still starting)"
+            }
         try:
             with reader.using():
                 return 200, self._route(reader, parts.path, query, body)
@@ -115,8 +124,9 @@ class QueryApi:
             return answer
         if path == "/v1/scores" and body is not None:
             return reader.scores(*_scores_request(body))
-        raise _NotFound(f"no route {'POST' if body is not None else 'GET'} {path} (see docs/operations.md, "
-                        "\"Serving queries\")")
+        raise _NotFound(
+            f'no route {"POST" if body is not None else "GET"} {path} (see docs/operations.md, "Serving queries")'
+        )
 
 
 def _scores_request(body: bytes) -> tuple[str, list[int], int]:

@@ -71,8 +71,14 @@ class GroupAnswer:
         return not self.missing and not self.errors and bool(self.stores)
 
     def to_json(self) -> dict[str, Any]:
-        return {"at_ns": self.at_ns, "complete": self.complete, "missing_wals": self.missing,
-                "errors": self.errors, "stores": self.stores, "result": self.value}
+        return {
+            "at_ns": self.at_ns,
+            "complete": self.complete,
+            "missing_wals": self.missing,
+            "errors": self.errors,
+            "stores": self.stores,
+            "result": self.value,
+        }
 
 
 def _token(item: str | HasSeq) -> After:
@@ -82,8 +88,14 @@ def _token(item: str | HasSeq) -> After:
 
 
 class SignalClient:
-    def __init__(self, peers: Sequence[str] = (), *, peers_dns: str | None = None,
-                 timeout_s: float = DEFAULT_TIMEOUT_S, wait_ms: int = 5000) -> None:
+    def __init__(
+        self,
+        peers: Sequence[str] = (),
+        *,
+        peers_dns: str | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        wait_ms: int = 5000,
+    ) -> None:
         """``peers``: ``host:port`` of every instance's ``metrics_port``; ``peers_dns``:
         ``name:port``, every A record of the name (looked up at each query).
         ``wait_ms``: how long a store may wait for a read-your-writes token's seq."""
@@ -126,17 +138,18 @@ class SignalClient:
         tokens = [_token(item) for item in after]
         found, errors = self._ask_all("GET", f"/v1/entities/{entity_id}?" + self._query(at, tokens))
         stores = _one_per_wal(found)
-        return _group(answers.merge_signals([answer["signals"] for answer in stores.values()]), at, stores, errors,
-                      tokens)
+        return _group(
+            answers.merge_signals([answer["signals"] for answer in stores.values()]), at, stores, errors, tokens
+        )
 
-    def top(self, signal: str, k: int, *, at_ns: int | None = None,
-            after: Iterable[str | HasSeq] = ()) -> GroupAnswer:
+    def top(self, signal: str, k: int, *, at_ns: int | None = None, after: Iterable[str | HasSeq] = ()) -> GroupAnswer:
         """The k entities with the highest total score of ``signal`` at ``at_ns``, exact
         (the module's three steps): [entity, score] pairs, highest first."""
         at = time.time_ns() if at_ns is None else at_ns
         tokens = [_token(item) for item in after]
-        found, errors = self._ask_all("GET", "/v1/top?" + urlencode({"signal": signal, "k": k}) + "&"
-                                      + self._query(at, tokens))
+        found, errors = self._ask_all(
+            "GET", "/v1/top?" + urlencode({"signal": signal, "k": k}) + "&" + self._query(at, tokens)
+        )
         stores = _one_per_wal(found)
         if errors or not stores:
             return _group([], at, stores, errors, tokens)
@@ -151,26 +164,29 @@ class SignalClient:
             if answers.beyond(floor, answers.unlisted_bound((answer["entities"] for answer in stores.values()), k)):
                 # No entity outside the lists can reach the k-th total (Fagin's threshold):
                 # the answer is exact after two steps (the usual case with skewed scores).
-                return _group([[entity, score] for entity, score in answers.ranked(totals, k)], at, stores, errors,
-                              tokens)
+                return _group(
+                    [[entity, score] for entity, score in answers.ranked(totals, k)], at, stores, errors, tokens
+                )
             # floor <= 0: an entity absent from every store but one may still make the top
             # k, so every entity of every store is a candidate (the lowest float as floor).
             share = floor / len(stores) if floor > 0 else -sys.float_info.max
-            above, more_errors = self._ask_all("GET", "/v1/top?" + urlencode(
-                {"signal": signal, "min_score": repr(share), "at": at}), peers)
+            above, more_errors = self._ask_all(
+                "GET", "/v1/top?" + urlencode({"signal": signal, "min_score": repr(share), "at": at}), peers
+            )
             errors.update(more_errors)
             fresh = {entity for answer in above.values() for entity, _ in answer["entities"]} - set(totals)
             totals.update(self._totals(peers, signal, at, fresh, errors))
         return _group([[entity, score] for entity, score in answers.ranked(totals, k)], at, stores, errors, tokens)
 
-    def _totals(self, peers: set[str], signal: str, at: int, entities: set[int],
-                errors: dict[str, str]) -> dict[int, float]:
+    def _totals(
+        self, peers: set[str], signal: str, at: int, entities: set[int], errors: dict[str, str]
+    ) -> dict[int, float]:
         """Each entity's exact total over the stores of ``peers`` (requests of at most
         MAX_SCORED entities each)."""
         wanted = sorted(entities)
         parts: list[Iterable[tuple[int, float]]] = []
         for start in range(0, len(wanted), MAX_SCORED):
-            body = json.dumps({"signal": signal, "at": at, "entities": wanted[start:start + MAX_SCORED]}).encode()
+            body = json.dumps({"signal": signal, "at": at, "entities": wanted[start : start + MAX_SCORED]}).encode()
             found, more_errors = self._ask_all("POST", "/v1/scores", peers, body)
             errors.update(more_errors)
             parts += [answer["entities"] for answer in found.values()]
@@ -179,8 +195,9 @@ class SignalClient:
     def _query(self, at: int, tokens: Sequence[After]) -> str:
         return urlencode([("at", at), *(("after", str(token)) for token in tokens), ("wait_ms", self._wait_ms)])
 
-    def _ask_all(self, method: str, target: str, peers: Iterable[str] | None = None,
-                 body: bytes | None = None) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    def _ask_all(
+        self, method: str, target: str, peers: Iterable[str] | None = None, body: bytes | None = None
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
         """Every peer's answer (peer -> JSON), and the peers that failed (peer -> why). The
         requests all go out first, each on its peer's kept-alive connection, then the
         answers are read: the peers work at once, with no thread of ours in between."""
@@ -237,8 +254,9 @@ class SignalClient:
         connection = self._connections.get(peer)
         if connection is None:
             host, _, port = peer.rpartition(":")
-            connection = self._connections[peer] = http.client.HTTPConnection(host.strip("[]"), int(port),
-                                                                              timeout=self._timeout_s)
+            connection = self._connections[peer] = http.client.HTTPConnection(
+                host.strip("[]"), int(port), timeout=self._timeout_s
+            )
         return connection
 
     def _drop(self, peer: str) -> None:
@@ -263,8 +281,14 @@ def _one_per_wal(found: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return stores
 
 
-def _group(value: Any, at: int, stores: dict[str, dict[str, Any]], errors: dict[str, str],
-           tokens: Sequence[After]) -> GroupAnswer:
+def _group(
+    value: Any, at: int, stores: dict[str, dict[str, Any]], errors: dict[str, str], tokens: Sequence[After]
+) -> GroupAnswer:
     known = {wal for answer in stores.values() for wal in answer["group_wals"]}
-    return GroupAnswer(value, at, [{**answer["store"], "peer": answer["peer"]} for answer in stores.values()],
-                       answers.missing(stores, known, (token.wal_id for token in tokens)), errors)
+    return GroupAnswer(
+        value,
+        at,
+        [{**answer["store"], "peer": answer["peer"]} for answer in stores.values()],
+        answers.missing(stores, known, (token.wal_id for token in tokens)),
+        errors,
+    )

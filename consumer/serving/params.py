@@ -51,8 +51,9 @@ def time_ns(text: str | None, name: str = "at") -> int | None:
         try:
             moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
-            raise BadQuery(f"{name} {text!r}: not an RFC 3339 time (2026-11-25T12:00:00Z) or epoch nanoseconds") \
-                from None
+            raise BadQuery(
+                f"{name} {text!r}: not an RFC 3339 time (2026-11-25T12:00:00Z) or epoch nanoseconds"
+            ) from None
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=timezone.utc)
         value = (moment - _EPOCH) // timedelta(microseconds=1) * 1000
@@ -80,8 +81,9 @@ def score(text: str, name: str = "min_score") -> float:
 def after(text: str, name: str = "after") -> After:
     match = _TOKEN.fullmatch(text)
     if match is None or not 1 <= int(match[2]) <= U64_MAX:
-        raise BadQuery(f"{name} {text!r}: a read-your-writes token is <wal_id>:<seq> (an ack's), e.g. "
-                       "9a3c7eaaafdf4ad0:1234")
+        raise BadQuery(
+            f"{name} {text!r}: a read-your-writes token is <wal_id>:<seq> (an ack's), e.g. 9a3c7eaaafdf4ad0:1234"
+        )
     return After(match[1], int(match[2]))
 
 

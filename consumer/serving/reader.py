@@ -42,8 +42,10 @@ class NotYetApplied(RuntimeError):
     """A read-your-writes token's seq is not applied within the bound (HTTP 503)."""
 
     def __init__(self, token: After, applied_seq: int, waited_s: float) -> None:
-        super().__init__(f"not yet applied (applied_seq {applied_seq}): {token} not in the store of WAL "
-                         f"{token.wal_id} after {waited_s:.1f} s; retry later")
+        super().__init__(
+            f"not yet applied (applied_seq {applied_seq}): {token} not in the store of WAL "
+            f"{token.wal_id} after {waited_s:.1f} s; retry later"
+        )
         self.applied_seq = applied_seq
 
 
@@ -52,8 +54,14 @@ class StoreClosed(RuntimeError):
 
 
 class StoreReader:
-    def __init__(self, store_dir: Path, schema: Schema, wal_id: str, wal_last_seq: Callable[[], int],
-                 group_wals: Callable[[], Iterable[str]]) -> None:
+    def __init__(
+        self,
+        store_dir: Path,
+        schema: Schema,
+        wal_id: str,
+        wal_last_seq: Callable[[], int],
+        group_wals: Callable[[], Iterable[str]],
+    ) -> None:
         """``wal_last_seq()``: the WAL's last seq now; ``group_wals()``: the WALs the group has
         committed from (the service's view of the commit marks)."""
         self.wal_id = wal_id
@@ -124,8 +132,11 @@ class StoreReader:
             self._catch_up()
 
     def _answer(self, at_ns: int) -> dict[str, Any]:
-        return {"at_ns": at_ns, "store": store_info(self.wal_id, self._store.applied_seq, self._wal_last_seq()),
-                "group_wals": sorted({self.wal_id, *self._group_wals()})}
+        return {
+            "at_ns": at_ns,
+            "store": store_info(self.wal_id, self._store.applied_seq, self._wal_last_seq()),
+            "group_wals": sorted({self.wal_id, *self._group_wals()}),
+        }
 
     def entity(self, entity_id: int, at_ns: int) -> dict[str, Any]:
         answer = self._answer(at_ns)
@@ -134,8 +145,13 @@ class StoreReader:
     def top(self, signal: str, at_ns: int, k: int | None, min_score: float | None) -> dict[str, Any]:
         answer = self._answer(at_ns)
         ranked = self._store.top(signal, at_ns, k, min_score)
-        return {"signal": signal, "k": k, "min_score": min_score, **answer,
-                "entities": [[entity, score] for entity, score in ranked]}
+        return {
+            "signal": signal,
+            "k": k,
+            "min_score": min_score,
+            **answer,
+            "entities": [[entity, score] for entity, score in ranked],
+        }
 
     def scores(self, signal: str, entities: Iterable[int], at_ns: int) -> dict[str, Any]:
         answer = self._answer(at_ns)

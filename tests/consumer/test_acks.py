@@ -17,16 +17,20 @@ def test_contiguous_offsets_with_contiguous_seqs_form_one_run_in_the_documented_
     results = [AppendResult(100 + o, False) for o in range(5)]
     ack = build_ack("w1", "t", 0, [0, 1, 2, 3, 4], results, rejected=[])
     assert ack.key == b"t:0"
-    assert ack.encode() == (b'{"v":1,"wal_id":"w1","topic":"t","partition":0,'
-                            b'"acked":[[0,4,100]],"duplicates":[],"rejected":[]}')
+    assert ack.encode() == (
+        b'{"v":1,"wal_id":"w1","topic":"t","partition":0,"acked":[[0,4,100]],"duplicates":[],"rejected":[]}'
+    )
 
 
 def test_runs_split_on_an_offset_gap_a_seq_jump_and_other_kinds() -> None:
     offsets = [10, 11, 13, 14, 15]
-    results = [AppendResult(1, False), AppendResult(2, False),
-               AppendResult(3, False),  # offset gap (12 was rejected): new run
-               AppendResult(9, True, True),  # a redelivery: acked with its original seq, a new run
-               AppendResult(2, True)]  # a producer retry of seq 2
+    results = [
+        AppendResult(1, False),
+        AppendResult(2, False),
+        AppendResult(3, False),  # offset gap (12 was rejected): new run
+        AppendResult(9, True, True),  # a redelivery: acked with its original seq, a new run
+        AppendResult(2, True),
+    ]  # a producer retry of seq 2
     ack = build_ack("w", "t", 1, offsets, results, rejected=[(12, "weight: bad")])
     assert ack.acked == [(10, 11, 1), (13, 13, 3), (14, 14, 9)]
     assert ack.rejected == [(12, "weight: bad")]
@@ -54,38 +58,50 @@ def test_parse_reads_back_what_encode_wrote_including_non_ascii_reasons() -> Non
     assert parse_ack(ack.encode()) == ack
 
 
-GOOD = {"v": 1, "wal_id": "w", "topic": "t", "partition": 0, "acked": [[0, 1, 5]], "duplicates": [[2, 5]],
-        "rejected": [[3, "bad"]]}
+GOOD = {
+    "v": 1,
+    "wal_id": "w",
+    "topic": "t",
+    "partition": 0,
+    "acked": [[0, 1, 5]],
+    "duplicates": [[2, 5]],
+    "rejected": [[3, "bad"]],
+}
 
 
-@pytest.mark.parametrize("value,where", [
-    (json.dumps({**GOOD, "acked": "no"}).encode(), "acked"),
-    (json.dumps({**GOOD, "acked": [[0, 1]]}).encode(), "acked"),
-    (json.dumps({**GOOD, "acked": [[3, 1, 5]]}).encode(), "first offset is after its last"),
-    (json.dumps({**GOOD, "acked": [[0, 1, 0]]}).encode(), "acked"),  # seqs start at 1
-    (json.dumps({**GOOD, "partition": True}).encode(), "partition"),
-    (json.dumps({**GOOD, "partition": "0"}).encode(), "partition"),
-    (json.dumps({**GOOD, "duplicates": [[2, 5.0]]}).encode(), "duplicates"),
-    (json.dumps({**GOOD, "rejected": [[3, 7]]}).encode(), "rejected"),
-    (json.dumps({**GOOD, "v": 2}).encode(), "v"),
-    (json.dumps({k: v for k, v in GOOD.items() if k != "wal_id"}).encode(), "wal_id"),
-    (b"[1, 2, 3]", "value"),
-    (b"\xff\xfe not json", "JSON"),
-    (None, "empty"),
-])
+@pytest.mark.parametrize(
+    "value,where",
+    [
+        (json.dumps({**GOOD, "acked": "no"}).encode(), "acked"),
+        (json.dumps({**GOOD, "acked": [[0, 1]]}).encode(), "acked"),
+        (json.dumps({**GOOD, "acked": [[3, 1, 5]]}).encode(), "first offset is after its last"),
+        (json.dumps({**GOOD, "acked": [[0, 1, 0]]}).encode(), "acked"),  # seqs start at 1
+        (json.dumps({**GOOD, "partition": True}).encode(), "partition"),
+        (json.dumps({**GOOD, "partition": "0"}).encode(), "partition"),
+        (json.dumps({**GOOD, "duplicates": [[2, 5.0]]}).encode(), "duplicates"),
+        (json.dumps({**GOOD, "rejected": [[3, 7]]}).encode(), "rejected"),
+        (json.dumps({**GOOD, "v": 2}).encode(), "v"),
+        (json.dumps({k: v for k, v in GOOD.items() if k != "wal_id"}).encode(), "wal_id"),
+        (b"[1, 2, 3]", "value"),
+        (b"\xff\xfe not json", "JSON"),
+        (None, "empty"),
+    ],
+)
 def test_anything_not_shaped_like_an_ack_is_a_not_an_ack_value(value: bytes | None, where: str) -> None:
     result = parse_ack(value)
     assert isinstance(result, NotAnAck)
     assert where in result.reason
 
 
-outcomes = st.lists(st.tuples(st.sampled_from(["stored", "retry", "redelivery", "rejected"]),
-                              st.integers(1, 10**6)), max_size=60)
+outcomes = st.lists(
+    st.tuples(st.sampled_from(["stored", "retry", "redelivery", "rejected"]), st.integers(1, 10**6)), max_size=60
+)
 
 
 @given(first_offset=st.integers(0, 2**40), kinds=outcomes)
-def test_every_offset_of_a_share_comes_back_with_exactly_its_outcome(first_offset: int,
-                                                                     kinds: list[tuple[str, int]]) -> None:
+def test_every_offset_of_a_share_comes_back_with_exactly_its_outcome(
+    first_offset: int, kinds: list[tuple[str, int]]
+) -> None:
     offsets: list[int] = []
     results: list[AppendResult] = []
     rejected: list[tuple[int, str]] = []
@@ -106,8 +122,9 @@ def test_every_offset_of_a_share_comes_back_with_exactly_its_outcome(first_offse
 
 
 @given(kinds=outcomes, max_bytes=st.integers(200, 3000))
-def test_an_ack_too_large_splits_into_parts_that_fit_and_cover_each_offset_once(kinds: list[tuple[str, int]],
-                                                                                max_bytes: int) -> None:
+def test_an_ack_too_large_splits_into_parts_that_fit_and_cover_each_offset_once(
+    kinds: list[tuple[str, int]], max_bytes: int
+) -> None:
     from consumer.acks import fit
 
     offsets, results, rejected = [], [], []

@@ -14,15 +14,24 @@ from consumer.kafka_python import KafkaPythonAdapter
 
 pytestmark = [pytest.mark.kafka, pytest.mark.backends("kafka-python")]  # the test uses both adapters itself
 
-MARKS = [CommitMark("4783aff20e11407e", 0, 0, NO_ACK, frozenset({"4783aff20e11407e"})),
-         CommitMark("9a3c7eaaafdf4ad0", 8921, 2, 411, frozenset({"9a3c7eaaafdf4ad0", "4783aff20e11407e"}))]
+MARKS = [
+    CommitMark("4783aff20e11407e", 0, 0, NO_ACK, frozenset({"4783aff20e11407e"})),
+    CommitMark("9a3c7eaaafdf4ad0", 8921, 2, 411, frozenset({"9a3c7eaaafdf4ad0", "4783aff20e11407e"})),
+]
 
 
-def test_marks_cross_between_kafka_python_and_librdkafka_whole(kafka_bootstrap: str,
-                                                               make_topic: Callable[..., str]) -> None:
+def test_marks_cross_between_kafka_python_and_librdkafka_whole(
+    kafka_bootstrap: str, make_topic: Callable[..., str]
+) -> None:
     topic = make_topic("marks", 1)
-    common = {"bootstrap_servers": kafka_bootstrap, "group_id": f"g-{topic}", "group_instance_id": None,
-              "client_id": "marks-test", "consumer_options": {}, "producer_options": {}}
+    common = {
+        "bootstrap_servers": kafka_bootstrap,
+        "group_id": f"g-{topic}",
+        "group_instance_id": None,
+        "client_id": "marks-test",
+        "consumer_options": {},
+        "producer_options": {},
+    }
     adapters = [KafkaPythonAdapter.connect(max_poll_records=10, **common), ConfluentAdapter.connect(**common)]
     try:
         for offset, mark in enumerate(MARKS * 10):
@@ -37,14 +46,21 @@ def test_marks_cross_between_kafka_python_and_librdkafka_whole(kafka_bootstrap: 
             adapter.close()
 
 
-def test_both_backends_put_an_ack_key_where_the_handoff_looks_for_it(kafka_bootstrap: str,
-                                                                     make_topic: Callable[..., str]) -> None:
+def test_both_backends_put_an_ack_key_where_the_handoff_looks_for_it(
+    kafka_bootstrap: str, make_topic: Callable[..., str]
+) -> None:
     """Acks are keyed by source partition; a handoff reads the one reply partition the key
     maps to (reply_partition, murmur2 as the Java client). Whichever backend sent the ack,
     and whichever computes the partition, it must be the partition the broker got."""
     topic = make_topic("acks", 7)
-    common = {"bootstrap_servers": kafka_bootstrap, "group_id": f"g-{topic}", "group_instance_id": None,
-              "client_id": "keys-test", "consumer_options": {}, "producer_options": {}}
+    common = {
+        "bootstrap_servers": kafka_bootstrap,
+        "group_id": f"g-{topic}",
+        "group_instance_id": None,
+        "client_id": "keys-test",
+        "consumer_options": {},
+        "producer_options": {},
+    }
     adapters = [KafkaPythonAdapter.connect(max_poll_records=10, **common), ConfluentAdapter.connect(**common)]
     keys = [f"signals:{n}".encode() for n in range(40)] + [b"", b"\xff\x00", "ünï:3".encode()]
     try:

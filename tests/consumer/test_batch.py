@@ -20,16 +20,22 @@ CLICK = b'{"entity_id":7,"signal_type":"click","weight":2.0,"timestamp_nanos":1,
 
 
 def test_a_poll_becomes_records_dead_letters_shares_and_offsets() -> None:
-    poll = {("s", 0): [Polled("s", 0, 10, b"k", VIEW), Polled("s", 0, 11, None, None, [("h", b"v")], 99),
-                       Polled("s", 0, 12, None, CLICK)],
-            ("s", 3): [Polled("s", 3, 5, None, b"{not json")]}
+    poll = {
+        ("s", 0): [
+            Polled("s", 0, 10, b"k", VIEW),
+            Polled("s", 0, 11, None, None, [("h", b"v")], 99),
+            Polled("s", 0, 12, None, CLICK),
+        ],
+        ("s", 3): [Polled("s", 3, 5, None, b"{not json")],
+    }
     plan = plan_batch(poll, DECODER)
-    assert plan.records == [EventRecord(42, 1, 1.5, 1700000000000000000, None, SourcePosition("s", 0, 10)),
-                            EventRecord(7, 2, 2.0, 1, "e-7", SourcePosition("s", 0, 12))]
+    assert plan.records == [
+        EventRecord(42, 1, 1.5, 1700000000000000000, None, SourcePosition("s", 0, 10)),
+        EventRecord(7, 2, 2.0, 1, "e-7", SourcePosition("s", 0, 12)),
+    ]
     assert plan.commit == {("s", 0): 13, ("s", 3): 6}
     assert plan.consumed == 4
-    assert [(s.topic, s.partition, s.first, s.offsets) for s in plan.shares] == [("s", 0, 0, [10, 12]),
-                                                                                ("s", 3, 2, [])]
+    assert [(s.topic, s.partition, s.first, s.offsets) for s in plan.shares] == [("s", 0, 0, [10, 12]), ("s", 3, 2, [])]
     assert [offset for s in plan.shares for offset, _ in s.rejected] == [11, 5]
 
 
@@ -47,8 +53,10 @@ def test_a_tombstone_is_rejected_and_sent_to_the_dlq_with_its_headers_and_source
 
 
 def test_acks_carry_each_share_its_own_results() -> None:
-    poll = {("s", 0): [Polled("s", 0, 0, None, VIEW), Polled("s", 0, 1, None, CLICK)],
-            ("s", 1): [Polled("s", 1, 9, None, CLICK)]}
+    poll = {
+        ("s", 0): [Polled("s", 0, 0, None, VIEW), Polled("s", 0, 1, None, CLICK)],
+        ("s", 1): [Polled("s", 1, 9, None, CLICK)],
+    }
     plan = plan_batch(poll, DECODER)
     results = [AppendResult(1, False), AppendResult(2, False), AppendResult(2, True)]
     first, second = acks_for(plan, results, "w")
@@ -58,25 +66,40 @@ def test_acks_carry_each_share_its_own_results() -> None:
 
 
 kinds = st.sampled_from(["valid", "retry", "redelivery", "tombstone", "garbage", "unknown type", "too big"])
-VALUES = {"valid": VIEW, "retry": CLICK, "redelivery": VIEW, "tombstone": None, "garbage": b"\xff\x00",
-          "unknown type": json.dumps({**json.loads(VIEW), "signal_type": "teleport"}).encode(),
-          "too big": b" " * 5000 + VIEW}
+VALUES = {
+    "valid": VIEW,
+    "retry": CLICK,
+    "redelivery": VIEW,
+    "tombstone": None,
+    "garbage": b"\xff\x00",
+    "unknown type": json.dumps({**json.loads(VIEW), "signal_type": "teleport"}).encode(),
+    "too big": b" " * 5000 + VIEW,
+}
 
 
-@given(polls=st.dictionaries(st.tuples(st.sampled_from(["a", "b"]), st.integers(0, 3)),
-                             st.tuples(st.integers(0, 10**9), st.lists(kinds, min_size=1, max_size=30)),
-                             min_size=1, max_size=5))
+@given(
+    polls=st.dictionaries(
+        st.tuples(st.sampled_from(["a", "b"]), st.integers(0, 3)),
+        st.tuples(st.integers(0, 10**9), st.lists(kinds, min_size=1, max_size=30)),
+        min_size=1,
+        max_size=5,
+    )
+)
 def test_every_polled_offset_ends_in_exactly_one_of_stored_duplicate_rejected(
-        polls: dict[tuple[str, int], tuple[int, list[str]]]) -> None:
-    poll = {tp: [Polled(tp[0], tp[1], first + i, None, VALUES[kind]) for i, kind in enumerate(batch)]
-            for tp, (first, batch) in polls.items()}
+    polls: dict[tuple[str, int], tuple[int, list[str]]],
+) -> None:
+    poll = {
+        tp: [Polled(tp[0], tp[1], first + i, None, VALUES[kind]) for i, kind in enumerate(batch)]
+        for tp, (first, batch) in polls.items()
+    }
     plan = plan_batch(poll, DECODER)
     # what the WAL would answer: a fresh seq, a retry's original, or a redelivery's original
     results = []
     for seq, record in enumerate(plan.records, 1):
         offset = record.source.offset if record.source else 0
-        kind = polls[(record.source.topic, record.source.partition)][1][offset - polls[(record.source.topic,
-                                                                                        record.source.partition)][0]]
+        kind = polls[(record.source.topic, record.source.partition)][1][
+            offset - polls[(record.source.topic, record.source.partition)][0]
+        ]
         results.append(AppendResult(seq, kind != "valid", kind == "redelivery"))
     acks = {ack.key: ack for ack in acks_for(plan, results, "w")}
     stored = duplicates = rejected = 0

@@ -21,8 +21,13 @@ pytestmark = pytest.mark.kafka
 
 def client(topics: Topics, **kwargs: object) -> DurableProducer:
     """A DurableProducer on the backend the test runs (TIDAL_BACKEND, set by tests/consumer/conftest.py)."""
-    return DurableProducer(topics.bootstrap, topics.signals, topics.reply,  # type: ignore[arg-type]
-                           backend=os.environ["TIDAL_BACKEND"], **kwargs)
+    return DurableProducer(
+        topics.bootstrap,
+        topics.signals,
+        topics.reply,  # type: ignore[arg-type]
+        backend=os.environ["TIDAL_BACKEND"],
+        **kwargs,
+    )
 
 
 def test_1000_events_resolve_to_the_seqs_in_walcore_dump(topics: Topics, tmp_path: Path) -> None:
@@ -42,17 +47,39 @@ def test_1000_events_resolve_to_the_seqs_in_walcore_dump(topics: Topics, tmp_pat
 
 
 def test_malformed_messages_on_the_reply_topic_are_skipped_and_every_future_still_resolves(
-        topics: Topics, tmp_path: Path) -> None:
+    topics: Topics, tmp_path: Path
+) -> None:
     service = topics.service(tmp_path / "wal")
     with client(topics) as producer:
         malformed = [
-            {"v": 1, "wal_id": "w", "topic": topics.signals, "partition": 0, "acked": "no", "duplicates": [],
-             "rejected": []},  # names the right topic, wrong shape
-            {"v": 1, "wal_id": "w", "topic": topics.signals, "partition": 0, "acked": [[0, 0, 1]],
-             "duplicates": [[1, "x"]], "rejected": []},
+            {
+                "v": 1,
+                "wal_id": "w",
+                "topic": topics.signals,
+                "partition": 0,
+                "acked": "no",
+                "duplicates": [],
+                "rejected": [],
+            },  # names the right topic, wrong shape
+            {
+                "v": 1,
+                "wal_id": "w",
+                "topic": topics.signals,
+                "partition": 0,
+                "acked": [[0, 0, 1]],
+                "duplicates": [[1, "x"]],
+                "rejected": [],
+            },
             # One run of 10^12 offsets: once expanded into a list by the reader (GBs of RAM).
-            {"v": 1, "wal_id": "w", "topic": topics.signals, "partition": 0, "acked": [[0, 10**12, 1]],
-             "duplicates": [], "rejected": []},
+            {
+                "v": 1,
+                "wal_id": "w",
+                "topic": topics.signals,
+                "partition": 0,
+                "acked": [[0, 10**12, 1]],
+                "duplicates": [],
+                "rejected": [],
+            },
         ]
         produce(topics.bootstrap, topics.reply, [*malformed, b"\xff not json", None], key=b"noise")
         futures = [producer.send(event(i)) for i in range(1000)]
@@ -109,12 +136,21 @@ def test_an_ack_that_arrives_before_the_send_callback_still_resolves(topics: Top
     from concurrent.futures import Future
 
     with client(topics) as producer:
-        ack = {"v": 1, "wal_id": "w", "topic": topics.signals, "partition": 2,
-               "acked": [[10, 19, 500]], "duplicates": [[20, 7]], "rejected": [[21, "weight: bad"]]}
+        ack = {
+            "v": 1,
+            "wal_id": "w",
+            "topic": topics.signals,
+            "partition": 2,
+            "acked": [[10, 19, 500]],
+            "duplicates": [[20, 7]],
+            "rejected": [[21, "weight: bad"]],
+        }
         with producer._lock:
             for i in range(200):  # older acks of other producers, kept for the race window
-                producer._on_ack(json.dumps({**ack, "acked": [[i, i, i]], "duplicates": [],
-                                             "rejected": []}).encode(), time.monotonic())
+                producer._on_ack(
+                    json.dumps({**ack, "acked": [[i, i, i]], "duplicates": [], "rejected": []}).encode(),
+                    time.monotonic(),
+                )
             producer._on_ack(json.dumps(ack).encode(), time.monotonic())
         acked: Future = Future()
         duplicate: Future = Future()
@@ -138,7 +174,8 @@ def test_an_unknown_backend_or_a_bad_option_fails_at_construction_naming_it(topi
 
 
 def test_an_event_the_broker_refuses_fails_with_send_failed_and_the_next_ones_still_resolve(
-        topics: Topics, tmp_path: Path, kafka_admin: KafkaAdminClient) -> None:
+    topics: Topics, tmp_path: Path, kafka_admin: KafkaAdminClient
+) -> None:
     """A send the broker refuses (over the input topic's message limit) fails its own future
     with SendFailed, on each backend's delivery path; it never waits out the ack timeout,
     and sends after it are unaffected."""
@@ -147,8 +184,9 @@ def test_an_event_the_broker_refuses_fails_with_send_failed_and_the_next_ones_st
     # at a time, so that no batch holds more than one of them.
     kafka_admin.create_topics([NewTopic(tiny, 1, 1, topic_configs={"max.message.bytes": "320"})])
     service = topics.service(tmp_path / "wal", extra=["--topic", tiny])
-    with DurableProducer(topics.bootstrap, tiny, topics.reply, backend=os.environ["TIDAL_BACKEND"],
-                         ack_timeout=60) as producer:
+    with DurableProducer(
+        topics.bootstrap, tiny, topics.reply, backend=os.environ["TIDAL_BACKEND"], ack_timeout=60
+    ) as producer:
         refused = producer.send(event(1, event_id="x" * 250))  # ~420 bytes as a batch
         with pytest.raises(SendFailed, match="did not accept"):
             refused.result(timeout=30)
@@ -157,14 +195,19 @@ def test_an_event_the_broker_refuses_fails_with_send_failed_and_the_next_ones_st
 
 
 def test_a_send_the_client_cannot_take_within_its_block_time_fails_with_send_failed(
-        topics: Topics, tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    topics: Topics, tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """send() gives up once the client's block time has passed (60 s by default, shortened
     here) instead of hanging: librdkafka's queue full (room for one message, held back by a
     long linger), kafka-python's metadata never coming (a topic name the broker refuses).
     With librdkafka the event queued before it still resolves, and so do later ones."""
     if backend == "kafka-python":
-        with DurableProducer(topics.bootstrap, "no such topic!", topics.reply, backend=backend,
-                             max_block_ms=500) as producer, pytest.raises(SendFailed, match="did not take"):
+        with (
+            DurableProducer(
+                topics.bootstrap, "no such topic!", topics.reply, backend=backend, max_block_ms=500
+            ) as producer,
+            pytest.raises(SendFailed, match="did not take"),
+        ):
             producer.send(event(1))
         return
     monkeypatch.setattr(confluent, "MAX_BLOCK_S", 0.5)

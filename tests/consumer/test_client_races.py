@@ -64,7 +64,8 @@ def await_read(made: DurableProducer, partition: int, offset: int) -> None:
 
 
 def test_racing_acks_for_one_offset_on_two_partitions_resolve_each_its_own(
-        producer: tuple[DurableProducer, ScriptedLink]) -> None:
+    producer: tuple[DurableProducer, ScriptedLink],
+) -> None:
     made, link = producer
     first = made.send({"entity_id": 1, "signal_type": "view", "weight": 1.0, "timestamp_nanos": 1})
     second = made.send({"entity_id": 2, "signal_type": "view", "weight": 1.0, "timestamp_nanos": 2})
@@ -81,7 +82,8 @@ def test_racing_acks_for_one_offset_on_two_partitions_resolve_each_its_own(
 
 
 def test_an_ack_for_another_partition_at_a_pending_offset_leaves_that_future_alone(
-        producer: tuple[DurableProducer, ScriptedLink]) -> None:
+    producer: tuple[DurableProducer, ScriptedLink],
+) -> None:
     made, link = producer
     waiting = made.send({"entity_id": 3, "signal_type": "view", "weight": 1.0, "timestamp_nanos": 3})
     late = made.send({"entity_id": 4, "signal_type": "view", "weight": 1.0, "timestamp_nanos": 4})

@@ -26,8 +26,9 @@ def produce_with_librdkafka(topics: Topics, codec: str, count: int) -> list[tupl
         else:
             positions.append((message.partition(), message.offset()))  # type: ignore[attr-defined]
 
-    producer = Producer({"bootstrap.servers": topics.bootstrap, "compression.type": codec, "linger.ms": 20,
-                         "acks": "all"})
+    producer = Producer(
+        {"bootstrap.servers": topics.bootstrap, "compression.type": codec, "linger.ms": 20, "acks": "all"}
+    )
     for i in range(count):
         producer.produce(topics.signals, json.dumps(event(i)).encode(), key=str(i).encode(), on_delivery=delivered)
     assert producer.flush(30) == 0 and errors == []

@@ -222,8 +222,14 @@ def test_each_mark_names_every_wal_that_committed_the_partition_before() -> None
     answers for stands in for the rest (no group answer may then call itself complete)."""
     fake = FakeConsumer()
     many = frozenset(f"{n:016x}" for n in range(MAX_MARK_WALS + 5))
-    step = Committer(fake, wal_id="w", max_in_flight=4, retry_for_s=5.0, stop=threading.Event(),
-                     history={P0: frozenset({"a", "b"}), P1: many})
+    step = Committer(
+        fake,
+        wal_id="w",
+        max_in_flight=4,
+        retry_for_s=5.0,
+        stop=threading.Event(),
+        history={P0: frozenset({"a", "b"}), P1: many},
+    )
     acks = [Send((2, 40)), Send((2, 41))]
     step.submit(InFlight({P0: 10, P1: 3}, acks, {P0: PartitionMark(7, acks[0]), P1: PartitionMark(9, acks[1])}))
     for send in acks:
@@ -242,8 +248,14 @@ def test_each_mark_names_every_wal_that_committed_the_partition_before() -> None
 def test_the_before_commit_hook_runs_once_a_batch_is_settled_and_before_its_commit() -> None:
     fake = FakeConsumer()
     seen: list[tuple[int, Offsets]] = []
-    step = Committer(fake, wal_id="w", max_in_flight=4, retry_for_s=5.0, stop=threading.Event(),
-                     before_commit=lambda n: seen.append((n, dict(fake.committed))))
+    step = Committer(
+        fake,
+        wal_id="w",
+        max_in_flight=4,
+        retry_for_s=5.0,
+        stop=threading.Event(),
+        before_commit=lambda n: seen.append((n, dict(fake.committed))),
+    )
     send = fake.send()
     step.submit(InFlight({P0: 10}, [send]))
     step.poll()

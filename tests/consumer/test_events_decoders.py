@@ -20,7 +20,14 @@ DECODER = Decoder(Settings().signal_schema(), max_message_bytes=1_000_000)
 IDS = Settings().signal_schema().ids
 
 HOSTILE: list[bytes] = [
-    b"", b"\xff\xfe\x00\x01 not utf-8", b"{" * 3000, b'{"entity_id": 1}', b"[1, 2, 3]", b"null", b"1", b'"x"',
+    b"",
+    b"\xff\xfe\x00\x01 not utf-8",
+    b"{" * 3000,
+    b'{"entity_id": 1}',
+    b"[1, 2, 3]",
+    b"null",
+    b"1",
+    b'"x"',
     b'{"entity_id":1,"signal_type":"view","weight":NaN,"timestamp_nanos":1}',
     b'{"entity_id":1,"signal_type":"view","weight":Infinity,"timestamp_nanos":1}',
     b'{"entity_id":1,"signal_type":"view","weight":1e400,"timestamp_nanos":1}',
@@ -111,19 +118,23 @@ def test_the_hostile_corpus_gets_the_same_decisions_from_both_decoders() -> None
     assert 0 < accepted < len(HOSTILE)  # the corpus holds both kinds
 
 
-_NUMBERS = st.one_of(st.integers(min_value=-(2**65), max_value=2**65), st.floats(allow_nan=True),
-                     st.sampled_from([0, -0.0, 1e308, 2**64 - 1, 2**64, 2**63, -(2**63) - 1, 1e15, -1e15,
-                                      1e15 + 1]))
+_NUMBERS = st.one_of(
+    st.integers(min_value=-(2**65), max_value=2**65),
+    st.floats(allow_nan=True),
+    st.sampled_from([0, -0.0, 1e308, 2**64 - 1, 2**64, 2**63, -(2**63) - 1, 1e15, -1e15, 1e15 + 1]),
+)
 _STRINGS = st.one_of(st.text(max_size=300), st.sampled_from(["", "view", "click", "x" * 256, "x" * 257]))
 _VALUES = st.one_of(st.none(), st.booleans(), _NUMBERS, _STRINGS, st.lists(st.integers(), max_size=3))
 
 
 @st.composite
 def messages(draw: st.DrawFn) -> bytes:
-    fields: dict[str, Any] = {"entity_id": draw(st.one_of(st.integers(0, 2**64 - 1), _VALUES)),
-                              "signal_type": draw(st.one_of(st.sampled_from(sorted(IDS)), _VALUES)),
-                              "weight": draw(st.one_of(st.floats(allow_nan=False, allow_infinity=False), _VALUES)),
-                              "timestamp_nanos": draw(st.one_of(st.integers(0, 2**64 - 1), _VALUES))}
+    fields: dict[str, Any] = {
+        "entity_id": draw(st.one_of(st.integers(0, 2**64 - 1), _VALUES)),
+        "signal_type": draw(st.one_of(st.sampled_from(sorted(IDS)), _VALUES)),
+        "weight": draw(st.one_of(st.floats(allow_nan=False, allow_infinity=False), _VALUES)),
+        "timestamp_nanos": draw(st.one_of(st.integers(0, 2**64 - 1), _VALUES)),
+    }
     if draw(st.booleans()):
         fields["event_id"] = draw(st.one_of(st.text(min_size=1, max_size=260), _VALUES))
     for name in draw(st.lists(st.sampled_from(sorted(fields)), max_size=2)):

@@ -51,19 +51,24 @@ SEED = int(os.environ.get("TIDAL_CHAOS_SEED", "7"))
 # "mixed": each (re)start picks its backend at random, so one group holds both clients and
 # a WAL moves between them: acks, commit marks and handoffs must agree across backends.
 @pytest.mark.backends("kafka-python", "confluent", "mixed")
-def test_three_instances_killed_at_random_keep_one_home_per_event(kafka_bootstrap: str, tmp_path: Path,
-                                                                  kafka_admin: KafkaAdminClient, backend: str) -> None:
+def test_three_instances_killed_at_random_keep_one_home_per_event(
+    kafka_bootstrap: str, tmp_path: Path, kafka_admin: KafkaAdminClient, backend: str
+) -> None:
     rng = random.Random(SEED)
     suffix = f"{time.monotonic_ns()}"
-    topics = Topics(kafka_bootstrap, f"chaos-{suffix}", f"chaos-acks-{suffix}", f"chaos-dlq-{suffix}",
-                    f"chaos-group-{suffix}")
-    kafka_admin.create_topics([NewTopic(topics.signals, PARTITIONS, 1), NewTopic(topics.reply, PARTITIONS, 1),
-                               NewTopic(topics.dlq, 1, 1)])
+    topics = Topics(
+        kafka_bootstrap, f"chaos-{suffix}", f"chaos-acks-{suffix}", f"chaos-dlq-{suffix}", f"chaos-group-{suffix}"
+    )
+    kafka_admin.create_topics(
+        [NewTopic(topics.signals, PARTITIONS, 1), NewTopic(topics.reply, PARTITIONS, 1), NewTopic(topics.dlq, 1, 1)]
+    )
     configs = {}
     for name in ("kafka-python", "confluent"):
         configs[name] = tmp_path / f"consumer-{name}.toml"
-        configs[name].write_text("max_poll_records = 2000\n" + consumer_options(
-            name, session_timeout_ms=SESSION_S * 1000, heartbeat_interval_ms=1000))
+        configs[name].write_text(
+            "max_poll_records = 2000\n"
+            + consumer_options(name, session_timeout_ms=SESSION_S * 1000, heartbeat_interval_ms=1000)
+        )
     wal_dirs = [tmp_path / f"wal-{name}" for name in "abc"]
 
     def start(wal_dir: Path, crash: tuple[str, int] | None = None) -> Service:
@@ -146,8 +151,9 @@ def test_three_instances_killed_at_random_keep_one_home_per_event(kafka_bootstra
         assert instance.stop() == 0, instance.log()
 
     positions = {(p, o) for p, end in ends.items() for o in range(end)}
-    homes = homes_of(read_topic(kafka_bootstrap, topics.reply, until=lambda m: positions <= set(homes_of(m)),
-                                timeout=120))
+    homes = homes_of(
+        read_topic(kafka_bootstrap, topics.reply, until=lambda m: positions <= set(homes_of(m)), timeout=120)
+    )
     assert {p: h for p, h in homes.items() if len(h) > 1} == {}, "offsets acked with two homes"
     live: set[tuple[str, int]] = set()
     voided: set[tuple[str, int]] = set()
@@ -169,10 +175,12 @@ def test_three_instances_killed_at_random_keep_one_home_per_event(kafka_bootstra
     assert len(stored) == EVENTS and set(stored.values()) == {1}
     logs = [log.read_text(errors="replace") for log in tmp_path.glob("wal-*.log")]
     again = sum(metric_totals(log).get("redeliveries", 0) for log in logs)
-    print(f"\n{EVENTS} events, {KILLS} kills ({LATE_RESTARTS} past the session timeout; {self_killed} of them at "
-          f"a crash point), seed {SEED}: "
-          f"{again:.0f} offsets consumed again and acked with their first home, {len(voided)} orphan(s) "
-          "voided, every offset one home")
+    print(
+        f"\n{EVENTS} events, {KILLS} kills ({LATE_RESTARTS} past the session timeout; {self_killed} of them at "
+        f"a crash point), seed {SEED}: "
+        f"{again:.0f} offsets consumed again and acked with their first home, {len(voided)} orphan(s) "
+        "voided, every offset one home"
+    )
 
 
 def event_json(i: int) -> bytes:

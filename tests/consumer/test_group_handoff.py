@@ -31,6 +31,7 @@ from walcore.segment import list_segments
 
 pytestmark = pytest.mark.kafka
 
+
 def config(tmp_path: Path, extra: str = "") -> list[str]:
     path = tmp_path / "consumer.toml"
     path.write_text(extra + "\n" + consumer_options(session_timeout_ms=6000, heartbeat_interval_ms=1000))
@@ -75,12 +76,12 @@ def await_committed(topics: Topics, service: Service, timeout: float = 60.0) -> 
         time.sleep(0.1)
 
 
-def crash_first_instance(topics: Topics, tmp_path: Path, crash_point: str, env: dict[str, str] | None = None
-                         ) -> list[dict]:
+def crash_first_instance(
+    topics: Topics, tmp_path: Path, crash_point: str, env: dict[str, str] | None = None
+) -> list[dict]:
     """Instance A stores the first batch and SIGKILLs itself at ``crash_point``, before any
     commit; returns what its WAL holds."""
-    a = topics.service(tmp_path / "wal-a", env={crash_point: "1", **(env or {})}, hooked=True,
-                       extra=config(tmp_path))
+    a = topics.service(tmp_path / "wal-a", env={crash_point: "1", **(env or {})}, hooked=True, extra=config(tmp_path))
     assert a.process.wait(timeout=120) == -9, a.log()
     a.kill()
     assert all(v is None for v in committed(topics.bootstrap, topics.group, topics.signals, PARTITIONS).values())
@@ -89,15 +90,15 @@ def crash_first_instance(topics: Topics, tmp_path: Path, crash_point: str, env: 
     return rows
 
 
-def test_acked_but_not_committed_then_moved_is_acked_again_with_its_first_home(topics: Topics,
-                                                                              tmp_path: Path) -> None:
+def test_acked_but_not_committed_then_moved_is_acked_again_with_its_first_home(topics: Topics, tmp_path: Path) -> None:
     # One partition, polls of 50: A's first fetch brings all 2,000 and it stages a poll from
     # that buffer every turn, so when its first batch's acks are delivered (where it dies,
     # before the commit) a later poll is staged; the crash point waits for it to be durable:
     # stored, never acked (B stores those, and A voids its copies when it is back).
     positions = produce(topics.bootstrap, topics.signals, [event(i) for i in range(2000)], key=b"one")
-    a_rows = crash_first_instance(topics, tmp_path, "TIDAL_TEST_CRASH_BEFORE_COMMIT",
-                                  env={"TIDAL_MAX_POLL_RECORDS": "50"})
+    a_rows = crash_first_instance(
+        topics, tmp_path, "TIDAL_TEST_CRASH_BEFORE_COMMIT", env={"TIDAL_MAX_POLL_RECORDS": "50"}
+    )
     positions += produce(topics.bootstrap, topics.signals, [event(i) for i in range(2000, 2200)])
     b = topics.service(tmp_path / "wal-b", extra=config(tmp_path))  # takes over once A's session expires
     acks_cover(topics.bootstrap, topics.reply, positions)
@@ -120,8 +121,7 @@ def test_acked_but_not_committed_then_moved_is_acked_again_with_its_first_home(t
     assert_one_home_each(topics, positions, [tmp_path / "wal-a", tmp_path / "wal-b"])
 
 
-def test_stored_but_never_acked_then_moved_is_voided_when_its_wal_comes_back(topics: Topics,
-                                                                            tmp_path: Path) -> None:
+def test_stored_but_never_acked_then_moved_is_voided_when_its_wal_comes_back(topics: Topics, tmp_path: Path) -> None:
     positions = produce(topics.bootstrap, topics.signals, [event(i) for i in range(400)])
     stored_by_a = len(crash_first_instance(topics, tmp_path, "TIDAL_TEST_CRASH_AFTER_FSYNC"))
     b = topics.service(tmp_path / "wal-b", extra=config(tmp_path))  # stores and acks first
@@ -148,8 +148,7 @@ def two_acked_rounds(topics: Topics, wal_dir: Path, extra: list[str], between: o
     assert service.stop() == 0
 
 
-def test_a_wal_restored_from_an_old_copy_refuses_to_run_naming_the_lost_seqs(topics: Topics,
-                                                                             tmp_path: Path) -> None:
+def test_a_wal_restored_from_an_old_copy_refuses_to_run_naming_the_lost_seqs(topics: Topics, tmp_path: Path) -> None:
     """The WAL alone cannot tell (the copy is a consistent log); the group's commits can."""
     wal_dir, backup = tmp_path / "wal", tmp_path / "backup"
     two_acked_rounds(topics, wal_dir, config(tmp_path), between=lambda: shutil.copytree(wal_dir, backup))
@@ -177,8 +176,9 @@ def test_a_deleted_last_segment_stops_the_service_naming_what_was_lost(topics: T
     assert "Traceback" not in service.log()
 
 
-def test_a_recreated_topic_is_a_new_source_stored_and_acked_anew(topics: Topics, tmp_path: Path,
-                                                                  kafka_admin: KafkaAdminClient) -> None:
+def test_a_recreated_topic_is_a_new_source_stored_and_acked_anew(
+    topics: Topics, tmp_path: Path, kafka_admin: KafkaAdminClient
+) -> None:
     first = produce(topics.bootstrap, topics.signals, [event(i) for i in range(300)])
     service = topics.service(tmp_path / "wal")
     old = acks_cover(topics.bootstrap, topics.reply, first)
@@ -215,8 +215,7 @@ def _covers(messages: list, positions: list[tuple[int, int]], old: dict) -> bool
     return all(newest.get(p, 0) > 300 for p in positions)
 
 
-def test_an_acked_duplicate_redelivered_after_the_window_keeps_its_first_home(topics: Topics,
-                                                                               tmp_path: Path) -> None:
+def test_an_acked_duplicate_redelivered_after_the_window_keeps_its_first_home(topics: Topics, tmp_path: Path) -> None:
     """A producer retry is acked as a duplicate (stored nowhere). If its offset is consumed
     again after the dedup window forgot the original (a crash before the commit, a restart
     later), the WAL alone would store it as new: the handoff repeats its first home."""
@@ -224,8 +223,9 @@ def test_an_acked_duplicate_redelivered_after_the_window_keeps_its_first_home(to
     retry = {**original, "weight": 2.0}  # same event id: a duplicate of the first
     positions = produce(topics.bootstrap, topics.signals, [original, event(2), retry], key=b"one")
     short_window = config(tmp_path, "[wal]\ndedup_window = 0.5")
-    crashed = topics.service(tmp_path / "wal", env={"TIDAL_TEST_CRASH_BEFORE_COMMIT": "1"}, hooked=True,
-                             extra=short_window)
+    crashed = topics.service(
+        tmp_path / "wal", env={"TIDAL_TEST_CRASH_BEFORE_COMMIT": "1"}, hooked=True, extra=short_window
+    )
     assert crashed.process.wait(timeout=120) == -9, crashed.log()
     crashed.kill()
     first = acks_cover(topics.bootstrap, topics.reply, positions)

@@ -24,12 +24,27 @@ from consumer.handoff import (
 
 
 def ack(wal: str, acked: list[list[int]], duplicates: list[list[int]] | None = None, partition: int = 0) -> bytes:
-    return json.dumps({"v": 1, "wal_id": wal, "topic": "t", "partition": partition, "acked": acked,
-                       "duplicates": duplicates or [], "rejected": []}).encode()
+    return json.dumps(
+        {
+            "v": 1,
+            "wal_id": wal,
+            "topic": "t",
+            "partition": partition,
+            "acked": acked,
+            "duplicates": duplicates or [],
+            "rejected": [],
+        }
+    ).encode()
 
 
-def read(values: list[bytes], *, end: int | None = 1000, trusted: frozenset[str] = frozenset({"a", "b"}),
-         own: tuple[str, int] = ("me", 50), from_offset: int = 0) -> Reading:
+def read(
+    values: list[bytes],
+    *,
+    end: int | None = 1000,
+    trusted: frozenset[str] = frozenset({"a", "b"}),
+    own: tuple[str, int] = ("me", 50),
+    from_offset: int = 0,
+) -> Reading:
     return first_homes(values, "t", 0, from_offset, end=end, trusted=trusted, own=own)
 
 
@@ -91,11 +106,11 @@ def naive_first(runs: list[HomeRun]) -> dict[int, Stored]:
     return homes
 
 
-@given(st.lists(st.tuples(st.integers(0, 60), st.integers(0, 12), st.sampled_from("abc"), st.integers(1, 99)),
-                max_size=25))
+@given(
+    st.lists(st.tuples(st.integers(0, 60), st.integers(0, 12), st.sampled_from("abc"), st.integers(1, 99)), max_size=25)
+)
 def test_runs_keep_the_first_home_of_every_offset_as_a_dict_would(specs: list[tuple[int, int, str, int]]) -> None:
-    runs = [HomeRun(first, first + length, wal, seq, length == 0 and seq % 2 == 0)
-            for first, length, wal, seq in specs]
+    runs = [HomeRun(first, first + length, wal, seq, length == 0 and seq % 2 == 0) for first, length, wal, seq in specs]
     homes = Homes()
     for run in runs:
         homes.add(run)

@@ -54,10 +54,12 @@ def samples(port: int) -> dict[str, float]:
 
 def test_metrics_count_what_the_wal_and_the_reply_topic_hold(topics: Topics, tmp_path: Path) -> None:
     port = kafka_local.free_port()
-    positions = produce(topics.bootstrap, topics.signals,
-                        [*[event(i) for i in range(500)], event(1), b"not json", b"{}"])
-    service = topics.service(tmp_path / "wal", env={"TIDAL_METRICS_PORT": str(port),
-                                                    "TIDAL_STORE__FLUSH_INTERVAL_S": "0.5"})
+    positions = produce(
+        topics.bootstrap, topics.signals, [*[event(i) for i in range(500)], event(1), b"not json", b"{}"]
+    )
+    service = topics.service(
+        tmp_path / "wal", env={"TIDAL_METRICS_PORT": str(port), "TIDAL_STORE__FLUSH_INTERVAL_S": "0.5"}
+    )
     acks = acks_cover(topics.bootstrap, topics.reply, positions)
     assert await_endpoint(port, "/readyz", 200, service)["ok"] is True
     assert await_endpoint(port, "/healthz", 200, service)["ok"] is True
@@ -86,8 +88,9 @@ def test_metrics_count_what_the_wal_and_the_reply_topic_hold(topics: Topics, tmp
 
 def test_readyz_is_false_until_the_service_has_joined_the_group(tmp_path: Path) -> None:
     port = kafka_local.free_port()
-    service = Service("127.0.0.1:1", "signals", tmp_path / "wal", group="g", reply="r", dlq="d",
-                      env={"TIDAL_METRICS_PORT": str(port)})
+    service = Service(
+        "127.0.0.1:1", "signals", tmp_path / "wal", group="g", reply="r", dlq="d", env={"TIDAL_METRICS_PORT": str(port)}
+    )
     body = await_endpoint(port, "/readyz", 503, service)
     assert body["ok"] is False and body["reason"]
     assert service.stop() == 0
@@ -106,23 +109,57 @@ def test_status_shows_lag_per_partition_and_the_wals_last_seq(topics: Topics, tm
     # A client option in the configured backend's own names: status uses that backend too.
     config = tmp_path / "status.toml"
     config.write_text(consumer_options(session_timeout_ms=12000))
-    result = subprocess.run([TIDAL, "status", "--bootstrap-servers", topics.bootstrap, "--topic", topics.signals,
-                             "--group-id", topics.group, "--wal-dir", str(tmp_path / "wal"), "--json",
-                             "--config", str(config)], capture_output=True, text=True, check=False, timeout=60)
+    result = subprocess.run(
+        [
+            TIDAL,
+            "status",
+            "--bootstrap-servers",
+            topics.bootstrap,
+            "--topic",
+            topics.signals,
+            "--group-id",
+            topics.group,
+            "--wal-dir",
+            str(tmp_path / "wal"),
+            "--json",
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
     ends = end_offsets(topics.bootstrap, topics.signals, 4)
     assert {row["partition"]: row["end"] for row in status["partitions"]} == ends
     assert status["total_lag"] == 50
     assert status["wal"]["last_seq"] == 300 and 0 <= status["wal"]["newest_event_age_s"] < 120
-    text = subprocess.run([TIDAL, "status", "--bootstrap-servers", topics.bootstrap, "--topic", topics.signals,
-                           "--group-id", topics.group, "--wal-dir", str(tmp_path / "wal")],
-                          capture_output=True, text=True, check=True, timeout=60).stdout
+    text = subprocess.run(
+        [
+            TIDAL,
+            "status",
+            "--bootstrap-servers",
+            topics.bootstrap,
+            "--topic",
+            topics.signals,
+            "--group-id",
+            topics.group,
+            "--wal-dir",
+            str(tmp_path / "wal"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
     assert "total lag 50" in text and "last seq 300" in text
 
 
-def test_healthz_fails_once_the_wal_writer_failed(topics: Topics, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_healthz_fails_once_the_wal_writer_failed(
+    topics: Topics, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """In process (fsync EIO injected); the endpoints are kept up past the exit so the
     probe's answer at that moment can be read."""
     import errno
@@ -135,8 +172,14 @@ def test_healthz_fails_once_the_wal_writer_failed(topics: Topics, tmp_path: Path
 
     port = kafka_local.free_port()
     produce(topics.bootstrap, topics.signals, [event(i) for i in range(50)])
-    settings = load_settings(bootstrap_servers=topics.bootstrap, topics=[topics.signals], group_id=topics.group,
-                             reply_topic=topics.reply, dlq_topic=topics.dlq, wal_dir=tmp_path / "wal")
+    settings = load_settings(
+        bootstrap_servers=topics.bootstrap,
+        topics=[topics.signals],
+        group_id=topics.group,
+        reply_topic=topics.reply,
+        dlq_topic=topics.dlq,
+        wal_dir=tmp_path / "wal",
+    )
     settings = settings.model_copy(update={"metrics_port": port})
 
     def eio(_fd: int) -> None:

@@ -27,7 +27,8 @@ def test_a_value_too_large_to_copy_whole_goes_to_the_dlq_truncated(topics: Topic
     assert headers["tidal.original.blake3"] == blake3.blake3(huge).hexdigest().encode()
     assert huge.startswith(letter.value)
     assert committed(topics.bootstrap, topics.group, topics.signals, PARTITIONS) == {
-        p: o or None for p, o in end_offsets(topics.bootstrap, topics.signals, PARTITIONS).items()}
+        p: o or None for p, o in end_offsets(topics.bootstrap, topics.signals, PARTITIONS).items()
+    }
 
 
 def test_hundreds_of_long_reasons_in_one_batch_are_acked_not_fatal(topics: Topics, tmp_path: Path) -> None:
@@ -84,11 +85,13 @@ def test_hostile_messages_of_every_kind_mixed_with_valid_ones(topics: Topics, tm
     assert len(dlq) == 500
     assert all(dict(m.headers)["tidal.reason"] != b"spoofed" for m in dlq)
     assert committed(topics.bootstrap, topics.group, topics.signals, PARTITIONS) == {
-        p: o or None for p, o in end_offsets(topics.bootstrap, topics.signals, PARTITIONS).items()}
+        p: o or None for p, o in end_offsets(topics.bootstrap, topics.signals, PARTITIONS).items()
+    }
 
 
-def test_a_lower_producer_request_limit_is_respected_by_dead_letters(topics: Topics, tmp_path: Path,
-                                                                     backend: str) -> None:
+def test_a_lower_producer_request_limit_is_respected_by_dead_letters(
+    topics: Topics, tmp_path: Path, backend: str
+) -> None:
     big = b"q" * 600_000
     positions = produce(topics.bootstrap, topics.signals, [big, event(1)], key=b"one")
     config = tmp_path / "consumer.toml"

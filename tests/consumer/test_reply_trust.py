@@ -26,12 +26,20 @@ def send_raw(bootstrap: str, topic: str, key: bytes, values: list[dict]) -> None
 
 
 def forged(wal: str, topic: str, partition: int, acked: list[list[int]]) -> dict:
-    return {"v": 1, "wal_id": wal, "topic": topic, "partition": partition, "acked": acked, "duplicates": [],
-            "rejected": []}
+    return {
+        "v": 1,
+        "wal_id": wal,
+        "topic": topic,
+        "partition": partition,
+        "acked": acked,
+        "duplicates": [],
+        "rejected": [],
+    }
 
 
 def acked_by(bootstrap: str, reply: str, wal: str, positions: list[tuple[int, int]]) -> dict[tuple[int, int], int]:
     """(partition, offset) -> seq, from the acks naming ``wal`` (other messages skipped)."""
+
     def index(messages: list) -> dict[tuple[int, int], int]:
         found: dict[tuple[int, int], int] = {}
         for message in messages:
@@ -55,12 +63,17 @@ def test_forged_acks_on_the_reply_topic_lose_no_event_and_stop_nothing(topics: T
     # With the service stopped, on the partition's ack key: a home in a WAL the group never
     # committed with; this WAL's own id with a seq it never reached; a run of 10^12 offsets;
     # this WAL's seq 1 for offsets that do not exist yet when the service comes back.
-    send_raw(topics.bootstrap, topics.reply, f"{topics.signals}:{partition}".encode(), [
-        forged("f0f0f0f0f0f0f0f0", topics.signals, partition, [[end, end + 9, 5000]]),
-        forged(wal_id, topics.signals, partition, [[end + 10, end + 19, 10**9]]),
-        forged(wal_id, topics.signals, partition, [[end + 20, end + 20 + 10**12, 1]]),
-        forged(wal_id, topics.signals, partition, [[end + 30, end + 39, 1]]),
-    ])
+    send_raw(
+        topics.bootstrap,
+        topics.reply,
+        f"{topics.signals}:{partition}".encode(),
+        [
+            forged("f0f0f0f0f0f0f0f0", topics.signals, partition, [[end, end + 9, 5000]]),
+            forged(wal_id, topics.signals, partition, [[end + 10, end + 19, 10**9]]),
+            forged(wal_id, topics.signals, partition, [[end + 20, end + 20 + 10**12, 1]]),
+            forged(wal_id, topics.signals, partition, [[end + 30, end + 39, 1]]),
+        ],
+    )
     second = produce(topics.bootstrap, topics.signals, [event(i) for i in range(10, 40)], key=b"one")
     assert second[0] == (partition, end)
     service = topics.service(wal_dir)
@@ -81,16 +94,16 @@ def test_forged_acks_on_the_reply_topic_lose_no_event_and_stop_nothing(topics: T
 
 
 @pytest.mark.backends("kafka-python")
-def test_a_new_group_on_a_reply_topic_an_earlier_group_wrote_stores_every_event(topics: Topics,
-                                                                                tmp_path: Path) -> None:
+def test_a_new_group_on_a_reply_topic_an_earlier_group_wrote_stores_every_event(topics: Topics, tmp_path: Path) -> None:
     positions = produce(topics.bootstrap, topics.signals, [event(i) for i in range(300)])
     earlier = topics.service(tmp_path / "wal-a")
     earlier_wal = earlier.wait_for_log(r"into WAL \S+ \((\w+)\)").group(1)
     acked_by(topics.bootstrap, topics.reply, earlier_wal, positions)
     assert earlier.stop() == 0
     group = f"redeploy-{uuid.uuid4().hex[:8]}"  # the same topics under a new group id, fresh WALs
-    later = Service(topics.bootstrap, topics.signals, tmp_path / "wal-b", group=group, reply=topics.reply,
-                    dlq=topics.dlq)
+    later = Service(
+        topics.bootstrap, topics.signals, tmp_path / "wal-b", group=group, reply=topics.reply, dlq=topics.dlq
+    )
     later_wal = later.wait_for_log(r"into WAL \S+ \((\w+)\)").group(1)
     acked_by(topics.bootstrap, topics.reply, later_wal, positions)
     assert later.stop() == 0, later.log()

@@ -84,12 +84,14 @@ def test_invalid_input_goes_to_the_dlq_with_reasons_and_nothing_is_lost(topics: 
             assert kind == "acked"
     rows = dump(tmp_path / "wal")
     assert len(rows) == len(good)
-    dlq_positions = {(int(dict(m.headers)["tidal.source.partition"]), int(dict(m.headers)["tidal.source.offset"]))
-                     for m in dlq}
+    dlq_positions = {
+        (int(dict(m.headers)["tidal.source.partition"]), int(dict(m.headers)["tidal.source.offset"])) for m in dlq
+    }
     stored_positions = {(r["source"]["partition"], r["source"]["offset"]) for r in rows}
     assert dlq_positions | stored_positions == set(positions)  # every consumed record: WAL or DLQ
     assert committed(topics.bootstrap, topics.group, topics.signals, PARTITIONS) == end_offsets(
-        topics.bootstrap, topics.signals, PARTITIONS)
+        topics.bootstrap, topics.signals, PARTITIONS
+    )
 
 
 def test_producer_duplicates_are_stored_once_and_acked_with_the_original_seq(topics: Topics, tmp_path: Path) -> None:
@@ -121,7 +123,8 @@ def test_stop_and_restart_loses_nothing_and_stores_nothing_twice(topics: Topics,
 
 
 def test_sigkill_after_fsync_before_commit_then_restart_acks_everything_stores_once(
-        topics: Topics, tmp_path: Path) -> None:
+    topics: Topics, tmp_path: Path
+) -> None:
     positions = produce(topics.bootstrap, topics.signals, [event(i) for i in range(3000)])
     crashing = topics.service(tmp_path / "wal", env={"TIDAL_TEST_CRASH_AFTER_FSYNC": "1"}, hooked=True)
     assert crashing.process.wait(timeout=120) == -9, crashing.log()
@@ -147,8 +150,9 @@ def test_two_instances_in_one_group_with_a_rebalance_mid_stream_lose_nothing(top
     a = topics.service(tmp_path / "wal-a")
     a.wait_for_log(r"partitions assigned: \S")
     later: list[tuple[int, int]] = []
-    producer = threading.Thread(target=lambda: later.extend(
-        produce(topics.bootstrap, topics.signals, [event(i) for i in range(1500, 4500)])))
+    producer = threading.Thread(
+        target=lambda: later.extend(produce(topics.bootstrap, topics.signals, [event(i) for i in range(1500, 4500)]))
+    )
     producer.start()
     b = topics.service(tmp_path / "wal-b")  # joins: the group rebalances while events flow
     b.wait_for_log(r"partitions assigned: \S")
@@ -193,17 +197,22 @@ def test_broker_unreachable_retries_with_a_log_line_and_stops_cleanly(tmp_path: 
 
 # The same options in each backend's own names.
 CLIENT_OPTIONS = {
-    "kafka-python": ('[kafka]\nclient_id = "tidal-custom"\n'
-                     '[kafka.consumer]\nsession_timeout_ms = 12000\nmax_partition_fetch_bytes = 2097152\n'
-                     'isolation_level = "read_committed"\n[kafka.producer]\nlinger_ms = 1\n'),
-    "confluent": ('[kafka]\n"client.id" = "tidal-custom"\n'
-                  '[kafka.consumer]\n"session.timeout.ms" = 12000\n"max.partition.fetch.bytes" = 2097152\n'
-                  '"isolation.level" = "read_committed"\n[kafka.producer]\n"linger.ms" = 1\n'),
+    "kafka-python": (
+        '[kafka]\nclient_id = "tidal-custom"\n'
+        "[kafka.consumer]\nsession_timeout_ms = 12000\nmax_partition_fetch_bytes = 2097152\n"
+        'isolation_level = "read_committed"\n[kafka.producer]\nlinger_ms = 1\n'
+    ),
+    "confluent": (
+        '[kafka]\n"client.id" = "tidal-custom"\n'
+        '[kafka.consumer]\n"session.timeout.ms" = 12000\n"max.partition.fetch.bytes" = 2097152\n'
+        '"isolation.level" = "read_committed"\n[kafka.producer]\n"linger.ms" = 1\n'
+    ),
 }
 
 
-def test_per_client_kafka_options_reach_their_client_and_the_service_runs(topics: Topics, tmp_path: Path,
-                                                                          backend: str) -> None:
+def test_per_client_kafka_options_reach_their_client_and_the_service_runs(
+    topics: Topics, tmp_path: Path, backend: str
+) -> None:
     config = tmp_path / "consumer.toml"
     config.write_text(CLIENT_OPTIONS[backend])
     positions = produce(topics.bootstrap, topics.signals, [event(i) for i in range(300)])
@@ -214,7 +223,8 @@ def test_per_client_kafka_options_reach_their_client_and_the_service_runs(topics
 
 
 def test_an_instance_sigkilled_and_restarted_on_its_wal_gets_its_partitions_back_at_once(
-        topics: Topics, tmp_path: Path) -> None:
+    topics: Topics, tmp_path: Path
+) -> None:
     """Static membership (group.instance.id from the WAL id): the restarted member takes its
     place in the group without waiting for the old one's session (10 s) to expire."""
     first = produce(topics.bootstrap, topics.signals, [event(i) for i in range(200)])

@@ -24,7 +24,8 @@ pytestmark = pytest.mark.kafka
 
 
 def test_fsync_eio_exits_3_publishes_no_ack_commits_nothing_and_a_restart_recovers(
-        topics: Topics, tmp_path: Path) -> None:
+    topics: Topics, tmp_path: Path
+) -> None:
     produce(topics.bootstrap, topics.signals, [event(i) for i in range(200)])
     failing = topics.service(tmp_path / "wal", env={"TIDAL_TEST_FSYNC_EIO": "1"}, hooked=True)
     assert failing.process.wait(timeout=120) == 3, failing.log()
@@ -36,15 +37,17 @@ def test_fsync_eio_exits_3_publishes_no_ack_commits_nothing_and_a_restart_recove
     assert all(v == 0 for v in end_offsets(topics.bootstrap, topics.reply, PARTITIONS).values())  # no ack
     # a restart recovers from the log and stores every event once
     service = topics.service(tmp_path / "wal")
-    positions = [(p, o) for p, end in end_offsets(topics.bootstrap, topics.signals, PARTITIONS).items()
-                 for o in range(end)]
+    positions = [
+        (p, o) for p, end in end_offsets(topics.bootstrap, topics.signals, PARTITIONS).items() for o in range(end)
+    ]
     acks = acks_cover(topics.bootstrap, topics.reply, positions)
     assert service.stop() == 0
     assert sorted(seq for _, seq in acks.values()) == list(range(1, 201))
 
 
 def test_an_ack_the_broker_refuses_exits_4_commits_nothing_and_keeps_what_it_stored(
-        topics: Topics, tmp_path: Path, kafka_admin: KafkaAdminClient) -> None:
+    topics: Topics, tmp_path: Path, kafka_admin: KafkaAdminClient
+) -> None:
     # A reply topic whose broker-side message limit no ack fits: every ack delivery fails.
     reply = f"tiny-acks-{topics.group}"
     kafka_admin.create_topics([NewTopic(reply, 1, 1, topic_configs={"max.message.bytes": "64"})])
@@ -71,8 +74,9 @@ def test_an_ack_the_broker_refuses_exits_4_commits_nothing_and_keeps_what_it_sto
     assert metric_totals(service.log())["redeliveries"] == len(stored)
 
 
-def test_a_dead_letter_the_broker_refuses_exits_4_and_commits_nothing(topics: Topics, tmp_path: Path,
-                                                                      kafka_admin: KafkaAdminClient) -> None:
+def test_a_dead_letter_the_broker_refuses_exits_4_and_commits_nothing(
+    topics: Topics, tmp_path: Path, kafka_admin: KafkaAdminClient
+) -> None:
     dlq = f"tiny-dlq-{topics.group}"
     kafka_admin.create_topics([NewTopic(dlq, 1, 1, topic_configs={"max.message.bytes": "64"})])
     [(partition, offset), *_] = produce(topics.bootstrap, topics.signals, [b"not json", *[event(i) for i in range(20)]])
@@ -84,12 +88,18 @@ def test_a_dead_letter_the_broker_refuses_exits_4_and_commits_nothing(topics: To
     assert (committed(topics.bootstrap, topics.group, topics.signals, PARTITIONS)[partition] or 0) <= offset
 
 
-def test_an_async_commit_lost_before_a_stop_is_made_good_by_the_drain(topics: Topics, tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch,
-                                                                      backend: str) -> None:
+def test_an_async_commit_lost_before_a_stop_is_made_good_by_the_drain(
+    topics: Topics, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
     positions = produce(topics.bootstrap, topics.signals, [event(i) for i in range(300)])
-    settings = load_settings(bootstrap_servers=topics.bootstrap, topics=[topics.signals], group_id=topics.group,
-                             reply_topic=topics.reply, dlq_topic=topics.dlq, wal_dir=tmp_path / "wal")
+    settings = load_settings(
+        bootstrap_servers=topics.bootstrap,
+        topics=[topics.signals],
+        group_id=topics.group,
+        reply_topic=topics.reply,
+        dlq_topic=topics.dlq,
+        wal_dir=tmp_path / "wal",
+    )
     lost: dict[int, int] = {}
 
     def lose(self: KafkaConsumer, offsets: dict, callback: object = None) -> None:  # a connection reset
@@ -123,4 +133,5 @@ def test_an_async_commit_lost_before_a_stop_is_made_good_by_the_drain(topics: To
         runner.join(timeout=60)
     assert codes == [0]
     assert committed(topics.bootstrap, topics.group, topics.signals, PARTITIONS) == {
-        p: o or None for p, o in end_offsets(topics.bootstrap, topics.signals, PARTITIONS).items()}
+        p: o or None for p, o in end_offsets(topics.bootstrap, topics.signals, PARTITIONS).items()
+    }

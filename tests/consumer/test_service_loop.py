@@ -30,8 +30,9 @@ class ScriptedKafka:
     """Each poll plays the next step of the script: a callable run inside poll (as a
     rebalance callback would be), then the records it returns."""
 
-    def __init__(self, script: list[tuple[Callable[[RebalanceListener], None] | None, Poll]],
-                 stop: threading.Event) -> None:
+    def __init__(
+        self, script: list[tuple[Callable[[RebalanceListener], None] | None, Poll]], stop: threading.Event
+    ) -> None:
         self.script = script
         self.stop = stop
         self.listener: RebalanceListener
@@ -52,8 +53,9 @@ class ScriptedKafka:
             during(self.listener)
         return records
 
-    def send(self, topic: str, key: bytes | None, value: bytes | None,
-             headers: Sequence[tuple[str, bytes]] | None = None) -> Send:
+    def send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]] | None = None
+    ) -> Send:
         self.events.append(f"send {topic}")
         if topic == "acks":
             ack = parse_ack(value)
@@ -79,8 +81,9 @@ class ScriptedKafka:
         self.events.append(f"commit_sync {sorted(offsets.items())}")
         self.committed_now.update(offsets)
 
-    def committed(self, partitions: Sequence[tuple[str, int]],
-                  timeout_s: float | None = None) -> dict[tuple[str, int], tuple[int, str] | None]:
+    def committed(
+        self, partitions: Sequence[tuple[str, int]], timeout_s: float | None = None
+    ) -> dict[tuple[str, int], tuple[int, str] | None]:
         return {p: None for p in partitions}
 
     def partitions(self, topic: str, timeout_s: float) -> list[int]:

@@ -30,8 +30,9 @@ def own_broker(tmp_path: Path) -> Iterator[list[kafka_local.JarBroker]]:
         holder[0].stop()
 
 
-def await_committed(bootstrap: str, group: str, wanted: dict[int, int], service: Service,
-                    timeout: float = 90.0) -> None:
+def await_committed(
+    bootstrap: str, group: str, wanted: dict[int, int], service: Service, timeout: float = 90.0
+) -> None:
     deadline = time.monotonic() + timeout
     while (now := committed(bootstrap, group, TOPIC, len(wanted))) != wanted:
         assert time.monotonic() < deadline, f"committed {now}, wanted {wanted}:\n{service.log()}"
@@ -39,7 +40,8 @@ def await_committed(bootstrap: str, group: str, wanted: dict[int, int], service:
 
 
 def test_broker_killed_and_restarted_under_the_service_loses_nothing_stores_nothing_twice(
-        own_broker: list[kafka_local.JarBroker], tmp_path: Path) -> None:
+    own_broker: list[kafka_local.JarBroker], tmp_path: Path
+) -> None:
     bootstrap = own_broker[0].bootstrap
     kafka_local.service_topics(bootstrap, TOPIC, 2)
     wal_dir = tmp_path / "wal"
@@ -70,8 +72,9 @@ def test_broker_killed_and_restarted_under_the_service_loses_nothing_stores_noth
     assert {status for status, _ in acks.values()} <= {"acked", "duplicate"}
 
 
-def test_a_wiped_broker_is_a_new_source_stored_and_acked_anew(own_broker: list[kafka_local.JarBroker],
-                                                               tmp_path: Path) -> None:
+def test_a_wiped_broker_is_a_new_source_stored_and_acked_anew(
+    own_broker: list[kafka_local.JarBroker], tmp_path: Path
+) -> None:
     """The cluster's data is lost and the broker comes back empty at the same address:
     offsets start again at 0, holding other messages. They are new events, not redeliveries."""
     bootstrap = own_broker[0].bootstrap

@@ -49,9 +49,9 @@ CASES: list[tuple[str, Callable[[Path], None], str, int, str]] = [
 
 
 @pytest.mark.parametrize("name,damage,where,code,says", CASES, ids=[c[0] for c in CASES])
-def test_an_unusable_wal_directory_is_one_line_and_its_exit_code(tmp_path: Path, name: str,
-                                                                  damage: Callable[[Path], None], where: str,
-                                                                  code: int, says: str) -> None:
+def test_an_unusable_wal_directory_is_one_line_and_its_exit_code(
+    tmp_path: Path, name: str, damage: Callable[[Path], None], where: str, code: int, says: str
+) -> None:
     damage(tmp_path / "wal")
     wal_dir = tmp_path / where
     service = Service("127.0.0.1:1", "signals", wal_dir, group="g", reply="r", dlq="d", log_dir=tmp_path)
@@ -68,8 +68,12 @@ def small_fs(tmp_path: Path):  # type: ignore[no-untyped-def]
     """A 2 MiB tmpfs of the test's own (root only: skipped where mounting is not allowed)."""
     mount_point = tmp_path / "fs"
     mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
-                             capture_output=True, text=True, check=False)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
@@ -142,13 +146,14 @@ def _catches(pid: int, signum: int) -> bool:
     return False
 
 
-def test_sigterm_from_the_moment_a_handler_is_in_exits_0_and_it_is_in_before_any_import_of_ours(
-        tmp_path: Path) -> None:
+def test_sigterm_from_the_moment_a_handler_is_in_exits_0_and_it_is_in_before_any_import_of_ours(tmp_path: Path) -> None:
     """The console script installs the handlers before argparse, logging or any module of
     the service is imported (consumer.launch); a SIGTERM sent the moment the process
     catches it is a clean stop."""
-    probe = ("import sys, consumer.launch; print(sorted(m for m in sys.modules "
-             "if m.split('.')[0] in ('consumer', 'walcore', 'argparse', 'logging', 'pydantic', 'kafka')))")
+    probe = (
+        "import sys, consumer.launch; print(sorted(m for m in sys.modules "
+        "if m.split('.')[0] in ('consumer', 'walcore', 'argparse', 'logging', 'pydantic', 'kafka')))"
+    )
     imported = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert imported.strip() == "['consumer', 'consumer.launch']"
     service = Service("127.0.0.1:1", "signals", tmp_path / "wal", group="g", reply="r", dlq="d")
@@ -165,8 +170,9 @@ def test_sigterm_from_the_moment_a_handler_is_in_exits_0_and_it_is_in_before_any
 def test_log_format_json_is_one_object_per_line_with_structured_fields(tmp_path: Path) -> None:
     import json
 
-    service = Service("127.0.0.1:1", "signals", tmp_path / "wal", group="g", reply="r", dlq="d",
-                      extra=["--log-format", "json"])
+    service = Service(
+        "127.0.0.1:1", "signals", tmp_path / "wal", group="g", reply="r", dlq="d", extra=["--log-format", "json"]
+    )
     service.wait_for_log("cannot reach Kafka")
     assert service.stop() == 0
     lines = [json.loads(line) for line in service.log().splitlines() if line.strip()]

@@ -65,8 +65,12 @@ def start(topics: Topics, wal_dir: Path, tmp_path: Path) -> tuple[Service, int]:
 
 
 def live_records(wal_dirs: list[Path]) -> list[EventRecord]:
-    return [EventRecord(row["entity_id"], row["signal_type"], row["weight"], row["timestamp_nanos"])
-            for wal_dir in wal_dirs for row in dump(wal_dir) if not row["voided"]]
+    return [
+        EventRecord(row["entity_id"], row["signal_type"], row["weight"], row["timestamp_nanos"])
+        for wal_dir in wal_dirs
+        for row in dump(wal_dir)
+        if not row["voided"]
+    ]
 
 
 def assert_signals_match(signals: dict[str, Any], records: list[EventRecord], entity: int, at: int) -> None:
@@ -76,8 +80,9 @@ def assert_signals_match(signals: dict[str, Any], records: list[EventRecord], en
         got = signals[name]
         assert got["score"] == pytest.approx(score, rel=1e-9, abs=1e-12), (entity, name)
         assert got["windows"] == {f"{w}s": n for w, n in windows.items()}, (entity, name)
-        assert got["count"] == sum(1 for r in records if r.entity_id == entity and SCHEMA.by_name[name].id ==
-                                   r.signal_type)
+        assert got["count"] == sum(
+            1 for r in records if r.entity_id == entity and SCHEMA.by_name[name].id == r.signal_type
+        )
         if velocity is not None:
             assert (got["velocity"]["per_hour"], got["velocity"]["change"]) == pytest.approx(velocity)
 
@@ -90,14 +95,20 @@ def query_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([TIDAL, "query", *args], check=False, capture_output=True, text=True, timeout=120)
 
 
-def test_one_instance_answers_exactly_reads_your_writes_and_refuses_bad_input(topics: Topics, tmp_path: Path,
-                                                                               backend: str) -> None:
+def test_one_instance_answers_exactly_reads_your_writes_and_refuses_bad_input(
+    topics: Topics, tmp_path: Path, backend: str
+) -> None:
     service, port = start(topics, tmp_path / "wal", tmp_path)
     rng = random.Random(7)
     with DurableProducer(topics.bootstrap, topics.signals, topics.reply, backend=backend) as producer:
-        futures = [producer.send(event(i, entity_id=i % 20, weight=rng.uniform(-2, 5),
-                                       timestamp_nanos=BASE + rng.randrange(0, 48 * HOUR)))
-                   for i in range(300)]
+        futures = [
+            producer.send(
+                event(
+                    i, entity_id=i % 20, weight=rng.uniform(-2, 5), timestamp_nanos=BASE + rng.randrange(0, 48 * HOUR)
+                )
+            )
+            for i in range(300)
+        ]
         results = [f.result(timeout=90) for f in futures]
         last = max(results, key=lambda r: r.seq)
         at = BASE + 49 * HOUR
@@ -119,8 +130,9 @@ def test_one_instance_answers_exactly_reads_your_writes_and_refuses_bad_input(to
 
         # Read your writes: the store answers with the event its ack just named, every time.
         for round_ in range(25):
-            result = producer.send_and_wait(event(1000 + round_, entity_id=777, signal_type="view",
-                                                  timestamp_nanos=BASE + round_))
+            result = producer.send_and_wait(
+                event(1000 + round_, entity_id=777, signal_type="view", timestamp_nanos=BASE + round_)
+            )
             status, answer = get(port, f"/v1/entities/777?at={BASE + HOUR}&after={token(result)}")
             assert status == 200 and answer["signals"]["view"]["count"] == round_ + 1, answer
         status, answer = get(port, f"/v1/entities/777?after={last.wal_id}:{10**9}&wait_ms=300")
@@ -130,14 +142,21 @@ def test_one_instance_answers_exactly_reads_your_writes_and_refuses_bad_input(to
         assert get(port, "/v1/entities/777?after=0123456789abcdef:5&wait_ms=0")[0] == 200
 
     # Bad input: 400 with the reason, naming the parameter.
-    for target, reason in [("/v1/entities/-1", "entity '-1'"), (f"/v1/entities/{2**64}", "entity"),
-                           ("/v1/entities/x1", "entity 'x1'"), ("/v1/entities/1?at=yesterday", "at 'yesterday'"),
-                           ("/v1/entities/1?at=1969-12-31T23:59:59.5Z", "outside the event time range"),
-                           ("/v1/entities/1?at=9999-01-01T00:00:00Z", "outside the event time range"),
-                           ("/v1/top?signal=teleport&k=3", "unknown signal type 'teleport'"),
-                           ("/v1/top?signal=view&k=0", "k '0'"), ("/v1/top?signal=view&k=10001", "k '10001'"),
-                           ("/v1/top?k=3", "signal: required"), ("/v1/top?signal=view&k=3&k=4", "given 2 times"),
-                           ("/v1/entities/1?after=nope", "after 'nope'"), ("/v1/entities/1?wait_ms=-5", "wait_ms")]:
+    for target, reason in [
+        ("/v1/entities/-1", "entity '-1'"),
+        (f"/v1/entities/{2**64}", "entity"),
+        ("/v1/entities/x1", "entity 'x1'"),
+        ("/v1/entities/1?at=yesterday", "at 'yesterday'"),
+        ("/v1/entities/1?at=1969-12-31T23:59:59.5Z", "outside the event time range"),
+        ("/v1/entities/1?at=9999-01-01T00:00:00Z", "outside the event time range"),
+        ("/v1/top?signal=teleport&k=3", "unknown signal type 'teleport'"),
+        ("/v1/top?signal=view&k=0", "k '0'"),
+        ("/v1/top?signal=view&k=10001", "k '10001'"),
+        ("/v1/top?k=3", "signal: required"),
+        ("/v1/top?signal=view&k=3&k=4", "given 2 times"),
+        ("/v1/entities/1?after=nope", "after 'nope'"),
+        ("/v1/entities/1?wait_ms=-5", "wait_ms"),
+    ]:
         status, answer = get(port, target)
         assert status == 400 and reason in answer["error"], (target, answer)
     assert get(port, "/v1/nothing")[0] == 404
@@ -183,10 +202,19 @@ def test_group_answers_equal_a_naive_recomputation_while_partitions_move(topics:
         return [f"127.0.0.1:{port}" for _, port in running.values()]
 
     def send_chunk(producer: DurableProducer, start_at: int, count: int) -> list[DurableResult]:
-        futures = [producer.send(event(i, entity_id=rng.randrange(1000), signal_type=rng.choice(["view", "click"]),
-                                       weight=rng.choice([1.0, 2.0, rng.uniform(-1, 4)]),
-                                       timestamp_nanos=BASE + rng.randrange(0, 24 * HOUR)), key=str(i).encode())
-                   for i in range(start_at, start_at + count)]
+        futures = [
+            producer.send(
+                event(
+                    i,
+                    entity_id=rng.randrange(1000),
+                    signal_type=rng.choice(["view", "click"]),
+                    weight=rng.choice([1.0, 2.0, rng.uniform(-1, 4)]),
+                    timestamp_nanos=BASE + rng.randrange(0, 24 * HOUR),
+                ),
+                key=str(i).encode(),
+            )
+            for i in range(start_at, start_at + count)
+        ]
         return [f.result(timeout=120) for f in futures]
 
     with DurableProducer(topics.bootstrap, topics.signals, topics.reply) as producer:
@@ -200,8 +228,9 @@ def test_group_answers_equal_a_naive_recomputation_while_partitions_move(topics:
         results += send_chunk(producer, 3000, 1500)
         with SignalClient(peers()) as client:  # read your writes through the group client
             for round_ in range(10):
-                result = producer.send_and_wait(event(9000 + round_, entity_id=5000, signal_type="view",
-                                                      timestamp_nanos=BASE + round_))
+                result = producer.send_and_wait(
+                    event(9000 + round_, entity_id=5000, signal_type="view", timestamp_nanos=BASE + round_)
+                )
                 answer = client.entity(5000, at_ns=BASE + HOUR, after=[result])
                 assert result.wal_id in {store["wal_id"] for store in answer.stores}
                 assert answer.value["view"]["count"] == round_ + 1, answer

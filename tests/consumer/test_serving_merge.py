@@ -49,10 +49,14 @@ def stores(shares: list[list[EventRecord]]) -> Iterator[list[str]]:
                 writer.apply(list(enumerate(share, 1)), len(share))
                 writer.close()
                 wal_last_seq = len(share)
-                reader = StoreReader(directory, SCHEMA, f"wal{n}", lambda last=wal_last_seq: last,
-                                     lambda: [f"wal{m}" for m in range(len(shares))])
-                endpoints = Endpoints("127.0.0.1", 0, Health(60.0), CollectorRegistry(),
-                                      QueryApi(lambda r=reader: r))
+                reader = StoreReader(
+                    directory,
+                    SCHEMA,
+                    f"wal{n}",
+                    lambda last=wal_last_seq: last,
+                    lambda: [f"wal{m}" for m in range(len(shares))],
+                )
+                endpoints = Endpoints("127.0.0.1", 0, Health(60.0), CollectorRegistry(), QueryApi(lambda r=reader: r))
                 served.append((reader, endpoints))
             yield [f"127.0.0.1:{endpoints.port}" for _, endpoints in served]
         finally:
@@ -61,16 +65,24 @@ def stores(shares: list[list[EventRecord]]) -> Iterator[list[str]]:
                 reader.close()
 
 
-EVENTS = st.lists(st.tuples(st.integers(0, 40), st.sampled_from([1, 2]),
-                            st.one_of(st.floats(-3, 3, allow_nan=False, width=32), st.just(1.0)),
-                            st.integers(0, 48).map(lambda h: h * HOUR // 2), st.integers(0, 2)),
-                  min_size=1, max_size=150)
+EVENTS = st.lists(
+    st.tuples(
+        st.integers(0, 40),
+        st.sampled_from([1, 2]),
+        st.one_of(st.floats(-3, 3, allow_nan=False, width=32), st.just(1.0)),
+        st.integers(0, 48).map(lambda h: h * HOUR // 2),
+        st.integers(0, 2),
+    ),
+    min_size=1,
+    max_size=150,
+)
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(EVENTS, st.sampled_from([1, 3, 10, 50]))
 def test_merged_answers_and_top_k_equal_a_naive_recomputation_over_every_store(
-        raw: list[tuple[int, int, float, int, int]], k: int) -> None:
+    raw: list[tuple[int, int, float, int, int]], k: int
+) -> None:
     everything = [EventRecord(entity, signal, float(weight), ts) for entity, signal, weight, ts, _ in raw]
     shares = [[record for record, (*_, store) in zip(everything, raw) if store == n] for n in range(3)]
     latest = max(r.timestamp_nanos for r in everything)
@@ -92,17 +104,21 @@ def test_merged_answers_and_top_k_equal_a_naive_recomputation_over_every_store(
                 assert_same_ranking([tuple(pair) for pair in answer.value], naive, k)
 
 
-@pytest.mark.parametrize("placed,expected", [
-    # An entity in no store's top-1 list that out-totals every listed one: the stop rule's
-    # bound (each store's k-th, summed) must not let the first step's answer stand.
-    ({0: [(1, 10.0), (4, 9.9), (2, -1.0)], 1: [(2, 6.0), (4, 5.9), (1, -9.0)], 2: [(3, 5.0), (4, 4.9)]}, (4, 20.7)),
-    # Negative k-th scores: an entity absent from a store counts 0 there, not the k-th.
-    ({0: [(1, -1.0), (5, -2.0), (2, -1.6), (3, -1.7)], 1: [(2, -1.0), (1, -1.5)], 2: [(3, -1.0)]}, (5, -2.0)),
-    # Skewed: the first step's totals clear the bound, and are the answer.
-    ({0: [(1, 50.0), (2, 1.0)], 1: [(1, 40.0), (3, 1.0)], 2: [(1, 30.0), (4, 2.0)]}, (1, 120.0)),
-])
+@pytest.mark.parametrize(
+    "placed,expected",
+    [
+        # An entity in no store's top-1 list that out-totals every listed one: the stop rule's
+        # bound (each store's k-th, summed) must not let the first step's answer stand.
+        ({0: [(1, 10.0), (4, 9.9), (2, -1.0)], 1: [(2, 6.0), (4, 5.9), (1, -9.0)], 2: [(3, 5.0), (4, 4.9)]}, (4, 20.7)),
+        # Negative k-th scores: an entity absent from a store counts 0 there, not the k-th.
+        ({0: [(1, -1.0), (5, -2.0), (2, -1.6), (3, -1.7)], 1: [(2, -1.0), (1, -1.5)], 2: [(3, -1.0)]}, (5, -2.0)),
+        # Skewed: the first step's totals clear the bound, and are the answer.
+        ({0: [(1, 50.0), (2, 1.0)], 1: [(1, 40.0), (3, 1.0)], 2: [(1, 30.0), (4, 2.0)]}, (1, 120.0)),
+    ],
+)
 def test_group_top_k_stops_early_only_when_no_unlisted_entity_can_reach_the_kth(
-        placed: dict[int, list[tuple[int, float]]], expected: tuple[int, float]) -> None:
+    placed: dict[int, list[tuple[int, float]]], expected: tuple[int, float]
+) -> None:
     view = SCHEMA.by_name["view"].id
     shares = [[EventRecord(entity, view, weight, HOUR) for entity, weight in placed[n]] for n in range(3)]
     assert answers.beyond(1.0, 0.0) and not answers.beyond(1e-12, 0.0)
@@ -126,11 +142,18 @@ def test_a_store_named_by_the_group_that_does_not_answer_makes_the_answer_incomp
             assert client.entity(1, at_ns=HOUR, after=["walX:1"]).missing == ["walX"]
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("0", 0), ("1700000000000000000", 1_700_000_000_000_000_000), ("1970-01-01T00:00:00Z", 0),
-    ("1970-01-01T00:00:01.5Z", 1_500_000_000), ("2026-11-25T12:00:00Z", 1_795_608_000_000_000_000),
-    ("2026-11-25T13:00:00+01:00", 1_795_608_000_000_000_000), ("2026-11-25T12:00:00", 1_795_608_000_000_000_000),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0", 0),
+        ("1700000000000000000", 1_700_000_000_000_000_000),
+        ("1970-01-01T00:00:00Z", 0),
+        ("1970-01-01T00:00:01.5Z", 1_500_000_000),
+        ("2026-11-25T12:00:00Z", 1_795_608_000_000_000_000),
+        ("2026-11-25T13:00:00+01:00", 1_795_608_000_000_000_000),
+        ("2026-11-25T12:00:00", 1_795_608_000_000_000_000),
+    ],
+)
 def test_times_are_rfc3339_or_epoch_nanoseconds(text: str, expected: int) -> None:
     assert params.time_ns(text) == expected
 
@@ -176,9 +199,11 @@ def test_hostile_requests_get_a_reason_and_the_server_keeps_answering() -> None:
 
         status, body = post(b"x", length=2**31)
         assert status == 413 and b"at most 1048576 bytes" in body
-        for request, reason in [(b"not json", b"the body is"), (b'{"signal": "view", "at": 0, "entities": [-1]}',
-                                                                 b"entities: each an integer"),
-                                (b'{"signal": "view", "at": 0, "entities": [1], "x": 1}', b"")]:
+        for request, reason in [
+            (b"not json", b"the body is"),
+            (b'{"signal": "view", "at": 0, "entities": [-1]}', b"entities: each an integer"),
+            (b'{"signal": "view", "at": 0, "entities": [1], "x": 1}', b""),
+        ]:
             status, body = post(request)
             assert (status == 400 and reason in body) or (reason == b"" and status == 200), body
         many = ('{"signal": "view", "at": 0, "entities": [' + ",".join(["1"] * 10_001) + "]}").encode()
@@ -200,15 +225,17 @@ class MarksOnly:
     def partitions(self, _topic: str, _timeout_s: float) -> list[int]:
         return list(self.known)
 
-    def committed(self, partitions: list[tuple[str, int]],
-                  _timeout_s: float | None = None) -> dict[tuple[str, int], tuple[int, str] | None]:
+    def committed(
+        self, partitions: list[tuple[str, int]], _timeout_s: float | None = None
+    ) -> dict[tuple[str, int], tuple[int, str] | None]:
         if self.down:
             raise KafkaUnavailable("broker down")
         return {p: self.commits.get(p) for p in partitions}
 
 
 def test_the_group_view_names_every_wal_of_the_marks_and_never_settles_on_an_unknown_topic(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     clock = [100.0]
     monkeypatch.setattr("consumer.serving.group.time.monotonic", lambda: clock[0])
     client = MarksOnly()
@@ -216,8 +243,10 @@ def test_the_group_view_names_every_wal_of_the_marks_and_never_settles_on_an_unk
     group.refresh_if_due(client)  # the client knows no partitions yet: tried again soon, not in REFRESH_S
     assert group.current == {"me", UNREAD}  # nothing read yet: no answer can be complete
     client.known = [0, 1]
-    client.commits = {("signals", 0): (5, encode_mark(CommitMark("a", 3, 0, 7, frozenset({"b"})))),
-                      ("signals", 1): None}
+    client.commits = {
+        ("signals", 0): (5, encode_mark(CommitMark("a", 3, 0, 7, frozenset({"b"})))),
+        ("signals", 1): None,
+    }
     clock[0] += 0.5
     group.refresh_if_due(client)
     assert group.current == {"me", "a", "b"}

@@ -36,8 +36,10 @@ def applied_counts(store_dir: Path) -> dict[tuple[int, int], int]:
     """(entity, signal type) -> events the store holds, read beside (after) the service."""
     engine = RocksEngine(store_dir, read_only=True)
     try:
-        return {(int.from_bytes(key[:8], "big"), int.from_bytes(key[10:12], "big")): decode_score(value).count
-                for key, value in engine.scan("scores", b"")}
+        return {
+            (int.from_bytes(key[:8], "big"), int.from_bytes(key[10:12], "big")): decode_score(value).count
+            for key, value in engine.scan("scores", b"")
+        }
     finally:
         engine.close()
 
@@ -60,31 +62,44 @@ def test_every_event_is_applied_once_and_query_answers_from_the_store(topics: To
     assert applied_counts(tmp_path / "wal" / "store") == expected_counts(sent)
 
     at = max(value["timestamp_nanos"] for value in sent)
-    result = subprocess.run([TIDAL, "query", "--entity", "7", "--at", str(at), "--json", "--wal-dir",
-                             str(tmp_path / "wal")], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [TIDAL, "query", "--entity", "7", "--at", str(at), "--json", "--wal-dir", str(tmp_path / "wal")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     found = json.loads(result.stdout)
     definitions = Settings().signal_schema().by_name
     for name, signal in found["signals"].items():
         mine = [v for v in sent if v["entity_id"] == 7 and v["signal_type"] == name]
         lam = lambda_per_ns(definitions[name].half_life_seconds)
         assert signal["count"] == len(mine)
-        assert signal["score"] == pytest.approx(math.fsum(v["weight"] * math.exp(-lam * (at - v["timestamp_nanos"]))
-                                                          for v in mine), rel=1e-9)
+        assert signal["score"] == pytest.approx(
+            math.fsum(v["weight"] * math.exp(-lam * (at - v["timestamp_nanos"])) for v in mine), rel=1e-9
+        )
         assert set(signal["windows"].values()) == {len(mine)}  # all within every window of `at`
     assert set(found["signals"]) == {v["signal_type"] for v in sent if v["entity_id"] == 7}
-    text = subprocess.run([TIDAL, "query", "--entity", "7", "--wal-dir", str(tmp_path / "wal")],
-                          capture_output=True, text=True, check=True).stdout
+    text = subprocess.run(
+        [TIDAL, "query", "--entity", "7", "--wal-dir", str(tmp_path / "wal")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert text.startswith("entity 7 (store applied through seq 600)")
 
 
 def test_events_at_the_ends_of_the_u64_range_are_applied_and_queried_from_a_private_store(
-        topics: Topics, tmp_path: Path) -> None:
+    topics: Topics, tmp_path: Path
+) -> None:
     """The contract's timestamps and entity ids are u64s. A timestamp of 2**64 - 1 once
     failed the applier's score encoding (a signed field), and the catch-up after each
     restart met the same event again: one message stopped the store stage."""
     top = 2**64 - 1
-    sent = [event(0, entity_id=top, signal_type="view", timestamp_nanos=top),
-            event(1, entity_id=top, signal_type="view", timestamp_nanos=0), event(2, entity_id=0, timestamp_nanos=0)]
+    sent = [
+        event(0, entity_id=top, signal_type="view", timestamp_nanos=top),
+        event(1, entity_id=top, signal_type="view", timestamp_nanos=0),
+        event(2, entity_id=0, timestamp_nanos=0),
+    ]
     positions = produce(topics.bootstrap, topics.signals, sent)
     # The store outside the WAL directory (its 0700 does not shield it there), under umask 022.
     config = tmp_path / "consumer.toml"
@@ -100,9 +115,26 @@ def test_events_at_the_ends_of_the_u64_range_are_applied_and_queried_from_a_priv
     modes = {entry.name: entry.stat().st_mode & 0o777 for entry in os.scandir(tmp_path / "elsewhere")}
     assert (tmp_path / "elsewhere").stat().st_mode & 0o777 == 0o700
     assert modes and all(mode & 0o077 == 0 for mode in modes.values()), modes  # as the WAL's files
-    found = json.loads(subprocess.run([TIDAL, "query", "--entity", str(top), "--at", str(top), "--json", "--wal-dir",
-                                       str(tmp_path / "wal"), "--config", str(config)],
-                                      capture_output=True, text=True, check=True).stdout)
+    found = json.loads(
+        subprocess.run(
+            [
+                TIDAL,
+                "query",
+                "--entity",
+                str(top),
+                "--at",
+                str(top),
+                "--json",
+                "--wal-dir",
+                str(tmp_path / "wal"),
+                "--config",
+                str(config),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     view = found["signals"]["view"]
     # The event at the top counts whole; the one at 0 has decayed to nothing, and lies
     # outside every window.
@@ -110,8 +142,7 @@ def test_events_at_the_ends_of_the_u64_range_are_applied_and_queried_from_a_priv
     assert set(view["windows"].values()) == {1}
 
 
-def test_a_crash_after_the_fsync_before_the_store_saw_the_batch_applies_it_once(
-        topics: Topics, tmp_path: Path) -> None:
+def test_a_crash_after_the_fsync_before_the_store_saw_the_batch_applies_it_once(topics: Topics, tmp_path: Path) -> None:
     """SIGKILL right after a batch's fsync (before its acks; the store had not seen it)."""
     sent = events(0, 1000)
     positions = produce(topics.bootstrap, topics.signals, sent)
@@ -126,7 +157,8 @@ def test_a_crash_after_the_fsync_before_the_store_saw_the_batch_applies_it_once(
 
 
 def test_a_crash_after_the_store_write_before_its_flush_and_checkpoint_applies_nothing_twice(
-        topics: Topics, tmp_path: Path) -> None:
+    topics: Topics, tmp_path: Path
+) -> None:
     """Everything applied in the store, nothing of it flushed or checkpointed in the WAL yet
     (a 30 s flush interval); SIGKILL; the restart replays the WAL from the checkpoint."""
     sent = events(0, 1000)
@@ -148,8 +180,12 @@ def test_a_crash_after_the_store_write_before_its_flush_and_checkpoint_applies_n
 
 
 def test_the_wal_stops_growing_once_the_store_holds_its_events(topics: Topics, tmp_path: Path) -> None:
-    env = {"TIDAL_WAL__SEGMENT_SIZE": "65536", "TIDAL_STORE__RETAIN_WAL_BYTES": "0",
-           "TIDAL_STORE__FLUSH_INTERVAL_S": "0.2", "TIDAL_MAX_POLL_RECORDS": "500"}
+    env = {
+        "TIDAL_WAL__SEGMENT_SIZE": "65536",
+        "TIDAL_STORE__RETAIN_WAL_BYTES": "0",
+        "TIDAL_STORE__FLUSH_INTERVAL_S": "0.2",
+        "TIDAL_MAX_POLL_RECORDS": "500",
+    }
     service = topics.service(tmp_path / "wal", env=env)
     sent: list[dict] = []
     wal_bytes = []
@@ -168,7 +204,8 @@ def test_the_wal_stops_growing_once_the_store_holds_its_events(topics: Topics, t
 
 @pytest.mark.parametrize("case", ["another WAL's store", "a store ahead of its WAL"])
 def test_a_store_that_does_not_match_its_wal_stops_the_service_with_exit_8(
-        topics: Topics, tmp_path: Path, case: str) -> None:
+    topics: Topics, tmp_path: Path, case: str
+) -> None:
     """A store copied beside another WAL, or a WAL restored from an old copy under a newer
     store: applying would mix logs or skip events. One line, exit 8, nothing consumed."""
     first = produce(topics.bootstrap, topics.signals, events(0, 200))
@@ -203,8 +240,9 @@ def test_a_store_that_does_not_match_its_wal_stops_the_service_with_exit_8(
 
 @pytest.mark.backends("kafka-python")  # the applier's process, whatever the Kafka client
 @pytest.mark.parametrize("signum", [signals.SIGTERM, signals.SIGINT])
-def test_a_signal_to_the_whole_process_group_drains_and_exits_0(topics: Topics, tmp_path: Path,
-                                                                 signum: signals.Signals) -> None:
+def test_a_signal_to_the_whole_process_group_drains_and_exits_0(
+    topics: Topics, tmp_path: Path, signum: signals.Signals
+) -> None:
     """systemd's default KillMode, `timeout` and Ctrl-C signal every process of the group:
     the applier must not die first (it used to: exit 8, the drain lost), and SIGINT is no
     traceback. Two rounds on one WAL, events flowing in between."""
@@ -226,8 +264,9 @@ def _nice(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])  # field 19
 
 
-def test_the_applier_runs_ten_nice_levels_below_the_service_and_its_death_is_one_line(topics: Topics,
-                                                                                      tmp_path: Path) -> None:
+def test_the_applier_runs_ten_nice_levels_below_the_service_and_its_death_is_one_line(
+    topics: Topics, tmp_path: Path
+) -> None:
     """Ingest comes first on shared cores (docs/operations.md): the applier process the
     service starts is reniced, the service itself is not."""
     service = topics.service(tmp_path / "wal")
@@ -251,14 +290,17 @@ def _signals_toml(view_half_life: float) -> str:
     tables = []
     for signal in Settings().signals:
         half_life = view_half_life if signal.name == "view" else signal.half_life_seconds
-        tables.append(f'[[signals]]\nname = "{signal.name}"\nid = {signal.id}\nhalf_life_seconds = {half_life}\n'
-                      f"windows_seconds = {list(signal.windows_seconds)}\nvelocity = {str(signal.velocity).lower()}\n")
+        tables.append(
+            f'[[signals]]\nname = "{signal.name}"\nid = {signal.id}\nhalf_life_seconds = {half_life}\n'
+            f"windows_seconds = {list(signal.windows_seconds)}\nvelocity = {str(signal.velocity).lower()}\n"
+        )
     return "\n".join(tables)
 
 
 @pytest.mark.backends("kafka-python")
 def test_a_schema_that_contradicts_the_store_is_refused_and_a_store_missing_seqs_is_a_warning(
-        topics: Topics, tmp_path: Path) -> None:
+    topics: Topics, tmp_path: Path
+) -> None:
     wal_dir = tmp_path / "wal"
     small = "[wal]\nsegment_size = 1\n[store]\nretain_wal_bytes = 0\nflush_interval_s = 0.05\n"
     same, other = tmp_path / "same.toml", tmp_path / "other.toml"
@@ -271,8 +313,13 @@ def test_a_schema_that_contradicts_the_store_is_refused_and_a_store_missing_seqs
     first_kept = dump(wal_dir)[0]["seq"]
     assert first_kept > 1  # retention deleted the applied, committed segments
 
-    query = subprocess.run([TIDAL, "query", "--entity", "7", "--wal-dir", str(wal_dir), "--config", str(other)],
-                           capture_output=True, text=True, check=False, timeout=60)
+    query = subprocess.run(
+        [TIDAL, "query", "--entity", "7", "--wal-dir", str(wal_dir), "--config", str(other)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert query.returncode == 8 and len(query.stderr.strip().splitlines()) == 1, query.stderr
     assert "id 1 was 'view' with a half-life of 3600 s, now 'view' with 7200 s" in query.stderr
     refused = topics.service(wal_dir, extra=["--config", str(other)])

@@ -39,8 +39,9 @@ def test_the_last_stored_offset_redelivered_after_the_window_is_recognised(tmp_p
 
 @pytest.mark.parametrize("how", ["append", "append_batch"])  # append_batch: the service's bulk path
 @pytest.mark.parametrize("phase", [0.0, 0.25, 0.49, 0.51, 0.9, 0.999])
-def test_a_retry_within_the_window_is_a_duplicate_wherever_the_first_copy_fell(tmp_path: Path,
-                                                                                phase: float, how: str) -> None:
+def test_a_retry_within_the_window_is_a_duplicate_wherever_the_first_copy_fell(
+    tmp_path: Path, phase: float, how: str
+) -> None:
     """The promise: a stored key stays a duplicate for at least the window. A window
     rotating at half its length would forget keys stored just before a rotation."""
     clock = FakeClock()
@@ -102,7 +103,8 @@ def test_after_truncation_the_source_index_is_what_a_reopen_rebuilds(tmp_path: P
 
 
 def test_an_unexpected_error_in_the_writer_fails_every_caller_and_never_hangs(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(*_args: object) -> bytes:
         raise RuntimeError("a bug in the writer")
 
@@ -122,8 +124,9 @@ def test_long_event_ids_are_keyed_by_a_fixed_size_digest_and_still_deduplicate(t
     from walcore.format import encode_body
 
     long_id, short_id = "😀" * 256, "order-42"
-    keys = encode_body([EventRecord(1, 1, 1.0, 1, long_id), EventRecord(1, 1, 1.0, 1, short_id),
-                        EventRecord(1, 1, 1.0, 1)]).keys
+    keys = encode_body(
+        [EventRecord(1, 1, 1.0, 1, long_id), EventRecord(1, 1, 1.0, 1, short_id), EventRecord(1, 1, 1.0, 1)]
+    ).keys
     assert isinstance(keys[0], bytes) and len(keys[0]) == 19  # not 1 KB of emoji
     assert keys[1] == short_id and len(keys[2]) == 26  # short ids as they are; content rows
     with Wal.open(tmp_path) as wal:

@@ -64,8 +64,16 @@ def test_dump_json_prints_every_event_with_its_source(tmp_path: Path) -> None:
     assert [r["seq"] for r in rows] == [3, 4]
     assert rows[0]["source"] == {"topic": "signals", "partition": 0, "offset": 2}
     assert rows[1]["event_id"] == "e-1" and rows[1]["source"] is None
-    assert set(rows[0]) == {"seq", "entity_id", "signal_type", "weight", "timestamp_nanos", "event_id", "source",
-                            "voided"}
+    assert set(rows[0]) == {
+        "seq",
+        "entity_id",
+        "signal_type",
+        "weight",
+        "timestamp_nanos",
+        "event_id",
+        "source",
+        "voided",
+    }
 
 
 def test_stats_reports_seqs_and_partitions(tmp_path: Path) -> None:
@@ -87,8 +95,9 @@ def test_stats_counts_frames_of_each_format_version(tmp_path: Path) -> None:
 def test_dump_into_a_reader_that_stops_early_exits_0_quietly(tmp_path: Path) -> None:
     write_log(tmp_path, [2000] * 5)  # far more than a pipe buffer holds
     for extra in ([], ["--json"]):
-        dump = subprocess.Popen([WALCORE, "dump", str(tmp_path), *extra], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        dump = subprocess.Popen(
+            [WALCORE, "dump", str(tmp_path), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         assert dump.stdout is not None and dump.stdout.readline()
         dump.stdout.close()  # as `| head -1` does
         assert dump.wait(timeout=60) == 0

@@ -64,10 +64,17 @@ def batch(round_no: int, number: int) -> list[EventRecord]:
     """The records of batch ``number`` of round ``round_no``: reproducible, all distinct."""
     rng = random.Random(round_no * 1_000_003 + number)
     size = rng.choice([1, 2, 7, 50, 300, 1200])
-    return [EventRecord(rng.getrandbits(64), rng.randrange(2**16), rng.uniform(-1e6, 1e6), rng.getrandbits(64),
-                        f"r{round_no}-b{number}-{i}" if rng.random() < 0.5 else None,
-                        SourcePosition(f"t{round_no}", number % 4, number * 2000 + i))
-            for i in range(size)]
+    return [
+        EventRecord(
+            rng.getrandbits(64),
+            rng.randrange(2**16),
+            rng.uniform(-1e6, 1e6),
+            rng.getrandbits(64),
+            f"r{round_no}-b{number}-{i}" if rng.random() < 0.5 else None,
+            SourcePosition(f"t{round_no}", number % 4, number * 2000 + i),
+        )
+        for i in range(size)
+    ]
 
 
 def test_sigkill_at_random_moments_never_loses_an_acknowledged_record(tmp_path: Path) -> None:
@@ -75,8 +82,12 @@ def test_sigkill_at_random_moments_never_loses_an_acknowledged_record(tmp_path: 
     rng = random.Random(20261124)
     acknowledged: dict[int, EventRecord] = {}
     for round_no in range(ROUNDS):
-        child = subprocess.Popen([sys.executable, "-c", CHILD, str(wal_dir), str(round_no), str(Path(__file__).parent)],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(wal_dir), str(round_no), str(Path(__file__).parent)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert child.stdout is not None
         wanted = rng.randint(1, 12)  # acknowledged batches before the kill
         for _ in range(wanted):

@@ -29,8 +29,12 @@ from walcore.format import (
     source_runs,
 )
 
-sources = st.one_of(st.none(), st.builds(SourcePosition, st.sampled_from(["a", "topic-b", "ü"]),
-                                         st.integers(0, 2**31 - 1), st.integers(0, 2**63 - 1)))
+sources = st.one_of(
+    st.none(),
+    st.builds(
+        SourcePosition, st.sampled_from(["a", "topic-b", "ü"]), st.integers(0, 2**31 - 1), st.integers(0, 2**63 - 1)
+    ),
+)
 event_records = st.builds(
     EventRecord,
     entity_id=st.integers(0, 2**64 - 1),
@@ -44,8 +48,11 @@ event_records = st.builds(
 
 # Kafka-like sources: stretches of consecutive offsets of a few partitions, sometimes
 # continuing an earlier stretch, sometimes interrupted by a record with no source.
-stretches = st.lists(st.tuples(st.sampled_from(["a", "b"]), st.integers(0, 2), st.integers(0, 40),
-                               st.integers(1, 120), st.booleans()), min_size=1, max_size=12)
+stretches = st.lists(
+    st.tuples(st.sampled_from(["a", "b"]), st.integers(0, 2), st.integers(0, 40), st.integers(1, 120), st.booleans()),
+    min_size=1,
+    max_size=12,
+)
 
 
 def _kafka_like(spec: list[tuple[str, int, int, int, bool]]) -> list[SourcePosition | None]:
@@ -69,15 +76,19 @@ def test_source_runs_cover_every_source_in_maximal_runs(spec: list[tuple[str, in
             rebuilt[run.first_index + i] = SourcePosition(run.topic, run.partition, run.first_offset + i)
     assert rebuilt == sources
     for before, after in pairwise(runs):
-        continues = (before.first_index + before.count == after.first_index and before.topic == after.topic
-                     and before.partition == after.partition
-                     and before.first_offset + before.count == after.first_offset)
+        continues = (
+            before.first_index + before.count == after.first_index
+            and before.topic == after.topic
+            and before.partition == after.partition
+            and before.first_offset + before.count == after.first_offset
+        )
         assert not continues, f"{before} and {after} should be one run"
 
 
 @settings(max_examples=300, deadline=None)
-@given(batch=st.lists(event_records, min_size=1, max_size=60), base_seq=st.integers(1, 2**40),
-       ts=st.integers(0, 2**64 - 1))
+@given(
+    batch=st.lists(event_records, min_size=1, max_size=60), base_seq=st.integers(1, 2**40), ts=st.integers(0, 2**64 - 1)
+)
 def test_round_trip_of_random_batches(batch: list[EventRecord], base_seq: int, ts: int) -> None:
     frame = encode_frame(encode_body(batch), base_seq, ts)
     header = decode_header(frame, 0)
@@ -90,7 +101,8 @@ def test_round_trip_of_random_batches(batch: list[EventRecord], base_seq: int, t
 def test_header_layout_is_the_documented_one() -> None:
     frame = encode_frame(encode_body([EventRecord(7, 2, 1.5, 99)]), base_seq=42, batch_ts=123)
     magic, version, ftype, flags, body_len, count, base_seq, ts, ids_len, src_len, reserved, crc = struct.unpack_from(
-        "<IBBHIIQQIIII", frame)
+        "<IBBHIIQQIIII", frame
+    )
     assert frame[:4] == b"TWAL" and magic == MAGIC
     assert (version, ftype, flags, count, base_seq, ts, ids_len, src_len, reserved) == (2, 1, 0, 1, 42, 123, 0, 0, 0)
     assert body_len == 26 and len(frame) == HEADER_LEN + 26 + 32
@@ -101,8 +113,9 @@ def test_header_layout_is_the_documented_one() -> None:
 def test_worked_example_in_the_docs_is_what_the_codec_writes() -> None:
     text = (Path(__file__).parents[2] / "docs" / "wal-format.md").read_text()
     example = text.split("### Worked example", 1)[1].split("```", 2)[1]
-    documented = bytes.fromhex("".join(
-        " ".join(line[6:54].split()) for line in example.splitlines() if re.match(r"^[0-9a-f]{4}  ", line)))
+    documented = bytes.fromhex(
+        "".join(" ".join(line[6:54].split()) for line in example.splitlines() if re.match(r"^[0-9a-f]{4}  ", line))
+    )
     record = EventRecord(42, 1, 1.5, 1_700_000_000_000_000_000, None, SourcePosition("signals", 3, 7))
     assert encode_frame(encode_body([record]), base_seq=1, batch_ts=1_700_000_000_123_456_789) == documented
 
@@ -140,22 +153,26 @@ def test_short_buffer_is_not_a_header() -> None:
     assert isinstance(decode_header(b"TWAL", 0), BadHeader)
 
 
-@pytest.mark.parametrize("field,record", [
-    ("weight", EventRecord(1, 1, math.nan, 1)),
-    ("weight", EventRecord(1, 1, math.inf, 1)),
-    ("entity_id", EventRecord(2**64, 1, 1.0, 1)),
-    ("signal_type", EventRecord(1, 2**16, 1.0, 1)),
-])
-def test_out_of_range_fields_do_not_encode_and_the_error_names_index_and_field(field: str,
-                                                                              record: EventRecord) -> None:
+@pytest.mark.parametrize(
+    "field,record",
+    [
+        ("weight", EventRecord(1, 1, math.nan, 1)),
+        ("weight", EventRecord(1, 1, math.inf, 1)),
+        ("entity_id", EventRecord(2**64, 1, 1.0, 1)),
+        ("signal_type", EventRecord(1, 2**16, 1.0, 1)),
+    ],
+)
+def test_out_of_range_fields_do_not_encode_and_the_error_names_index_and_field(field: str, record: EventRecord) -> None:
     with pytest.raises(InvalidRecord) as err:
         encode_body([EventRecord(7, 1, 1.0, 7), record])
     assert (err.value.field, err.value.index) == (field, 1)
 
 
 @settings(max_examples=25, deadline=None)
-@given(batches=st.lists(st.lists(event_records, min_size=1, max_size=40), min_size=1, max_size=6),
-       segment_size=st.sampled_from([1, 700, 64 * 1024 * 1024]))
+@given(
+    batches=st.lists(st.lists(event_records, min_size=1, max_size=40), min_size=1, max_size=6),
+    segment_size=st.sampled_from([1, 700, 64 * 1024 * 1024]),
+)
 def test_wal_round_trip_of_random_batches_across_reopen(batches: list[list[EventRecord]], segment_size: int) -> None:
     """Through the real WAL (files, fsyncs, rotation): what is stored, minus what dedup
     recognised, comes back in seq order after a reopen."""

@@ -30,9 +30,17 @@ def build(directory: Path) -> list[tuple[int, EventRecord]]:
     with Wal.open(directory, CONFIG) as wal:
         for batch in range(12):
             size = rng.randint(1, 30)
-            records = [EventRecord(rng.getrandbits(64), rng.randrange(6), rng.random(), rng.getrandbits(60),
-                                   f"id-{batch}-{i}" if rng.random() < 0.3 else None,
-                                   SourcePosition("t", batch % 3, offset + i)) for i in range(size)]
+            records = [
+                EventRecord(
+                    rng.getrandbits(64),
+                    rng.randrange(6),
+                    rng.random(),
+                    rng.getrandbits(60),
+                    f"id-{batch}-{i}" if rng.random() < 0.3 else None,
+                    SourcePosition("t", batch % 3, offset + i),
+                )
+                for i in range(size)
+            ]
             offset += size + 1
             wal.append_batch(records)
         wal.checkpoint(5)
@@ -49,10 +57,10 @@ def damage(directory: Path, rng: random.Random) -> tuple[str, Path | None]:
         position = rng.randrange(len(data))
         data[position] ^= 1 << rng.randrange(8)
     elif kind == "truncate":
-        del data[rng.randrange(len(data) + 1):]
+        del data[rng.randrange(len(data) + 1) :]
     elif kind == "zero" and data:
         start = rng.randrange(len(data))
-        data[start:start + rng.randint(1, 512)] = bytes(min(len(data) - start, rng.randint(1, 512)))
+        data[start : start + rng.randint(1, 512)] = bytes(min(len(data) - start, rng.randint(1, 512)))
     elif kind == "garbage":
         data += rng.randbytes(rng.randint(1, 200))
     elif kind == "delete":
@@ -88,7 +96,7 @@ def test_random_damage_never_yields_a_wrong_record(tmp_path: Path) -> None:
         except WalCorruption:
             outcomes["refused"] += 1
         else:
-            assert replayed == base[:len(replayed)], what  # never a different or reordered record
+            assert replayed == base[: len(replayed)], what  # never a different or reordered record
             if len(replayed) < len(base):
                 assert target == last_before and kind in ("flip", "truncate", "zero", "garbage"), what
                 outcomes["tail cut"] += 1

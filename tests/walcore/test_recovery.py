@@ -69,7 +69,7 @@ def test_zeroed_sector_inside_the_last_frame_is_cut(tmp_path: Path) -> None:
     seg = segments(tmp_path)[0]
     data = bytearray(seg.read_bytes())
     last = frame_starts(seg)[-1]
-    data[last + 512:last + 1024] = bytes(512)
+    data[last + 512 : last + 1024] = bytes(512)
     seg.write_bytes(bytes(data))
     assert [s for s, _ in replayed(tmp_path)] == [1, 2]
 
@@ -104,7 +104,7 @@ def test_a_frame_of_an_unknown_format_version_stops_open_and_nothing_is_cut(tmp_
     last = frame_starts(seg)[-1]
     data = bytearray(seg.read_bytes())
     data[last + 4] = 9  # as if a newer walcore wrote the last frame (header CRC still right)
-    data[last + 44:last + 48] = zlib.crc32(data[last:last + 44]).to_bytes(4, "little")
+    data[last + 44 : last + 48] = zlib.crc32(data[last : last + 44]).to_bytes(4, "little")
     seg.write_bytes(bytes(data))
     with pytest.raises(WalCorruption) as caught:
         Wal.open(tmp_path)
@@ -183,11 +183,14 @@ def test_replay_reads_only_the_segments_it_replays(tmp_path: Path) -> None:
         assert err.value.file == first
 
 
-@pytest.mark.parametrize(("loss", "reason"), [
-    ("middle segment deleted", "expected 11"),
-    ("last segment emptied", "ends before seq 30"),
-    ("last frame cut in half", "seqs up to 30 were durable"),
-])
+@pytest.mark.parametrize(
+    ("loss", "reason"),
+    [
+        ("middle segment deleted", "expected 11"),
+        ("last segment emptied", "ends before seq 30"),
+        ("last frame cut in half", "seqs up to 30 were durable"),
+    ],
+)
 def test_durable_records_lost_on_disk_after_open_are_raised_by_replay(tmp_path: Path, loss: str, reason: str) -> None:
     with Wal.open(tmp_path, WalConfig(segment_size=1)) as wal:  # one frame per segment
         for start in (0, 10, 20):
@@ -304,8 +307,9 @@ def test_a_deleted_last_segment_is_reported_by_the_seal_before_it(tmp_path: Path
     with pytest.raises(WalCorruption, match=r"continuing at seq 21 .* was lost") as err:
         Wal.open(tmp_path)
     assert err.value.file == segments(tmp_path)[-1]
-    verify = subprocess.run([sys.executable, "-m", "walcore.cli", "verify", str(tmp_path)], capture_output=True,
-                            text=True, check=False)
+    verify = subprocess.run(
+        [sys.executable, "-m", "walcore.cli", "verify", str(tmp_path)], capture_output=True, text=True, check=False
+    )
     assert verify.returncode == 1 and "was lost" in verify.stderr
 
 
@@ -334,7 +338,7 @@ def test_a_seal_torn_by_a_crash_is_cut_when_the_next_segment_is_still_empty(tmp_
 def test_a_log_written_before_seals_still_opens(tmp_path: Path) -> None:
     write_log(tmp_path, [10, 10, 10], WalConfig(segment_size=1))
     for path in segments(tmp_path)[:-1]:
-        path.write_bytes(path.read_bytes()[:-seal_len()])
+        path.write_bytes(path.read_bytes()[: -seal_len()])
     with Wal.open(tmp_path) as wal:
         assert [seq for seq, _ in wal.replay()] == list(range(1, 31))
 
@@ -362,7 +366,8 @@ def test_a_checkpoint_past_the_last_stored_seq_is_corruption(tmp_path: Path) -> 
 
 @pytest.mark.parametrize("damage", ["cut", "flip"])
 def test_a_damaged_final_frame_of_a_segment_that_is_not_the_last_is_corruption_never_a_torn_tail(
-        tmp_path: Path, damage: str) -> None:
+    tmp_path: Path, damage: str
+) -> None:
     """Only the last segment can have a torn tail: a crash never leaves an earlier one
     short, so its damaged end is damage to acknowledged data, and nothing is cut."""
     write_log(tmp_path, [10, 10, 10], WalConfig(segment_size=1))  # batch frame + seal per segment
@@ -379,7 +384,8 @@ def test_a_damaged_final_frame_of_a_segment_that_is_not_the_last_is_corruption_n
 
 @pytest.mark.parametrize("position,value", [(16, None), (8, 5), (4, None)])
 def test_a_checkpoint_with_a_bad_checksum_or_a_changed_seq_inside_the_log_is_refused(
-        tmp_path: Path, position: int, value: int | None) -> None:
+    tmp_path: Path, position: int, value: int | None
+) -> None:
     """The checksum alone must catch it: a seq changed from 4 to 5 is still inside the log
     (seqs 1..10), a damaged checksum byte leaves every field plausible."""
     write_log(tmp_path, [10])

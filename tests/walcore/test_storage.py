@@ -50,8 +50,10 @@ COLUMNS = st.lists(st.tuples(U64, U16, U64, st.integers(0, 2**63 - 1)), max_size
 def test_a_batch_s_keys_encoded_as_columns_are_the_one_by_one_keys(rows: list[tuple[int, int, int, int]]) -> None:
     """The applier encodes a batch's keys with numpy: the same bytes, and score keys
     distinct, in key order, each position pointing at its own."""
-    entity, signal, ts, seq = (np.array(column, dtype) for column, dtype in zip(
-        zip(*rows) if rows else ([], [], [], []), (np.uint64, np.uint16, np.uint64, np.int64)))
+    entity, signal, ts, seq = (
+        np.array(column, dtype)
+        for column, dtype in zip(zip(*rows) if rows else ([], [], [], []), (np.uint64, np.uint16, np.uint64, np.int64))
+    )
     assert keys.event_keys(entity, signal, ts, seq) == [keys.event_key(*row) for row in rows]
     distinct, positions = keys.score_keys(entity, signal)
     one_by_one = [keys.score_key(e, s) for e, s, _, _ in rows]
@@ -136,29 +138,43 @@ def assert_matches(store: SignalStore, live: list[tuple[int, EventRecord]], at: 
             summary = got[name]
             assert summary.score == pytest.approx(score, rel=1e-9, abs=1e-9), (entity, name, at)
             assert summary.windows == windows and summary.count == sum(
-                1 for _, r in live if r.entity_id == entity and TYPES[r.signal_type].name == name)
+                1 for _, r in live if r.entity_id == entity and TYPES[r.signal_type].name == name
+            )
             assert (tuple(summary.velocity) if summary.velocity else None) == velocity
 
 
 HOUR = 3600 * NANOS
-EVENTS = st.lists(st.tuples(st.integers(0, 3), st.sampled_from(sorted(TYPES)),
-                            st.floats(-100, 100, allow_nan=False, width=32),
-                            st.integers(0, 40 * 24).map(lambda h: h * HOUR // 4)), min_size=1, max_size=60)
+EVENTS = st.lists(
+    st.tuples(
+        st.integers(0, 3),
+        st.sampled_from(sorted(TYPES)),
+        st.floats(-100, 100, allow_nan=False, width=32),
+        st.integers(0, 40 * 24).map(lambda h: h * HOUR // 4),
+    ),
+    min_size=1,
+    max_size=60,
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(EVENTS, st.lists(st.integers(1, 12), min_size=1, max_size=8), st.sets(st.integers(1, 60), max_size=6),
-       st.integers(0, 45 * 24))
-def test_stored_aggregates_equal_a_naive_recomputation(raw: list[tuple[int, int, float, int]], cuts: list[int],
-                                                       voided: set[int], later_hours: int) -> None:
+@given(
+    EVENTS,
+    st.lists(st.integers(1, 12), min_size=1, max_size=8),
+    st.sets(st.integers(1, 60), max_size=6),
+    st.integers(0, 45 * 24),
+)
+def test_stored_aggregates_equal_a_naive_recomputation(
+    raw: list[tuple[int, int, float, int]], cuts: list[int], voided: set[int], later_hours: int
+) -> None:
     """Out-of-order timestamps, random batch boundaries, some events voided after being
     applied; queried after the latest event and at times in between."""
-    events = [(seq, EventRecord(entity, signal, float(weight), ts))
-              for seq, (entity, signal, weight, ts) in enumerate(raw, 1)]
+    events = [
+        (seq, EventRecord(entity, signal, float(weight), ts)) for seq, (entity, signal, weight, ts) in enumerate(raw, 1)
+    ]
     store = SignalStore(MemoryEngine(), SCHEMA)
     position, index = 0, 0
     while position < len(events):
-        chunk = events[position:position + cuts[index % len(cuts)]]
+        chunk = events[position : position + cuts[index % len(cuts)]]
         store.apply(chunk, chunk[-1][0])
         position += len(chunk)
         index += 1
@@ -183,35 +199,46 @@ def assert_ranks(store: SignalStore, live: list[tuple[int, EventRecord]], at: in
             floor = expected[len(expected) // 2][1]
             above = store.top(definition.name, at, min_score=floor)
             assert {e for e, _ in above} == {e for e, s in expected if s >= floor} or all(
-                abs(s - floor) <= 1e-9 * (1 + abs(floor)) for e, s in expected if (s >= floor) != (e in dict(above)))
+                abs(s - floor) <= 1e-9 * (1 + abs(floor)) for e, s in expected if (s >= floor) != (e in dict(above))
+            )
 
 
 def assert_index_is_the_scores(store: SignalStore) -> None:
     """Every score has exactly one ``top`` entry, holding the same record, and nothing else is there."""
     engine = store._engine
     scores = {keys.decode_score_key(key): raw for key, raw in engine.scan("scores", b"")}
-    indexed = {(ranking.decode_top_key(key)[3], ranking.decode_top_key(key)[0]): raw
-               for key, raw in engine.scan("top", b"")}
+    indexed = {
+        (ranking.decode_top_key(key)[3], ranking.decode_top_key(key)[0]): raw for key, raw in engine.scan("top", b"")
+    }
     assert indexed == scores and len(list(engine.scan("top", b""))) == len(scores)
 
 
-RANKED = st.lists(st.tuples(st.integers(0, 60), st.sampled_from(sorted(TYPES)),
-                            st.one_of(st.floats(-5, 5, allow_nan=False, width=32), st.just(1.0), st.just(-1.0)),
-                            st.integers(0, 10 * 24).map(lambda h: h * HOUR // 4)), min_size=1, max_size=300)
+RANKED = st.lists(
+    st.tuples(
+        st.integers(0, 60),
+        st.sampled_from(sorted(TYPES)),
+        st.one_of(st.floats(-5, 5, allow_nan=False, width=32), st.just(1.0), st.just(-1.0)),
+        st.integers(0, 10 * 24).map(lambda h: h * HOUR // 4),
+    ),
+    min_size=1,
+    max_size=300,
+)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(RANKED, st.integers(1, 50), st.integers(0, 5 * 24))
-def test_top_k_from_the_index_equals_a_naive_ranking_with_mixed_signs(raw: list[tuple[int, int, float, int]],
-                                                                      chunk: int, later_hours: int) -> None:
+def test_top_k_from_the_index_equals_a_naive_ranking_with_mixed_signs(
+    raw: list[tuple[int, int, float, int]], chunk: int, later_hours: int
+) -> None:
     """Many entities, weights of both signs (negative and zero scores rank below positive
     ones), equal weights at equal times (ties), on RocksDB: read backwards at or after the
     latest event, scanned from the events before it."""
-    events = [(seq, EventRecord(entity, signal, float(weight), ts))
-              for seq, (entity, signal, weight, ts) in enumerate(raw, 1)]
+    events = [
+        (seq, EventRecord(entity, signal, float(weight), ts)) for seq, (entity, signal, weight, ts) in enumerate(raw, 1)
+    ]
     store = SignalStore(MemoryEngine(), SCHEMA)
     for start in range(0, len(events), chunk):
-        store.apply(events[start:start + chunk], events[min(start + chunk, len(events)) - 1][0])
+        store.apply(events[start : start + chunk], events[min(start + chunk, len(events)) - 1][0])
     latest = max(r.timestamp_nanos for _, r in events)
     for at in (latest, latest + later_hours * HOUR, latest // 3):
         assert_ranks(store, events, at)
@@ -223,8 +250,9 @@ def test_top_k_at_now_reads_about_k_keys_not_every_entity() -> None:
     reads the 10 highest keys (and any within the rounding margin), not all 5,000."""
     engine = MemoryEngine()
     store = SignalStore(engine, SCHEMA)
-    store.apply([(entity + 1, EventRecord(entity, 1, 1.0 + entity, 1_000 * NANOS + entity)) for entity in range(5000)],
-                5000)
+    store.apply(
+        [(entity + 1, EventRecord(entity, 1, 1.0 + entity, 1_000 * NANOS + entity)) for entity in range(5000)], 5000
+    )
     read = []
     scan_reverse = engine.scan_reverse
 
@@ -238,8 +266,14 @@ def test_top_k_at_now_reads_about_k_keys_not_every_entity() -> None:
     assert [entity for entity, _ in top] == list(range(4999, 4989, -1))
     assert len(read) <= 11
     # Equal scores: the lower entity id first, though its key sorts below the other's.
-    store.apply([(5001, EventRecord(2**40, 2, 3.0, 50 * NANOS)), (5002, EventRecord(2**41, 2, 3.0, 50 * NANOS)),
-                 (5003, EventRecord(7, 2, 1.0, 50 * NANOS))], 5003)
+    store.apply(
+        [
+            (5001, EventRecord(2**40, 2, 3.0, 50 * NANOS)),
+            (5002, EventRecord(2**41, 2, 3.0, 50 * NANOS)),
+            (5003, EventRecord(7, 2, 1.0, 50 * NANOS)),
+        ],
+        5003,
+    )
     assert store.top("click", 60 * NANOS, 1) == [(2**40, pytest.approx(3.0 * 0.5 ** (10 / 21600)))]
     with pytest.raises(UnknownSignal, match="unknown signal type 'teleport'"):
         store.top("teleport", 0, 1)
@@ -263,14 +297,16 @@ def test_an_old_store_without_the_index_is_indexed_when_it_follows_its_wal(tmp_p
 @settings(max_examples=60, deadline=None)
 @given(EVENTS, st.integers(1, 59), st.integers(1, 59))
 def test_a_crash_before_the_flush_reapplies_nothing_twice_and_skips_nothing(
-        raw: list[tuple[int, int, float, int]], flushed_at: int, crashed_at: int) -> None:
+    raw: list[tuple[int, int, float, int]], flushed_at: int, crashed_at: int
+) -> None:
     """Apply event by event; flush at one point, lose the unflushed rest (a crash) at a later
     one; then apply the whole log again, as the applier's catch-up does from the WAL."""
-    events = [(seq, EventRecord(entity, signal, float(weight), ts))
-              for seq, (entity, signal, weight, ts) in enumerate(raw, 1)]
+    events = [
+        (seq, EventRecord(entity, signal, float(weight), ts)) for seq, (entity, signal, weight, ts) in enumerate(raw, 1)
+    ]
     engine = MemoryEngine()
     store = SignalStore(engine, SCHEMA)
-    for seq, record in events[:max(flushed_at, crashed_at)]:
+    for seq, record in events[: max(flushed_at, crashed_at)]:
         store.apply([(seq, record)], seq)
         if seq == flushed_at:
             store.flush()
@@ -285,8 +321,12 @@ def test_weights_an_older_wal_holds_beyond_the_bound_are_clamped_and_every_figur
     """Events accepted before MAX_ABS_WEIGHT existed (1.7e308 twice: a sum of inf, and an
     OverflowError for a query in the past): applied as +-1e15, removable as such."""
     view = next(d for d in TYPES.values() if d.name == "view")
-    events = [(1, EventRecord(7, view.id, 1.7e308, 10 * HOUR)), (2, EventRecord(7, view.id, 1.7e308, 11 * HOUR)),
-              (3, EventRecord(8, view.id, -1.7e308, 11 * HOUR)), (4, EventRecord(9, view.id, 1.0, 11 * HOUR))]
+    events = [
+        (1, EventRecord(7, view.id, 1.7e308, 10 * HOUR)),
+        (2, EventRecord(7, view.id, 1.7e308, 11 * HOUR)),
+        (3, EventRecord(8, view.id, -1.7e308, 11 * HOUR)),
+        (4, EventRecord(9, view.id, 1.0, 11 * HOUR)),
+    ]
     store = SignalStore(MemoryEngine(), SCHEMA)
     store.apply(events, 4)
     lam = lambda_per_ns(view.half_life_seconds)
@@ -303,8 +343,12 @@ def test_weights_an_older_wal_holds_beyond_the_bound_are_clamped_and_every_figur
 
 def test_the_store_records_what_it_folded_with_and_refuses_a_schema_that_contradicts_it() -> None:
     def schema(*types: tuple[str, int, float, list[int]]) -> Schema:
-        return build_schema([SignalConfig(name=name, id=signal_id, half_life_seconds=half_life,
-                                          windows_seconds=windows) for name, signal_id, half_life, windows in types])
+        return build_schema(
+            [
+                SignalConfig(name=name, id=signal_id, half_life_seconds=half_life, windows_seconds=windows)
+                for name, signal_id, half_life, windows in types
+            ]
+        )
 
     engine = MemoryEngine()
     first = SignalStore(engine, schema(("view", 1, 3600, [60]), ("click", 2, 600, [60])))
@@ -312,9 +356,11 @@ def test_the_store_records_what_it_folded_with_and_refuses_a_schema_that_contrad
     # Other windows, a new type, a type dropped: the folded scores are still right.
     again = SignalStore(engine, schema(("view", 1, 3600, [5, 60, 3600]), ("like", 3, 60, [60])))
     again.follow("w", 0)
-    for changed, says in [(("view", 1, 7200, [60]), "id 1 was 'view' with a half-life of 3600 s, now 'view' with 7200"),
-                          (("seen", 1, 3600, [60]), "id 1 was 'view'"),
-                          (("click", 4, 600, [60]), "'click' was id 2, now id 4")]:
+    for changed, says in [
+        (("view", 1, 7200, [60]), "id 1 was 'view' with a half-life of 3600 s, now 'view' with 7200"),
+        (("seen", 1, 3600, [60]), "id 1 was 'view'"),
+        (("click", 4, 600, [60]), "'click' was id 2, now id 4"),
+    ]:
         with pytest.raises(SchemaMismatch, match=re.escape(says)):
             SignalStore(engine, schema(changed))
     SignalStore(engine, schema(("click", 2, 600, [1])))  # the dropped type's record was kept: still consistent

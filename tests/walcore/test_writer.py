@@ -35,6 +35,7 @@ def test_concurrent_appenders_from_8_threads_get_unique_gap_free_seqs(tmp_path: 
     per_thread = 500
     results: list[list[int]] = [[] for _ in range(8)]
     with Wal.open(tmp_path, WalConfig(batch_timeout=0.002)) as wal:
+
         def work(t: int) -> None:
             futures = [wal.append(EventRecord(t * 10_000 + i, 1, 1.0, i)) for i in range(per_thread)]
             results[t] = [f.result().seq for f in futures]
@@ -110,19 +111,23 @@ def test_kafka_redelivery_is_recognised_long_after_the_window(tmp_path: Path) ->
     assert [r.seq for r in again[10:]] == [51, 52, 53, 54, 55]
 
 
-@pytest.mark.parametrize("field,record", [
-    ("entity_id", EventRecord(-1, 1, 1.0, 1)),
-    ("signal_type", EventRecord(1, 65536, 1.0, 1)),
-    ("weight", EventRecord(1, 1, float("nan"), 1)),
-    ("weight", EventRecord(1, 1, 10**400, 1)),  # an int no f64 can hold
-    ("timestamp_nanos", EventRecord(1, 1, 1.0, 2**64)),
-    ("event_id", EventRecord(1, 1, 1.0, 1, event_id="")),
-    ("source.partition", EventRecord(1, 1, 1.0, 1, source=SourcePosition("t", -1, 0))),
-    ("record", (1, 1, 1.0, 1, None, None, "a seventh field")),  # not an EventRecord: never stored in part
-    ("source", EventRecord(1, 1, 1.0, 1, source=("t", 0, 3, "extra"))),  # type: ignore[arg-type]
-])
-def test_invalid_field_is_named_and_nothing_of_the_batch_is_written(tmp_path: Path, field: str,
-                                                                     record: EventRecord) -> None:
+@pytest.mark.parametrize(
+    "field,record",
+    [
+        ("entity_id", EventRecord(-1, 1, 1.0, 1)),
+        ("signal_type", EventRecord(1, 65536, 1.0, 1)),
+        ("weight", EventRecord(1, 1, float("nan"), 1)),
+        ("weight", EventRecord(1, 1, 10**400, 1)),  # an int no f64 can hold
+        ("timestamp_nanos", EventRecord(1, 1, 1.0, 2**64)),
+        ("event_id", EventRecord(1, 1, 1.0, 1, event_id="")),
+        ("source.partition", EventRecord(1, 1, 1.0, 1, source=SourcePosition("t", -1, 0))),
+        ("record", (1, 1, 1.0, 1, None, None, "a seventh field")),  # not an EventRecord: never stored in part
+        ("source", EventRecord(1, 1, 1.0, 1, source=("t", 0, 3, "extra"))),  # type: ignore[arg-type]
+    ],
+)
+def test_invalid_field_is_named_and_nothing_of_the_batch_is_written(
+    tmp_path: Path, field: str, record: EventRecord
+) -> None:
     with Wal.open(tmp_path) as wal:
         with pytest.raises(InvalidRecord) as err:
             wal.append_batch([*records(3), record])
@@ -138,8 +143,9 @@ def test_second_open_of_the_same_directory_is_refused(tmp_path: Path) -> None:
         Wal.open(tmp_path)
 
 
-def test_fsync_raising_eio_fails_every_caller_and_refuses_further_appends(tmp_path: Path,
-                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fsync_raising_eio_fails_every_caller_and_refuses_further_appends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with Wal.open(tmp_path) as wal:
         wal.append_batch(records(5))
         calls = []
@@ -163,8 +169,9 @@ def test_fsync_raising_eio_fails_every_caller_and_refuses_further_appends(tmp_pa
     assert [s for s, _ in replayed(tmp_path)][:5] == [1, 2, 3, 4, 5]
 
 
-def test_fsync_raising_eio_under_append_batch_returns_no_results(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fsync_raising_eio_under_append_batch_returns_no_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # append_batch builds its results while the fdatasync runs: a failed fdatasync must
     # still be what the caller gets, never those results.
     with Wal.open(tmp_path) as wal:

@@ -10,5 +10,4 @@ with the applied seq and answers queries. No Kafka import here: the service's ap
 from walcore.storage.engine import KEYSPACES, MemoryEngine, StorageEngine, WriteBatch
 from walcore.storage.store import SignalStore, SignalSummary, StoreMismatch
 
-__all__ = ["KEYSPACES", "MemoryEngine", "SignalStore", "SignalSummary", "StorageEngine", "StoreMismatch",
-           "WriteBatch"]
+__all__ = ["KEYSPACES", "MemoryEngine", "SignalStore", "SignalSummary", "StorageEngine", "StoreMismatch", "WriteBatch"]

@@ -111,7 +111,7 @@ class MemoryEngine:
         keys = self._keys[keyspace]
         entries = self._data[keyspace]
         stop = len(keys) if end is None else bisect.bisect_left(keys, end)
-        for key in keys[bisect.bisect_left(keys, start):stop]:
+        for key in keys[bisect.bisect_left(keys, start) : stop]:
             yield key, entries[key]
 
     def scan_reverse(self, keyspace: str, start: bytes, end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:

@@ -31,8 +31,9 @@ _TYPE_PREFIX = struct.Struct(">QBBH")
 # applier packs two keys an event.
 _EVENT_TAG, _SCORE_TAG = int(Tag.EVENT), int(Tag.SCORE)
 # The same layouts as numpy records, for a batch's keys in one pass.
-_EVENT_ROW = np.dtype([("entity", ">u8"), ("separator", "u1"), ("tag", "u1"), ("signal", ">u2"),
-                       ("timestamp", ">u8"), ("seq", ">u8")])
+_EVENT_ROW = np.dtype(
+    [("entity", ">u8"), ("separator", "u1"), ("tag", "u1"), ("signal", ">u2"), ("timestamp", ">u8"), ("seq", ">u8")]
+)
 _SCORE_ROW = np.dtype([("entity", ">u8"), ("separator", "u1"), ("tag", "u1"), ("signal", ">u2")])
 assert _EVENT_ROW.itemsize == _EVENT.size and _SCORE_ROW.itemsize == _SCORE.size
 
@@ -68,7 +69,7 @@ def decode_score_key(key: bytes) -> tuple[int, int]:
 
 def split_fixed(buffer: bytes, width: int) -> list[bytes]:
     """``buffer`` cut into consecutive ``width``-byte strings."""
-    return [buffer[start:start + width] for start in range(0, len(buffer), width)]
+    return [buffer[start : start + width] for start in range(0, len(buffer), width)]
 
 
 def event_keys(entities: np.ndarray, signals: np.ndarray, timestamps: np.ndarray, seqs: np.ndarray) -> list[bytes]:

@@ -67,8 +67,13 @@ def _rank_of(bits: int) -> float:
 
 def top_key(signal: int, value: float, ref_ns: int, entity_id: int, lam: float) -> bytes:
     """The key of one kept score: ``top_keys`` of one position, the same bytes."""
-    return top_keys(np.array([signal]), np.array([value]), np.array([ref_ns], np.uint64), np.array([entity_id],
-                    np.uint64), np.array([lam]))[0]
+    return top_keys(
+        np.array([signal]),
+        np.array([value]),
+        np.array([ref_ns], np.uint64),
+        np.array([entity_id], np.uint64),
+        np.array([lam]),
+    )[0]
 
 
 def bound_key(signal: int, band: int, rank: float) -> bytes:
@@ -87,8 +92,9 @@ def signal_prefix(signal: int) -> bytes:
     return _PREFIX.pack(signal)
 
 
-def top_keys(signals: np.ndarray, values: np.ndarray, refs: np.ndarray, entities: np.ndarray,
-             lams: np.ndarray) -> list[bytes]:
+def top_keys(
+    signals: np.ndarray, values: np.ndarray, refs: np.ndarray, entities: np.ndarray, lams: np.ndarray
+) -> list[bytes]:
     """``top_key(signal, *band_and_rank(value, ref, λ), entity)`` of each position of the
     columns, in one pass (the applier's batch)."""
     rows = np.empty(len(values), _KEY_ROW)

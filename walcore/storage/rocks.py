@@ -129,8 +129,13 @@ class RocksEngine:
         if not reader:
             _owner_only(Path(path))
         families = {name: _family_options(name, read_only=reader) for name in KEYSPACES}
-        access = (AccessType.secondary(str(secondary)) if secondary is not None
-                  else AccessType.read_only() if read_only else AccessType.read_write())
+        access = (
+            AccessType.secondary(str(secondary))
+            if secondary is not None
+            else AccessType.read_only()
+            if read_only
+            else AccessType.read_write()
+        )
         self._db = Rdict(str(path), options, column_families=families, access_type=access)
         self._families = {name: self._db.get_column_family(name) for name in KEYSPACES}
         self._handles = {name: self._db.get_column_family_handle(name) for name in KEYSPACES}

@@ -64,8 +64,9 @@ def encode_scores(scores: np.ndarray) -> list[bytes]:
     return split_fixed(scores.astype(SCORE_ROW, copy=False).tobytes(), SCORE_ROW.itemsize)
 
 
-def add_events(scores: np.ndarray, groups: np.ndarray, weights: np.ndarray, timestamps: np.ndarray,
-               lams: np.ndarray) -> np.ndarray:
+def add_events(
+    scores: np.ndarray, groups: np.ndarray, weights: np.ndarray, timestamps: np.ndarray, lams: np.ndarray
+) -> np.ndarray:
     """``scores`` (SCORE_ROW records) with events added: event i (weight, timestamp ns, λ per
     ns) goes to ``scores[groups[i]]``. The batch form of adding events one by one: the new
     ref_ns is the latest timestamp, the old value and each event's weight decay to it."""
@@ -76,8 +77,9 @@ def add_events(scores: np.ndarray, groups: np.ndarray, weights: np.ndarray, time
     # Differences in integer nanoseconds first (exact), then to float: every exponent is <= 0.
     terms = weights * np.exp(-lams * (ref[groups] - timestamps).astype(np.float64))
     added = np.empty(len(scores), SCORE_ROW)
-    added["value"] = (scores["value"] * np.exp(-lam_of_group * (ref - scores["ref_ns"]).astype(np.float64))
-                      + np.bincount(groups, terms, minlength=len(scores)))
+    added["value"] = scores["value"] * np.exp(
+        -lam_of_group * (ref - scores["ref_ns"]).astype(np.float64)
+    ) + np.bincount(groups, terms, minlength=len(scores))
     added["ref_ns"] = ref
     added["count"] = scores["count"] + np.bincount(groups, minlength=len(scores)).astype(np.uint64)
     return added
@@ -87,8 +89,7 @@ def remove(score: Score, weight: float, timestamp_ns: int, lam: float) -> Score:
     """``score`` without one event it holds (ref_ns stays: the value is still right at it)."""
     if score.count <= 1:
         return EMPTY
-    return Score(score.value - weight * math.exp(-lam * (score.ref_ns - timestamp_ns)), score.ref_ns,
-                 score.count - 1)
+    return Score(score.value - weight * math.exp(-lam * (score.ref_ns - timestamp_ns)), score.ref_ns, score.count - 1)
 
 
 def value_at(score: Score, at_ns: int, lam: float) -> float:

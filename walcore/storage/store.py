@@ -76,15 +76,24 @@ def _leading(entries: Iterable[tuple[bytes, bytes]], k: int | None) -> Iterator[
         yield key, raw
 
 
-def _rerank(batch: Batch, *, before: np.ndarray, after: np.ndarray, encoded: list[bytes], entity: np.ndarray,
-            signal: np.ndarray, lam: np.ndarray) -> None:
+def _rerank(
+    batch: Batch,
+    *,
+    before: np.ndarray,
+    after: np.ndarray,
+    encoded: list[bytes],
+    entity: np.ndarray,
+    signal: np.ndarray,
+    lam: np.ndarray,
+) -> None:
     """Move each score of a batch (columns: one position per (entity, type)) to its new
     ``top`` key, the old one deleted first, in the same write batch."""
     new_keys = ranking.top_keys(signal, after["value"], after["ref_ns"], entity, lam)
     held = np.flatnonzero(before["count"] > 0)
     if len(held):
-        old_keys = ranking.top_keys(signal[held], before["value"][held], before["ref_ns"][held], entity[held],
-                                    lam[held])
+        old_keys = ranking.top_keys(
+            signal[held], before["value"][held], before["ref_ns"][held], entity[held], lam[held]
+        )
         for old_key, position in zip(old_keys, held.tolist()):
             if old_key != new_keys[position]:
                 batch.delete("top", old_key)
@@ -109,13 +118,18 @@ def _folding(types: dict[int, SignalTypeDefinition]) -> dict[int, tuple[str, flo
 def schema_conflicts(recorded: dict[int, tuple[str, float]], current: dict[int, tuple[str, float]]) -> list[str]:
     """How ``current`` contradicts what a store recorded (empty: it does not). A new type,
     or one no longer configured, is no contradiction."""
-    found = [f"id {signal_id} was {recorded[signal_id][0]!r} with a half-life of {recorded[signal_id][1]:g} s, "
-             f"now {name!r} with {half_life:g} s"
-             for signal_id, (name, half_life) in sorted(current.items())
-             if signal_id in recorded and recorded[signal_id] != (name, half_life)]
+    found = [
+        f"id {signal_id} was {recorded[signal_id][0]!r} with a half-life of {recorded[signal_id][1]:g} s, "
+        f"now {name!r} with {half_life:g} s"
+        for signal_id, (name, half_life) in sorted(current.items())
+        if signal_id in recorded and recorded[signal_id] != (name, half_life)
+    ]
     names = {name: signal_id for signal_id, (name, _) in recorded.items()}
-    found += [f"{name!r} was id {names[name]}, now id {signal_id}" for signal_id, (name, _) in sorted(current.items())
-              if name in names and names[name] != signal_id and signal_id not in recorded]
+    found += [
+        f"{name!r} was id {names[name]}, now id {signal_id}"
+        for signal_id, (name, _) in sorted(current.items())
+        if name in names and names[name] != signal_id and signal_id not in recorded
+    ]
     return found
 
 
@@ -144,10 +158,12 @@ class SignalStore:
         self._recorded = self._read_schema()
         conflicts = schema_conflicts(self._recorded, _folding(self._types))
         if conflicts:
-            raise SchemaMismatch(f"the store was folded with other signal types than this configuration's [[signals]] "
-                                 f"({'; '.join(conflicts)}): its scores would not be this schema's. Restore the "
-                                 "[[signals]] it was built with, or move the store directory away to rebuild it from "
-                                 "the WAL (only the retained part of it: docs/store-format.md)")
+            raise SchemaMismatch(
+                f"the store was folded with other signal types than this configuration's [[signals]] "
+                f"({'; '.join(conflicts)}): its scores would not be this schema's. Restore the "
+                "[[signals]] it was built with, or move the store directory away to rebuild it from "
+                "the WAL (only the retained part of it: docs/store-format.md)"
+            )
         self._applied_seq = self._read_applied_seq()
         self._max_refs = {signal_id: self._max_ref(signal_id) for signal_id in self._types}
 
@@ -155,8 +171,9 @@ class SignalStore:
         raw = self._engine.get("meta", _SCHEMA)
         if raw is None:
             return {}
-        return {int(signal_id): (str(name), float(half_life))
-                for signal_id, (name, half_life) in json.loads(raw).items()}
+        return {
+            int(signal_id): (str(name), float(half_life)) for signal_id, (name, half_life) in json.loads(raw).items()
+        }
 
     def _read_applied_seq(self) -> int:
         raw = self._engine.get("meta", _APPLIED_SEQ)
@@ -191,8 +208,10 @@ class SignalStore:
         elif raw.decode() != wal_id:
             raise StoreMismatch(f"the store follows WAL {raw.decode()}, not {wal_id}: give each WAL its own store")
         if self._applied_seq > last_seq:
-            raise StoreMismatch(f"the store has applied up to seq {self._applied_seq} but the WAL ends at "
-                                f"{last_seq}: the WAL lost events the store holds (restored from an old copy?)")
+            raise StoreMismatch(
+                f"the store has applied up to seq {self._applied_seq} but the WAL ends at "
+                f"{last_seq}: the WAL lost events the store holds (restored from an old copy?)"
+            )
         self._index_scores()
 
     def _index_scores(self) -> None:
@@ -204,8 +223,7 @@ class SignalStore:
             entity, signal = keys.decode_score_key(score_key)
             score = decode_score(raw)
             if signal in self._lambdas and score.count:
-                batch.put("top", ranking.top_key(signal, score.value, score.ref_ns, entity, self._lambdas[signal]),
-                          raw)
+                batch.put("top", ranking.top_key(signal, score.value, score.ref_ns, entity, self._lambdas[signal]), raw)
                 self._max_refs[signal] = max(self._max_refs[signal], score.ref_ns)
         for signal, max_ref in self._max_refs.items():
             batch.put("meta", _MAX_REF + struct.pack(">H", signal), _U64.pack(max_ref))
@@ -244,15 +262,21 @@ class SignalStore:
         added = add_events(scores, groups, weight, row["timestamp"], lams)
         encoded = encode_scores(added)
         batch = self._engine.batch()
-        batch.put_many("events", zip(keys.event_keys(entity, signal, row["timestamp"], seq),
-                                     keys.split_fixed(weight.astype(">f8").tobytes(), _WEIGHT.size)))
+        batch.put_many(
+            "events",
+            zip(
+                keys.event_keys(entity, signal, row["timestamp"], seq),
+                keys.split_fixed(weight.astype(">f8").tobytes(), _WEIGHT.size),
+            ),
+        )
         batch.put_many("scores", zip(score_keys, encoded))
         group_entity = np.empty(len(added), np.uint64)
         group_signal = np.empty(len(added), np.uint16)
         group_lam = np.empty(len(added))
         group_entity[groups], group_signal[groups], group_lam[groups] = entity, signal, lams
-        _rerank(batch, before=scores, after=added, encoded=encoded, entity=group_entity, signal=group_signal,
-                lam=group_lam)
+        _rerank(
+            batch, before=scores, after=added, encoded=encoded, entity=group_entity, signal=group_signal, lam=group_lam
+        )
         for signal_id in np.unique(signal).tolist():
             latest = int(row["timestamp"][signal == signal_id].max())
             if latest > self._max_refs[signal_id]:
@@ -266,9 +290,11 @@ class SignalStore:
     def unapply(self, events: Iterable[tuple[int, EventRecord]]) -> int:
         """Remove voided events that were applied (one atomic write); those not in the
         store are skipped. Returns how many were removed."""
-        candidates = [(record, keys.event_key(record.entity_id, record.signal_type, record.timestamp_nanos, seq))
-                      for seq, record in events
-                      if seq <= self._applied_seq and record.signal_type in self._lambdas]
+        candidates = [
+            (record, keys.event_key(record.entity_id, record.signal_type, record.timestamp_nanos, seq))
+            for seq, record in events
+            if seq <= self._applied_seq and record.signal_type in self._lambdas
+        ]
         # One engine call for the lot: RocksDB's events memtable sorts itself per read.
         held = self._engine.get_many("events", [event_key for _, event_key in candidates])
         batch = self._engine.batch()
@@ -295,8 +321,9 @@ class SignalStore:
                 batch.delete("top", ranking.top_key(signal, stored.value, stored.ref_ns, entity, lam))
                 if score.count:
                     batch.put("scores", score_key, encode_score(score))
-                    batch.put("top", ranking.top_key(signal, score.value, score.ref_ns, entity, lam),
-                              encode_score(score))
+                    batch.put(
+                        "top", ranking.top_key(signal, score.value, score.ref_ns, entity, lam), encode_score(score)
+                    )
                 else:  # its last event went: the entity has no such signal any more
                     batch.delete("scores", score_key)
             self._engine.write(batch)
@@ -334,8 +361,11 @@ class SignalStore:
                 value = decayed_sum(recent, at, self._lambdas[signal])
             stamps = [ts for ts, _ in recent]
             found[definition.name] = SignalSummary(
-                value, window_counts(stamps, at, definition.windows_seconds),
-                velocity(stamps, at, definition.windows_seconds[0]) if definition.velocity else None, score.count)
+                value,
+                window_counts(stamps, at, definition.windows_seconds),
+                velocity(stamps, at, definition.windows_seconds[0]) if definition.velocity else None,
+                score.count,
+            )
         return found
 
     def signal_id(self, name: str) -> int:
@@ -345,8 +375,9 @@ class SignalStore:
             raise UnknownSignal(f"unknown signal type {name!r} (known: {', '.join(sorted(self._by_name))})")
         return definition.id
 
-    def top(self, signal: str, at_ns: int, k: int | None = None,
-            min_score: float | None = None) -> list[tuple[int, float]]:
+    def top(
+        self, signal: str, at_ns: int, k: int | None = None, min_score: float | None = None
+    ) -> list[tuple[int, float]]:
         """The entities with the highest decayed scores of ``signal`` at ``at_ns``: (entity,
         score), highest first (ties: lower entity id first); at most ``k`` of them, only those
         worth at least ``min_score``. Entities with no event of the type at or before
@@ -367,15 +398,18 @@ class SignalStore:
             if min_score is not None:  # keys below the threshold are worth less at at_ns
                 band, rank = ranking.band_and_rank(min_score, at_ns, lam)
                 low = max(prefix, ranking.bound_key(signal_id, band, rank - ranking.rank_margin(rank)))
-            found = [(ranking.decode_top_key(key)[3], value_at(decode_score(raw), at_ns, lam))
-                     for key, raw in _leading(self._engine.scan_reverse("top", low, end), k)]
+            found = [
+                (ranking.decode_top_key(key)[3], value_at(decode_score(raw), at_ns, lam))
+                for key, raw in _leading(self._engine.scan_reverse("top", low, end), k)
+            ]
         if min_score is not None:
             found = [(entity, score) for entity, score in found if score >= min_score]
         found.sort(key=_by_score)
         return found if k is None else found[:k]
 
-    def _scored_from_events(self, entries: Iterable[tuple[bytes, bytes]], signal: int,
-                            at_ns: int) -> list[tuple[int, float]]:
+    def _scored_from_events(
+        self, entries: Iterable[tuple[bytes, bytes]], signal: int, at_ns: int
+    ) -> list[tuple[int, float]]:
         found = []
         for key, raw in entries:
             entity = ranking.decode_top_key(key)[3]
@@ -406,11 +440,15 @@ class SignalStore:
     def _events(self, entity_id: int, signal: int, from_ns: int, to_ns: int) -> list[tuple[int, float]]:
         """(timestamp, weight) of the entity's events of a type with from_ns <= ts <= to_ns, in order."""
         start = keys.event_key(entity_id, signal, from_ns, 0)
-        end = keys.event_key(entity_id, signal, to_ns + 1, 0) if to_ns < 2**64 - 1 else keys.prefix_end(
-            keys.events_prefix(entity_id, signal))
-        return [(keys.decode_event_key(key).timestamp_nanos, _WEIGHT.unpack(value)[0])
-                for key, value in self._engine.scan("events", start, end)]
+        end = (
+            keys.event_key(entity_id, signal, to_ns + 1, 0)
+            if to_ns < 2**64 - 1
+            else keys.prefix_end(keys.events_prefix(entity_id, signal))
+        )
+        return [
+            (keys.decode_event_key(key).timestamp_nanos, _WEIGHT.unpack(value)[0])
+            for key, value in self._engine.scan("events", start, end)
+        ]
 
     def close(self) -> None:
         self._engine.close()
-
