@@ -39,7 +39,7 @@ class JsonFormatter(logging.Formatter):
 
 
 class Hooks(TypedDict, total=False):
-    """A test's crash points (tests/hooked_service.py), passed to the Service."""
+    """A test's crash points (tests/support/hooked_service.py), passed to the Service."""
 
     after_fsync: Callable[[int], None]
     before_commit: Callable[[int], None]
@@ -48,7 +48,7 @@ class Hooks(TypedDict, total=False):
 def main(argv: list[str] | None = None, stop: threading.Event | None = None, **hooks: Unpack[Hooks]) -> int:
     """``stop``: set by a signal that arrived before this (consumer.launch installs the
     first handlers). ``hooks``: a test's crash points (``after_fsync``, ``before_commit``:
-    see tests/hooked_service.py), passed to the Service."""
+    see tests/support/hooked_service.py), passed to the Service."""
     # First of all: a SIGTERM during start-up (config, imports, WAL recovery, broker
     # connect) must stop the service cleanly, not kill it with the default handler.
     stop = stop or threading.Event()

@@ -61,7 +61,7 @@ class Pipeline:
         on_durable: Callable[[bytes, list[AppendResult]], None],
     ) -> None:
         """``after_fsync(n)`` runs after the n-th batch's fsync, before its acks: a test's
-        crash point (tests/hooked_service.py); the service passes a no-op. ``on_durable``
+        crash point (tests/support/hooked_service.py); the service passes a no-op. ``on_durable``
         gets each durable batch's WAL rows and results (the store's applier)."""
         self._on_durable = on_durable
         self._wal = wal

@@ -167,7 +167,7 @@ class Service:
         """``stop``: set to stop (after a drain); the CLI's signal handlers set it.
         ``after_fsync(n)``: called after the n-th batch is durable, before its acks;
         ``before_commit(n)``: after the n-th batch's acks are delivered, before its commit
-        (crash points for tests; see tests/hooked_service.py)."""
+        (crash points for tests; see tests/support/hooked_service.py)."""
         self._applier: Applier | None = None
         self._reader: StoreReader | None = None
         self._group_wals: GroupWals | None = None

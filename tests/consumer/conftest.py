@@ -1,4 +1,4 @@
-"""Service/client test fixtures: fresh topics per test (tests/consumer_fixtures.py), no
+"""Service/client test fixtures: fresh topics per test (tests/support/consumer_fixtures.py), no
 service process outliving the test that started it, even when the test fails, and every
 test that talks to a broker (the session's, or one of its own: marked ``kafka``) run once
 per Kafka backend (kafka-python, confluent).
@@ -11,8 +11,9 @@ in-process Settings reads it). A test about one backend's own behaviour says so 
 from collections.abc import Iterator
 
 import pytest
-from consumer_fixtures import topics
-from service_helpers import STARTED
+
+from tests.support.consumer_fixtures import topics
+from tests.support.service_helpers import STARTED
 
 __all__ = ["topics"]
 

@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
-from consumer_fixtures import PARTITIONS, Topics
 from kafka.admin import KafkaAdminClient, NewTopic
-from service_helpers import dump, end_offsets, event, produce
 
 from consumer import confluent
 from consumer.client import AckTimeout, DurableProducer, EventRejected, InvalidEvent, SendFailed
 from consumer.events import SignalEvent
+from tests.support.consumer_fixtures import PARTITIONS, Topics
+from tests.support.service_helpers import dump, end_offsets, event, produce
 
 pytestmark = pytest.mark.kafka
 

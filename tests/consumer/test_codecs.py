@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
-from consumer_fixtures import PARTITIONS, Topics
-from service_helpers import acks_cover, committed, dump, event
+
+from tests.support.consumer_fixtures import PARTITIONS, Topics
+from tests.support.service_helpers import acks_cover, committed, dump, event
 
 pytestmark = pytest.mark.kafka
 

@@ -17,23 +17,23 @@ import time
 from pathlib import Path
 
 import pytest
-from consumer_fixtures import Topics
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
-from service_helpers import (
+
+from consumer.client import DurableProducer
+from tests.support.consumer_fixtures import Topics
+from tests.support.service_helpers import (
     Service,
+    applied_counts,
     committed,
     consumer_options,
     dump,
     end_offsets,
     event,
+    homes_of,
     metric_totals,
     read_topic,
 )
-from test_group_handoff import homes_of
-from test_store import applied_counts
-
-from consumer.client import DurableProducer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.soak]
 

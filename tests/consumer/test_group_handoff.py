@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from consumer_fixtures import PARTITIONS, Topics
 from kafka.admin import KafkaAdminClient, NewTopic
-from service_helpers import (
+
+from tests.support.consumer_fixtures import PARTITIONS, Topics
+from tests.support.service_helpers import (
     Service,
     acks_cover,
     committed,
@@ -21,12 +21,11 @@ from service_helpers import (
     dump,
     end_offsets,
     event,
+    homes_of,
     metric_totals,
     produce,
     read_topic,
 )
-
-from consumer.acks import Ack, parse_ack
 from walcore.segment import list_segments
 
 pytestmark = pytest.mark.kafka
@@ -36,19 +35,6 @@ def config(tmp_path: Path, extra: str = "") -> list[str]:
     path = tmp_path / "consumer.toml"
     path.write_text(extra + "\n" + consumer_options(session_timeout_ms=6000, heartbeat_interval_ms=1000))
     return ["--config", str(path)]
-
-
-def homes_of(messages: list) -> dict[tuple[int, int], set[tuple[str, int]]]:
-    """Every (wal_id, seq) any ack gave each (partition, offset)."""
-    homes: dict[tuple[int, int], set[tuple[str, int]]] = defaultdict(set)
-    for message in messages:
-        ack = parse_ack(message.value)
-        assert isinstance(ack, Ack)
-        for offset in ack.offsets():
-            outcome = ack.outcome(offset)
-            if outcome is not None and hasattr(outcome, "seq"):
-                homes[(ack.partition, offset)].add((outcome.wal_id, outcome.seq))
-    return homes
 
 
 def assert_one_home_each(topics: Topics, positions: list[tuple[int, int]], wal_dirs: list[Path]) -> None:

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import kafka_local
 import pytest
-from consumer_fixtures import Topics
 from prometheus_client.parser import text_string_to_metric_families
-from service_helpers import Service, acks_cover, consumer_options, dump, event, produce
+
+from tests.support.consumer_fixtures import Topics
+from tests.support.service_helpers import Service, acks_cover, consumer_options, dump, event, produce
 
 pytestmark = pytest.mark.kafka
 
@@ -99,7 +100,7 @@ def test_readyz_is_false_until_the_service_has_joined_the_group(tmp_path: Path) 
 def test_status_shows_lag_per_partition_and_the_wals_last_seq(topics: Topics, tmp_path: Path) -> None:
     import subprocess
 
-    from service_helpers import TIDAL, end_offsets
+    from tests.support.service_helpers import TIDAL, end_offsets
 
     first = produce(topics.bootstrap, topics.signals, [event(i) for i in range(300)])
     service = topics.service(tmp_path / "wal")

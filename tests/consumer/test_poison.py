@@ -8,8 +8,9 @@ from pathlib import Path
 
 import blake3
 import pytest
-from consumer_fixtures import PARTITIONS, Topics
-from service_helpers import acks_cover, committed, end_offsets, event, produce, read_topic
+
+from tests.support.consumer_fixtures import PARTITIONS, Topics
+from tests.support.service_helpers import acks_cover, committed, end_offsets, event, produce, read_topic
 
 pytestmark = pytest.mark.kafka
 

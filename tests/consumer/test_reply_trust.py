@@ -8,11 +8,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from consumer_fixtures import Topics
 from kafka import KafkaProducer
-from service_helpers import Service, dump, event, produce, read_topic
 
 from consumer.acks import Ack, parse_ack
+from tests.support.consumer_fixtures import Topics
+from tests.support.service_helpers import Service, dump, event, produce, read_topic
 
 pytestmark = pytest.mark.kafka
 

@@ -17,9 +17,9 @@ import kafka_local
 import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
-from service_helpers import Service, dump, end_offsets, event, produce
 
 from consumer.client import DurableProducer
+from tests.support.service_helpers import Service, dump, end_offsets, event, produce
 
 pytestmark = pytest.mark.kafka
 

@@ -9,8 +9,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from consumer_fixtures import PARTITIONS, Topics
-from service_helpers import (
+
+from tests.support.consumer_fixtures import PARTITIONS, Topics
+from tests.support.service_helpers import (
     AckWatcher,
     Service,
     acks_cover,

@@ -10,15 +10,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from consumer_fixtures import PARTITIONS, Topics
 from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaConnectionError
-from service_helpers import acks_cover, committed, dump, end_offsets, event, metric_totals, produce
 
 from consumer.config import load_settings
 from consumer.errors import KafkaUnavailable
 from consumer.service import Service
+from tests.support.consumer_fixtures import PARTITIONS, Topics
+from tests.support.service_helpers import acks_cover, committed, dump, end_offsets, event, metric_totals, produce
 
 pytestmark = pytest.mark.kafka
 

@@ -8,8 +8,6 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from test_commits import Send
-
 from consumer.acks import Ack, parse_ack
 from consumer.adapter import RebalanceListener
 from consumer.batch import Poll, Polled
@@ -17,6 +15,7 @@ from consumer.commits import Commits, Offsets
 from consumer.config import Settings, load_settings
 from consumer.errors import ExitCode
 from consumer.service import Service
+from tests.support.fakes import Send
 from walcore import Wal
 
 P0 = ("signals", 0)

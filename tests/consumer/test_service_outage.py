@@ -10,7 +10,8 @@ from pathlib import Path
 
 import kafka_local
 import pytest
-from service_helpers import Service, acks_cover, committed, dump, end_offsets, event, produce
+
+from tests.support.service_helpers import Service, acks_cover, committed, dump, end_offsets, event, produce
 
 pytestmark = pytest.mark.kafka
 

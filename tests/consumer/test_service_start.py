@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from service_helpers import WALCORE, Service
 
+from tests.support.service_helpers import WALCORE, Service
 from walcore.checkpoint import NAME as CHECKPOINT_NAME
 from walcore.segment import segment_name
 

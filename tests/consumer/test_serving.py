@@ -17,13 +17,13 @@ from typing import Any
 
 import kafka_local
 import pytest
-from consumer_fixtures import Topics
-from service_helpers import TIDAL, Service, acks_cover, consumer_options, dump, event, produce
-from walcore_helpers import assert_same_ranking, naive_ranking, naive_signals
 
 from consumer.client import DurableProducer, DurableResult
 from consumer.config import Settings
 from consumer.serving import SignalClient
+from tests.support.consumer_fixtures import Topics
+from tests.support.service_helpers import TIDAL, Service, acks_cover, consumer_options, dump, event, produce
+from tests.support.walcore_helpers import assert_same_ranking, naive_ranking, naive_signals
 from walcore import EventRecord
 from walcore.storage.signals import NANOS, lambda_per_ns
 

@@ -17,7 +17,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
-from walcore_helpers import assert_same_ranking, naive_ranking, naive_signals
 
 from consumer.config import Settings
 from consumer.errors import KafkaUnavailable
@@ -27,6 +26,7 @@ from consumer.serving import SignalClient, answers, params
 from consumer.serving.api import QueryApi
 from consumer.serving.group import UNREAD, GroupWals
 from consumer.serving.reader import StoreReader
+from tests.support.walcore_helpers import assert_same_ranking, naive_ranking, naive_signals
 from walcore.records import EventRecord
 from walcore.storage.rocks import RocksEngine
 from walcore.storage.signals import NANOS, lambda_per_ns

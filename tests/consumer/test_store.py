@@ -15,13 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
-from consumer_fixtures import Topics
-from service_helpers import TIDAL, acks_cover, dump, event, produce
 
 from consumer.config import Settings
+from tests.support.consumer_fixtures import Topics
+from tests.support.service_helpers import TIDAL, acks_cover, applied_counts, dump, event, produce
 from walcore.checkpoint import read_checkpoint
-from walcore.storage.rocks import RocksEngine
-from walcore.storage.signals import decode_score, lambda_per_ns
+from walcore.storage.signals import lambda_per_ns
 
 pytestmark = pytest.mark.kafka
 
@@ -30,18 +29,6 @@ ENTITIES = 40
 
 def events(first: int, count: int) -> list[dict]:
     return [event(i, entity_id=i % ENTITIES) for i in range(first, first + count)]
-
-
-def applied_counts(store_dir: Path) -> dict[tuple[int, int], int]:
-    """(entity, signal type) -> events the store holds, read beside (after) the service."""
-    engine = RocksEngine(store_dir, read_only=True)
-    try:
-        return {
-            (int.from_bytes(key[:8], "big"), int.from_bytes(key[10:12], "big")): decode_score(value).count
-            for key, value in engine.scan("scores", b"")
-        }
-    finally:
-        engine.close()
 
 
 def expected_counts(sent: list[dict]) -> dict[tuple[int, int], int]:

@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from walcore_helpers import records, segments, write_log
 
 import walcore.writer
+from tests.support.walcore_helpers import records, segments, write_log
 from walcore import EventRecord, SourcePosition, Wal, WalConfig, WalFailed
 
 WINDOW_S = 10.0

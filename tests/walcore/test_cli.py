@@ -8,8 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from walcore_helpers import records, segments, version_1_frame, write_log
-
+from tests.support.walcore_helpers import records, segments, version_1_frame, write_log
 from walcore import Wal, WalConfig
 from walcore.segment import segment_name
 

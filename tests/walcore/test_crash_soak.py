@@ -36,8 +36,8 @@ ROUNDS = 200 if os.environ.get("TIDAL_SOAK") == "1" else 6
 
 CHILD = textwrap.dedent("""
     import sys, threading
-    sys.path.insert(0, sys.argv[3])
-    from test_crash_soak import batch
+    sys.path.insert(0, sys.argv[3])  # the repository: the tests package
+    from tests.walcore.test_crash_soak import batch
     from walcore import Wal, WalConfig
 
     round_no = int(sys.argv[2])
@@ -83,7 +83,7 @@ def test_sigkill_at_random_moments_never_loses_an_acknowledged_record(tmp_path: 
     acknowledged: dict[int, EventRecord] = {}
     for round_no in range(ROUNDS):
         child = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(wal_dir), str(round_no), str(Path(__file__).parent)],
+            [sys.executable, "-c", CHILD, str(wal_dir), str(round_no), str(Path(__file__).parents[2])],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -8,9 +8,9 @@ import stat
 from pathlib import Path
 
 import pytest
-from walcore_helpers import records
 
 import walcore.files
+from tests.support.walcore_helpers import records
 from walcore import Wal
 from walcore.files import atomic_write
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from walcore_helpers import version_1_frame
 
+from tests.support.walcore_helpers import version_1_frame
 from walcore import EventRecord, InvalidRecord, SourcePosition
 from walcore.format import (
     HEADER_LEN,

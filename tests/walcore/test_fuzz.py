@@ -12,8 +12,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from walcore_helpers import segments
 
+from tests.support.walcore_helpers import segments
 from walcore import EventRecord, SourcePosition, Wal, WalConfig, WalCorruption
 from walcore.cli import main as walcore_cli
 from walcore.segment import segment_name

@@ -10,8 +10,8 @@ import zlib
 from pathlib import Path
 
 import pytest
-from walcore_helpers import records, replayed, segments, version_1_frame, write_log
 
+from tests.support.walcore_helpers import records, replayed, segments, version_1_frame, write_log
 from walcore import AppendResult, Wal, WalConfig, WalCorruption
 from walcore.checkpoint import NAME as CHECKPOINT_NAME
 from walcore.format import HEADER_LEN, decode_header, encode_seal_frame

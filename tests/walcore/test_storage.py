@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from walcore_helpers import assert_same_ranking, naive_ranking, naive_signals
 
 from consumer.config import Settings, SignalConfig, build_schema
+from tests.support.walcore_helpers import assert_same_ranking, naive_ranking, naive_signals
 from walcore.records import EventRecord
 from walcore.schema import MAX_ABS_WEIGHT, Schema
 from walcore.storage import keys, ranking

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from walcore_helpers import records, segments
 
+from tests.support.walcore_helpers import records, segments
 from walcore import EventRecord, SourcePosition, Wal, WalConfig
 from walcore.format import FRAME_VOID, HEADER_LEN, decode_header
 

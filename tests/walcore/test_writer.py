@@ -8,8 +8,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from walcore_helpers import records, replayed, segments
 
+from tests.support.walcore_helpers import records, replayed, segments
 from walcore import (
     EventRecord,
     InvalidRecord,

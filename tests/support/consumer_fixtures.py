@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from service_helpers import Service
+
+from tests.support.service_helpers import Service
 
 PARTITIONS = 4
 

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +20,8 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
 from consumer.acks import Ack, Rejection, parse_ack
+from walcore.storage.rocks import RocksEngine
+from walcore.storage.signals import decode_score
 
 BIN = Path(sys.executable).parent
 TIDAL = shutil.which("tidal-consumer", path=str(BIN)) or "tidal-consumer"
@@ -84,7 +87,7 @@ class Service:
         unprivileged: bool = False,
         own_group: bool = False,
     ) -> None:
-        """``hooked``: run tests/hooked_service.py (the CLI with the faults its ``env`` asks for).
+        """``hooked``: run tests/support/hooked_service.py (the CLI with the faults its ``env`` asks for).
         The log goes beside the WAL directory unless ``log_dir`` says where. ``unprivileged``:
         without any capability (root then obeys file permissions like any user). ``own_group``:
         a process group of its own, so a test can signal the whole group as systemd would."""
@@ -264,3 +267,28 @@ def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
     ends = consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
     consumer.close()
     return {tp.partition: offset for tp, offset in ends.items()}
+
+
+def homes_of(messages: list) -> dict[tuple[int, int], set[tuple[str, int]]]:
+    """Every (wal_id, seq) any ack gave each (partition, offset)."""
+    homes: dict[tuple[int, int], set[tuple[str, int]]] = defaultdict(set)
+    for message in messages:
+        ack = parse_ack(message.value)
+        assert isinstance(ack, Ack)
+        for offset in ack.offsets():
+            outcome = ack.outcome(offset)
+            if outcome is not None and hasattr(outcome, "seq"):
+                homes[(ack.partition, offset)].add((outcome.wal_id, outcome.seq))
+    return homes
+
+
+def applied_counts(store_dir: Path) -> dict[tuple[int, int], int]:
+    """(entity, signal type) -> events the store holds, read beside (after) the service."""
+    engine = RocksEngine(store_dir, read_only=True)
+    try:
+        return {
+            (int.from_bytes(key[:8], "big"), int.from_bytes(key[10:12], "big")): decode_score(value).count
+            for key, value in engine.scan("scores", b"")
+        }
+    finally:
+        engine.close()

@@ -13,7 +13,7 @@ passes the fault in through the service's own injection points:
                                   attempt is logged, so a test can count them
   TIDAL_TEST_HIDE_MODULES=a,b     these modules cannot be imported (a codec library missing)
 
-Usage: python tests/hooked_service.py run --bootstrap-servers ... (the CLI's arguments)
+Usage: python tests/support/hooked_service.py run --bootstrap-servers ... (the CLI's arguments)
 """
 
 from __future__ import annotations
@@ -24,11 +24,6 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from pathlib import Path
-
-# Run as a script, its folder (tests/) would lead sys.path, and tests/walcore/ and
-# tests/consumer/ would shadow the packages under test.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 for hidden in filter(None, os.environ.get("TIDAL_TEST_HIDE_MODULES", "").split(",")):
     sys.modules[hidden] = None  # type: ignore[assignment]  # import raises ImportError
