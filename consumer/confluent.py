@@ -64,7 +64,6 @@ UNREACHABLE_LOG_S = 15.0  # "cannot reach Kafka" at most this often
 # librdkafka's own log (every failed connect, at ERROR): shown at TIDAL_KAFKA_LOG_LEVEL
 # (consumer.cli), like kafka-python's; the watch logs what the operator needs.
 LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
-_NO_OFFSET = -1001  # librdkafka's OFFSET_INVALID: nothing committed / position unknown
 
 
 def produce_waiting(

@@ -14,7 +14,6 @@ import gc
 import importlib.metadata
 import logging
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -185,11 +184,6 @@ class Service:
         self.registry = CollectorRegistry()
         self.prom = ServiceMetrics(self.registry)
         self.health = Health(settings.health_stall_s)
-
-    def request_stop(self, signum: int = 0, _frame: object = None) -> None:
-        if signum:
-            log.info("received %s: finishing the current batch, then stopping", signal.Signals(signum).name)
-        self.stop.set()
 
     def run(self) -> ExitCode:
         endpoints = None

@@ -5,9 +5,10 @@ current generation becomes the previous one every ``window`` nanoseconds (or whe
 holds ``max_keys // 2`` keys, which bounds memory at high rates), and the previous one
 is dropped. So a stored key is recognised for at least ``window`` (unless the key cap
 rotates first) and at most twice that. Keys (walcore.format._dedup_keys): the ``event_id``
-(str) when the event has one, else ``(entity_id, signal_type, weight, timestamp_nanos)``
-packed into 26 bytes; the two kinds never compare equal. The whole content is the key,
-never a digest of it: a collision would silently drop someone's event.
+(str) when the event has one (an id over 24 characters: a 128-bit BLAKE3 digest of it, so
+a key's memory does not grow with the id), else ``(entity_id, signal_type, weight,
+timestamp_nanos)`` packed into 26 bytes; the kinds never compare equal. The content is
+never digested: a collision would silently drop someone's event.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from walcore.records import U16_MAX, U64_MAX
+from walcore.records import U16_MAX
 
 _IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
@@ -26,32 +26,13 @@ class SchemaError(ValueError):
     """A schema definition breaks a rule; the message names the signal and the field."""
 
 
-@dataclass(frozen=True, order=True)
-class EntityId:
-    """A u64 entity id; ordered like its big-endian bytes, i.e. numerically."""
-
-    value: int
-
-    def __post_init__(self) -> None:
-        if isinstance(self.value, bool) or not isinstance(self.value, int) or not 0 <= self.value <= U64_MAX:
-            raise SchemaError(f"EntityId must be an integer in 0..{U64_MAX}, got {self.value!r}")
-
-    def to_bytes(self) -> bytes:
-        return self.value.to_bytes(8, "big")
-
-
 @dataclass(frozen=True)
 class SignalTypeDefinition:
     name: str
     id: int
     half_life_seconds: float
     windows_seconds: tuple[int, ...]
-    velocity: bool = False
-
-    @property
-    def decay_lambda(self) -> float:
-        """λ = ln 2 / half-life: weight * exp(-λ * age) halves every half-life."""
-        return math.log(2) / self.half_life_seconds
+    velocity: bool = False  # (λ per nanosecond: walcore.storage.signals.lambda_per_ns)
 
 
 class SchemaBuilder:

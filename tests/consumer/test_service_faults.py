@@ -129,7 +129,7 @@ def test_an_async_commit_lost_before_a_stop_is_made_good_by_the_drain(
             assert time.monotonic() < deadline, f"async commits seen: {lost}, wanted {wanted}"
             time.sleep(0.05)
     finally:
-        service.request_stop()
+        service.stop.set()
         runner.join(timeout=60)
     assert codes == [0]
     assert committed(topics.bootstrap, topics.group, topics.signals, PARTITIONS) == {

@@ -6,14 +6,15 @@ import math
 
 import pytest
 
-from walcore.schema import EntityId, SchemaBuilder, SchemaError
+from walcore.schema import SchemaBuilder, SchemaError
+from walcore.storage.signals import NANOS, lambda_per_ns
 
 
 def test_valid_schema_sorts_and_dedups_windows_and_computes_lambda() -> None:
     schema = SchemaBuilder().signal("view", 1, 3600, [86400, 3600, 3600]).build()
     view = schema.by_name["view"]
     assert view.windows_seconds == (3600, 86400)
-    assert math.isclose(view.decay_lambda, math.log(2) / 3600)
+    assert math.isclose(lambda_per_ns(view.half_life_seconds) * NANOS, math.log(2) / 3600)
     assert schema.ids == {"view": 1}
 
 
@@ -34,10 +35,3 @@ def test_builder_rejects(calls: list[tuple], message: str) -> None:
     with pytest.raises(SchemaError, match=message):
         for call in calls:
             builder.signal(*call)
-
-
-def test_entity_id_orders_like_big_endian_bytes() -> None:
-    ids = [EntityId(2**40), EntityId(3), EntityId(2**64 - 1)]
-    assert sorted(ids) == sorted(ids, key=EntityId.to_bytes)
-    with pytest.raises(SchemaError):
-        EntityId(-1)

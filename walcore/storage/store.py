@@ -29,6 +29,7 @@ from walcore.storage import keys, ranking
 from walcore.storage.engine import Batch, StorageEngine
 from walcore.storage.signals import (
     EMPTY,
+    NANOS,
     Score,
     Velocity,
     add_events,
@@ -54,7 +55,6 @@ _WEIGHT = struct.Struct(">d")
 # A WAL row (walcore.format.CONTENT_KEY) as a numpy record.
 _ROW = np.dtype([("entity", "<u8"), ("signal", "<u2"), ("weight", "<f8"), ("timestamp", "<u8")])
 assert _ROW.itemsize == CONTENT_KEY.size
-NANOS = 1_000_000_000
 
 
 def _by_score(item: tuple[int, float]) -> tuple[float, int]:
