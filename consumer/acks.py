@@ -26,7 +26,7 @@ from typing import Annotated, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from walcore import AppendResult
+from walcore.records import AppendResult
 
 ACK_VERSION = 1
 

@@ -22,9 +22,6 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from kafka import KafkaConsumer, KafkaProducer
-from kafka.structs import TopicPartition
-
 log = logging.getLogger(__name__)
 
 REPLY_TOPIC_WAIT_S = 30.0  # a reply topic that does not show up by then does not exist
@@ -48,17 +45,18 @@ def _missing(reply_topic: str, bootstrap: object) -> ValueError:
     return ValueError(f"reply topic {reply_topic!r} does not exist (bootstrap {bootstrap})")
 
 
-_PRODUCER_OPTIONS = {*KafkaProducer.DEFAULT_CONFIG, *KafkaProducer.DEPRECATED_CONFIGS}
-_READER_OPTIONS = set(KafkaConsumer.DEFAULT_CONFIG)
-
-
 class KafkaPythonLink:
     def __init__(self, bootstrap_servers: str | list[str], reply_topic: str, options: dict[str, Any]) -> None:
+        # Imported here: the confluent link needs no kafka-python.
+        from kafka import KafkaConsumer, KafkaProducer  # noqa: PLC0415
+        from kafka.structs import TopicPartition  # noqa: PLC0415
+
         # Each option goes to the client that has it (linger_ms, max_block_ms: the producer;
         # fetch options: the reader; security, client_id: both): kafka-python's consumer
         # refuses a producer option and the other way round.
-        producer_options = {name: value for name, value in options.items() if name in _PRODUCER_OPTIONS}
-        reader_options = {name: value for name, value in options.items() if name in _READER_OPTIONS}
+        producer_names = {*KafkaProducer.DEFAULT_CONFIG, *KafkaProducer.DEPRECATED_CONFIGS}
+        producer_options = {name: value for name, value in options.items() if name in producer_names}
+        reader_options = {name: value for name, value in options.items() if name in KafkaConsumer.DEFAULT_CONFIG}
         unknown = sorted(set(options) - set(producer_options) - set(reader_options))
         if unknown:
             raise ValueError(

@@ -27,13 +27,13 @@ from operator import itemgetter
 from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from kafka.partitioner.default import murmur2
 
 from consumer.adapter import Partition, RebalanceListener
 from consumer.batch import Poll
 from consumer.commits import Commits
 from consumer.confluent_options import CONSUMER_DEFAULTS, PRODUCER_DEFAULTS
 from consumer.errors import CommitRefused, KafkaOptionInvalid, KafkaRefused, KafkaUnavailable
+from consumer.partitioning import partition_of
 
 log = logging.getLogger(__name__)
 
@@ -501,7 +501,7 @@ class ConfluentAdapter:
             raise KafkaUnavailable(repr(exc)) from exc
         if metadata is None or metadata.error is not None or not metadata.partitions:
             return None
-        return int(murmur2(key) & 0x7FFFFFFF) % len(metadata.partitions)
+        return partition_of(key, len(metadata.partitions))
 
     def read_from(self, topic: str, partition: int, offset: int) -> list[bytes | None]:
         """Every message value of a partition from ``offset`` (or its earliest retained

@@ -23,8 +23,7 @@ from typing import Annotated, NamedTuple
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from walcore import EventRecord, SourcePosition
-from walcore.records import U64_MAX
+from walcore.records import U64_MAX, EventRecord, SourcePosition
 from walcore.schema import MAX_ABS_WEIGHT, Schema
 
 MAX_EVENT_ID_CHARS = 256
