@@ -7,7 +7,7 @@ not measured). Each event's latency is
 from just before ``send`` to its future resolving with a durable seq. Prints p50, p95,
 p99 and max, and the achieved rate; baseline in the same run, per backend: the plain
 Kafka produce round trip (send → broker ack) of the same events through the same client
-(consumer.client_links), the floor any durable ack sits on. JSON in
+(consumer.kafka.client_links), the floor any durable ack sits on. JSON in
 benchmarks/results/ack_latency.json.
 
 Run: .venv/bin/python benchmarks/ack_latency.py [--rate 5000] [--seconds 30] [--backends kafka-python,confluent]
@@ -34,7 +34,7 @@ import kafka_local  # noqa: E402
 from results_io import save  # noqa: E402
 
 from consumer.client import DurableProducer  # noqa: E402
-from consumer.client_links import LINKS  # noqa: E402
+from consumer.kafka.client_links import LINKS  # noqa: E402
 
 BIN = Path(sys.executable).parent
 TICK_S = 0.010

@@ -48,7 +48,7 @@ from store_bench import BATCH, Stream, apply_stream, stream  # noqa: E402
 
 import walcore.storage.store as store_module  # noqa: E402
 from consumer.config import Settings  # noqa: E402
-from consumer.health import Endpoints, Health  # noqa: E402
+from consumer.ops.health import Endpoints, Health  # noqa: E402
 from consumer.serving import SignalClient  # noqa: E402
 from consumer.serving.api import QueryApi  # noqa: E402
 from consumer.serving.reader import StoreReader  # noqa: E402

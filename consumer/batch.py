@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import NamedTuple, Protocol
 
-from consumer.acks import Ack, Stored, build_ack
-from consumer.dlq import MAX_DEAD_LETTER_BYTES, DeadLetter, dead_letter
-from consumer.events import Decoder, Rejected
+from consumer.protocol.acks import Ack, Stored, build_ack
+from consumer.protocol.dlq import MAX_DEAD_LETTER_BYTES, DeadLetter, dead_letter
+from consumer.protocol.events import Decoder, Rejected
 from walcore import AppendResult, EventRecord
 
 
@@ -93,7 +93,7 @@ class BatchCounts(NamedTuple):
 
 
 class PartitionHomes(Protocol):
-    """The homes to repeat of one partition's offsets (consumer.handoff.Homes)."""
+    """The homes to repeat of one partition's offsets (consumer.protocol.handoff.Homes)."""
 
     def get(self, offset: int) -> Stored | None: ...
 
@@ -103,7 +103,7 @@ Homes = Mapping[tuple[str, int], PartitionHomes]
 
 
 # The longest reason an ack or a dead letter carries (reasons quote little of the input
-# already, consumer.events; this bounds any other).
+# already, consumer.protocol.events; this bounds any other).
 MAX_REASON_CHARS = 512
 
 

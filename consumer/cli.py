@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None, stop: threading.Event | None = None, **h
 
 def _status(args: argparse.Namespace) -> int:
     from consumer.config import ConfigError, load_settings  # noqa: PLC0415
-    from consumer.status import gather, render  # noqa: PLC0415 - kafka only for this command
+    from consumer.ops.status import gather, render  # noqa: PLC0415 - kafka only for this command
     from walcore import WalCorruption  # noqa: PLC0415
 
     def gathered() -> dict[str, Any]:
@@ -201,9 +201,9 @@ def _status(args: argparse.Namespace) -> int:
 
 def _query(args: argparse.Namespace) -> int:
     from consumer.config import ConfigError, load_settings  # noqa: PLC0415
-    from consumer.query import QueryError, UnknownSignal, group, local, render  # noqa: PLC0415 - RocksDB only here
     from consumer.serving import params  # noqa: PLC0415
     from consumer.serving.client import PeerError, SignalClient  # noqa: PLC0415
+    from consumer.store.query import QueryError, UnknownSignal, group, local, render  # noqa: PLC0415 - RocksDB only here
 
     try:
         entity = None if args.entity is None else params.entity_id(args.entity, "--entity")

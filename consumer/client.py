@@ -24,9 +24,9 @@ from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
-from consumer.acks import Ack, NotAnAck, Rejection, parse_ack
-from consumer.client_links import LINKS
-from consumer.events import SignalEvent, describe
+from consumer.kafka.client_links import LINKS
+from consumer.protocol.acks import Ack, NotAnAck, Rejection, parse_ack
+from consumer.protocol.events import SignalEvent, describe
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ committed past a batch that is not settled.
 * A refused commit (the group moved on) is logged and dropped: the records are durable
   and acked, so their next consumer recognises them.
 
-No Kafka client is imported: the target (consumer.adapter) is anything with ``flush``,
+No Kafka client is imported: the target (consumer.kafka.adapter) is anything with ``flush``,
 ``commit_async`` and ``commit_sync``, so this is tested with a fake one.
 """
 
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from consumer.errors import CommitRefused, DeliveryFailed, KafkaUnavailable
-from consumer.handoff import CommitMark, encode_mark
+from consumer.protocol.handoff import CommitMark, encode_mark
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class CommitTarget(Protocol):
 
 
 class PartitionMark(NamedTuple):
-    """What a batch's commit of one partition says (consumer.handoff.CommitMark): the seq
+    """What a batch's commit of one partition says (consumer.protocol.handoff.CommitMark): the seq
     of the partition's last event in this WAL, and the send of the partition's ack."""
 
     last_seq: int
@@ -214,7 +214,7 @@ class Committer:
 
     def _take_settled(self) -> tuple[Commits, int]:
         """Pop the leading batches whose deliveries all succeeded; their merged commits,
-        each with its mark (consumer.handoff) as metadata, and the lowest seq they stored
+        each with its mark (consumer.protocol.handoff) as metadata, and the lowest seq they stored
         anew (0: none)."""
         commits: Commits = {}
         floor = 0

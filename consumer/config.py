@@ -33,7 +33,7 @@ if sys.version_info >= (3, 11):
 else:  # the same parser, as pydantic-settings uses it there
     import tomli as tomllib
 
-from consumer.acks import MAX_ACK_OFFSETS
+from consumer.protocol.acks import MAX_ACK_OFFSETS
 from walcore import WalConfig
 from walcore.schema import Schema, SchemaBuilder, SchemaError
 
@@ -191,9 +191,9 @@ class Settings(BaseSettings):
                 raise ValueError(
                     "backend: \"confluent\" needs confluent-kafka: pip install 'tidal-consumer[librdkafka]'"
                 )
-            from consumer.confluent_options import option_problems  # noqa: PLC0415 - the backend's own table
+            from consumer.kafka.confluent_options import option_problems  # noqa: PLC0415 - the backend's own table
         else:
-            from consumer.kafka_python import option_problems  # noqa: PLC0415 - the backend's own table
+            from consumer.kafka.kafka_python import option_problems  # noqa: PLC0415 - the backend's own table
         kafka = self.kafka
         problems = option_problems(kafka.common, kafka.consumer, kafka.producer)
         if problems:
@@ -221,7 +221,7 @@ class Settings(BaseSettings):
         or librdkafka's message.max.bytes, 1,000,000, unless [kafka.producer] says
         otherwise): every ack and dead letter must fit it."""
         if self.backend == "confluent":
-            from consumer.confluent_options import request_limit  # noqa: PLC0415 - the backend's own default
+            from consumer.kafka.confluent_options import request_limit  # noqa: PLC0415 - the backend's own default
 
             return request_limit(self.kafka.for_producer())
         return int(self.kafka.for_producer().get("max_request_size", 1_048_576))

@@ -3,7 +3,7 @@
 Exit codes: consumer.errors.ExitCode (docs/operations.md). The loop owns no rule of its
 own: the batch core (consumer.batch) decides what each record becomes, the I/O step
 (consumer.pipeline) sends and writes, the commit step (consumer.commits) decides what
-may be committed, and the adapter (consumer.adapter) is the only code that talks to
+may be committed, and the adapter (consumer.kafka.adapter) is the only code that talks to
 Kafka.
 """
 
@@ -20,9 +20,6 @@ from collections.abc import Callable, Sequence
 
 from prometheus_client import CollectorRegistry
 
-from consumer import backends
-from consumer.adapter import KafkaAdapter, Partition
-from consumer.applier import Applier
 from consumer.commits import Backoff, Commits, Committer
 from consumer.config import Settings
 from consumer.errors import (
@@ -36,14 +33,17 @@ from consumer.errors import (
     StoreFailed,
     WalTailLost,
 )
-from consumer.events import Decoder
-from consumer.health import Endpoints, Health
-from consumer.metric_defs import ServiceMetrics, query_route
-from consumer.metrics import Metrics
+from consumer.kafka import backends
+from consumer.kafka.adapter import KafkaAdapter, Partition
+from consumer.ops.health import Endpoints, Health
+from consumer.ops.metric_defs import ServiceMetrics, query_route
+from consumer.ops.metrics import Metrics
 from consumer.pipeline import Pipeline, Staged
+from consumer.protocol.events import Decoder
 from consumer.serving.api import QueryApi
 from consumer.serving.group import GroupWals
 from consumer.serving.reader import StoreReader
+from consumer.store.applier import Applier
 from consumer.takeover import Takeover
 from walcore import AppendResult, Wal, WalCorruption, WalFailed, WalLocked
 
@@ -407,7 +407,7 @@ class Service:
         self._committer.forget_refused()
 
     def _keep_from(self) -> int | None:
-        """The lowest seq the WAL keeps whatever the store holds (consumer.applier): the
+        """The lowest seq the WAL keeps whatever the store holds (consumer.store.applier): the
         first whose offset is not committed, by this run's batches or as of the last
         assignment; 0 (everything) before the first assignment."""
         if not hasattr(self, "_committer"):

@@ -1,5 +1,5 @@
 """What an instance does when partitions are assigned to it, before it stores anything
-from them (ARCHITECTURE invariant 7): the I/O around consumer.handoff.
+from them (ARCHITECTURE invariant 7): the I/O around consumer.protocol.handoff.
 
 For each assigned partition: read the group's committed offset and its mark; refuse to
 run if the mark (or an ack on the reply topic) shows that this WAL lost acknowledged
@@ -31,11 +31,11 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from consumer.acks import Stored
-from consumer.adapter import KafkaAdapter, Partition
 from consumer.commits import Commits
 from consumer.errors import CommitRefused, RegistrationRefused, WalTailLost
-from consumer.handoff import (
+from consumer.kafka.adapter import KafkaAdapter, Partition
+from consumer.protocol.acks import Stored
+from consumer.protocol.handoff import (
     DISTRUST_KINDS,
     NO_ACK,
     CommitMark,
@@ -175,7 +175,7 @@ class Takeover:
         ends: dict[Partition, tuple[int, int]],
     ) -> None:
         """Name this WAL in the marks of the assigned partitions before it stores (and acks)
-        anything of them (consumer.handoff.registration): the commit keeps the group's
+        anything of them (consumer.protocol.handoff.registration): the commit keeps the group's
         offset (the partition's start when there is none)."""
         commits: Commits = {}
         for partition in partitions:
@@ -209,7 +209,7 @@ class Takeover:
     ) -> Homes:
         """The first home of each of the partition's offsets from ``from_offset``, read from
         the reply topic after ``mark``'s ack; only acks the group's mark and ``end`` make
-        believable (consumer.handoff.first_homes), the others reported here."""
+        believable (consumer.protocol.handoff.first_homes), the others reported here."""
         topic, number = partition
         where = self._where_acks_start(partition, mark)
         if where is None:

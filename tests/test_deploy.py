@@ -14,8 +14,8 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from consumer.config import Settings
-from consumer.health import Endpoints, Health
-from consumer.metric_defs import ServiceMetrics
+from consumer.ops.health import Endpoints, Health
+from consumer.ops.metric_defs import ServiceMetrics
 from consumer.serving.api import QueryApi
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,7 +1,7 @@
 """Which WALs the group has committed from: the stores a whole-group answer needs.
 
 Every offset commit's mark lists every WAL that has committed its partition
-(consumer.handoff), so the union over the marks of every partition of the input topics
+(consumer.protocol.handoff), so the union over the marks of every partition of the input topics
 names every store that may hold some entity's events. The service refreshes it from the
 group's committed offsets every ``REFRESH_S`` (one offset fetch; on its own thread, since
 the Kafka clients are not thread-safe) and each query answer carries it.
@@ -13,9 +13,9 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 
-from consumer.adapter import KafkaAdapter, Partition
 from consumer.errors import KafkaUnavailable
-from consumer.handoff import decode_mark
+from consumer.kafka.adapter import KafkaAdapter, Partition
+from consumer.protocol.handoff import decode_mark
 
 log = logging.getLogger(__name__)
 

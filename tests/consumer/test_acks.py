@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.acks import Ack, NotAnAck, Rejection, Stored, build_ack, parse_ack
+from consumer.protocol.acks import Ack, NotAnAck, Rejection, Stored, build_ack, parse_ack
 from walcore import AppendResult
 
 
@@ -125,7 +125,7 @@ def test_every_offset_of_a_share_comes_back_with_exactly_its_outcome(
 def test_an_ack_too_large_splits_into_parts_that_fit_and_cover_each_offset_once(
     kinds: list[tuple[str, int]], max_bytes: int
 ) -> None:
-    from consumer.acks import fit
+    from consumer.protocol.acks import fit
 
     offsets, results, rejected = [], [], []
     for i, (kind, seq) in enumerate(kinds):

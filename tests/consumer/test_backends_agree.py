@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 import pytest
 
-from consumer.confluent import ConfluentAdapter
-from consumer.handoff import NO_ACK, CommitMark, decode_mark, encode_mark
-from consumer.kafka_python import KafkaPythonAdapter
+from consumer.kafka.confluent import ConfluentAdapter
+from consumer.kafka.kafka_python import KafkaPythonAdapter
+from consumer.protocol.handoff import NO_ACK, CommitMark, decode_mark, encode_mark
 
 pytestmark = [pytest.mark.kafka, pytest.mark.backends("kafka-python")]  # the test uses both adapters itself
 

@@ -7,11 +7,11 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.acks import Rejection, Stored
 from consumer.batch import Polled, acks_for, count_outcomes, plan_batch
 from consumer.config import Settings
-from consumer.dlq import REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
-from consumer.events import Decoder
+from consumer.protocol.acks import Rejection, Stored
+from consumer.protocol.dlq import REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
+from consumer.protocol.events import Decoder
 from walcore import AppendResult, EventRecord, SourcePosition
 
 DECODER = Decoder(Settings().signal_schema(), max_message_bytes=4096)
@@ -134,7 +134,7 @@ def test_a_producers_own_tidal_headers_are_renamed_so_nobody_reads_a_spoofed_rea
 def test_a_dead_letter_too_large_to_send_is_truncated_with_its_size_and_digest() -> None:
     import blake3
 
-    from consumer.dlq import MAX_DEAD_LETTER_BYTES, ORIGINAL_BLAKE3, TRUNCATED
+    from consumer.protocol.dlq import MAX_DEAD_LETTER_BYTES, ORIGINAL_BLAKE3, TRUNCATED
 
     huge = b"x" * 1_048_450  # a default topic takes it; no producer request can carry its copy
     plan = plan_batch({("s", 2): [Polled("s", 2, 9, b"k", huge, [("h", b"v")])]}, DECODER)

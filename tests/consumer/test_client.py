@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from consumer import confluent
 from consumer.client import AckTimeout, DurableProducer, EventRejected, InvalidEvent, SendFailed
-from consumer.events import SignalEvent
+from consumer.kafka import confluent
+from consumer.protocol.events import SignalEvent
 from tests.support.consumer_fixtures import PARTITIONS, Topics
 from tests.support.service_helpers import dump, end_offsets, event, produce
 

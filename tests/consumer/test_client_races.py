@@ -11,10 +11,10 @@ from typing import Any, ClassVar
 
 import pytest
 
-from consumer import client_links
-from consumer.acks import Ack
 from consumer.client import DurableProducer, DurableResult
-from consumer.client_links import Failed, Sent
+from consumer.kafka import client_links
+from consumer.kafka.client_links import Failed, Sent
+from consumer.protocol.acks import Ack
 
 
 class ScriptedLink:

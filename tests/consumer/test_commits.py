@@ -11,7 +11,7 @@ import pytest
 
 from consumer.commits import Commits, Committer, InFlight, Offsets, PartitionMark
 from consumer.errors import CommitRefused, DeliveryFailed, KafkaUnavailable
-from consumer.handoff import MAX_MARK_WALS, MORE_WALS, CommitMark, decode_mark
+from consumer.protocol.handoff import MAX_MARK_WALS, MORE_WALS, CommitMark, decode_mark
 from consumer.serving.group import wals_of
 from tests.support.fakes import Send
 

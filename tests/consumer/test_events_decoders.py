@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from consumer.config import Settings
-from consumer.events import Decoder, Rejected, SignalEvent
+from consumer.protocol.events import Decoder, Rejected, SignalEvent
 from walcore import EventRecord
 
 DECODER = Decoder(Settings().signal_schema(), max_message_bytes=1_000_000)

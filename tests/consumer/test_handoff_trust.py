@@ -9,8 +9,8 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.acks import MAX_ACK_OFFSETS, Ack, NotAnAck, Stored, parse_ack
-from consumer.handoff import (
+from consumer.protocol.acks import MAX_ACK_OFFSETS, Ack, NotAnAck, Stored, parse_ack
+from consumer.protocol.handoff import (
     NO_ACK,
     CommitMark,
     HomeRun,

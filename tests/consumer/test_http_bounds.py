@@ -16,7 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from consumer.config import ConfigError, load_settings
-from consumer.health import IDLE_TIMEOUT_S, MAX_CONNECTIONS, Endpoints, Health
+from consumer.ops.health import IDLE_TIMEOUT_S, MAX_CONNECTIONS, Endpoints, Health
 from consumer.serving.api import QueryApi
 
 

@@ -168,7 +168,7 @@ def test_healthz_fails_once_the_wal_writer_failed(
     import threading
 
     from consumer.config import load_settings
-    from consumer.health import Endpoints
+    from consumer.ops.health import Endpoints
     from consumer.service import Service as InProcess
 
     port = kafka_local.free_port()

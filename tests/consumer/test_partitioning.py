@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
-from consumer.partitioning import murmur2, partition_of
+from consumer.kafka.partitioning import murmur2, partition_of
 
 
 @given(st.binary(max_size=64))
@@ -29,11 +29,13 @@ EXPECTED = [3, 1, 3, 6, 2, 5, 0, 4]
 
 
 def test_the_confluent_path_imports_without_kafka_python_and_durable_producer_without_the_wal_writer() -> None:
-    without_kafka = "import sys; sys.modules['kafka'] = None\nimport consumer.backends, consumer.confluent\n"
+    without_kafka = (
+        "import sys; sys.modules['kafka'] = None\nimport consumer.kafka.backends, consumer.kafka.confluent\n"
+    )
     result = subprocess.run([sys.executable, "-c", without_kafka], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr  # importing kafka-python would have raised ImportError
     producer_only = (
-        "import sys, consumer.client, consumer.client_links\n"
+        "import sys, consumer.client, consumer.kafka.client_links\n"
         "print(sorted(m for m in sys.modules if m.startswith(('walcore.', 'kafka'))))"
     )
     result = subprocess.run([sys.executable, "-c", producer_only], capture_output=True, text=True, check=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from consumer.acks import Ack, parse_ack
+from consumer.protocol.acks import Ack, parse_ack
 from tests.support.consumer_fixtures import Topics
 from tests.support.service_helpers import Service, dump, event, produce, read_topic
 

@@ -1,6 +1,6 @@
 """The service loop with a scripted fake Kafka adapter and a real WAL: the orderings a
 broker makes hard to force (a revocation with a batch in flight) forced exactly.
-No broker (consumer.service talks to Kafka only through consumer.adapter)."""
+No broker (consumer.service talks to Kafka only through consumer.kafka.adapter)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from consumer.acks import Ack, parse_ack
-from consumer.adapter import RebalanceListener
 from consumer.batch import Poll, Polled
 from consumer.commits import Commits, Offsets
 from consumer.config import Settings, load_settings
 from consumer.errors import ExitCode
+from consumer.kafka.adapter import RebalanceListener
+from consumer.protocol.acks import Ack, parse_ack
 from consumer.service import Service
 from tests.support.fakes import Send
 from walcore import Wal

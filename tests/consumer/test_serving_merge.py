@@ -20,8 +20,8 @@ from prometheus_client import CollectorRegistry
 
 from consumer.config import Settings
 from consumer.errors import KafkaUnavailable
-from consumer.handoff import CommitMark, encode_mark
-from consumer.health import Endpoints, Health
+from consumer.ops.health import Endpoints, Health
+from consumer.protocol.handoff import CommitMark, encode_mark
 from consumer.serving import SignalClient, answers, params
 from consumer.serving.api import QueryApi
 from consumer.serving.group import UNREAD, GroupWals

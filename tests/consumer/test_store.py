@@ -260,7 +260,8 @@ def test_the_applier_runs_ten_nice_levels_below_the_service_and_its_death_is_one
     service.wait_for_log("consuming")  # logged once the store's applier has caught up
     pid = service.process.pid
     children = [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    workers = [child for child in children if b"consumer.apply_worker" in Path(f"/proc/{child}/cmdline").read_bytes()]
+    worker = b"consumer.store.apply_worker"
+    workers = [child for child in children if worker in Path(f"/proc/{child}/cmdline").read_bytes()]
     assert len(workers) == 1, children
     assert _nice(workers[0]) == _nice(pid) + 10
     # Killed under it: exit 8 with one line saying so (not twice, and not pointing at a
@@ -318,4 +319,4 @@ def test_a_schema_that_contradicts_the_store_is_refused_and_a_store_missing_seqs
     rebuilt = topics.service(wal_dir, extra=["--config", str(same)])
     rebuilt.wait_for_log("consuming")
     assert rebuilt.stop() == 0, rebuilt.log()
-    assert f"WARNING consumer.apply_worker: the WAL no longer holds seqs 1..{first_kept - 1}" in rebuilt.log()
+    assert f"WARNING consumer.store.apply_worker: the WAL no longer holds seqs 1..{first_kept - 1}" in rebuilt.log()

@@ -19,7 +19,7 @@ import kafka_local
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
-from consumer.acks import Ack, Rejection, parse_ack
+from consumer.protocol.acks import Ack, Rejection, parse_ack
 from walcore.storage.rocks import RocksEngine
 from walcore.storage.signals import decode_score
 

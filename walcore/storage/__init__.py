@@ -4,7 +4,7 @@
 RocksDB (rocks.py) on disk; ``keys`` encodes ``[entity][0x00][tag][suffix]``;
 ``signals`` is the aggregate math; ``SignalStore`` (store.py) applies events atomically
 with the applied seq and answers queries. No Kafka import here: the service's applier
-(consumer/applier.py) feeds it. Layout: docs/store-format.md.
+(consumer/store/applier.py) feeds it. Layout: docs/store-format.md.
 """
 
 from walcore.storage.engine import KEYSPACES, MemoryEngine, StorageEngine, WriteBatch

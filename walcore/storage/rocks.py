@@ -99,7 +99,7 @@ def _family_options(keyspace: str, *, read_only: bool) -> Options:
 def _owner_only(path: Path) -> None:
     """The store's directory and files as private as the WAL's (walcore.files): 0700 and
     0600. RocksDB creates files by the process umask, which the worker sets to 077
-    (consumer.apply_worker); this also tightens a store made before that, wherever
+    (consumer.store.apply_worker); this also tightens a store made before that, wherever
     ``[store] dir`` puts it."""
     path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     os.chmod(path, DIR_MODE)

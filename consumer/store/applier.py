@@ -1,5 +1,5 @@
 """The service's side of the store stage: feeding the applier process
-(consumer.apply_worker) and keeping the WAL's retention.
+(consumer.store.apply_worker) and keeping the WAL's retention.
 
 Why a process: applying an event into RocksDB costs a few microseconds of Python and
 RocksDB work; on the service's thread (or any thread of its interpreter) that would hold
@@ -25,7 +25,7 @@ Order of work (docs/store-format.md):
 Messages wait in a queue of at most MAX_QUEUED_BYTES while the worker catches up (a burst
 beyond its pace); past that, ``submit`` waits. The worker exiting early is StoreFailed
 (exit 8); the service dying takes the worker with it (PR_SET_PDEATHSIG, set by the
-worker itself: consumer.apply_worker). The worker runs in a session of its own, so a
+worker itself: consumer.store.apply_worker). The worker runs in a session of its own, so a
 signal meant for the service's process group never stops it before the service's drain.
 """
 
@@ -99,7 +99,7 @@ class Applier:
             [
                 sys.executable,
                 "-m",
-                "consumer.apply_worker",
+                "consumer.store.apply_worker",
                 "--wal-dir",
                 str(wal.directory),
                 "--store-dir",

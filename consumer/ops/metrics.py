@@ -1,7 +1,7 @@
 """The periodic progress line: events/s, batch sizes, duplicates, rejects, lag.
 
 Every field of the progress line, and its meaning (the Prometheus metrics are listed in
-consumer/metric_defs.py):
+consumer/ops/metric_defs.py):
   events/s      consumed records per second over the interval
   stored        records newly written to the WAL
   batches       polls processed (each = one WAL group commit)
@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from consumer.batch import BatchCounts
-from consumer.metric_defs import ServiceMetrics, reason_class
+from consumer.ops.metric_defs import ServiceMetrics, reason_class
 from consumer.pipeline import Timings
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ GAUGE_PERIOD_S = 1.0  # how often the gauges (lag, WAL size, dedup window) are s
 
 class Metrics:
     """The progress line (every ``interval_s``) and the Prometheus metrics
-    (consumer.metric_defs), fed by one ``record`` per batch; ``on_interval`` samples the
+    (consumer.ops.metric_defs), fed by one ``record`` per batch; ``on_interval`` samples the
     gauges (lag, WAL size...) at each progress line."""
 
     def __init__(self, interval_s: float, prom: ServiceMetrics, on_interval: Callable[[], None]) -> None:

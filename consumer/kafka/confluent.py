@@ -1,4 +1,4 @@
-"""The confluent-kafka (librdkafka) implementation of consumer.adapter.KafkaAdapter:
+"""The confluent-kafka (librdkafka) implementation of consumer.kafka.adapter.KafkaAdapter:
 ``backend = "confluent"``, installed with ``pip install 'tidal-consumer[librdkafka]'``.
 
 Why it keeps the invariants of the kafka-python backend:
@@ -28,12 +28,12 @@ from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from consumer.adapter import Partition, RebalanceListener
 from consumer.batch import Poll
 from consumer.commits import Commits
-from consumer.confluent_options import CONSUMER_DEFAULTS, PRODUCER_DEFAULTS
 from consumer.errors import CommitRefused, KafkaOptionInvalid, KafkaRefused, KafkaUnavailable
-from consumer.partitioning import partition_of
+from consumer.kafka.adapter import Partition, RebalanceListener
+from consumer.kafka.confluent_options import CONSUMER_DEFAULTS, PRODUCER_DEFAULTS
+from consumer.kafka.partitioning import partition_of
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def produce_waiting(
 ) -> None:
     """``producer.produce``, waiting up to MAX_BLOCK_S for room while its queue is full
     (serving delivery reports makes room), as kafka-python's send blocks for max_block_ms;
-    BufferError if it stays full. Also DurableProducer's (consumer.client_links)."""
+    BufferError if it stays full. Also DurableProducer's (consumer.kafka.client_links)."""
     deadline = time.monotonic() + MAX_BLOCK_S
     while True:
         try:
@@ -100,7 +100,7 @@ def consume_ready(consumer: Consumer, max_records: int, timeout_s: float) -> lis
     consume(n, timeout) waits until n messages or the timeout: at a moderate rate every
     batch would wait the whole timeout. Takes what is queued at once; when nothing is,
     waits for the first message, then takes what came with it. Also DurableProducer's
-    reply reader (consumer.client_links)."""
+    reply reader (consumer.kafka.client_links)."""
     messages = consumer.consume(max_records, 0)
     if not messages:
         first = consumer.poll(timeout_s)
@@ -227,7 +227,7 @@ class _Watch:
 
 def _metadata(tp: TopicPartition) -> str:
     """A commit's metadata as read; "" when librdkafka read it past its end (a mark written
-    without a NUL, by kafka-python before marks carried one: consumer.handoff.encode_mark)."""
+    without a NUL, by kafka-python before marks carried one: consumer.protocol.handoff.encode_mark)."""
     try:
         return tp.metadata or ""
     except UnicodeDecodeError:
@@ -298,7 +298,7 @@ class ConfluentAdapter:
         """Create both clients (librdkafka connects in the background: an unreachable
         broker shows as no records, as with kafka-python). KafkaOptionInvalid when
         librdkafka refuses an option (its message names it). ``*_options`` were checked
-        by consumer.confluent_options.option_problems when the configuration loaded."""
+        by consumer.kafka.confluent_options.option_problems when the configuration loaded."""
         watch = _Watch(bootstrap_servers)
         adapter: ConfluentAdapter | None = None
 

@@ -1,18 +1,18 @@
-"""Which Kafka client library backs an adapter (consumer.adapter): the one place the
+"""Which Kafka client library backs an adapter (consumer.kafka.adapter): the one place the
 ``backend`` setting is dispatched for the service and ``tidal-consumer status``. Each
 library is imported only when chosen (confluent-kafka is an optional extra)."""
 
 from __future__ import annotations
 
-from consumer.adapter import KafkaAdapter
 from consumer.config import Settings
+from consumer.kafka.adapter import KafkaAdapter
 
 
 def connect(settings: Settings, *, client_id: str, group_instance_id: str | None) -> KafkaAdapter:
     """The adapter of ``settings.backend`` (its group consumer joins nothing until it
     subscribes). Raises KafkaUnavailable, KafkaRefused or KafkaOptionInvalid."""
     if settings.backend == "confluent":
-        from consumer.confluent import ConfluentAdapter  # noqa: PLC0415 - the optional librdkafka extra
+        from consumer.kafka.confluent import ConfluentAdapter  # noqa: PLC0415 - the optional librdkafka extra
 
         return ConfluentAdapter.connect(
             bootstrap_servers=settings.bootstrap_servers,
@@ -23,7 +23,7 @@ def connect(settings: Settings, *, client_id: str, group_instance_id: str | None
             producer_options=settings.kafka.for_producer(),
             refusal_grace_s=settings.kafka_refused_exit_s,
         )
-    from consumer.kafka_python import KafkaPythonAdapter  # noqa: PLC0415 - only this backend needs kafka-python
+    from consumer.kafka.kafka_python import KafkaPythonAdapter  # noqa: PLC0415 - only this backend needs kafka-python
 
     return KafkaPythonAdapter.connect(
         bootstrap_servers=settings.bootstrap_servers,

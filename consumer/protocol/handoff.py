@@ -27,7 +27,7 @@ from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
-from consumer.acks import Ack, NotAnAck, Stored, parse_ack
+from consumer.protocol.acks import Ack, NotAnAck, Stored, parse_ack
 
 MARK_VERSION = 1
 # WALs one mark lists at most (16-character ids: ~2 KB of the broker's 4,096-byte metadata

@@ -105,7 +105,7 @@ class KafkaPythonLink:
 class ConfluentLink:
     """librdkafka: delivery reports are served by a thread of the link's own (they run
     only inside ``Producer.poll``); the reply reader waits for the first message only
-    (consumer.confluent.consume_ready, as the service's adapter)."""
+    (consumer.kafka.confluent.consume_ready, as the service's adapter)."""
 
     def __init__(self, bootstrap_servers: str | list[str], reply_topic: str, options: dict[str, Any]) -> None:
         try:
@@ -117,7 +117,7 @@ class ConfluentLink:
             )
             from confluent_kafka import TopicPartition as Partition  # noqa: PLC0415
 
-            from consumer.confluent import consume_ready, produce_waiting  # noqa: PLC0415 - imports confluent_kafka
+            from consumer.kafka.confluent import consume_ready, produce_waiting  # noqa: PLC0415 - imports confluent_kafka
         except ImportError:
             raise ValueError(
                 "backend: 'confluent' needs confluent-kafka: pip install 'tidal-consumer[librdkafka]'"

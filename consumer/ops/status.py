@@ -7,8 +7,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from consumer import backends
 from consumer.config import Settings
+from consumer.kafka import backends
 from walcore.scan import scan_log
 
 # How long status waits for the broker's answers (metadata, offsets).

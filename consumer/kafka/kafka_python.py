@@ -1,4 +1,4 @@
-"""The kafka-python 2.3 implementation of consumer.adapter.KafkaAdapter.
+"""The kafka-python 2.3 implementation of consumer.kafka.adapter.KafkaAdapter.
 
 Why kafka-python 2.3: its rebalance listener runs inside ``poll()`` on the caller's
 thread, where the service can finish every batch in flight (fsync, acks flushed,
@@ -28,10 +28,10 @@ from kafka.partitioner import DefaultPartitioner
 from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from consumer.adapter import Partition, RebalanceListener
 from consumer.batch import Poll
 from consumer.commits import Commits
 from consumer.errors import CodecMissing, CommitRefused, KafkaOptionInvalid, KafkaRefused, KafkaUnavailable
+from consumer.kafka.adapter import Partition, RebalanceListener
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,13 @@
-"""The store's applier process: ``python -m consumer.apply_worker`` (started by
-consumer.applier, never by hand).
+"""The store's applier process: ``python -m consumer.store.apply_worker`` (started by
+consumer.store.applier, never by hand).
 
 A process of its own so that applying events into the store (RocksDB writes, the decay
 math) runs beside the service's loop instead of sharing its interpreter lock. It owns the
 store; the service owns the WAL. On its standard input, framed messages
-(consumer.applier.FRAME): START (the WAL's id, its last seq and its voided seqs), BATCH
+(consumer.store.applier.FRAME): START (the WAL's id, its last seq and its voided seqs), BATCH
 (the seqs and WAL rows of a durable batch's new events), VOID (seqs voided since). On its
 standard output, after every store flush, the seq the store holds durably
-(consumer.applier.REPORT): the service checkpoints the WAL there and deletes older segments.
+(consumer.store.applier.REPORT): the service checkpoints the WAL there and deletes older segments.
 
 At START it catches up from the WAL files (replay, read-only: the events after the
 store's applied seq, voided ones skipped) and removes voided events the store holds. End
@@ -32,9 +32,9 @@ from array import array
 from collections.abc import Sequence
 from pathlib import Path
 
-from consumer.applier import BATCH, FRAME, REPORT, START, VOID
 from consumer.config import SignalConfig, build_schema
 from consumer.errors import ExitCode
+from consumer.store.applier import BATCH, FRAME, REPORT, START, VOID
 from walcore.errors import WalCorruption
 from walcore.format import CONTENT_KEY
 from walcore.records import EventRecord
@@ -43,9 +43,9 @@ from walcore.segment import list_segments
 from walcore.storage.rocks import RocksEngine
 from walcore.storage.store import SignalStore, StoreMismatch
 
-log = logging.getLogger("consumer.apply_worker")  # run as __main__: named for its log lines
+log = logging.getLogger("consumer.store.apply_worker")  # run as __main__: named for its log lines
 CATCH_UP_CHUNK = 10_000
-_SEQ = struct.Struct("=q")  # a BATCH's seqs: native int64s (consumer.applier packs an array("q"))
+_SEQ = struct.Struct("=q")  # a BATCH's seqs: native int64s (consumer.store.applier packs an array("q"))
 
 
 class Worker:
@@ -172,7 +172,7 @@ def _tie_to(parent_pid: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="consumer.apply_worker")
+    parser = argparse.ArgumentParser(prog="consumer.store.apply_worker")
     parser.add_argument("--wal-dir", type=Path, required=True)
     parser.add_argument("--store-dir", type=Path, required=True)
     parser.add_argument("--signals", required=True, help="the [[signals]] tables, as JSON")
