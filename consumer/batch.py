@@ -21,43 +21,8 @@ from typing import NamedTuple, Protocol
 from consumer.protocol.acks import Ack, Stored, build_ack
 from consumer.protocol.dlq import MAX_DEAD_LETTER_BYTES, DeadLetter, dead_letter
 from consumer.protocol.events import Decoder, Rejected
+from consumer.protocol.types import Poll
 from walcore import AppendResult, EventRecord
-
-
-class PolledRecord(Protocol):
-    """A consumed message as the batch core reads it. kafka-python's ConsumerRecord has
-    these attributes already (so its adapter passes records through without a copy);
-    ``Polled`` is the plain one, for tests and for adapters that must build one."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
-    @property
-    def headers(self) -> Sequence[tuple[str, bytes]] | None: ...
-    @property
-    def timestamp(self) -> int: ...
-
-
-class Polled(NamedTuple):
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]] = ()
-    timestamp: int = -1
-
-
-# One poll: (topic, partition) -> its records in offset order. kafka-python's
-# TopicPartition is a (topic, partition) named tuple, so its poll result is one as is.
-Poll = Mapping[tuple[str, int], Sequence[PolledRecord]]
 
 
 @dataclass(slots=True)

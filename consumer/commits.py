@@ -35,22 +35,9 @@ from typing import NamedTuple, Protocol
 
 from consumer.errors import CommitRefused, DeliveryFailed, KafkaUnavailable
 from consumer.protocol.handoff import CommitMark, encode_mark
+from consumer.protocol.types import Commits, Delivery, Offsets, Partition
 
 log = logging.getLogger(__name__)
-
-Partition = tuple[str, int]
-Offsets = dict[Partition, int]  # (topic, partition) -> next offset to consume
-Commits = dict[Partition, tuple[int, str]]  # (topic, partition) -> (next offset, metadata)
-
-
-class Delivery(Protocol):
-    """One send (an ack or a dead letter) on its way to the broker."""
-
-    def done(self) -> bool: ...
-    def error(self) -> BaseException | None: ...
-
-    def position(self) -> tuple[int, int] | None:
-        """(partition, offset) the broker gave the message; None until delivered."""
 
 
 class CommitTarget(Protocol):

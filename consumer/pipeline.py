@@ -24,11 +24,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from consumer.batch import BatchCounts, BatchPlan, Homes, Poll, acks_for, count_outcomes, last_seqs, plan_batch
-from consumer.commits import Delivery, InFlight, Partition, PartitionMark
+from consumer.batch import BatchCounts, BatchPlan, Homes, acks_for, count_outcomes, last_seqs, plan_batch
+from consumer.commits import InFlight, PartitionMark
 from consumer.kafka.adapter import KafkaAdapter
 from consumer.protocol.acks import fit
 from consumer.protocol.events import Decoder
+from consumer.protocol.types import Delivery, Partition, Poll
 from walcore import AppendResult, Wal
 from walcore.format import encode_body, rows
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 from prometheus_client import CollectorRegistry
 
-from consumer.commits import Backoff, Commits, Committer
+from consumer.commits import Backoff, Committer
 from consumer.config import Settings
 from consumer.errors import (
     CodecMissing,
@@ -40,6 +40,7 @@ from consumer.ops.metric_defs import ServiceMetrics, query_route
 from consumer.ops.metrics import Metrics
 from consumer.pipeline import Pipeline, Staged
 from consumer.protocol.events import Decoder
+from consumer.protocol.types import Commits
 from consumer.serving.api import QueryApi
 from consumer.serving.group import GroupWals
 from consumer.serving.reader import StoreReader

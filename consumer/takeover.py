@@ -31,7 +31,6 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from consumer.commits import Commits
 from consumer.errors import CommitRefused, RegistrationRefused, WalTailLost
 from consumer.kafka.adapter import KafkaAdapter, Partition
 from consumer.protocol.acks import Stored
@@ -48,6 +47,7 @@ from consumer.protocol.handoff import (
     lost_tail,
     registration,
 )
+from consumer.protocol.types import Commits
 from walcore import Wal
 from walcore.files import FILE_MODE
 

@@ -13,8 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from consumer.batch import Poll
-from consumer.commits import Commits, Delivery, Partition
+from consumer.protocol.types import Commits, Delivery, Partition, Poll
 
 __all__ = ["Commits", "Delivery", "KafkaAdapter", "Partition", "Poll", "RebalanceListener"]
 

@@ -28,12 +28,11 @@ from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from consumer.batch import Poll
-from consumer.commits import Commits
 from consumer.errors import CommitRefused, KafkaOptionInvalid, KafkaRefused, KafkaUnavailable
 from consumer.kafka.adapter import Partition, RebalanceListener
 from consumer.kafka.confluent_options import CONSUMER_DEFAULTS, PRODUCER_DEFAULTS
 from consumer.kafka.partitioning import partition_of
+from consumer.protocol.types import Commits, Poll
 
 log = logging.getLogger(__name__)
 

@@ -28,10 +28,9 @@ from kafka.partitioner import DefaultPartitioner
 from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from consumer.batch import Poll
-from consumer.commits import Commits
 from consumer.errors import CodecMissing, CommitRefused, KafkaOptionInvalid, KafkaRefused, KafkaUnavailable
 from consumer.kafka.adapter import Partition, RebalanceListener
+from consumer.protocol.types import Commits, Poll
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import blake3
 
 if TYPE_CHECKING:
-    from consumer.batch import PolledRecord
+    from consumer.protocol.types import PolledRecord
 
 PREFIX = "tidal."
 REASON = "tidal.reason"

@@ -7,11 +7,12 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.batch import Polled, acks_for, count_outcomes, plan_batch
+from consumer.batch import acks_for, count_outcomes, plan_batch
 from consumer.config import Settings
 from consumer.protocol.acks import Rejection, Stored
 from consumer.protocol.dlq import REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
 from consumer.protocol.events import Decoder
+from consumer.protocol.types import Polled
 from walcore import AppendResult, EventRecord, SourcePosition
 
 DECODER = Decoder(Settings().signal_schema(), max_message_bytes=4096)

@@ -9,9 +9,10 @@ from collections.abc import Callable
 
 import pytest
 
-from consumer.commits import Commits, Committer, InFlight, Offsets, PartitionMark
+from consumer.commits import Committer, InFlight, PartitionMark
 from consumer.errors import CommitRefused, DeliveryFailed, KafkaUnavailable
 from consumer.protocol.handoff import MAX_MARK_WALS, MORE_WALS, CommitMark, decode_mark
+from consumer.protocol.types import Commits, Offsets
 from consumer.serving.group import wals_of
 from tests.support.fakes import Send
 

@@ -8,12 +8,11 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from consumer.batch import Poll, Polled
-from consumer.commits import Commits, Offsets
 from consumer.config import Settings, load_settings
 from consumer.errors import ExitCode
 from consumer.kafka.adapter import RebalanceListener
 from consumer.protocol.acks import Ack, parse_ack
+from consumer.protocol.types import Commits, Offsets, Poll, Polled
 from consumer.service import Service
 from tests.support.fakes import Send
 from walcore import Wal
