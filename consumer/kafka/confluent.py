@@ -109,7 +109,7 @@ def consume_ready(consumer: Consumer, max_records: int, timeout_s: float) -> lis
 
 
 class _Record(tuple[Any, ...]):
-    """A librdkafka Message as the batch core reads it (consumer.batch.PolledRecord):
+    """A librdkafka Message as the batch core reads it (consumer.protocol.types.PolledRecord):
     ``(offset, value, message)``. The offset and value are read once, when polled (the
     batch core reads them for every record); the rest only for a dead letter."""
 
