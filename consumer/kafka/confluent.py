@@ -240,8 +240,9 @@ def _metadata(tp: TopicPartition) -> str:
 
 
 def _topic_partitions(commits: Commits) -> list[TopicPartition]:
+    # A commit without metadata leaves the argument out: confluent-kafka refuses None there.
     return [
-        TopicPartition(topic, partition, offset, metadata or None)
+        TopicPartition(topic, partition, offset, metadata) if metadata else TopicPartition(topic, partition, offset)
         for (topic, partition), (offset, metadata) in commits.items()
     ]
 

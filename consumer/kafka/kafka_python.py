@@ -376,7 +376,10 @@ class KafkaPythonAdapter:
             }
         except KafkaError as exc:
             raise KafkaUnavailable(repr(exc)) from exc
-        return {tp: None if meta is None else (meta.offset, meta.metadata or "") for tp, meta in found.items()}
+        return {
+            tp: None if meta is None else (meta.offset, (meta.metadata or "").partition("\x00")[0])
+            for tp, meta in found.items()
+        }
 
     def partitions(self, topic: str, timeout_s: float) -> list[int]:
         # From the metadata the subscribed consumer keeps (no request while it knows the topic).
