@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 KAFKA_PORT ?= 9092
 export KAFKA_PORT
 
-.PHONY: test soak demo kafka-up kafka-down kafka-status bench lint install clean
+.PHONY: test soak demo kafka-up kafka-down kafka-status bench lint lock install clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10) and "Python 3.10+ is required" or 0)'
@@ -56,6 +56,14 @@ lint: $(VENV)/.installed
 	$(PY) -m ruff check walcore consumer tests benchmarks scripts
 	$(PY) -m ruff format --check walcore consumer tests benchmarks scripts
 	$(PY) -m mypy
+
+# The Docker image's pinned dependencies: a clean venv with the runtime and [librdkafka] only.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv && .lock-venv/bin/pip install -q '.[librdkafka]'
+	{ echo "# The image's exact dependency versions (Dockerfile: pip install -c requirements.lock '.[librdkafka]')."; \
+	  echo "# Regenerate after changing pyproject.toml's dependencies: make lock"; \
+	  .lock-venv/bin/pip freeze --exclude tidal-consumer; } > requirements.lock
+	rm -rf .lock-venv
 
 clean:
 	rm -rf $(VENV) .kafka build *.egg-info benchmarks/results

@@ -10,7 +10,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import tomllib
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from prometheus_client import CollectorRegistry
 
 from consumer.config import Settings
@@ -89,3 +92,23 @@ def test_the_container_and_compose_serve_the_metrics_port() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     consumer = compose["services"]["consumer"]
     assert consumer["environment"]["TIDAL_METRICS_PORT"] == "9400" and "9400:9400" in consumer["ports"]
+
+
+def test_the_image_installs_from_a_lock_that_pins_every_runtime_dependency_within_its_range() -> None:
+    """A reproducible image: the Dockerfile installs the [librdkafka] extra constrained by
+    requirements.lock, which pins each runtime dependency to a version pyproject allows."""
+    assert "pip install --no-cache-dir -c requirements.lock '.[librdkafka]'" in (ROOT / "Dockerfile").read_text()
+    pins = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"not an exact pin: {line}"
+            pins[canonicalize_name(name)] = version
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [Requirement(text) for text in [*project["dependencies"], *project["optional-dependencies"]["librdkafka"]]]
+    for requirement in wanted:
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{requirement.name} is not pinned in requirements.lock (make lock)"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (requirement, pins[name])
