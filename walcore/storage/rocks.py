@@ -49,8 +49,8 @@ class _Batch:
         self.rocks.put(key, value, self._handles[keyspace])
 
     def put_many(self, keyspace: str, items: Iterable[tuple[bytes, bytes]]) -> None:
-        # A skip-list memtable takes a batch of random keys about a quarter faster in key
-        # order, each insert landing near the one before (store_bench); a vector memtable
+        # A skip-list memtable takes a batch of random keys faster in key order, each
+        # insert landing near the one before (docs/store-format.md); a vector memtable
         # (_APPENDED) sorts once at its flush, so its keys go as they come. A stable sort,
         # so a key given twice keeps its later value last.
         put, handle = self.rocks.put, self._handles[keyspace]
@@ -75,12 +75,11 @@ def _family_options(keyspace: str, *, read_only: bool) -> Options:
 
     The writer's ``events`` memtable is a vector, not a skip list: an insert is an append
     and the sort happens once, when the memtable is flushed to a file, where a skip list
-    pays a cache-missing search per random key (store_bench: the applier's CPU an event
-    -1 to -2 us, flushes included). A read of that memtable sorts a copy of it (~0.6 s
-    when full), so the writer reads events only through get_many (one iterator for the
-    lot). Read-only opens (queries) replay into a skip list, where reads are cheap. (The
-    scores keep a skip list: they are read every batch, and RocksDB's hash memtables
-    cost more to flush, ~5 us a key, than a skip list costs to fill.)"""
+    pays a cache-missing search per random key. A read of that memtable sorts a copy of
+    it, so the writer reads events only through get_many (one iterator for the lot).
+    Read-only opens (queries) replay into a skip list, where reads are cheap. The scores
+    keep a skip list: they are read every batch, and RocksDB's hash memtables cost more to
+    flush than a skip list costs to fill. (The measurements: docs/store-format.md.)"""
     options = Options(raw_mode=True)
     if keyspace in _APPENDED and not read_only:
         options.set_memtable_factory(MemtableFactory.vector())
