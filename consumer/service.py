@@ -55,6 +55,9 @@ _DISK_FAILING = {errno.ENOSPC, errno.EDQUOT, errno.EIO}
 # With a batch waiting for its fsync, poll this long at most: the batch's acks go out as
 # soon as the next turn finds it durable (ack latency), and a busy stream returns at once.
 BUSY_TICK_MS = 1
+# How often the WAL's retention floor asks the group whether another owner has committed
+# past the events this WAL holds of partitions it no longer has (consumer.takeover).
+FLOOR_REFRESH_S = 30.0
 
 # What ends the service, with which exit code and which line (one table: docs/operations.md).
 _FATAL: list[tuple[type[BaseException] | tuple[type[BaseException], ...], ExitCode, str]] = [
@@ -179,6 +182,7 @@ class Service:
         self._after_fsync = after_fsync
         self._before_commit = before_commit
         self._staged: Staged | None = None  # submitted to the WAL, acks not yet sent
+        self._floor_due = 0.0  # when the retention floor next reads the group's commits
         self._pipeline: Pipeline
         self._committer: Committer
         self._metrics: Metrics
@@ -382,6 +386,9 @@ class Service:
                 self._staged = staged
                 committer.poll()
                 if self._applier is not None:
+                    if time.monotonic() >= self._floor_due:
+                        self._floor_due = time.monotonic() + FLOOR_REFRESH_S
+                        self.takeover.refresh_floor()
                     self._applier.check()
                 # Only as a member: the client then knows the topics' metadata, and a broker
                 # that refuses us (exit 7) is never waited on for it.

@@ -31,7 +31,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from consumer.errors import CommitRefused, RegistrationRefused, WalTailLost
+from consumer.errors import CommitRefused, KafkaUnavailable, RegistrationRefused, WalTailLost
 from consumer.kafka.adapter import KafkaAdapter, Partition
 from consumer.protocol.acks import Stored
 from consumer.protocol.handoff import (
@@ -92,10 +92,7 @@ class Takeover:
 
     def committed(self, commits: Commits) -> None:
         """The broker confirmed these commits of ours: remember them (a hint, not fsynced)."""
-        if self._unsettled:
-            for partition, (offset, _) in commits.items():
-                if partition in self._unsettled and offset > self._unsettled[partition][1]:
-                    del self._unsettled[partition]
+        self._settle({partition: offset for partition, (offset, _) in commits.items()})
         self._local.update(commits)
         path = self._wal.directory / LOCAL_MARKS
         tmp = path.with_suffix(".tmp")
@@ -103,6 +100,25 @@ class Takeover:
         with os.fdopen(fd, "w") as handle:
             handle.write(json.dumps({f"{t}\x00{p}": list(c) for (t, p), c in self._local.items()}))
         os.replace(tmp, path)
+
+    def refresh_floor(self) -> None:
+        """Read the group's commits of the partitions held back from retention: another
+        owner's commits pass the events this WAL holds of partitions it no longer has (its
+        own commits settle the others as they come). Never raises: retried at the next call."""
+        if not self._unsettled:
+            return
+        try:
+            found = self._client.committed(sorted(self._unsettled), timeout_s=5.0)
+        except KafkaUnavailable:
+            return
+        self._settle({partition: commit[0] for partition, commit in found.items() if commit is not None})
+
+    def _settle(self, offsets: dict[Partition, int]) -> None:
+        """Partitions committed past the last offset this WAL holds of them leave the floor."""
+        if self._unsettled:
+            for partition, offset in offsets.items():
+                if partition in self._unsettled and offset > self._unsettled[partition][1]:
+                    del self._unsettled[partition]
 
     def revoked(self, partitions: Sequence[Partition]) -> None:
         for partition in partitions:
