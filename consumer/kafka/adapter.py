@@ -10,6 +10,8 @@ library's.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -68,3 +70,62 @@ class KafkaAdapter(Protocol):
 
     def close(self) -> None:
         """Close both clients without committing anything."""
+
+
+# What every adapter shares, written once.
+
+log = logging.getLogger(__name__)
+
+# A handoff's reads (committed offsets, watermarks, the reply topic) give up after this: the
+# service then exits 5 (Kafka unavailable) rather than hang inside a rebalance.
+HANDOFF_TIMEOUT_S = 60.0
+REFUSAL_QUIET_S = 30.0  # refusals this far apart are separate episodes
+
+
+class Refusals:
+    """The broker refusing this client (rejected credentials, an untrusted certificate), as
+    runs of refusals: each library reports them its own way (kafka-python in its log,
+    librdkafka to an error callback) and retries for ever, so the service would sit at
+    events/s=0 without a word. The first refusal of a run is logged at ERROR; a run that
+    has lasted ``grace_s`` becomes KafkaRefused (the adapter's poll raises it: exit 7)."""
+
+    def __init__(self, settings_hint: str) -> None:
+        self._hint = settings_hint  # where the user looks: "sasl_* / ssl_*" or "sasl.* / ssl.*"
+        self.first: float | None = None  # when the current run of refusals began
+        self.last = 0.0
+        self.reason = ""
+
+    def note(self, reason: str) -> None:
+        now = time.monotonic()
+        if self.first is None or now - self.last > REFUSAL_QUIET_S:
+            self.first = now
+            self.reason = reason
+            log.error("the broker refuses this client: %s (check [kafka] %s settings)", reason, self._hint)
+        self.last = now
+
+    def ongoing(self) -> bool:
+        return self.first is not None and time.monotonic() - self.last < REFUSAL_QUIET_S
+
+    def persisted(self, grace_s: float) -> bool:
+        return self.ongoing() and self.first is not None and time.monotonic() - self.first >= grace_s
+
+
+class ListenerRelay:
+    """Calls the service's rebalance listener from a library's callback and keeps what it
+    raised: kafka-python logs and swallows it, and it would be lost in librdkafka's C frames
+    (a drain that failed at revocation would go unnoticed). The adapter's poll raises it."""
+
+    def __init__(self, listener: RebalanceListener) -> None:
+        self._listener = listener
+        self.error: BaseException | None = None
+
+    def call(self, what: str, partitions: Sequence[Partition]) -> None:
+        try:
+            getattr(self._listener, what)(sorted(partitions))
+        except Exception as exc:  # noqa: BLE001 - raised again from poll()
+            self.error = self.error or exc
+
+    def raise_pending(self) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error

@@ -29,16 +29,13 @@ from typing import Any, cast
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from consumer.errors import CommitRefused, KafkaOptionInvalid, KafkaRefused, KafkaUnavailable
-from consumer.kafka.adapter import Partition, RebalanceListener
+from consumer.kafka.adapter import HANDOFF_TIMEOUT_S, ListenerRelay, Partition, RebalanceListener, Refusals
 from consumer.kafka.confluent_options import CONSUMER_DEFAULTS, PRODUCER_DEFAULTS
 from consumer.kafka.partitioning import partition_of
 from consumer.protocol.types import Commits, Poll
 
 log = logging.getLogger(__name__)
 
-# A handoff's reads (committed offsets, the reply topic) give up after this: the service
-# then exits 5 (Kafka unavailable) rather than hang inside a rebalance.
-HANDOFF_TIMEOUT_S = 60.0
 # send() waits this long for room in a full producer queue, then gives up (kafka-python's
 # max_block_ms default).
 MAX_BLOCK_S = 60.0
@@ -58,7 +55,6 @@ _REFUSED = {
     KafkaError.TOPIC_AUTHORIZATION_FAILED,
     KafkaError.GROUP_AUTHORIZATION_FAILED,
 }
-REFUSAL_QUIET_S = 30.0  # refusals this far apart are separate episodes
 UNREACHABLE_LOG_S = 15.0  # "cannot reach Kafka" at most this often
 # librdkafka's own log (every failed connect, at ERROR): shown at TIDAL_KAFKA_LOG_LEVEL
 # (consumer.cli), like kafka-python's; the watch logs what the operator needs.
@@ -182,9 +178,7 @@ class _Watch:
     def __init__(self, bootstrap_servers: str) -> None:
         self._bootstrap_servers = bootstrap_servers
         self._unreachable_logged = -UNREACHABLE_LOG_S
-        self.first: float | None = None  # when the current run of refusals began
-        self.last = 0.0
-        self.reason = ""
+        self.refusals = Refusals("sasl.* / ssl.*")
         self.untrusted = False  # the broker's certificate: no retry will change that
         self.fatal: KafkaError | None = None
 
@@ -204,24 +198,17 @@ class _Watch:
             else:
                 log.debug("librdkafka: %s", text)
             return
-        now = time.monotonic()
         self.untrusted = self.untrusted or untrusted
-        if self.first is None or now - self.last > REFUSAL_QUIET_S:
-            self.first = now
-            self.reason = text
-            log.error("the broker refuses this client: %s (check [kafka] sasl.* / ssl.* settings)", text)
-        self.last = now
+        self.refusals.note(text)
 
     def check(self, grace_s: float) -> None:
         if self.fatal is not None:
             raise KafkaUnavailable(f"librdkafka fatal error: {self.fatal.str()}")
-        now = time.monotonic()
-        if (
-            self.first is not None
-            and now - self.last < REFUSAL_QUIET_S
-            and (self.untrusted or now - self.first >= grace_s)
-        ):
-            raise KafkaRefused(self.reason if self.untrusted else f"{self.reason}, for {grace_s:.0f} s")
+        refusals = self.refusals
+        if self.untrusted and refusals.ongoing():  # no retry changes an untrusted certificate
+            raise KafkaRefused(refusals.reason)
+        if refusals.persisted(grace_s):
+            raise KafkaRefused(f"{refusals.reason}, for {grace_s:.0f} s")
 
 
 def _metadata(tp: TopicPartition) -> str:
@@ -275,8 +262,7 @@ class ConfluentAdapter:
         self._reader: Consumer | None = None  # reads the reply topic at handoffs; made when first needed
         self._watch = watch
         self._refusal_grace_s = refusal_grace_s
-        self._listener: RebalanceListener | None = None
-        self._listener_error: BaseException | None = None
+        self._relay: ListenerRelay | None = None
         # Async commits awaiting librdkafka's answer: (what was asked, its callback).
         self._commits: deque[
             tuple[frozenset[tuple[str, int, int]], Commits, Callable[[Commits, BaseException | None], None]]
@@ -358,7 +344,7 @@ class ConfluentAdapter:
         return adapter
 
     def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None:
-        self._listener = listener
+        self._relay = ListenerRelay(listener)
         self._consumer.subscribe(list(topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -368,14 +354,8 @@ class ConfluentAdapter:
         self._rebalance("revoked", partitions)
 
     def _rebalance(self, what: str, partitions: list[TopicPartition]) -> None:
-        # What a callback raises would be lost inside librdkafka's C frames; keep it, and
-        # raise it from poll() as the kafka-python backend does.
-        if self._listener is None:
-            return
-        try:
-            getattr(self._listener, what)(sorted((tp.topic, tp.partition) for tp in partitions))
-        except Exception as exc:  # noqa: BLE001 - raised again from poll()
-            self._listener_error = self._listener_error or exc
+        if self._relay is not None:  # None once closing: librdkafka revokes while it closes
+            self._relay.call(what, [(tp.topic, tp.partition) for tp in partitions])
 
     def poll(self, timeout_ms: int, max_records: int) -> Poll:
         self._producer.poll(0)  # delivery reports of acks and dead letters
@@ -383,9 +363,8 @@ class ConfluentAdapter:
             messages = consume_ready(self._consumer, max_records, timeout_ms / 1000)
         except KafkaException as exc:
             raise KafkaUnavailable(repr(exc)) from exc
-        if self._listener_error is not None:
-            error, self._listener_error = self._listener_error, None
-            raise error
+        if self._relay is not None:
+            self._relay.raise_pending()
         self._watch.check(self._refusal_grace_s)
         records: dict[tuple[str | None, int | None], list[_Record]] = {}
         current: list[_Record] = []
@@ -553,7 +532,7 @@ class ConfluentAdapter:
     def close(self) -> None:
         # Never commit on close (everything that may be committed already was), and never
         # drain: librdkafka revokes the assignment while closing.
-        self._listener = None
+        self._relay = None
         self._consumer.close()
         self._producer.flush(5)
         if self._reader is not None:

@@ -29,7 +29,7 @@ from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from consumer.errors import CodecMissing, CommitRefused, KafkaOptionInvalid, KafkaRefused, KafkaUnavailable
-from consumer.kafka.adapter import Partition, RebalanceListener
+from consumer.kafka.adapter import HANDOFF_TIMEOUT_S, ListenerRelay, Partition, RebalanceListener, Refusals
 from consumer.protocol.types import Commits, Poll
 
 log = logging.getLogger(__name__)
@@ -54,25 +54,16 @@ class _Delivery:
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python ships no type hints
-    """kafka-python logs and swallows what a rebalance listener raises, and carries on: a
-    drain that failed at revocation (an undeliverable ack, a failed fsync) would go
-    unnoticed. Keep the error; the adapter's poll raises it."""
+    """kafka-python's listener interface, relayed (consumer.kafka.adapter.ListenerRelay)."""
 
-    def __init__(self, listener: RebalanceListener) -> None:
-        self._listener = listener
-        self.error: BaseException | None = None
+    def __init__(self, relay: ListenerRelay) -> None:
+        self._relay = relay
 
     def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        try:
-            self._listener.revoked(sorted((tp.topic, tp.partition) for tp in revoked))
-        except Exception as exc:  # noqa: BLE001 - raised again from poll()
-            self.error = self.error or exc
+        self._relay.call("revoked", [(tp.topic, tp.partition) for tp in revoked])
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        try:
-            self._listener.assigned(sorted((tp.topic, tp.partition) for tp in assigned))
-        except Exception as exc:  # noqa: BLE001 - raised again from poll()
-            self.error = self.error or exc
+        self._relay.call("assigned", [(tp.topic, tp.partition) for tp in assigned])
 
 
 def _watch_refusals() -> _RefusalWatch:
@@ -124,9 +115,7 @@ RESERVED_PRODUCER = {
     "partitioner": "acks are keyed by source partition and must land on the partition the handoff reads "
     "(the default murmur2 partitioner)",
 }
-# A handoff's reads (committed offsets, the reply topic) give up after this: the service
-# then exits 5 (Kafka unavailable) rather than hang inside a rebalance.
-HANDOFF_TIMEOUT_MS = 60_000
+HANDOFF_TIMEOUT_MS = int(HANDOFF_TIMEOUT_S * 1000)  # kafka-python counts milliseconds
 # What the service passes unless the configuration says otherwise.
 CONSUMER_DEFAULTS: dict[str, Any] = {"session_timeout_ms": 10_000, "heartbeat_interval_ms": 3_000}
 PRODUCER_DEFAULTS: dict[str, Any] = {"linger_ms": 1}
@@ -166,37 +155,23 @@ def option_problems(common: dict[str, Any], consumer: dict[str, Any], producer: 
 
 class _RefusalWatch(logging.Handler):
     """kafka-python reports a rejected SASL login or an untrusted certificate only in its
-    own log, then retries for ever: the service would sit at events/s=0 without a word.
-    This handler on ``kafka.conn`` notes each refusal (the exception kafka-python closes
-    the connection with); the adapter turns a refusal that persists into KafkaRefused."""
+    own log: this handler on ``kafka.conn`` notes each refusal (the exception kafka-python
+    closes the connection with) in the adapter's Refusals."""
 
     def __init__(self) -> None:
         super().__init__(logging.ERROR)
-        self.first: float | None = None  # when the current run of refusals began
-        self.last = 0.0
-        self.reason = ""
+        self.refusals = Refusals("sasl_* / ssl_*")
 
     def emit(self, record: logging.LogRecord) -> None:
         refused = (
             [arg for arg in record.args or () if isinstance(arg, _REFUSALS)] if isinstance(record.args, tuple) else []
         )
         text = record.getMessage() if not refused else ""
-        if not refused and "CERTIFICATE_VERIFY_FAILED" not in text:
-            return
-        now = time.monotonic()
-        if self.first is None or now - self.last > REFUSAL_QUIET_S:
-            self.first = now
-            self.reason = repr(refused[0]) if refused else "TLS: the broker's certificate is not trusted"
-            log.error("the broker refuses this client: %s (check [kafka] sasl_* / ssl_* settings)", self.reason)
-        self.last = now
-
-    def persisted(self, grace_s: float) -> bool:
-        now = time.monotonic()
-        return self.first is not None and now - self.last < REFUSAL_QUIET_S and now - self.first >= grace_s
+        if refused or "CERTIFICATE_VERIFY_FAILED" in text:
+            self.refusals.note(repr(refused[0]) if refused else "TLS: the broker's certificate is not trusted")
 
 
 _REFUSALS = (SaslAuthenticationFailedError, ssl.SSLError)
-REFUSAL_QUIET_S = 30.0  # refusals this far apart are separate episodes
 
 
 class KafkaPythonAdapter:
@@ -212,7 +187,7 @@ class KafkaPythonAdapter:
         self._producer = producer
         self._refusals = refusals
         self._refusal_grace_s = refusal_grace_s
-        self._listener: _Listener | None = None
+        self._relay: ListenerRelay | None = None
         self._reader_options = reader_options
         self._reader: KafkaConsumer | None = None  # reads the reply topic at handoffs; made when first needed
 
@@ -309,8 +284,8 @@ class KafkaPythonAdapter:
         return cls(consumer, producer, reader_options, refusals, refusal_grace_s)
 
     def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None:
-        self._listener = _Listener(listener)
-        self._consumer.subscribe(list(topics), listener=self._listener)
+        self._relay = ListenerRelay(listener)
+        self._consumer.subscribe(list(topics), listener=_Listener(self._relay))
 
     def poll(self, timeout_ms: int, max_records: int) -> Poll:
         try:
@@ -323,11 +298,11 @@ class KafkaPythonAdapter:
             ) from exc
         except KafkaError as exc:
             raise KafkaUnavailable(repr(exc)) from exc
-        if self._listener is not None and self._listener.error is not None:
-            error, self._listener.error = self._listener.error, None
-            raise error
-        if not records and self._refusals is not None and self._refusals.persisted(self._refusal_grace_s):
-            raise KafkaRefused(f"{self._refusals.reason}, for {self._refusal_grace_s:.0f} s")
+        if self._relay is not None:
+            self._relay.raise_pending()
+        refusals = self._refusals.refusals if self._refusals is not None else None
+        if not records and refusals is not None and refusals.persisted(self._refusal_grace_s):
+            raise KafkaRefused(f"{refusals.reason}, for {self._refusal_grace_s:.0f} s")
         return cast(Poll, records)  # {TopicPartition (a (topic, partition) tuple): [ConsumerRecord]}
 
     def send(
