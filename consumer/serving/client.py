@@ -159,14 +159,11 @@ class SignalClient:
         peers = {answer["peer"] for answer in stores.values()}
         candidates = {entity for answer in stores.values() for entity, _ in answer["entities"]}
         totals = self._totals(peers, signal, at, candidates, errors)
-        if len(totals) >= k and not errors:
-            floor = answers.ranked(totals, k)[-1][1]
-            if answers.beyond(floor, answers.unlisted_bound((answer["entities"] for answer in stores.values()), k)):
-                # No entity outside the lists can reach the k-th total (Fagin's threshold):
-                # the answer is exact after two steps (the usual case with skewed scores).
-                return _group(
-                    [[entity, score] for entity, score in answers.ranked(totals, k)], at, stores, errors, tokens
-                )
+        floor = answers.ranked(totals, k)[-1][1] if len(totals) >= k and not errors else None
+        # When no entity outside the lists can reach the k-th total (Fagin's threshold), the
+        # answer is exact after two steps (the usual case with skewed scores).
+        lists = (answer["entities"] for answer in stores.values())
+        if floor is not None and not answers.beyond(floor, answers.unlisted_bound(lists, k)):
             # floor <= 0: an entity absent from every store but one may still make the top
             # k, so every entity of every store is a candidate (the lowest float as floor).
             share = floor / len(stores) if floor > 0 else -sys.float_info.max
