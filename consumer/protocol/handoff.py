@@ -50,8 +50,8 @@ class CommitMark(NamedTuple):
 
 def encode_mark(mark: CommitMark) -> str:
     """The offset commit's metadata (brokers keep up to 4096 bytes by default). On the wire
-    it ends with a NUL (confluent-kafka adds it, the kafka-python adapter too), which
-    ``decode_mark`` drops."""
+    it ends with a NUL (confluent-kafka adds it, the kafka-python adapter too); both adapters'
+    ``committed`` return it without (consumer.kafka.adapter's contract), as decode_mark reads it."""
     wals = sorted(mark.wals | {mark.wal_id})
     if len(wals) > MAX_MARK_WALS:
         others = [wal for wal in wals if wal not in (MORE_WALS, mark.wal_id)]
@@ -71,7 +71,6 @@ def encode_mark(mark: CommitMark) -> str:
 def decode_mark(metadata: str | None) -> CommitMark | None:
     """The mark in an offset commit's metadata; None when there is none (a commit made by
     something else, or before marks existed) or it is not one of ours."""
-    metadata = (metadata or "").partition("\x00")[0]  # the C terminator a mark carries (encode_mark)
     if not metadata:
         return None
     try:
@@ -196,11 +195,12 @@ def first_homes(
     only for seqs it holds. Anything else is returned as distrusted, never as a home."""
     homes, distrusted = Homes(), []
     own_wal, own_last = own
+    believed = trusted | {own_wal}  # this WAL's own acks are checked by seq instead
     for value in values:
         ack = parse_ack(value)
         if isinstance(ack, NotAnAck) or ack.topic != topic or ack.partition != partition:
             continue
-        refused = _distrust(ack, end, trusted | {own_wal}, own_wal, own_last)
+        refused = _distrust(ack, end, believed, own_wal, own_last)
         if refused is not None:
             distrusted.append(refused)
             continue
