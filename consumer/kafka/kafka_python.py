@@ -180,7 +180,7 @@ class KafkaPythonAdapter:
         consumer: KafkaConsumer,
         producer: KafkaProducer,
         reader_options: dict[str, Any],
-        refusals: _RefusalWatch | None = None,
+        refusals: Refusals | None = None,
         refusal_grace_s: float = 30.0,
     ) -> None:
         self._consumer = consumer
@@ -209,7 +209,7 @@ class KafkaPythonAdapter:
         credentials once they persist for ``refusal_grace_s``, checked by ``poll``).
         ``*_options`` were checked by ``option_problems`` when the configuration loaded."""
         servers = bootstrap_servers.split(",")
-        refusals = _watch_refusals()
+        refusals = _watch_refusals().refusals
         try:
             return cls._connect(
                 servers=servers,
@@ -236,7 +236,7 @@ class KafkaPythonAdapter:
         max_poll_records: int,
         consumer_options: dict[str, Any],
         producer_options: dict[str, Any],
-        refusals: _RefusalWatch,
+        refusals: Refusals,
         refusal_grace_s: float,
     ) -> KafkaPythonAdapter:
         try:
@@ -300,9 +300,8 @@ class KafkaPythonAdapter:
             raise KafkaUnavailable(repr(exc)) from exc
         if self._relay is not None:
             self._relay.raise_pending()
-        refusals = self._refusals.refusals if self._refusals is not None else None
-        if not records and refusals is not None and refusals.persisted(self._refusal_grace_s):
-            raise KafkaRefused(f"{refusals.reason}, for {self._refusal_grace_s:.0f} s")
+        if not records and self._refusals is not None and self._refusals.persisted(self._refusal_grace_s):
+            raise KafkaRefused(f"{self._refusals.reason}, for {self._refusal_grace_s:.0f} s")
         return cast(Poll, records)  # {TopicPartition (a (topic, partition) tuple): [ConsumerRecord]}
 
     def send(
