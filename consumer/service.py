@@ -1,8 +1,8 @@
 """The service loop: open the WAL, connect, poll, stage, complete, commit, repeat.
 
 Exit codes: consumer.errors.ExitCode (docs/operations.md). The loop owns no rule of its
-own: the batch core (consumer.batch) decides what each record becomes, the I/O step
-(consumer.pipeline) sends and writes, the commit step (consumer.commits) decides what
+own: the batch core (consumer.ingest.plan) decides what each record becomes, the I/O step
+(consumer.ingest.steps) sends and writes, the commit step (consumer.ingest.commits) decides what
 may be committed, and the adapter (consumer.kafka.adapter) is the only code that talks to
 Kafka.
 """
@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 
 from prometheus_client import CollectorRegistry
 
-from consumer.commits import Backoff, Committer
 from consumer.config import Settings
 from consumer.errors import (
     CodecMissing,
@@ -33,19 +32,20 @@ from consumer.errors import (
     StoreFailed,
     WalTailLost,
 )
+from consumer.ingest.commits import Backoff, Committer
+from consumer.ingest.ownership import Ownership
+from consumer.ingest.steps import BatchSteps, Staged
 from consumer.kafka import backends
 from consumer.kafka.adapter import KafkaAdapter, Partition
 from consumer.ops.health import Endpoints, Health
-from consumer.ops.metric_defs import ServiceMetrics, query_route
-from consumer.ops.metrics import Metrics
-from consumer.pipeline import Pipeline, Staged
+from consumer.ops.metric_defs import PrometheusMetrics, query_route
+from consumer.ops.recorder import BatchRecorder
 from consumer.protocol.events import Decoder
 from consumer.protocol.types import Commits
 from consumer.serving.api import QueryApi
 from consumer.serving.group import GroupWals
 from consumer.serving.reader import StoreReader
 from consumer.store.applier import Applier
-from consumer.takeover import Takeover
 from walcore import AppendResult, Wal, WalCorruption, WalFailed, WalLocked
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ _DISK_FAILING = {errno.ENOSPC, errno.EDQUOT, errno.EIO}
 # soon as the next turn finds it durable (ack latency), and a busy stream returns at once.
 BUSY_TICK_MS = 1
 # How often the WAL's retention floor asks the group whether another owner has committed
-# past the events this WAL holds of partitions it no longer has (consumer.takeover).
+# past the events this WAL holds of partitions it no longer has (consumer.ingest.ownership).
 FLOOR_REFRESH_S = 30.0
 
 # What ends the service, with which exit code and which line (one table: docs/operations.md).
@@ -125,7 +125,7 @@ class DrainOnRevoke:
         self._service.health.member = False
         self._service.prom.rebalances.labels("revoked").inc()
         drained = self._service.drain()
-        self._service.takeover.revoked(partitions)
+        self._service.ownership.revoked(partitions)
         log.info(
             "partitions revoked: %s (drained %d batch(es) in flight first: durable, acked and committed "
             "unless a warning above says otherwise)",
@@ -136,7 +136,7 @@ class DrainOnRevoke:
     def assigned(self, partitions: Sequence[Partition]) -> None:
         log.info("partitions assigned: %s", _names(partitions))
         # Before anything of them is stored: what other WALs acked first, what this WAL lost.
-        stored = self._service.takeover.assigned(partitions)
+        stored = self._service.ownership.assigned(partitions)
         self._service.forget_refused_commits()
         self._service.prom.rebalances.labels("assigned").inc()
         self._service.health.member = True
@@ -177,17 +177,17 @@ class Service:
         self.settings = settings
         self.stop = stop or threading.Event()
         self.wal: Wal
-        self.takeover: Takeover
+        self.ownership: Ownership
         self._adapter_factory = adapter_factory
         self._after_fsync = after_fsync
         self._before_commit = before_commit
         self._staged: Staged | None = None  # submitted to the WAL, acks not yet sent
         self._floor_due = 0.0  # when the retention floor next reads the group's commits
-        self._pipeline: Pipeline
+        self._steps: BatchSteps
         self._committer: Committer
-        self._metrics: Metrics
+        self._recorder: BatchRecorder
         self.registry = CollectorRegistry()
-        self.prom = ServiceMetrics(self.registry)
+        self.prom = PrometheusMetrics(self.registry)
         self.health = Health(settings.health_stall_s)
 
     def run(self) -> ExitCode:
@@ -322,7 +322,7 @@ class Service:
 
     def _serve(self, client: KafkaAdapter) -> ExitCode:
         settings = self.settings
-        self._pipeline = Pipeline(
+        self._steps = BatchSteps(
             self.wal,
             Decoder(settings.signal_schema(), settings.max_message_bytes),
             client,
@@ -332,7 +332,7 @@ class Service:
             after_fsync=self._after_fsync,
             on_durable=self._durable,
         )
-        self.takeover = Takeover(
+        self.ownership = Ownership(
             client,
             self.wal,
             settings.reply_topic,
@@ -347,9 +347,9 @@ class Service:
             before_commit=self._before_commit,
             on_committed=self._committed,
             on_sync_commit=self._commit_result,
-            history=self.takeover.history,
+            history=self.ownership.history,
         )
-        self._metrics = metrics = Metrics(settings.metrics_interval_s, self.prom, self._sample_gauges)
+        self._recorder = metrics = BatchRecorder(settings.metrics_interval_s, self.prom, self._sample_gauges)
         client.subscribe(settings.topics, DrainOnRevoke(self))
         log.info(
             "consuming %s as group %s into WAL %s (%s); acks to %s, rejects to %s; Kafka client %s",
@@ -381,14 +381,14 @@ class Service:
                 self.health.broker_answered = True
                 # Stage the new poll before completing the previous one: its WAL write and
                 # fsync ran while this poll waited on the network.
-                staged = self._pipeline.stage(poll, self.takeover.homes) if poll else None
+                staged = self._steps.stage(poll, self.ownership.homes) if poll else None
                 self._complete_staged()
                 self._staged = staged
                 committer.poll()
                 if self._applier is not None:
                     if time.monotonic() >= self._floor_due:
                         self._floor_due = time.monotonic() + FLOOR_REFRESH_S
-                        self.takeover.refresh_floor()
+                        self.ownership.refresh_floor()
                     self._applier.check()
                 # Only as a member: the client then knows the topics' metadata, and a broker
                 # that refuses us (exit 7) is never waited on for it.
@@ -411,7 +411,7 @@ class Service:
         return code
 
     def forget_refused_commits(self) -> None:
-        """At an assignment: what a refused commit left uncommitted, the takeover counted."""
+        """At an assignment: what a refused commit left uncommitted, the ownership counted."""
         self._committer.forget_refused()
 
     def _keep_from(self) -> int | None:
@@ -420,7 +420,7 @@ class Service:
         assignment; 0 (everything) before the first assignment."""
         if not hasattr(self, "_committer"):
             return 0
-        floors = [floor for floor in (self.takeover.floor, self._committer.floor) if floor is not None]
+        floors = [floor for floor in (self.ownership.floor, self._committer.floor) if floor is not None]
         return min(floors, default=None)
 
     def _durable(self, rows: bytes, results: list[AppendResult]) -> None:
@@ -430,13 +430,13 @@ class Service:
     def _complete_staged(self) -> None:
         if self._staged is not None:
             staged, self._staged = self._staged, None
-            batch, counts, timings = self._pipeline.complete(staged)
-            self._metrics.record(counts, timings)
+            batch, counts, timings = self._steps.complete(staged)
+            self._recorder.record(counts, timings)
             self._committer.submit(batch)
 
     def _committed(self, commits: Commits) -> None:
         """The broker confirmed these commits: the handoff's hint, and the gauges."""
-        self.takeover.committed(commits)
+        self.ownership.committed(commits)
         for (topic, partition), (offset, _) in commits.items():
             self.prom.committed_offset.labels(topic, str(partition)).set(offset)
 
@@ -468,6 +468,6 @@ class Service:
 
     def drain(self) -> int:
         """Complete the staged batch, then flush and commit everything in flight
-        (consumer.commits.Committer.drain). Returns how many batches were drained."""
+        (consumer.ingest.commits.Committer.drain). Returns how many batches were drained."""
         self._complete_staged()
         return self._committer.drain()

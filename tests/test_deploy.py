@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from consumer.config import Settings
 from consumer.ops.health import Endpoints, Health
-from consumer.ops.metric_defs import ServiceMetrics
+from consumer.ops.metric_defs import PrometheusMetrics
 from consumer.serving.api import QueryApi
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def exported_names() -> set[str]:
     registry = CollectorRegistry()
-    ServiceMetrics(registry)
+    PrometheusMetrics(registry)
     names: set[str] = set()
     for family in registry.collect():
         suffixes = {

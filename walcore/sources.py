@@ -9,7 +9,7 @@ offsets have gaps (each rejected record between stored ones starts a new run).
 Memory is bounded: 24 bytes a run (three machine-integer arrays), at most ``max_runs``
 runs per partition (1,000,000 by default: 24 MB). Beyond that the oldest quarter of the
 partition's runs is forgotten: a redelivery of offsets that old (far behind any commit)
-falls back to the dedup window and the group handoff (consumer.takeover).
+falls back to the dedup window and the group handoff (consumer.ingest.ownership).
 """
 
 from __future__ import annotations

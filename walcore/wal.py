@@ -18,7 +18,7 @@ from walcore.dedup import DedupWindow
 from walcore.errors import WalClosed, WalCorruption
 from walcore.files import DIR_MODE, DirLock, atomic_write
 from walcore.format import EncodedBody, encode_body
-from walcore.frames import FrameIndex
+from walcore.frame_index import FrameIndex
 from walcore.future import AppendFuture
 from walcore.records import AppendResult, EventRecord, fresh_results, validate_record
 from walcore.repair import cut_torn_tail

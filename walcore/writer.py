@@ -45,7 +45,7 @@ from walcore.format import (
     encode_seal_frame,
     encode_void_frame,
 )
-from walcore.frames import FrameIndex
+from walcore.frame_index import FrameIndex
 from walcore.future import AppendFuture
 from walcore.records import AppendResult, EventRecord, fresh_results
 from walcore.segment import ActiveSegment, list_segments

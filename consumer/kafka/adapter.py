@@ -1,6 +1,6 @@
 """The Kafka client as the service sees it: one small interface, so that a second client
 library (librdkafka through confluent-kafka) can be added beside kafka-python without
-touching the batch core (consumer.batch) or the commit step (consumer.commits).
+touching the batch core (consumer.ingest.plan) or the commit step (consumer.ingest.commits).
 
 An adapter owns a group consumer and a producer. It speaks plain values: partitions
 are ``(topic, partition)`` tuples, offsets are ints, records are ``PolledRecord``s,

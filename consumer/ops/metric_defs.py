@@ -12,7 +12,7 @@ BATCH_BUCKETS = (1, 10, 100, 500, 1000, 2000, 5000, 10000)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
-class ServiceMetrics:
+class PrometheusMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         def counter(name: str, text: str, labels: tuple[str, ...] = ()) -> Counter:
             return Counter(name, text, labels, registry=registry)

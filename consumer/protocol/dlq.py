@@ -27,7 +27,7 @@ ORIGINAL_BLAKE3 = "tidal.original.blake3"  # hex BLAKE3-256 of the whole origina
 
 # The producer refuses requests over max_request_size (1 MiB by default): the largest dead
 # letter (key + value + headers) sent whole, with room for the record and request framing
-# (the service derives it from the producer's configured limit: consumer.pipeline).
+# (the service derives it from the producer's configured limit: consumer.ingest.steps).
 MAX_DEAD_LETTER_BYTES = 1_000_000
 TRUNCATION_HEADERS_BYTES = 128
 

@@ -7,7 +7,7 @@ A Kafka message value is a JSON object::
 
 Types are strict (no "42" for 42, no 1.0 for an integer); unknown fields are ignored so
 producers may add metadata. Decoding never raises: a bad message becomes a Rejected
-value with a reason, which the pipeline sends to the DLQ.
+value with a reason, which the ingest steps send to the DLQ.
 
 Two decoders, one decision: msgspec reads every message (about 4x faster than pydantic
 here, benchmarks/e2e_bench.py); whatever it refuses goes to the pydantic model, which

@@ -1,4 +1,4 @@
-"""The commit step against a fake consumer: no broker (consumer.commits imports no Kafka
+"""The commit step against a fake consumer: no broker (consumer.ingest.commits imports no Kafka
 client). Each test is a way a broken commit step would commit too early, too late, or
 never."""
 
@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import pytest
 
-from consumer.commits import Committer, InFlight, PartitionMark
 from consumer.errors import CommitRefused, DeliveryFailed, KafkaUnavailable
+from consumer.ingest.commits import Committer, InFlight, PartitionMark
 from consumer.protocol.handoff import MAX_MARK_WALS, MORE_WALS, CommitMark, decode_mark
 from consumer.protocol.types import Commits, Offsets
 from consumer.serving.group import wals_of
@@ -198,7 +198,7 @@ def test_each_commit_carries_the_wal_its_last_seq_and_where_its_ack_is() -> None
 
 
 def test_each_mark_names_every_wal_that_committed_the_partition_before() -> None:
-    """The WALs an earlier mark listed (read at the takeover) are carried on, so the marks
+    """The WALs an earlier mark listed (read at the assignment) are carried on, so the marks
     keep naming every store of the partition's events; past MAX_MARK_WALS a name no store
     answers for stands in for the rest (no group answer may then call itself complete)."""
     fake = FakeConsumer()

@@ -53,7 +53,7 @@ def test_broker_killed_and_restarted_under_the_service_loses_nothing_stores_noth
     broker = own_broker[0]
     broker.process.send_signal(signal.SIGKILL)  # no clean shutdown: a crash or a network cut
     broker.process.wait()
-    service.wait_for_more("consumer.ops.metrics", 4)  # stays up through the outage, reporting progress
+    service.wait_for_more("consumer.ops.recorder", 4)  # stays up through the outage, reporting progress
 
     own_broker[0] = kafka_local.restart_jar_broker(broker)
     after = produce(bootstrap, TOPIC, [event(i) for i in range(400, 800)])

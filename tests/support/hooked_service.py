@@ -29,7 +29,7 @@ for hidden in filter(None, os.environ.get("TIDAL_TEST_HIDE_MODULES", "").split("
     sys.modules[hidden] = None  # type: ignore[assignment]  # import raises ImportError
 
 from consumer.cli import main  # noqa: E402
-from consumer.pipeline import Pipeline, Staged  # noqa: E402
+from consumer.ingest.steps import BatchSteps, Staged  # noqa: E402
 
 _newest: list[Staged] = []  # the poll staged last (its acks are sent when the next turn completes it)
 
@@ -68,7 +68,7 @@ if __name__ == "__main__":
         )
         if os.environ.get(variable)
     }
-    Pipeline.stage = _remember(Pipeline.stage)  # type: ignore[method-assign]
+    BatchSteps.stage = _remember(BatchSteps.stage)  # type: ignore[method-assign]
     if os.environ.get("TIDAL_TEST_FSYNC_EIO"):
         os.fdatasync = failing_fdatasync
     sys.exit(main(sys.argv[1:], **hooks))

@@ -18,21 +18,21 @@ import logging
 import time
 from collections.abc import Callable
 
-from consumer.batch import BatchCounts
-from consumer.ops.metric_defs import ServiceMetrics, reason_class
-from consumer.pipeline import Timings
+from consumer.ingest.plan import BatchCounts
+from consumer.ingest.steps import Timings
+from consumer.ops.metric_defs import PrometheusMetrics, reason_class
 
 log = logging.getLogger(__name__)
 
 GAUGE_PERIOD_S = 1.0  # how often the gauges (lag, WAL size, dedup window) are sampled
 
 
-class Metrics:
+class BatchRecorder:
     """The progress line (every ``interval_s``) and the Prometheus metrics
     (consumer.ops.metric_defs), fed by one ``record`` per batch; ``on_interval`` samples the
     gauges (lag, WAL size...) at each progress line."""
 
-    def __init__(self, interval_s: float, prom: ServiceMetrics, on_interval: Callable[[], None]) -> None:
+    def __init__(self, interval_s: float, prom: PrometheusMetrics, on_interval: Callable[[], None]) -> None:
         self._interval = interval_s
         self._since = time.monotonic()
         self._prom = prom

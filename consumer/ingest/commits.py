@@ -1,4 +1,4 @@
-"""Committing offsets: the pipeline's last step, and the only code that commits.
+"""Committing offsets: the ingest path's last step, and the only code that commits.
 
 After arroyo's ``CommitOffsets`` step: commit is a piece of its own, so "commit only
 after durable and delivered" is visible in one place. The rule (ARCHITECTURE
@@ -120,7 +120,7 @@ class Committer:
         ``on_committed(commits)``: called with what the broker confirmed.
         ``on_sync_commit(seconds, ok)``: each synchronous commit attempt, and each async
         commit that failed (0 s), for metrics. ``history``: per partition, the WALs its
-        earlier commit marks list (consumer.takeover), carried on in this WAL's marks."""
+        earlier commit marks list (consumer.ingest.ownership), carried on in this WAL's marks."""
         self._history = {} if history is None else history
         self._on_committed = on_committed
         self._on_sync_commit = on_sync_commit
@@ -161,7 +161,7 @@ class Committer:
 
     def forget_refused(self) -> None:
         """At an assignment (after the revocation's drain): the commits still unconfirmed
-        were refused, and the takeover's own count of what is uncommitted covers them."""
+        were refused, and the ownership's own count of what is uncommitted covers them."""
         self._awaiting.clear()
 
     def submit(self, batch: InFlight) -> None:

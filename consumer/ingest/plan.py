@@ -2,8 +2,8 @@
 
 Pure (h11's lesson): plain values in and out, no I/O, no Kafka client, no clock, so
 every rule here is tested with literal bytes and no broker. The service's I/O step
-(consumer.pipeline) sends what the plan says, submits the plan's records to the WAL,
-and hands the plan's offsets to the commit step (consumer.commits).
+(consumer.ingest.steps) sends what the plan says, submits the plan's records to the WAL,
+and hands the plan's offsets to the commit step (consumer.ingest.commits).
 
 What a plan guarantees (ARCHITECTURE invariant 2): every polled offset is in exactly
 one share's ``offsets`` (sent to the WAL: it comes back stored, a duplicate or a
@@ -34,7 +34,7 @@ class Share:
     first: int  # index of its first record in BatchPlan.records
     offsets: list[int]  # the offsets of its records sent to the WAL, in order
     rejected: list[tuple[int, str]]  # (offset, reason) of those sent to the DLQ
-    # (offset, home) of records already acked (consumer.takeover: by another WAL, or as a
+    # (offset, home) of records already acked (consumer.ingest.ownership: by another WAL, or as a
     # duplicate by this one): acked again with that home, never stored here
     homed: list[tuple[int, Stored]] = field(default_factory=list)
 
@@ -63,7 +63,7 @@ class PartitionHomes(Protocol):
     def get(self, offset: int) -> Stored | None: ...
 
 
-# (topic, partition) -> its offsets' homes to repeat: their first ack's (consumer.takeover)
+# (topic, partition) -> its offsets' homes to repeat: their first ack's (consumer.ingest.ownership)
 Homes = Mapping[tuple[str, int], PartitionHomes]
 
 

@@ -1,7 +1,7 @@
 """The service's I/O step for one poll: send what the batch core planned, write it to
 the WAL, and hand the batch to the commit step.
 
-``stage`` plans the poll (consumer.batch, pure), hands the dead letters to the
+``stage`` plans the poll (consumer.ingest.plan, pure), hands the dead letters to the
 producer and the records to the WAL without waiting for the fsync; ``complete`` waits
 for the fsync, then sends the acks. The service stages poll N+1 before completing
 poll N, so the WAL's write and fsync of one batch overlap the network wait for the next.
@@ -11,7 +11,7 @@ The order is the invariants (ARCHITECTURE 1, 2, 5):
 * dead letters are sent first, so their round trip overlaps the WAL fsync; acks only
   once the WAL says the batch is durable (the future resolves after the fdatasync);
 * the batch's deliveries (acks and dead letters) travel with its offsets to the commit
-  step (consumer.commits), which commits them only once every delivery succeeded. A
+  step (consumer.ingest.commits), which commits them only once every delivery succeeded. A
   crash anywhere before the commit means redelivery, which the WAL recognises by source
   position (acked again with the original seq, stored once).
 """
@@ -24,8 +24,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from consumer.batch import BatchCounts, BatchPlan, Homes, acks_for, count_outcomes, last_seqs, plan_batch
-from consumer.commits import InFlight, PartitionMark
+from consumer.ingest.commits import InFlight, PartitionMark
+from consumer.ingest.plan import BatchCounts, BatchPlan, Homes, acks_for, count_outcomes, last_seqs, plan_batch
 from consumer.kafka.adapter import KafkaAdapter
 from consumer.protocol.acks import fit
 from consumer.protocol.events import Decoder
@@ -48,7 +48,7 @@ class Timings(NamedTuple):
     poll_to_ack_s: float  # staged -> acks handed to the producer
 
 
-class Pipeline:
+class BatchSteps:
     def __init__(
         self,
         wal: Wal,
@@ -80,7 +80,7 @@ class Pipeline:
     def stage(self, poll: Poll, homes: Homes | None = None) -> Staged:
         """Plan a poll, send its dead letters, submit its records to the WAL (not waiting
         for the fsync: the caller polls its next batch meanwhile). ``homes``: offsets acked
-        already, whose first home the WAL cannot answer for (consumer.takeover): acked again
+        already, whose first home the WAL cannot answer for (consumer.ingest.ownership): acked again
         with that home, never stored."""
         plan = plan_batch(poll, self._decoder, homes, self._max_dead_letter)
         send = self._client.send

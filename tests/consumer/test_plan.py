@@ -1,4 +1,4 @@
-"""The batch core with literal bytes: no broker, no Java (consumer.batch is pure)."""
+"""The batch core with literal bytes: no broker, no Java (consumer.ingest.plan is pure)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.batch import acks_for, count_outcomes, plan_batch
 from consumer.config import Settings
+from consumer.ingest.plan import acks_for, count_outcomes, plan_batch
 from consumer.protocol.acks import Rejection, Stored
 from consumer.protocol.dlq import REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
 from consumer.protocol.events import Decoder

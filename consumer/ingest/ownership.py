@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 LOCAL_MARKS = "COMMITTED.json"
 
 
-class Takeover:
+class Ownership:
     def __init__(
         self,
         client: KafkaAdapter,

@@ -1,4 +1,4 @@
-"""The WAL's retention floor as the takeover keeps it (consumer.takeover): a real WAL on
+"""The WAL's retention floor as the ownership keeps it (consumer.ingest.ownership): a real WAL on
 disk, a scripted Kafka adapter. Events this WAL holds at offsets the group has not
 committed stay until a commit passes them: this instance's own, or (for a partition it no
 longer has) another owner's, read by refresh_floor."""
@@ -8,13 +8,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from consumer.ingest.ownership import Ownership
 from consumer.protocol.types import Commits, Partition
-from consumer.takeover import Takeover
 from walcore import EventRecord, SourcePosition, Wal
 
 
 class ScriptedGroup:
-    """The adapter calls a takeover makes, answered from ``commits``."""
+    """The adapter calls a ownership makes, answered from ``commits``."""
 
     def __init__(self) -> None:
         self.commits: dict[Partition, tuple[int, str] | None] = {}
@@ -43,18 +43,18 @@ def test_the_floor_holds_uncommitted_events_until_a_commit_passes_them(tmp_path:
         )  # 11..15
         group = ScriptedGroup()
         group.commits[("t", 0)] = (5, "")
-        takeover = Takeover(group, wal, "acks")  # type: ignore[arg-type]  # a scripted adapter: only these calls
-        assert takeover.floor == 0  # before the first assignment: keep everything
-        takeover.assigned([("t", 0)])  # t:1 is held but now another instance's
-        assert takeover.floor == 6  # t:0 offset 5 (seq 6) is the first event not committed
+        ownership = Ownership(group, wal, "acks")  # type: ignore[arg-type]  # a scripted adapter: only these calls
+        assert ownership.floor == 0  # before the first assignment: keep everything
+        ownership.assigned([("t", 0)])  # t:1 is held but now another instance's
+        assert ownership.floor == 6  # t:0 offset 5 (seq 6) is the first event not committed
         assert group.registered and ("t", 0) in group.registered[0]
-        takeover.committed({("t", 0): (10, "mark")})  # our own commit passes t:0's last event
-        assert takeover.floor == 11  # t:1's events, never committed by anyone
-        takeover.refresh_floor()
-        assert takeover.floor == 11
+        ownership.committed({("t", 0): (10, "mark")})  # our own commit passes t:0's last event
+        assert ownership.floor == 11  # t:1's events, never committed by anyone
+        ownership.refresh_floor()
+        assert ownership.floor == 11
         group.commits[("t", 1)] = (4, "")  # the new owner committed, but not past offset 4
-        takeover.refresh_floor()
-        assert takeover.floor == 11
+        ownership.refresh_floor()
+        assert ownership.floor == 11
         group.commits[("t", 1)] = (5, "")
-        takeover.refresh_floor()
-        assert takeover.floor is None  # nothing uncommitted: retention is bounded by the store alone
+        ownership.refresh_floor()
+        assert ownership.floor is None  # nothing uncommitted: retention is bounded by the store alone
