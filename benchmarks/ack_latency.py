@@ -7,7 +7,7 @@ not measured). Each event's latency is
 from just before ``send`` to its future resolving with a durable seq. Prints p50, p95,
 p99 and max, and the achieved rate; baseline in the same run, per backend: the plain
 Kafka produce round trip (send → broker ack) of the same events through the same client
-(consumer.kafka.client_links), the floor any durable ack sits on. JSON in
+(consumer.kafka.backends.open_transport), the floor any durable ack sits on. JSON in
 benchmarks/results/ack_latency.json.
 
 Run: .venv/bin/python benchmarks/ack_latency.py [--rate 5000] [--seconds 30] [--backends kafka-python,confluent]
@@ -34,7 +34,7 @@ import kafka_local  # noqa: E402
 from results_io import save  # noqa: E402
 
 from consumer.client import DurableProducer  # noqa: E402
-from consumer.kafka.client_links import LINKS  # noqa: E402
+from consumer.kafka.backends import open_transport  # noqa: E402
 
 BIN = Path(sys.executable).parent
 TICK_S = 0.010
@@ -159,12 +159,12 @@ def measure(backend: str, bootstrap: str, workdir: Path, rate: int, seconds: flo
 
 def plain_produce(backend: str, bootstrap: str, topic: str, rate: int, seconds: float, now: int) -> dict:
     """The same load sent through ``backend``'s client, timed to each broker ack."""
-    link = LINKS[backend](bootstrap, topic, {})
+    transport = open_transport(backend, bootstrap, topic, {})
     latencies: list[float] = []
 
     def plain_send(i: int) -> None:
         t0 = time.perf_counter()
-        link.send(
+        transport.send(
             f"{topic}-plain",
             str(i).encode(),
             json.dumps(event(i, now)).encode(),
@@ -173,8 +173,8 @@ def plain_produce(backend: str, bootstrap: str, topic: str, rate: int, seconds: 
         )
 
     sent, elapsed = paced(rate, seconds, plain_send)
-    link.flush(None)
-    link.close()
+    transport.flush(None)
+    transport.close()
     return summary(latencies, sent, elapsed)
 
 

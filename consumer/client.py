@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
-from consumer.kafka.client_links import LINKS
+from consumer.kafka import backends
 from consumer.protocol.acks import Ack, NotAnAck, Rejection, parse_ack
 from consumer.protocol.events import SignalEvent, describe
 
@@ -89,8 +89,10 @@ class DurableProducer:
         gets each in whichever of its producer and reply reader has it (ValueError when
         neither does), librdkafka gets all in both (it ignores, with a warning, a property
         of the other kind of client)."""
-        if backend not in LINKS:
-            raise ValueError(f"backend: {backend!r} is not one of {', '.join(LINKS)}")
+        try:
+            backends.check(backend)
+        except ValueError as exc:
+            raise ValueError(f"backend: {exc}") from None
         self.topic = topic
         self.reply_topic = reply_topic
         self.ack_timeout = ack_timeout
@@ -106,7 +108,7 @@ class DurableProducer:
         # Messages on the reply topic that are not well-formed acks: skipped, never fatal.
         self.skipped_replies = 0
         self._closed = threading.Event()
-        self._link = LINKS[backend](bootstrap_servers, reply_topic, kafka_options)
+        self._transport = backends.open_transport(backend, bootstrap_servers, reply_topic, kafka_options)
         self._thread = threading.Thread(target=self._read_acks, name="tidal-ack-reader", daemon=True)
         self._thread.start()
 
@@ -128,7 +130,7 @@ class DurableProducer:
         future: Future[DurableResult] = Future()
         deadline = time.monotonic() + self.ack_timeout
         try:
-            self._link.send(
+            self._transport.send(
                 self.topic,
                 key if key is not None else str(model.entity_id).encode(),
                 model.model_dump_json(exclude_none=True).encode(),
@@ -147,7 +149,7 @@ class DurableProducer:
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every event sent so far is on the broker (not yet durable: the
         futures say when that is)."""
-        self._link.flush(timeout)
+        self._transport.flush(timeout)
 
     def _register(
         self, topic: str, partition: int, offset: int, future: Future[DurableResult], deadline: float
@@ -180,7 +182,7 @@ class DurableProducer:
     def _read_acks(self) -> None:
         while not self._closed.is_set():
             try:
-                values = self._link.read(0.1)
+                values = self._transport.read(0.1)
             except Exception:
                 log.exception("reading acks from %s failed; retrying", self.reply_topic)
                 self._closed.wait(1.0)
@@ -250,7 +252,7 @@ class DurableProducer:
         """Flush sends, stop the reader; futures still waiting fail with AckTimeout."""
         if self._closed.is_set():
             return
-        self._link.flush(timeout)
+        self._transport.flush(timeout)
         self._closed.set()
         self._thread.join()
         with self._lock:
@@ -258,7 +260,7 @@ class DurableProducer:
                 pending.future.set_exception(AckTimeout(f"closed before the ack for {topic}:{partition}@{offset}"))
             self._pending.clear()
             self._deadlines.clear()
-        self._link.close()
+        self._transport.close()
 
     def __enter__(self) -> DurableProducer:
         return self

@@ -13,13 +13,12 @@ sets itself is refused when the configuration loads, as is an unknown kafka-pyth
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -33,6 +32,7 @@ if sys.version_info >= (3, 11):
 else:  # the same parser, as pydantic-settings uses it there
     import tomli as tomllib
 
+from consumer.kafka import backends
 from consumer.protocol.acks import MAX_ACK_OFFSETS
 from walcore import WalConfig
 from walcore.schema import Schema, SchemaBuilder, SchemaError
@@ -135,7 +135,7 @@ class Settings(BaseSettings):
 
     # The Kafka client library: kafka-python, or confluent (librdkafka, the [librdkafka]
     # extra; faster). Both keep every invariant (docs/operations.md, "Backends").
-    backend: Literal["kafka-python", "confluent"] = "kafka-python"
+    backend: str = "kafka-python"  # a name in consumer.kafka.backends.BACKENDS
     bootstrap_servers: str = "127.0.0.1:9092"
     topics: list[str] = Field(default_factory=lambda: ["signals"], min_length=1)
     group_id: str = Field("tidal-consumer", min_length=1)
@@ -184,18 +184,16 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("backend")
+    @classmethod
+    def _backend_is_installed(cls, name: str) -> str:
+        backends.check(name)
+        return name
+
     @model_validator(mode="after")
     def _backend_takes_the_options(self) -> Settings:
-        if self.backend == "confluent":
-            if importlib.util.find_spec("confluent_kafka") is None:
-                raise ValueError(
-                    "backend: \"confluent\" needs confluent-kafka: pip install 'tidal-consumer[librdkafka]'"
-                )
-            from consumer.kafka.confluent_options import option_problems  # noqa: PLC0415 - the backend's own table
-        else:
-            from consumer.kafka.kafka_python import option_problems  # noqa: PLC0415 - the backend's own table
         kafka = self.kafka
-        problems = option_problems(kafka.common, kafka.consumer, kafka.producer)
+        problems = backends.option_problems(self.backend, kafka.common, kafka.consumer, kafka.producer)
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -220,11 +218,7 @@ class Settings(BaseSettings):
         """The largest request the producer sends (kafka-python's max_request_size, 1 MiB,
         or librdkafka's message.max.bytes, 1,000,000, unless [kafka.producer] says
         otherwise): every ack and dead letter must fit it."""
-        if self.backend == "confluent":
-            from consumer.kafka.confluent_options import request_limit  # noqa: PLC0415 - the backend's own default
-
-            return request_limit(self.kafka.for_producer())
-        return int(self.kafka.for_producer().get("max_request_size", 1_048_576))
+        return backends.request_limit(self.backend, self.kafka.for_producer())
 
     def store_dir(self) -> Path:
         return self.store.dir if self.store.dir is not None else self.wal_dir / "store"

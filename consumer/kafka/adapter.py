@@ -13,11 +13,27 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, NamedTuple, Protocol
 
 from consumer.protocol.types import Commits, Delivery, Partition, Poll
 
-__all__ = ["Commits", "Delivery", "KafkaAdapter", "Partition", "Poll", "RebalanceListener"]
+__all__ = ["Commits", "Connection", "Delivery", "KafkaAdapter", "Partition", "Poll", "RebalanceListener"]
+
+
+class Connection(NamedTuple):
+    """What an adapter's ``connect`` is given (consumer.kafka.backends builds it from the
+    settings): ``*_options`` are in the backend's own names, checked when the
+    configuration loaded; ``max_poll_records`` is what kafka-python's consumer is built
+    with (librdkafka takes the count at each ``poll``)."""
+
+    bootstrap_servers: str
+    group_id: str
+    group_instance_id: str | None
+    client_id: str
+    max_poll_records: int
+    consumer_options: dict[str, Any]
+    producer_options: dict[str, Any]
+    refusal_grace_s: float = 30.0
 
 
 class RebalanceListener(Protocol):

@@ -8,8 +8,9 @@ from collections.abc import Callable
 
 import pytest
 
-from consumer.kafka.confluent import ConfluentAdapter
-from consumer.kafka.kafka_python import KafkaPythonAdapter
+from consumer.kafka.adapter import Connection
+from consumer.kafka.confluent.adapter import ConfluentAdapter
+from consumer.kafka.kafka_python.adapter import KafkaPythonAdapter
 from consumer.protocol.handoff import NO_ACK, CommitMark, decode_mark, encode_mark
 
 pytestmark = [pytest.mark.kafka, pytest.mark.backends("kafka-python")]  # the test uses both adapters itself
@@ -20,19 +21,24 @@ MARKS = [
 ]
 
 
+def connection(bootstrap: str, topic: str, client_id: str) -> Connection:
+    return Connection(
+        bootstrap_servers=bootstrap,
+        group_id=f"g-{topic}",
+        group_instance_id=None,
+        client_id=client_id,
+        max_poll_records=10,
+        consumer_options={},
+        producer_options={},
+    )
+
+
 def test_marks_cross_between_kafka_python_and_librdkafka_whole(
     kafka_bootstrap: str, make_topic: Callable[..., str]
 ) -> None:
     topic = make_topic("marks", 1)
-    common = {
-        "bootstrap_servers": kafka_bootstrap,
-        "group_id": f"g-{topic}",
-        "group_instance_id": None,
-        "client_id": "marks-test",
-        "consumer_options": {},
-        "producer_options": {},
-    }
-    adapters = [KafkaPythonAdapter.connect(max_poll_records=10, **common), ConfluentAdapter.connect(**common)]
+    how = connection(kafka_bootstrap, topic, "marks-test")
+    adapters = [KafkaPythonAdapter.connect(how), ConfluentAdapter.connect(how)]
     try:
         for offset, mark in enumerate(MARKS * 10):
             writer = adapters[offset % 2]  # alternately: the other one reads what this one wrote
@@ -53,15 +59,8 @@ def test_both_backends_put_an_ack_key_where_the_handoff_looks_for_it(
     maps to (reply_partition, murmur2 as the Java client). Whichever backend sent the ack,
     and whichever computes the partition, it must be the partition the broker got."""
     topic = make_topic("acks", 7)
-    common = {
-        "bootstrap_servers": kafka_bootstrap,
-        "group_id": f"g-{topic}",
-        "group_instance_id": None,
-        "client_id": "keys-test",
-        "consumer_options": {},
-        "producer_options": {},
-    }
-    adapters = [KafkaPythonAdapter.connect(max_poll_records=10, **common), ConfluentAdapter.connect(**common)]
+    how = connection(kafka_bootstrap, topic, "keys-test")
+    adapters = [KafkaPythonAdapter.connect(how), ConfluentAdapter.connect(how)]
     keys = [f"signals:{n}".encode() for n in range(40)] + [b"", b"\xff\x00", "ünï:3".encode()]
     try:
         for sender in adapters:

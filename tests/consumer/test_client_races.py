@@ -1,4 +1,4 @@
-"""DurableProducer's ack matching without a broker: a scripted link stands in for the
+"""DurableProducer's ack matching without a broker: a scripted transport stands in for the
 Kafka client (the order of callbacks and acks is the test's to choose). The broker-backed
 tests are in test_client.py; these pin the races a real broker makes rare."""
 
@@ -12,20 +12,20 @@ from typing import Any, ClassVar
 import pytest
 
 from consumer.client import DurableProducer, DurableResult
-from consumer.kafka import client_links
-from consumer.kafka.client_links import Failed, Sent
+from consumer.kafka import backends
+from consumer.kafka.transport import Failed, Sent
 from consumer.protocol.acks import Ack
 
 
-class ScriptedLink:
+class ScriptedTransport:
     """Records each send's callbacks; ``read`` returns what the test queued."""
 
-    made: ClassVar[list[ScriptedLink]] = []
+    made: ClassVar[list[ScriptedTransport]] = []
 
-    def __init__(self, _servers: str | list[str], _reply_topic: str, _options: dict[str, Any]) -> None:
+    def __init__(self, _backend: str, _servers: str | list[str], _reply_topic: str, _options: dict[str, Any]) -> None:
         self.sends: list[tuple[bytes, Sent, Failed]] = []
         self.replies: queue.Queue[bytes] = queue.Queue()
-        ScriptedLink.made.append(self)
+        ScriptedTransport.made.append(self)
 
     def send(self, topic: str, key: bytes, value: bytes, on_sent: Sent, on_failed: Failed) -> None:
         self.sends.append((key, on_sent, on_failed))
@@ -44,10 +44,10 @@ class ScriptedLink:
 
 
 @pytest.fixture
-def producer(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[DurableProducer, ScriptedLink]]:
-    monkeypatch.setitem(client_links.LINKS, "scripted", ScriptedLink)
-    made = DurableProducer("unused:9092", "signals", "signals.acks", backend="scripted", ack_timeout=10)
-    yield made, ScriptedLink.made[-1]
+def producer(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[DurableProducer, ScriptedTransport]]:
+    monkeypatch.setattr(backends, "open_transport", ScriptedTransport)
+    made = DurableProducer("unused:9092", "signals", "signals.acks", ack_timeout=10)
+    yield made, ScriptedTransport.made[-1]
     made.close()
 
 
@@ -64,7 +64,7 @@ def await_read(made: DurableProducer, partition: int, offset: int) -> None:
 
 
 def test_racing_acks_for_one_offset_on_two_partitions_resolve_each_its_own(
-    producer: tuple[DurableProducer, ScriptedLink],
+    producer: tuple[DurableProducer, ScriptedTransport],
 ) -> None:
     made, link = producer
     first = made.send({"entity_id": 1, "signal_type": "view", "weight": 1.0, "timestamp_nanos": 1})
@@ -82,7 +82,7 @@ def test_racing_acks_for_one_offset_on_two_partitions_resolve_each_its_own(
 
 
 def test_an_ack_for_another_partition_at_a_pending_offset_leaves_that_future_alone(
-    producer: tuple[DurableProducer, ScriptedLink],
+    producer: tuple[DurableProducer, ScriptedTransport],
 ) -> None:
     made, link = producer
     waiting = made.send({"entity_id": 3, "signal_type": "view", "weight": 1.0, "timestamp_nanos": 3})

@@ -30,12 +30,16 @@ EXPECTED = [3, 1, 3, 6, 2, 5, 0, 4]
 
 def test_the_confluent_path_imports_without_kafka_python_and_durable_producer_without_the_wal_writer() -> None:
     without_kafka = (
-        "import sys; sys.modules['kafka'] = None\nimport consumer.kafka.backends, consumer.kafka.confluent\n"
+        "import sys; sys.modules['kafka'] = None\n"
+        "from consumer.kafka import backends\n"
+        "import consumer.kafka.confluent.adapter, consumer.kafka.confluent.transport\n"
+        "assert backends.option_problems('confluent', {}, {}, {'linger_ms': 1})\n"
+        "assert backends.request_limit('confluent', {}) == 1_000_000\n"
     )
     result = subprocess.run([sys.executable, "-c", without_kafka], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr  # importing kafka-python would have raised ImportError
     producer_only = (
-        "import sys, consumer.client, consumer.kafka.client_links\n"
+        "import sys, consumer.client, consumer.kafka.transport\n"
         "print(sorted(m for m in sys.modules if m.startswith(('walcore.', 'kafka'))))"
     )
     result = subprocess.run([sys.executable, "-c", producer_only], capture_output=True, text=True, check=True)

@@ -114,7 +114,7 @@ def test_an_async_commit_lost_before_a_stop_is_made_good_by_the_drain(
     if backend == "kafka-python":
         monkeypatch.setattr(KafkaConsumer, "commit_async", lose)
     else:
-        from consumer.kafka.confluent import ConfluentAdapter
+        from consumer.kafka.confluent.adapter import ConfluentAdapter
 
         monkeypatch.setattr(ConfluentAdapter, "commit_async", lose_confluent)
     service = Service(settings)

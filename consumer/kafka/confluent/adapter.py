@@ -29,16 +29,21 @@ from typing import Any, cast
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from consumer.errors import CommitRefused, KafkaOptionInvalid, KafkaRefused, KafkaUnavailable
-from consumer.kafka.adapter import HANDOFF_TIMEOUT_S, ListenerRelay, Partition, RebalanceListener, Refusals
-from consumer.kafka.confluent_options import CONSUMER_DEFAULTS, PRODUCER_DEFAULTS
+from consumer.kafka.adapter import (
+    HANDOFF_TIMEOUT_S,
+    Connection,
+    ListenerRelay,
+    Partition,
+    RebalanceListener,
+    Refusals,
+)
+from consumer.kafka.confluent.calls import MAX_BLOCK_S, consume_ready, produce_waiting
+from consumer.kafka.confluent.options import CONSUMER_DEFAULTS, PRODUCER_DEFAULTS
 from consumer.kafka.partitioning import partition_of
 from consumer.protocol.types import Commits, Poll
 
 log = logging.getLogger(__name__)
 
-# send() waits this long for room in a full producer queue, then gives up (kafka-python's
-# max_block_ms default).
-MAX_BLOCK_S = 60.0
 # Errors meaning the group moved on: retrying the commit cannot succeed.
 _COMMIT_REFUSED = {
     KafkaError.REBALANCE_IN_PROGRESS,
@@ -59,49 +64,6 @@ UNREACHABLE_LOG_S = 15.0  # "cannot reach Kafka" at most this often
 # librdkafka's own log (every failed connect, at ERROR): shown at TIDAL_KAFKA_LOG_LEVEL
 # (consumer.cli), like kafka-python's; the watch logs what the operator needs.
 LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
-
-
-def produce_waiting(
-    producer: Producer,
-    topic: str,
-    value: bytes | None,
-    key: bytes | None,
-    on_delivery: Callable[[Any, Any], None],
-    *,
-    headers: list[tuple[str, bytes]] | None = None,
-) -> None:
-    """``producer.produce``, waiting up to MAX_BLOCK_S for room while its queue is full
-    (serving delivery reports makes room), as kafka-python's send blocks for max_block_ms;
-    BufferError if it stays full. Also DurableProducer's (consumer.kafka.client_links)."""
-    deadline = time.monotonic() + MAX_BLOCK_S
-    while True:
-        try:
-            producer.produce(
-                topic,
-                value,
-                key,
-                headers=cast("list[tuple[str, str | bytes | None]] | None", headers),
-                on_delivery=on_delivery,
-            )
-            return
-        except BufferError:
-            if time.monotonic() > deadline:
-                raise
-            producer.poll(0.1)
-
-
-def consume_ready(consumer: Consumer, max_records: int, timeout_s: float) -> list[Message]:
-    """Up to ``max_records`` messages, waiting at most ``timeout_s`` for the first one only.
-    consume(n, timeout) waits until n messages or the timeout: at a moderate rate every
-    batch would wait the whole timeout. Takes what is queued at once; when nothing is,
-    waits for the first message, then takes what came with it. Also DurableProducer's
-    reply reader (consumer.kafka.client_links)."""
-    messages = consumer.consume(max_records, 0)
-    if not messages:
-        first = consumer.poll(timeout_s)
-        if first is not None:
-            messages = [first, *consumer.consume(max_records - 1, 0)] if max_records > 1 else [first]
-    return messages
 
 
 class _Record(tuple[Any, ...]):
@@ -270,22 +232,11 @@ class ConfluentAdapter:
         self._missing_topics: set[str] = set()
 
     @classmethod
-    def connect(
-        cls,
-        *,
-        bootstrap_servers: str,
-        group_id: str,
-        group_instance_id: str | None,
-        client_id: str,
-        consumer_options: dict[str, Any],
-        producer_options: dict[str, Any],
-        refusal_grace_s: float = 30.0,
-    ) -> ConfluentAdapter:
+    def connect(cls, how: Connection) -> ConfluentAdapter:
         """Create both clients (librdkafka connects in the background: an unreachable
         broker shows as no records, as with kafka-python). KafkaOptionInvalid when
-        librdkafka refuses an option (its message names it). ``*_options`` were checked
-        by consumer.kafka.confluent_options.option_problems when the configuration loaded."""
-        watch = _Watch(bootstrap_servers)
+        librdkafka refuses an option (its message names it)."""
+        watch = _Watch(how.bootstrap_servers)
         adapter: ConfluentAdapter | None = None
 
         def on_commit(error: KafkaError | None, partitions: list[TopicPartition]) -> None:
@@ -293,21 +244,21 @@ class ConfluentAdapter:
                 adapter._commit_done(error, partitions)
 
         producer_config = {
-            "client.id": client_id,
+            "client.id": how.client_id,
             **PRODUCER_DEFAULTS,
-            **producer_options,
-            "bootstrap.servers": bootstrap_servers,
+            **how.producer_options,
+            "bootstrap.servers": how.bootstrap_servers,
             "acks": "all",
             "partitioner": "murmur2_random",
             "error_cb": watch.error,
             "logger": LIBRDKAFKA_LOG,
         }
         consumer_config = {
-            "client.id": client_id,
+            "client.id": how.client_id,
             **CONSUMER_DEFAULTS,
-            **consumer_options,
-            "bootstrap.servers": bootstrap_servers,
-            "group.id": group_id,
+            **how.consumer_options,
+            "bootstrap.servers": how.bootstrap_servers,
+            "group.id": how.group_id,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
@@ -316,8 +267,8 @@ class ConfluentAdapter:
             "error_cb": watch.error,
             "logger": LIBRDKAFKA_LOG,
         }
-        if group_instance_id:
-            consumer_config["group.instance.id"] = group_instance_id
+        if how.group_instance_id:
+            consumer_config["group.instance.id"] = how.group_instance_id
         try:
             producer = Producer(producer_config)
         except (KafkaException, TypeError, ValueError) as exc:
@@ -332,15 +283,15 @@ class ConfluentAdapter:
                 f"the Kafka consumer refused its options ([kafka], [kafka.consumer]): {exc}"
             ) from exc
         reader_config = {
-            **consumer_options,
-            "bootstrap.servers": bootstrap_servers,
-            "client.id": f"{client_id}-handoff",
-            "group.id": f"{group_id}.handoff-reader",
+            **how.consumer_options,
+            "bootstrap.servers": how.bootstrap_servers,
+            "client.id": f"{how.client_id}-handoff",
+            "group.id": f"{how.group_id}.handoff-reader",
             "enable.auto.commit": False,
             "error_cb": watch.error,
             "logger": LIBRDKAFKA_LOG,
         }
-        adapter = cls(consumer, producer, reader_config, watch, refusal_grace_s)
+        adapter = cls(consumer, producer, reader_config, watch, how.refusal_grace_s)
         return adapter
 
     def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None:

@@ -29,7 +29,15 @@ from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from consumer.errors import CodecMissing, CommitRefused, KafkaOptionInvalid, KafkaRefused, KafkaUnavailable
-from consumer.kafka.adapter import HANDOFF_TIMEOUT_S, ListenerRelay, Partition, RebalanceListener, Refusals
+from consumer.kafka.adapter import (
+    HANDOFF_TIMEOUT_S,
+    Connection,
+    ListenerRelay,
+    Partition,
+    RebalanceListener,
+    Refusals,
+)
+from consumer.kafka.kafka_python.options import CONSUMER_DEFAULTS, PRODUCER_DEFAULTS
 from consumer.protocol.types import Commits, Poll
 
 log = logging.getLogger(__name__)
@@ -93,64 +101,7 @@ def _to_kafka(commits: Commits) -> dict[TopicPartition, OffsetAndMetadata]:
     }
 
 
-# Options the service sets itself, per client, and why a user may not: each would break an
-# invariant or has its own setting. Refused when the configuration is loaded.
-RESERVED_CONSUMER = {
-    "bootstrap_servers": "set bootstrap_servers instead",
-    "group_id": "set group_id instead",
-    "group_instance_id": "set group_instance_id instead",
-    "max_poll_records": "set max_poll_records instead",
-    "enable_auto_commit": "the service commits offsets itself, only once a batch is durable and acked",
-    "auto_offset_reset": "the service starts new groups at the earliest offset, so nothing is skipped",
-    "key_deserializer": "the service reads raw bytes",
-    "value_deserializer": "the service reads raw bytes",
-    "default_offset_commit_callback": "the service handles its commits",
-}
-RESERVED_PRODUCER = {
-    "bootstrap_servers": "set bootstrap_servers instead",
-    "acks": "acks and dead letters are sent with acks=all: they must survive a broker failure",
-    "key_serializer": "the service sends raw bytes",
-    "value_serializer": "the service sends raw bytes",
-    "transactional_id": "the service does not use transactions",
-    "partitioner": "acks are keyed by source partition and must land on the partition the handoff reads "
-    "(the default murmur2 partitioner)",
-}
 HANDOFF_TIMEOUT_MS = int(HANDOFF_TIMEOUT_S * 1000)  # kafka-python counts milliseconds
-# What the service passes unless the configuration says otherwise.
-CONSUMER_DEFAULTS: dict[str, Any] = {"session_timeout_ms": 10_000, "heartbeat_interval_ms": 3_000}
-PRODUCER_DEFAULTS: dict[str, Any] = {"linger_ms": 1}
-
-
-def option_problems(common: dict[str, Any], consumer: dict[str, Any], producer: dict[str, Any]) -> list[str]:
-    """What is wrong with the [kafka], [kafka.consumer] and [kafka.producer] tables, one
-    line per option naming it (empty when nothing is)."""
-    problems: list[str] = []
-    for table, options, known, reserved in (
-        ("kafka.consumer", consumer, KafkaConsumer.DEFAULT_CONFIG, RESERVED_CONSUMER),
-        ("kafka.producer", producer, KafkaProducer.DEFAULT_CONFIG, RESERVED_PRODUCER),
-    ):
-        for name in options:
-            if name in reserved:
-                problems.append(f"{table}.{name} cannot be set: {reserved[name]}")
-            elif name not in known:
-                problems.append(f"{table}.{name} is not a kafka-python {table.split('.')[1]} option")
-    for name in common:
-        if name in RESERVED_CONSUMER or name in RESERVED_PRODUCER:
-            problems.append(f"kafka.{name} cannot be set: {RESERVED_CONSUMER.get(name) or RESERVED_PRODUCER[name]}")
-        elif name not in KafkaConsumer.DEFAULT_CONFIG or name not in KafkaProducer.DEFAULT_CONFIG:
-            only = (
-                "consumer"
-                if name in KafkaConsumer.DEFAULT_CONFIG
-                else "producer"
-                if name in KafkaProducer.DEFAULT_CONFIG
-                else None
-            )
-            problems.append(
-                f"kafka.{name} is an option of the {only} only: put it under [kafka.{only}]"
-                if only
-                else f"kafka.{name} is not a kafka-python client option"
-            )
-    return problems
 
 
 class _RefusalWatch(logging.Handler):
@@ -192,56 +143,21 @@ class KafkaPythonAdapter:
         self._reader: KafkaConsumer | None = None  # reads the reply topic at handoffs; made when first needed
 
     @classmethod
-    def connect(
-        cls,
-        *,
-        bootstrap_servers: str,
-        group_id: str,
-        group_instance_id: str | None,
-        client_id: str,
-        max_poll_records: int,
-        consumer_options: dict[str, Any],
-        producer_options: dict[str, Any],
-        refusal_grace_s: float = 30.0,
-    ) -> KafkaPythonAdapter:
+    def connect(cls, how: Connection) -> KafkaPythonAdapter:
         """Create both clients; KafkaUnavailable when the broker cannot be reached,
         KafkaRefused when it refuses us (an untrusted certificate fails at once; rejected
-        credentials once they persist for ``refusal_grace_s``, checked by ``poll``).
-        ``*_options`` were checked by ``option_problems`` when the configuration loaded."""
-        servers = bootstrap_servers.split(",")
+        credentials once they persist for ``refusal_grace_s``, checked by ``poll``)."""
         refusals = _watch_refusals().refusals
         try:
-            return cls._connect(
-                servers=servers,
-                group_id=group_id,
-                group_instance_id=group_instance_id,
-                client_id=client_id,
-                max_poll_records=max_poll_records,
-                consumer_options=consumer_options,
-                producer_options=producer_options,
-                refusals=refusals,
-                refusal_grace_s=refusal_grace_s,
-            )
+            return cls._connect(how, how.bootstrap_servers.split(","), refusals)
         except ssl.SSLError as exc:
             raise KafkaRefused(f"TLS: {exc} (is ssl_cafile the CA that signed the broker's certificate?)") from exc
 
     @classmethod
-    def _connect(
-        cls,
-        *,
-        servers: list[str],
-        group_id: str,
-        group_instance_id: str | None,
-        client_id: str,
-        max_poll_records: int,
-        consumer_options: dict[str, Any],
-        producer_options: dict[str, Any],
-        refusals: Refusals,
-        refusal_grace_s: float,
-    ) -> KafkaPythonAdapter:
+    def _connect(cls, how: Connection, servers: list[str], refusals: Refusals) -> KafkaPythonAdapter:
         try:
             producer = KafkaProducer(
-                **{"client_id": client_id, **PRODUCER_DEFAULTS, **producer_options},
+                **{"client_id": how.client_id, **PRODUCER_DEFAULTS, **how.producer_options},
                 bootstrap_servers=servers,
                 acks="all",
             )
@@ -255,13 +171,13 @@ class KafkaPythonAdapter:
             raise KafkaUnavailable(f"producer: {exc!r}") from exc
         try:
             consumer = KafkaConsumer(
-                **{"client_id": client_id, **CONSUMER_DEFAULTS, **consumer_options},
+                **{"client_id": how.client_id, **CONSUMER_DEFAULTS, **how.consumer_options},
                 bootstrap_servers=servers,
-                group_id=group_id,
-                group_instance_id=group_instance_id,
+                group_id=how.group_id,
+                group_instance_id=how.group_instance_id,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
-                max_poll_records=max_poll_records,
+                max_poll_records=how.max_poll_records,
             )
         except ssl.SSLError:
             producer.close()
@@ -275,13 +191,13 @@ class KafkaPythonAdapter:
             producer.close()
             raise KafkaUnavailable(f"consumer: {exc!r}") from exc
         reader_options = {
-            **consumer_options,
+            **how.consumer_options,
             "bootstrap_servers": servers,
-            "client_id": f"{client_id}-handoff",
+            "client_id": f"{how.client_id}-handoff",
             "group_id": None,
             "enable_auto_commit": False,
         }
-        return cls(consumer, producer, reader_options, refusals, refusal_grace_s)
+        return cls(consumer, producer, reader_options, refusals, how.refusal_grace_s)
 
     def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None:
         self._relay = ListenerRelay(listener)
