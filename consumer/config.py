@@ -16,15 +16,15 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
-    TomlConfigSettingsSource,
 )
 
 if sys.version_info >= (3, 11):
@@ -132,6 +132,7 @@ _INSTANCE_ID = r"^(auto|[A-Za-z0-9._-]{1,249})?$"
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TIDAL_", env_nested_delimiter="__", extra="forbid")
+    file_values: ClassVar[dict[str, Any]] = {}  # the config file's tables (load_settings)
 
     # The Kafka client library: kafka-python, or confluent (librdkafka, the [librdkafka]
     # extra; faster). Both keep every invariant (docs/operations.md, "Backends").
@@ -241,13 +242,14 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # First listed wins: CLI flags (passed as init kwargs), then env, then the TOML file.
-        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+        # First listed wins: CLI flags (passed as init kwargs), then env, then the TOML file
+        # (read once by load_settings, which sets ``file_values``).
+        return init_settings, env_settings, InitSettingsSource(settings_cls, init_kwargs=cls.file_values)
 
 
-def _check_toml(path: Path) -> None:
-    """Refuse a config file that is not a UTF-8 TOML document with one line naming where
-    (pydantic-settings would raise the parser's traceback)."""
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The config file's tables, or one line naming what is wrong with it (a missing
+    file, not UTF-8, not TOML: pydantic-settings would raise the parser's traceback)."""
     try:
         text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
@@ -259,19 +261,18 @@ def _check_toml(path: Path) -> None:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     try:
-        tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
 def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
     """Build the settings from file < environment < flags. Raises ConfigError."""
-    if config_file is not None:
-        _check_toml(config_file)
+    from_file = _read_toml(config_file) if config_file is not None else {}
     overrides = {key: value for key, value in flags.items() if value is not None}
 
     class _FromFile(Settings):
-        model_config = SettingsConfigDict(toml_file=config_file)
+        file_values: ClassVar[dict[str, Any]] = from_file
 
     try:
         return _FromFile(**overrides)

@@ -185,6 +185,7 @@ class Service:
         self._floor_due = 0.0  # when the retention floor next reads the group's commits
         self._steps: BatchSteps
         self._committer: Committer
+        self._serving = False  # the steps, ownership and committer exist (set by _serve)
         self._recorder: BatchRecorder
         self.registry = CollectorRegistry()
         self.prom = PrometheusMetrics(self.registry)
@@ -350,6 +351,7 @@ class Service:
             history=self.ownership.history,
         )
         self._recorder = metrics = BatchRecorder(settings.metrics_interval_s, self.prom, self._sample_gauges)
+        self._serving = True
         client.subscribe(settings.topics, DrainOnRevoke(self))
         log.info(
             "consuming %s as group %s into WAL %s (%s); acks to %s, rejects to %s; Kafka client %s",
@@ -418,7 +420,7 @@ class Service:
         """The lowest seq the WAL keeps whatever the store holds (consumer.store.applier): the
         first whose offset is not committed, by this run's batches or as of the last
         assignment; 0 (everything) before the first assignment."""
-        if not hasattr(self, "_committer"):
+        if not self._serving:
             return 0
         floors = [floor for floor in (self.ownership.floor, self._committer.floor) if floor is not None]
         return min(floors, default=None)
