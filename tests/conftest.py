@@ -10,9 +10,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 
-import kafka_local
 import pytest
 from kafka.admin import KafkaAdminClient, NewTopic
+
+from scripts import kafka_local
 
 _broker: kafka_local.JarBroker | None = None
 

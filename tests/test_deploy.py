@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
+import sys
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import tomllib
@@ -112,3 +116,28 @@ def test_the_image_installs_from_a_lock_that_pins_every_runtime_dependency_withi
         name = canonicalize_name(requirement.name)
         assert name in pins, f"{requirement.name} is not pinned in requirements.lock (make lock)"
         assert requirement.specifier.contains(pins[name], prereleases=True), (requirement, pins[name])
+
+
+def test_the_wheel_holds_every_module_of_both_packages(tmp_path: Path) -> None:
+    """What the image and `pip install tidal-consumer` get: a wheel built from the tracked
+    files alone (no stale build/ directory) holds every module and py.typed of consumer/
+    and walcore/, subpackages included (an explicit package list once left them out)."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "pyproject.toml", "README.md", "consumer", "walcore"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    source = tmp_path / "source"
+    for name in tracked:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, source / name)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(source), "-w", str(tmp_path / "wheel")],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = (tmp_path / "wheel").glob("*.whl")
+    packaged = {name for name in zipfile.ZipFile(wheel).namelist() if name.startswith(("consumer/", "walcore/"))}
+    assert packaged == {name for name in tracked if name.startswith(("consumer/", "walcore/"))}

@@ -10,10 +10,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import kafka_local
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from scripts import kafka_local
 from tests.support.consumer_fixtures import Topics
 from tests.support.service_helpers import Service, acks_cover, consumer_options, dump, event, produce
 

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-import kafka_local
 import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
 
 from consumer.client import DurableProducer
+from scripts import kafka_local
 from tests.support.service_helpers import Service, dump, end_offsets, event, produce
 
 pytestmark = pytest.mark.kafka

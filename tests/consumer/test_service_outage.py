@@ -8,9 +8,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import kafka_local
 import pytest
 
+from scripts import kafka_local
 from tests.support.service_helpers import Service, acks_cover, committed, dump, end_offsets, event, produce
 
 pytestmark = pytest.mark.kafka

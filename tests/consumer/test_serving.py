@@ -15,12 +15,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import kafka_local
 import pytest
 
 from consumer.client import DurableProducer, DurableResult
 from consumer.config import Settings
 from consumer.serving import SignalClient
+from scripts import kafka_local
 from tests.support.consumer_fixtures import Topics
 from tests.support.service_helpers import TIDAL, Service, acks_cover, consumer_options, dump, event, produce
 from tests.support.walcore_helpers import assert_same_ranking, naive_ranking, naive_signals

@@ -15,11 +15,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import kafka_local
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
 from consumer.protocol.acks import Ack, Rejection, parse_ack
+from scripts import kafka_local
 from walcore.storage.rocks import RocksEngine
 from walcore.storage.signals import decode_score
 

@@ -36,7 +36,6 @@ ROUNDS = 200 if os.environ.get("TIDAL_SOAK") == "1" else 6
 
 CHILD = textwrap.dedent("""
     import sys, threading
-    sys.path.insert(0, sys.argv[3])  # the repository: the tests package
     from tests.walcore.test_crash_soak import batch
     from walcore import Wal, WalConfig
 
@@ -83,7 +82,8 @@ def test_sigkill_at_random_moments_never_loses_an_acknowledged_record(tmp_path: 
     acknowledged: dict[int, EventRecord] = {}
     for round_no in range(ROUNDS):
         child = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(wal_dir), str(round_no), str(Path(__file__).parents[2])],
+            [sys.executable, "-c", CHILD, str(wal_dir), str(round_no)],
+            cwd=Path(__file__).parents[2],  # `python -c` imports from its directory: the tests package
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
