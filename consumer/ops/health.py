@@ -116,6 +116,9 @@ class _HeaderBudget:
         return getattr(self._stream, name)
 
 
+SHUTDOWN_POLL_S = 0.02
+
+
 class Endpoints:
     """A small HTTP server on its own daemon thread."""
 
@@ -123,7 +126,11 @@ class Endpoints:
         handler = _handler(health, registry, api)
         self._server = _BoundedServer((host, port), handler)
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="tidal-http", daemon=True)
+        # serve_forever notices shutdown() only between polls: at its default 0.5 s every
+        # stop of the service (and every test store) paid up to half a second for nothing.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(SHUTDOWN_POLL_S,), name="tidal-http", daemon=True
+        )
         self._thread.start()
 
     def close(self) -> None:
