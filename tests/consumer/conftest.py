@@ -5,7 +5,9 @@ per Kafka backend (kafka-python, confluent).
 
 The backend reaches the service through ``TIDAL_BACKEND`` (a subprocess inherits it; an
 in-process Settings reads it). A test about one backend's own behaviour says so with
-``@pytest.mark.backends("kafka-python")``.
+``@pytest.mark.backends("kafka-python")``; so does a test whose subject the Kafka client
+does not reach (the store stage, fed by the WAL; the query API), on one backend or the
+other, so both still feed it somewhere and CI does not pay for it twice.
 """
 
 from collections.abc import Iterator

@@ -95,6 +95,7 @@ def query_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([TIDAL, "query", *args], check=False, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.backends("confluent")  # the query API reads the store; the group view's reads are in the adapter contract
 def test_one_instance_answers_exactly_reads_your_writes_and_refuses_bad_input(
     topics: Topics, tmp_path: Path, backend: str
 ) -> None:

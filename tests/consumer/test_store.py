@@ -40,6 +40,7 @@ def expected_counts(sent: list[dict]) -> dict[tuple[int, int], int]:
     return counts
 
 
+@pytest.mark.backends("kafka-python")  # the store stage, fed by the WAL whatever the Kafka client
 def test_every_event_is_applied_once_and_query_answers_from_the_store(topics: Topics, tmp_path: Path) -> None:
     sent = events(0, 600)
     positions = produce(topics.bootstrap, topics.signals, sent)
@@ -75,6 +76,7 @@ def test_every_event_is_applied_once_and_query_answers_from_the_store(topics: To
     assert text.startswith("entity 7 (store applied through seq 600)")
 
 
+@pytest.mark.backends("confluent")  # the store stage, fed by the WAL whatever the Kafka client
 def test_events_at_the_ends_of_the_u64_range_are_applied_and_queried_from_a_private_store(
     topics: Topics, tmp_path: Path
 ) -> None:
@@ -129,6 +131,7 @@ def test_events_at_the_ends_of_the_u64_range_are_applied_and_queried_from_a_priv
     assert set(view["windows"].values()) == {1}
 
 
+@pytest.mark.backends("kafka-python")  # the store stage, fed by the WAL whatever the Kafka client
 def test_a_crash_after_the_fsync_before_the_store_saw_the_batch_applies_it_once(topics: Topics, tmp_path: Path) -> None:
     """SIGKILL right after a batch's fsync (before its acks; the store had not seen it)."""
     sent = events(0, 1000)
@@ -143,6 +146,7 @@ def test_a_crash_after_the_fsync_before_the_store_saw_the_batch_applies_it_once(
     assert applied_counts(tmp_path / "wal" / "store") == expected_counts(sent)
 
 
+@pytest.mark.backends("confluent")  # the store stage, fed by the WAL whatever the Kafka client
 def test_a_crash_after_the_store_write_before_its_flush_and_checkpoint_applies_nothing_twice(
     topics: Topics, tmp_path: Path
 ) -> None:
@@ -166,6 +170,7 @@ def test_a_crash_after_the_store_write_before_its_flush_and_checkpoint_applies_n
     assert read_checkpoint(tmp_path / "wal") == len(sent)  # checkpointed at the stop
 
 
+@pytest.mark.backends("kafka-python")  # the store stage, fed by the WAL whatever the Kafka client
 def test_the_wal_stops_growing_once_the_store_holds_its_events(topics: Topics, tmp_path: Path) -> None:
     env = {
         "TIDAL_WAL__SEGMENT_SIZE": "65536",
@@ -189,6 +194,7 @@ def test_the_wal_stops_growing_once_the_store_holds_its_events(topics: Topics, t
     assert applied_counts(tmp_path / "wal" / "store") == expected_counts(sent)
 
 
+@pytest.mark.backends("confluent")  # the store stage, fed by the WAL whatever the Kafka client
 @pytest.mark.parametrize("case", ["another WAL's store", "a store ahead of its WAL"])
 def test_a_store_that_does_not_match_its_wal_stops_the_service_with_exit_8(
     topics: Topics, tmp_path: Path, case: str
@@ -251,6 +257,7 @@ def _nice(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])  # field 19
 
 
+@pytest.mark.backends("confluent")  # the store stage, fed by the WAL whatever the Kafka client
 def test_the_applier_runs_ten_nice_levels_below_the_service_and_its_death_is_one_line(
     topics: Topics, tmp_path: Path
 ) -> None:
