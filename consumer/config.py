@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -137,6 +137,12 @@ class Settings(BaseSettings):
     # The Kafka client library: kafka-python, or confluent (librdkafka, the [librdkafka]
     # extra; faster). Both keep every invariant (docs/operations.md, "Backends").
     backend: str = "kafka-python"  # a name in consumer.kafka.backends.BACKENDS
+    # How a batch's acks, dead letters and offset commit reach Kafka (docs/acks.md):
+    # "standard": sent, then committed once delivered (a paused instance that lost its
+    # partitions can still publish its last batch's acks); "transactional" (backend
+    # "confluent"): one Kafka transaction per batch, fenced by the group generation
+    # (KIP-447), so no such zombie's ack ever becomes visible. One mode per group.
+    delivery: Literal["standard", "transactional"] = "standard"
     bootstrap_servers: str = "127.0.0.1:9092"
     topics: list[str] = Field(default_factory=lambda: ["signals"], min_length=1)
     group_id: str = Field("tidal-consumer", min_length=1)
@@ -190,6 +196,15 @@ class Settings(BaseSettings):
     def _backend_is_installed(cls, name: str) -> str:
         backends.check(name)
         return name
+
+    @model_validator(mode="after")
+    def _backend_fences_transactions(self) -> Settings:
+        if self.delivery == "transactional" and not backends.BACKENDS[self.backend].fences:
+            raise ValueError(
+                f'delivery: "transactional" needs backend = "confluent": {self.backend}\'s transactional offset '
+                "commit does not carry the group generation (KIP-447), so it would not fence a paused instance"
+            )
+        return self
 
     @model_validator(mode="after")
     def _backend_takes_the_options(self) -> Settings:

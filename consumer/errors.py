@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     KAFKA_REFUSED = 7  # the broker refused us (credentials, TLS trust) beyond the grace period
     STORE = 8  # the signal store failed or follows another WAL: nothing is lost (the WAL holds it all)
     PARTIAL = 9  # `query --peers`: the answer is not the whole group's (a store did not answer)
+    FENCED = 10  # delivery = "transactional": a batch's transaction was fenced or aborted; none of its acks is visible
 
 
 class DeliveryFailed(RuntimeError):
@@ -35,6 +36,13 @@ class KafkaUnavailable(RuntimeError):
 class CommitRefused(RuntimeError):
     """The group coordinator refused an offset commit for good: the group rebalanced and
     this member no longer owns (some of) the partitions. Retrying cannot succeed."""
+
+
+class TransactionAborted(RuntimeError):
+    """delivery = "transactional": the transaction holding a batch's acks, dead letters and
+    offset commit was aborted (the group generation moved on: this instance lost its
+    partitions while paused) or could not commit. None of it is visible; the WAL's copies
+    are orphans, voided at this WAL's next assignment once their new owner acked them."""
 
 
 class RegistrationRefused(RuntimeError):

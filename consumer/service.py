@@ -30,6 +30,7 @@ from consumer.errors import (
     KafkaUnavailable,
     RegistrationRefused,
     StoreFailed,
+    TransactionAborted,
     WalTailLost,
 )
 from consumer.ingest.commits import Backoff, Committer
@@ -65,6 +66,7 @@ _FATAL: list[tuple[type[BaseException] | tuple[type[BaseException], ...], ExitCo
     (WalTailLost, ExitCode.WAL_FATAL, "%s"),
     (StoreFailed, ExitCode.STORE, "%s"),
     (DeliveryFailed, ExitCode.DELIVERY, "%s"),
+    (TransactionAborted, ExitCode.FENCED, "%s"),
     (
         KafkaRefused,
         ExitCode.KAFKA_REFUSED,
@@ -91,8 +93,15 @@ AdapterFactory = Callable[[Settings, str], KafkaAdapter]
 
 
 def backend_adapter(settings: Settings, wal_id: str) -> KafkaAdapter:
-    """The adapter of ``settings.backend``, as this WAL's group member."""
-    return backends.connect(settings, client_id=f"tidal-{wal_id}", group_instance_id=settings.instance_id(wal_id))
+    """The adapter of ``settings.backend``, as this WAL's group member. Transactional
+    delivery uses the WAL id as the producer's transactional id: the WAL's lock keeps one
+    live process per id, and a restart on the WAL fences (and aborts) its predecessor's."""
+    return backends.connect(
+        settings,
+        client_id=f"tidal-{wal_id}",
+        group_instance_id=settings.instance_id(wal_id),
+        transactional_id=f"tidal-{wal_id}" if settings.delivery == "transactional" else None,
+    )
 
 
 def _no_hook(_batch: int) -> None:

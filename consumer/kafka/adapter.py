@@ -24,7 +24,9 @@ class Connection(NamedTuple):
     """What an adapter's ``connect`` is given (consumer.kafka.backends builds it from the
     settings): ``*_options`` are in the backend's own names, checked when the
     configuration loaded; ``max_poll_records`` is what kafka-python's consumer is built
-    with (librdkafka takes the count at each ``poll``)."""
+    with (librdkafka takes the count at each ``poll``); ``transactional_id``: sends and
+    commits go in one transaction per commit (only a backend whose ``fences`` is true in
+    consumer.kafka.backends takes one)."""
 
     bootstrap_servers: str
     group_id: str
@@ -34,6 +36,7 @@ class Connection(NamedTuple):
     consumer_options: dict[str, Any]
     producer_options: dict[str, Any]
     refusal_grace_s: float = 30.0
+    transactional_id: str | None = None
 
 
 class RebalanceListener(Protocol):

@@ -28,11 +28,12 @@ class Backend(NamedTuple):
     install: str  # what installs it
     adapter: str  # the class in <package>.adapter (its ``connect``)
     transport: str  # the class in <package>.transport
+    fences: bool  # its transactions carry the group generation (KIP-447): delivery = "transactional"
 
 
 BACKENDS: dict[str, Backend] = {
     "kafka-python": Backend(
-        "kafka_python", "kafka", "pip install tidal-consumer", "KafkaPythonAdapter", "KafkaPythonTransport"
+        "kafka_python", "kafka", "pip install tidal-consumer", "KafkaPythonAdapter", "KafkaPythonTransport", False
     ),
     "confluent": Backend(
         "confluent",
@@ -40,6 +41,7 @@ BACKENDS: dict[str, Backend] = {
         "pip install 'tidal-consumer[librdkafka]'",
         "ConfluentAdapter",
         "ConfluentTransport",
+        True,
     ),
 }
 
@@ -72,9 +74,12 @@ def request_limit(name: str, producer_options: dict[str, Any]) -> int:
     return limit
 
 
-def connect(settings: Settings, *, client_id: str, group_instance_id: str | None) -> KafkaAdapter:
+def connect(
+    settings: Settings, *, client_id: str, group_instance_id: str | None, transactional_id: str | None = None
+) -> KafkaAdapter:
     """The adapter of ``settings.backend`` (its group consumer joins nothing until it
-    subscribes). Raises KafkaUnavailable, KafkaRefused or KafkaOptionInvalid."""
+    subscribes); ``transactional_id``: each batch in a transaction of this producer id
+    (delivery = "transactional"). Raises KafkaUnavailable, KafkaRefused or KafkaOptionInvalid."""
     how = Connection(
         bootstrap_servers=settings.bootstrap_servers,
         group_id=settings.group_id,
@@ -84,6 +89,7 @@ def connect(settings: Settings, *, client_id: str, group_instance_id: str | None
         consumer_options=settings.kafka.for_consumer(),
         producer_options=settings.kafka.for_producer(),
         refusal_grace_s=settings.kafka_refused_exit_s,
+        transactional_id=transactional_id,
     )
     adapter: KafkaAdapter = getattr(_part(settings.backend, "adapter"), BACKENDS[settings.backend].adapter).connect(how)
     return adapter

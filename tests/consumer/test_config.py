@@ -53,6 +53,8 @@ def test_flags_beat_environment_beat_file(tmp_path: Path, monkeypatch: pytest.Mo
         ("[kafka.consumer]\ngroup_instance_id = 'x'", r"kafka.consumer.group_instance_id cannot be set"),
         ("[kafka.producer]\nacks = 1", r"kafka.producer.acks cannot be set"),
         ("[kafka.producer]\ntransactional_id = 'x'", r"kafka.producer.transactional_id cannot be set"),
+        ('delivery = "transactional"', r'delivery: "transactional" needs backend = "confluent"'),
+        ('delivery = "exactly-once"', r"delivery"),
         ('group_instance_id = "has space"', "group_instance_id"),
         ('topics = ["signals"]\nreply_topic = "signals"', "reply_topic: 'signals' is also an input topic"),
         ('topics = ["a", "b"]\ndlq_topic = "b"', "dlq_topic: 'b' is also an input topic"),
@@ -86,6 +88,8 @@ def test_bad_config_names_the_field(tmp_path: Path, toml: str, field: str) -> No
         ('"test.mock.num.brokers" = 3', r"mock cluster"),
         ('[kafka.producer]\n"queuing.strategy" = "lifo"', r"in the order they were sent"),
         ('"auto.offset.reset" = "latest"', r"kafka.auto.offset.reset cannot be set"),
+        ('[kafka.consumer]\n"isolation.level" = "read_uncommitted"', r"an aborted transaction's events"),
+        ('[kafka.producer]\n"transactional.id" = "mine"', r'set delivery = "transactional" instead'),
     ],
 )
 def test_librdkafka_options_that_would_skip_or_drop_data_are_refused_at_load(
@@ -126,6 +130,10 @@ def test_a_config_that_cannot_be_read_is_one_line_and_exit_1(
     assert result.returncode == 1, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and re.search(line, result.stderr), result.stderr
     assert not (tmp_path / "wal").exists()  # refused before anything was opened
+
+
+def test_transactional_delivery_loads_on_confluent() -> None:
+    assert load_settings(None, backend="confluent", delivery="transactional").delivery == "transactional"
 
 
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:

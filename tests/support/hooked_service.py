@@ -9,6 +9,9 @@ passes the fault in through the service's own injection points:
                                   delivered, before its offsets are committed; a poll
                                   staged behind it is made durable first (awaited), so
                                   the WAL then also holds a batch whose acks were never sent
+  TIDAL_TEST_PAUSE_AFTER_FSYNC=N  SIGSTOP itself right after the N-th batch is durable, before
+                                  its acks and commit: a paused instance (a frozen VM, a
+                                  stopped container) holding a batch; SIGCONT resumes it
   TIDAL_TEST_FSYNC_EIO=1          every fdatasync fails with EIO (a failing disk); each
                                   attempt is logged, so a test can count them
   TIDAL_TEST_HIDE_MODULES=a,b     these modules cannot be imported (a codec library missing)
@@ -43,13 +46,14 @@ def _remember(stage: Callable[..., Staged]) -> Callable[..., Staged]:
     return staging
 
 
-def crash_after(batch: int, *, await_staged: bool = False) -> Callable[[int], None]:
+def signal_after(batch: int, signum: signal.Signals, *, await_staged: bool = False) -> Callable[[int], None]:
     def hook(completed: int) -> None:
         if completed == batch:
             if await_staged and _newest:
                 with contextlib.suppress(Exception):  # a failed WAL stores nothing more: kill all the same
                     _newest[0].durable.result(timeout=30)
-            os.kill(os.getpid(), signal.SIGKILL)
+            print(f"hooked_service: {signum.name} to itself after batch {batch}", file=sys.stderr, flush=True)
+            os.kill(os.getpid(), signum)
 
     return hook
 
@@ -61,10 +65,11 @@ def failing_fdatasync(fd: int) -> None:
 
 if __name__ == "__main__":
     hooks = {
-        hook: crash_after(int(os.environ[variable]), await_staged=hook == "before_commit")
-        for hook, variable in (
-            ("after_fsync", "TIDAL_TEST_CRASH_AFTER_FSYNC"),
-            ("before_commit", "TIDAL_TEST_CRASH_BEFORE_COMMIT"),
+        hook: signal_after(int(os.environ[variable]), signum, await_staged=hook == "before_commit")
+        for hook, variable, signum in (
+            ("after_fsync", "TIDAL_TEST_CRASH_AFTER_FSYNC", signal.SIGKILL),
+            ("after_fsync", "TIDAL_TEST_PAUSE_AFTER_FSYNC", signal.SIGSTOP),
+            ("before_commit", "TIDAL_TEST_CRASH_BEFORE_COMMIT", signal.SIGKILL),
         )
         if os.environ.get(variable)
     }

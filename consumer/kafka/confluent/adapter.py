@@ -28,7 +28,7 @@ from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from consumer.errors import CommitRefused, KafkaOptionInvalid, KafkaRefused, KafkaUnavailable
+from consumer.errors import CommitRefused, KafkaOptionInvalid, KafkaRefused, KafkaUnavailable, TransactionAborted
 from consumer.kafka.adapter import (
     HANDOFF_TIMEOUT_S,
     Connection,
@@ -39,6 +39,7 @@ from consumer.kafka.adapter import (
 )
 from consumer.kafka.confluent.calls import MAX_BLOCK_S, consume_ready, produce_waiting
 from consumer.kafka.confluent.options import CONSUMER_DEFAULTS, PRODUCER_DEFAULTS
+from consumer.kafka.confluent.transactions import Transactions
 from consumer.kafka.partitioning import partition_of
 from consumer.protocol.types import Commits, Poll
 
@@ -217,9 +218,12 @@ class ConfluentAdapter:
         reader_config: dict[str, Any],
         watch: _Watch,
         refusal_grace_s: float,
+        *,
+        transactions: Transactions | None,
     ) -> None:
         self._consumer = consumer
         self._producer = producer
+        self._transactions = transactions
         self._reader_config = reader_config
         self._reader: Consumer | None = None  # reads the reply topic at handoffs; made when first needed
         self._watch = watch
@@ -269,6 +273,8 @@ class ConfluentAdapter:
         }
         if how.group_instance_id:
             consumer_config["group.instance.id"] = how.group_instance_id
+        if how.transactional_id:
+            producer_config["transactional.id"] = how.transactional_id
         try:
             producer = Producer(producer_config)
         except (KafkaException, TypeError, ValueError) as exc:
@@ -288,10 +294,22 @@ class ConfluentAdapter:
             "client.id": f"{how.client_id}-handoff",
             "group.id": f"{how.group_id}.handoff-reader",
             "enable.auto.commit": False,
+            # librdkafka reads committed messages only (its default isolation.level) and its
+            # watermarks then end at the last stable offset; a transaction's last offset is
+            # its commit marker, never delivered, so the end of a read is the EOF event.
+            "enable.partition.eof": True,
             "error_cb": watch.error,
             "logger": LIBRDKAFKA_LOG,
         }
-        adapter = cls(consumer, producer, reader_config, watch, how.refusal_grace_s)
+        transactions = None
+        if how.transactional_id:
+            transactions = Transactions(producer, consumer, HANDOFF_TIMEOUT_S)
+            try:
+                transactions.init()
+            except (KafkaUnavailable, TransactionAborted):
+                consumer.close()
+                raise
+        adapter = cls(consumer, producer, reader_config, watch, how.refusal_grace_s, transactions=transactions)
         return adapter
 
     def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None:
@@ -351,6 +369,8 @@ class ConfluentAdapter:
         self, topic: str, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]] | None = None
     ) -> _Delivery:
         delivery = _Delivery(self._producer)
+        if self._transactions is not None:
+            self._transactions.begin()
         try:
             produce_waiting(
                 self._producer, topic, value, key, delivery.delivered, headers=list(headers) if headers else None
@@ -366,6 +386,14 @@ class ConfluentAdapter:
         self._producer.flush()
 
     def commit_async(self, commits: Commits, on_done: Callable[[Commits, BaseException | None], None]) -> None:
+        if self._transactions is not None:  # a transaction commits synchronously
+            try:
+                self._transactions.commit(_topic_partitions(commits))
+            except KafkaUnavailable as exc:  # still open: the next commit (or the drain's) retries it
+                on_done(commits, exc)
+                return
+            on_done(commits, None)
+            return
         asked = frozenset((topic, partition, offset) for (topic, partition), (offset, _) in commits.items())
         self._commits.append((asked, commits, on_done))
         try:
@@ -386,6 +414,9 @@ class ConfluentAdapter:
                 return
 
     def commit_sync(self, commits: Commits) -> None:
+        if self._transactions is not None:
+            self._transactions.commit(_topic_partitions(commits))
+            return
         try:
             _raise_partition_errors(self._consumer.commit(offsets=_topic_partitions(commits), asynchronous=False))
         except KafkaException as exc:
@@ -458,6 +489,8 @@ class ConfluentAdapter:
                     if error is not None:
                         if error.fatal():
                             raise KafkaException(error)
+                        if error.code() == KafkaError._PARTITION_EOF and cast(int, message.offset()) >= end:
+                            last = end - 1  # at the end: what is left before it is transaction markers
                         continue
                     last = cast(int, message.offset())  # a message without an error has one
                     if last < end:
@@ -484,6 +517,8 @@ class ConfluentAdapter:
         # Never commit on close (everything that may be committed already was), and never
         # drain: librdkafka revokes the assignment while closing.
         self._relay = None
+        if self._transactions is not None:  # what it holds was not committed: never make it visible
+            self._transactions.abort()
         self._consumer.close()
         self._producer.flush(5)
         if self._reader is not None:

@@ -33,6 +33,8 @@ RESERVED_CONSUMER = {
     "rebalance_cb": "the service's drain and handoff run in its own rebalance callbacks",
     "consume_cb": "the service reads messages itself",
     "error_cb": "the service watches client errors itself",
+    "isolation.level": "the service reads committed messages only (librdkafka's default): an aborted "
+    'transaction\'s events are not events, and an aborted ack (delivery = "transactional") is no home',
 }
 RESERVED_PRODUCER = {
     "bootstrap.servers": "set bootstrap_servers instead",
@@ -41,7 +43,7 @@ RESERVED_PRODUCER = {
     "partitioner": "acks are keyed by source partition and must land where kafka-python puts them "
     "(murmur2), so a group of mixed backends reads one reply partition",
     "partitioner_cb": "acks are keyed by source partition and must land where kafka-python puts them (murmur2)",
-    "transactional.id": "the service does not use transactions",
+    "transactional.id": 'set delivery = "transactional" instead (the id is the WAL\'s)',
     "on_delivery": "the service handles its deliveries",
     "dr_cb": "the service handles its deliveries",
     "dr_msg_cb": "the service handles its deliveries",

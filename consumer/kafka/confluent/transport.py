@@ -33,6 +33,7 @@ class ConfluentTransport:
                     "enable.auto.commit": False,
                     "fetch.wait.max.ms": 100,
                     "fetch.queue.backoff.ms": 1,
+                    "isolation.level": "read_committed",  # librdkafka's default, said: fenced acks are no answer
                     **common,
                 }
             )

@@ -30,7 +30,8 @@ RESERVED_PRODUCER = {
     "acks": "acks and dead letters are sent with acks=all: they must survive a broker failure",
     "key_serializer": "the service sends raw bytes",
     "value_serializer": "the service sends raw bytes",
-    "transactional_id": "the service does not use transactions",
+    "transactional_id": "kafka-python 2.3's transactions do not fence a paused instance (KIP-447): "
+    'delivery = "transactional" needs backend = "confluent"',
     "partitioner": "acks are keyed by source partition and must land on the partition the handoff reads "
     "(the default murmur2 partitioner)",
 }

@@ -30,8 +30,13 @@ class KafkaPythonTransport:
         self._producer = KafkaProducer(
             bootstrap_servers=bootstrap_servers, acks="all", **{"linger_ms": 1, **producer_options}
         )
+        # Committed acks only: an ack in a transaction the broker fenced (delivery =
+        # "transactional", docs/acks.md) is not an answer.
         self._reader = KafkaConsumer(
-            bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False, **reader_options
+            bootstrap_servers=bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            **{"isolation_level": "read_committed", **reader_options},
         )
         deadline = time.monotonic() + REPLY_TOPIC_WAIT_S
         while not (found := self._reader.partitions_for_topic(reply_topic)):

@@ -1,0 +1,161 @@
+"""A paused instance that wakes after losing its partitions (docs/acks.md, limit (b)), with
+real processes: instance A SIGSTOPs itself right after a batch is durable, before its acks
+and commit; B takes the partitions once A's session expires, stores and acks everything;
+then A gets SIGCONT. With delivery = "transactional" the broker fences A's transaction
+(KIP-447): none of A's acks becomes visible, A exits 10 with one line, and when it is
+back its copies are voided. With the standard delivery the same pause gives an offset two
+homes: the limit this mode keeps, shown rather than claimed."""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from tests.support.consumer_fixtures import PARTITIONS, Topics
+from tests.support.service_helpers import (
+    Service,
+    acks_cover,
+    committed,
+    consumer_options,
+    dump,
+    end_offsets,
+    event,
+    homes_of,
+    produce,
+    read_topic,
+)
+
+pytestmark = [pytest.mark.kafka, pytest.mark.backends("confluent")]  # kafka-python's transactions do not fence
+
+
+def config(tmp_path: Path, delivery: str) -> list[str]:
+    path = tmp_path / f"{delivery}.toml"
+    path.write_text(
+        f'delivery = "{delivery}"\n' + consumer_options(session_timeout_ms=6000, heartbeat_interval_ms=1000)
+    )
+    return ["--config", str(path)]
+
+
+def await_paused(service: Service, timeout: float = 60.0) -> None:
+    """Until the process is stopped (state T), as its hook leaves it."""
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{service.process.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+        assert service.process.poll() is None, service.log()
+        assert time.monotonic() < deadline, service.log()
+        time.sleep(0.05)
+
+
+def await_committed(topics: Topics, service: Service, timeout: float = 60.0) -> None:
+    wanted = end_offsets(topics.bootstrap, topics.signals, PARTITIONS)
+    deadline = time.monotonic() + timeout
+    while (now := committed(topics.bootstrap, topics.group, topics.signals, PARTITIONS)) != wanted:
+        assert time.monotonic() < deadline, f"committed {now}, wanted {wanted}:\n{service.log()}"
+        time.sleep(0.1)
+
+
+def paused_while_b_takes_over(
+    topics: Topics, tmp_path: Path, delivery: str
+) -> tuple[Service, Service, list[tuple[int, int]], set[tuple[int, int]]]:
+    """A holds its first batch, durable and unacked, paused; B stores and acks every event
+    and commits. Returns A, B, every position, and the positions A's WAL holds."""
+    positions = produce(topics.bootstrap, topics.signals, [event(i) for i in range(400)])
+    a = topics.service(
+        tmp_path / "wal-a",
+        env={"TIDAL_TEST_PAUSE_AFTER_FSYNC": "1", "TIDAL_MAX_POLL_RECORDS": "100"},
+        hooked=True,
+        extra=config(tmp_path, delivery),
+    )
+    await_paused(a)
+    held = {(r["source"]["partition"], r["source"]["offset"]) for r in dump(tmp_path / "wal-a")}
+    assert held
+    b = topics.service(tmp_path / "wal-b", extra=config(tmp_path, delivery))  # joins once A's session expires
+    acks_cover(topics.bootstrap, topics.reply, positions)
+    await_committed(topics, b)
+    return a, b, positions, held
+
+
+def wal_id(wal_dir: Path) -> str:
+    return (wal_dir / "WAL_ID").read_text().strip()
+
+
+class Value(NamedTuple):
+    value: bytes | None
+
+
+def read_whole(bootstrap: str, topic: str, *, committed_only: bool, timeout: float = 60.0) -> list[Value]:
+    """Every message of every partition of ``topic``, to its end (the EOF events), as a
+    reader of committed messages only sees them or as one that also sees aborted ones."""
+    reader = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"fencing-reader-{uuid.uuid4().hex[:8]}",
+            "enable.partition.eof": True,
+            "isolation.level": "read_committed" if committed_only else "read_uncommitted",
+        }
+    )
+    partitions = sorted(reader.list_topics(topic, timeout=10).topics[topic].partitions)
+    reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    values: list[Value] = []
+    at_end: set[int] = set()
+    deadline = time.monotonic() + timeout
+    try:
+        while len(at_end) < len(partitions):
+            assert time.monotonic() < deadline, f"{topic}: no end after {timeout} s"
+            for message in reader.consume(1000, 0.2):
+                error = message.error()
+                if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                    at_end.add(message.partition())
+                elif error is None:
+                    values.append(Value(message.value()))
+    finally:
+        reader.close()
+    return values
+
+
+def test_a_paused_instance_publishes_no_ack_with_transactional_delivery(topics: Topics, tmp_path: Path) -> None:
+    a, b, positions, held = paused_while_b_takes_over(topics, tmp_path, "transactional")
+    a.process.send_signal(signal.SIGCONT)
+    assert a.process.wait(timeout=60) == 10, a.log()
+    refused = [line for line in a.log().splitlines() if "transaction refused" in line]
+    assert len(refused) == 1 and "Traceback" not in a.log(), a.log()
+
+    a_wal, b_wal = wal_id(tmp_path / "wal-a"), wal_id(tmp_path / "wal-b")
+    # A did publish its batch's acks (a reader of uncommitted messages sees them) ...
+    sent = homes_of(read_whole(topics.bootstrap, topics.reply, committed_only=False))
+    a_sent = {p for p, homes in sent.items() if any(wal == a_wal for wal, _ in homes)}
+    assert a_sent and a_sent <= held  # its first batch (a later poll it had stored never got that far)
+    # ... in a transaction the broker fenced: committed, every offset has one home, B's.
+    visible = homes_of(read_whole(topics.bootstrap, topics.reply, committed_only=True))
+    assert {p: {wal for wal, _ in homes} for p, homes in visible.items()} == {p: {b_wal} for p in positions}
+
+    a = topics.service(tmp_path / "wal-a", extra=config(tmp_path, "transactional"))  # back: voids its copies
+    a.wait_for_log(r"voided here")
+    assert a.stop() == 0, a.log()
+    assert b.stop() == 0, b.log()
+    assert all(r["voided"] for r in dump(tmp_path / "wal-a"))  # B acked every event before A was back
+    live = [(r["source"]["partition"], r["source"]["offset"]) for r in dump(tmp_path / "wal-b") if not r["voided"]]
+    assert sorted(live) == sorted(positions)  # every event stored once, in B
+
+
+def test_the_same_pause_with_standard_delivery_gives_an_offset_two_homes(topics: Topics, tmp_path: Path) -> None:
+    """Today's limit (docs/acks.md (b)), kept honest: A wakes, publishes its batch's acks
+    (non-transactional: visible at once), its commit is refused, and it carries on."""
+    a, b, positions, held = paused_while_b_takes_over(topics, tmp_path, "standard")
+    a.process.send_signal(signal.SIGCONT)
+    a_wal = wal_id(tmp_path / "wal-a")
+
+    def a_acked(messages: list) -> bool:
+        return held <= {p for p, homes in homes_of(messages).items() if any(wal == a_wal for wal, _ in homes)}
+
+    homes = homes_of(read_topic(topics.bootstrap, topics.reply, until=a_acked))
+    b_wal = wal_id(tmp_path / "wal-b")
+    assert all(b_wal in {wal for wal, _ in homes[p]} for p in positions)  # B acked every event
+    assert {p for p, found in homes.items() if len(found) == 2} == held  # and A's batch has A's home too
+    assert a.stop() == 0, a.log()
+    assert b.stop() == 0, b.log()
