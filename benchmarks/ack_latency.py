@@ -79,11 +79,20 @@ def event(i: int, now: int) -> dict:
     return {"entity_id": i, "signal_type": "view", "weight": 1.0, "timestamp_nanos": now + i}
 
 
-def measure(backend: str, bootstrap: str, workdir: Path, rate: int, seconds: float, now: int) -> dict:
-    """The service with ``backend`` on a fresh topic; DurableProducer sending at ``rate``."""
+def measure(
+    backend: str,
+    bootstrap: str,
+    workdir: Path,
+    rate: int,
+    seconds: float,
+    now: int,
+    env: dict[str, str] | None = None,
+) -> dict:
+    """The service with ``backend`` on a fresh topic (``env``: more TIDAL_* settings);
+    DurableProducer sending at ``rate``."""
     topic = f"lat-{uuid.uuid4().hex[:6]}"
     kafka_local.service_topics(bootstrap, topic, 4)
-    log_path = workdir / f"service-{backend}.log"
+    log_path = workdir / f"service-{backend}-{topic}.log"
     log = log_path.open("wb")
     service = subprocess.Popen(
         [
@@ -100,11 +109,11 @@ def measure(backend: str, bootstrap: str, workdir: Path, rate: int, seconds: flo
             "--dlq-topic",
             f"{topic}.dlq",
             "--wal-dir",
-            str(workdir / f"wal-{backend}"),
+            str(workdir / f"wal-{backend}-{topic}"),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "TIDAL_BACKEND": backend},
+        env={**os.environ, "TIDAL_BACKEND": backend, **(env or {})},
         preexec_fn=kafka_local.die_with_parent,  # noqa: PLW1509
     )
     try:

@@ -100,7 +100,9 @@ def raw_consumer(backend: str, bootstrap: str, topic: str, events: int) -> None:
     consumer.close(autocommit=False)
 
 
-def fill_topic(bootstrap: str, topic: str, events: int, partitions: int = PARTITIONS) -> None:
+def fill_topic(bootstrap: str, topic: str, events: int, partitions: int = PARTITIONS) -> dict[int, int]:
+    """Write ``events`` signal events round-robin over the partitions; each partition's end
+    offset afterwards (what a run waits for the group's commits to reach)."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 512 * 1024, "acks": 1})
     now = time.time_ns()
     signals = ["view", "click", "like", "share", "purchase"]
@@ -116,6 +118,10 @@ def fill_topic(bootstrap: str, topic: str, events: int, partitions: int = PARTIT
             except BufferError:
                 producer.poll(0.05)
     producer.flush()
+    probe = KafkaConsumer(bootstrap_servers=bootstrap)
+    ends = probe.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
+    probe.close()
+    return {tp.partition: offset for tp, offset in ends.items()}
 
 
 class Timing:
@@ -211,9 +217,11 @@ def time_service(
     workdir: Path,
     store: bool = True,
     instances: int = 1,
+    env: dict[str, str] | None = None,
 ) -> Timing:
     """``instances`` services of one group, from launch until the group's commits reach
-    ``ends``; the assignment time is the first instance's first."""
+    ``ends``; the assignment time is the first instance's first. ``env``: more TIDAL_*
+    settings for the services."""
     group = f"svc-{uuid.uuid4().hex[:8]}"
     # A reply topic of its own: it is the group's ack history, and a new group reading
     # another's acks there would take them as first homes and re-ack instead of storing.
@@ -252,6 +260,7 @@ def time_service(
                 "TIDAL_METRICS_PORT": str(port),
                 "TIDAL_STORE__ENABLED": "true" if store else "false",
                 "TIDAL_STORE__FLUSH_INTERVAL_S": "0.25",
+                **(env or {}),
             },
             preexec_fn=kafka_local.die_with_parent,  # noqa: PLW1509
         )
@@ -337,14 +346,8 @@ def main() -> None:
         topic = f"bench-{uuid.uuid4().hex[:6]}"
         kafka_local.service_topics(bootstrap, topic, PARTITIONS)
         started = time.perf_counter()
-        fill_topic(bootstrap, topic, args.events)
+        ends = fill_topic(bootstrap, topic, args.events)
         print(f"filled {topic} with {args.events:,} events in {time.perf_counter() - started:.1f}s")
-        probe = KafkaConsumer(bootstrap_servers=bootstrap)
-        ends = {
-            tp.partition: off
-            for tp, off in probe.end_offsets([TopicPartition(topic, p) for p in range(PARTITIONS)]).items()
-        }
-        probe.close()
         for run in range(args.repeats):
             for backend in backends:
                 raw[backend].append(time_raw(backend, bootstrap, topic, args.events))

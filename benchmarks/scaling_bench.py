@@ -29,8 +29,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import kafka_local  # noqa: E402
 from e2e_bench import BACKENDS, fill_topic, time_raw, time_service  # noqa: E402
-from kafka import KafkaConsumer  # noqa: E402
-from kafka.structs import TopicPartition  # noqa: E402
 from results_io import save  # noqa: E402
 
 SHAPES = [
@@ -58,14 +56,7 @@ def main() -> None:
                 continue
             topic = f"scale{partitions}-{uuid.uuid4().hex[:6]}"
             kafka_local.create_topics(bootstrap, {topic: partitions, f"{topic}.dlq": 1})
-            fill_topic(bootstrap, topic, args.events, partitions)
-            probe = KafkaConsumer(bootstrap_servers=bootstrap)
-            ends = {
-                tp.partition: offset
-                for tp, offset in probe.end_offsets([TopicPartition(topic, p) for p in range(partitions)]).items()
-            }
-            probe.close()
-            topics[partitions] = (topic, ends)
+            topics[partitions] = (topic, fill_topic(bootstrap, topic, args.events, partitions))
         for what, partitions, instances in SHAPES:
             topic, ends = topics[partitions]
             for backend in backends:
