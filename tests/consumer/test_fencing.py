@@ -156,6 +156,49 @@ def test_the_same_pause_with_standard_delivery_gives_an_offset_two_homes(topics:
     homes = homes_of(read_topic(topics.bootstrap, topics.reply, until=a_acked))
     b_wal = wal_id(tmp_path / "wal-b")
     assert all(b_wal in {wal for wal, _ in homes[p]} for p in positions)  # B acked every event
-    assert {p for p, found in homes.items() if len(found) == 2} == held  # and A's batch has A's home too
+    two_homes = {p for p, found in homes.items() if len(found) == 2}
     assert a.stop() == 0, a.log()
     assert b.stop() == 0, b.log()
+    # A's paused batch has A's home too, and so may what A stored from its fetched buffer
+    # before it noticed the rebalance: every offset of A's WAL, and only those.
+    assert held <= two_homes <= {(r["source"]["partition"], r["source"]["offset"]) for r in dump(tmp_path / "wal-a")}
+
+
+def committed_homes(topics: Topics, positions: list[tuple[int, int]], timeout: float = 90.0) -> dict:
+    """The homes a reader of committed acks sees, once they cover ``positions``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        homes = homes_of(read_whole(topics.bootstrap, topics.reply, committed_only=True))
+        if set(positions) <= set(homes):
+            return homes
+        assert time.monotonic() < deadline, f"{len(set(positions) - set(homes))} positions without a committed ack"
+        time.sleep(0.2)
+
+
+def test_a_kill_with_a_transaction_open_shows_none_of_it_and_the_restart_acks_each_event_once(
+    topics: Topics, tmp_path: Path
+) -> None:
+    """SIGKILL once the first batch's acks are delivered into its transaction, before the
+    commit: a reader of committed acks sees none of them; the restart on the WAL fences
+    the dead producer (its transaction is aborted), recognises the batch as redelivered
+    and acks it again, with its original seqs, in a transaction that commits."""
+    positions = produce(topics.bootstrap, topics.signals, [event(i) for i in range(1000)])
+    wal_dir = tmp_path / "wal"
+    crashing = topics.service(
+        wal_dir, env={"TIDAL_TEST_CRASH_BEFORE_COMMIT": "1"}, hooked=True, extra=config(tmp_path, "transactional")
+    )
+    assert crashing.process.wait(timeout=120) == -9, crashing.log()
+    crashing.kill()
+    stored_before = {(r["source"]["partition"], r["source"]["offset"]): r["seq"] for r in dump(wal_dir)}
+    sent = homes_of(read_whole(topics.bootstrap, topics.reply, committed_only=False))
+    assert sent and set(sent) <= set(stored_before)  # acks delivered into the open transaction ...
+    assert homes_of(read_whole(topics.bootstrap, topics.reply, committed_only=True)) == {}  # ... none visible
+
+    service = topics.service(wal_dir, extra=config(tmp_path, "transactional"))
+    homes = committed_homes(topics, positions)
+    assert service.stop() == 0, service.log()
+    rows = dump(wal_dir)
+    assert [r["seq"] for r in rows] == list(range(1, 1001))  # nothing stored twice
+    here = wal_id(wal_dir)
+    assert homes == {(r["source"]["partition"], r["source"]["offset"]): {(here, r["seq"])} for r in rows}
+    assert all(homes[p] == {(here, seq)} for p, seq in stored_before.items())  # the original seqs

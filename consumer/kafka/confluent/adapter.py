@@ -298,6 +298,9 @@ class ConfluentAdapter:
             # watermarks then end at the last stable offset; a transaction's last offset is
             # its commit marker, never delivered, so the end of a read is the EOF event.
             "enable.partition.eof": True,
+            # The end is known only from a fetch that finds nothing more: do not let the
+            # broker hold that fetch for its default 500 ms (a handoff reads several).
+            "fetch.wait.max.ms": 10,
             "error_cb": watch.error,
             "logger": LIBRDKAFKA_LOG,
         }
