@@ -47,7 +47,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/e2e_bench.py
 	$(PY) benchmarks/ack_latency.py
 	$(PY) benchmarks/memory_bench.py
-	$(PY) benchmarks/txn_cost.py
+	$(PY) benchmarks/delivery_cost.py
 	$(PY) benchmarks/store_bench.py
 	$(PY) benchmarks/scaling_bench.py
 	$(PY) benchmarks/serving_bench.py
