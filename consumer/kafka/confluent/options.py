@@ -33,8 +33,6 @@ RESERVED_CONSUMER = {
     "rebalance_cb": "the service's drain and handoff run in its own rebalance callbacks",
     "consume_cb": "the service reads messages itself",
     "error_cb": "the service watches client errors itself",
-    "isolation.level": "the service reads committed messages only (librdkafka's default): an aborted "
-    'transaction\'s events are not events, and an aborted ack (delivery = "transactional") is no home',
 }
 RESERVED_PRODUCER = {
     "bootstrap.servers": "set bootstrap_servers instead",
@@ -60,6 +58,14 @@ RESERVED_ANY = {
     "default_topic_conf": "topic-level options go in the table itself",
     "topic.blacklist": "a hidden input topic is never consumed, a hidden reply topic takes no ack",
 }
+# Options that may be set only to the value the service needs (librdkafka's default).
+REQUIRED_VALUES = {
+    "isolation.level": (
+        "read_committed",
+        "the service reads committed messages only: an aborted transaction's events are not events, and an "
+        'aborted ack (delivery = "transactional") is no home',
+    ),
+}
 # librdkafka's in-process mock cluster: the service would consume nothing real and ack to nowhere.
 RESERVED_PREFIX = "test.mock."
 # What the service passes unless the configuration says otherwise. fetch.queue.backoff.ms:
@@ -82,9 +88,12 @@ def option_problems(common: dict[str, Any], consumer: dict[str, Any], producer: 
         ("kafka.consumer", consumer, {**RESERVED_CONSUMER, **RESERVED_ANY}),
         ("kafka.producer", producer, {**RESERVED_PRODUCER, **RESERVED_ANY}),
     ):
-        for name in options:
+        for name, value in options.items():
             if name in reserved:
                 problems.append(f"{table}.{name} cannot be set: {reserved[name]}")
+            elif name in REQUIRED_VALUES and value != REQUIRED_VALUES[name][0]:
+                required, reason = REQUIRED_VALUES[name]
+                problems.append(f'{table}.{name} can only be "{required}": {reason}')
             elif name.startswith(RESERVED_PREFIX):
                 problems.append(
                     f"{table}.{name} cannot be set: it makes librdkafka talk to an in-process mock "
