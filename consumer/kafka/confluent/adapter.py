@@ -15,6 +15,9 @@ Why it keeps the invariants of the kafka-python backend:
   source partition land on one reply partition whichever backend sent them.
 * ``close`` detaches the rebalance listener first: librdkafka revokes the assignment
   while closing, and a drain there (after a fatal WAL error, say) must not run.
+* With ``delivery = "transactional"`` (consumer.kafka.confluent.transactions) every send
+  joins the open transaction and every commit, async or sync, commits it with the
+  offsets, synchronously; ``close`` aborts what is still open.
 """
 
 from __future__ import annotations
