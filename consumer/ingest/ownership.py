@@ -81,6 +81,10 @@ class Ownership:
         # those seqs until a confirmed commit passes the offset (they are consumed again, and
         # only the WAL's copy makes them redeliveries). None until the first assignment.
         self._unsettled: dict[Partition, tuple[int, int]] | None = None
+        # The reply topic as read during one assignment, by (reply partition, from offset):
+        # several source partitions (and a partition's handoff and its sweep) often start at
+        # the same place, and one snapshot of it serves them all.
+        self._read: dict[tuple[int, int], list[bytes | None]] = {}
 
     @property
     def floor(self) -> int | None:
@@ -128,6 +132,7 @@ class Ownership:
         """Raises WalTailLost when this WAL lost acknowledged events, RegistrationRefused
         when the group moved on while this WAL registered. Returns what the WAL holds:
         {partition: highest stored offset}."""
+        self._read.clear()
         held = self._wal.source_offsets()
         involved = sorted({*partitions, *held})
         group = self._client.committed(involved)
@@ -172,6 +177,7 @@ class Ownership:
                     partition, decode_mark(own_commit[1]) if own_commit else None, since, end, marks.get(partition)
                 )
                 self._void_copies(partition, [run for run in homes if run.wal_id != wal_id])
+        self._read.clear()
         return held
 
     def _uncommitted(
@@ -231,8 +237,10 @@ class Ownership:
         if where is None:
             return Homes()
         trusted = group_mark.wals if group_mark is not None else frozenset()
+        if where not in self._read:
+            self._read[where] = self._client.read_from(self._reply_topic, *where)
         reading = first_homes(
-            self._client.read_from(self._reply_topic, *where),
+            self._read[where],
             topic,
             number,
             from_offset,

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from consumer.ingest.ownership import Ownership
+from consumer.protocol.acks import Ack
+from consumer.protocol.handoff import NO_ACK, CommitMark, encode_mark
 from consumer.protocol.types import Commits, Partition
 from walcore import EventRecord, SourcePosition, Wal
 
@@ -58,3 +60,37 @@ def test_the_floor_holds_uncommitted_events_until_a_commit_passes_them(tmp_path:
         group.commits[("t", 1)] = (5, "")
         ownership.refresh_floor()
         assert ownership.floor is None  # nothing uncommitted: retention is bounded by the store alone
+
+
+class ReadCountingGroup(ScriptedGroup):
+    """Every source partition's acks land on reply partition 0, which holds ``acks``."""
+
+    def __init__(self, acks: list[bytes]) -> None:
+        super().__init__()
+        self.acks = acks
+        self.reads: list[tuple[str, int, int]] = []
+
+    def reply_partition(self, topic: str, key: bytes) -> int | None:
+        return 0
+
+    def read_from(self, topic: str, partition: int, offset: int) -> list[bytes | None]:
+        self.reads.append((topic, partition, offset))
+        return list(self.acks[offset:])
+
+
+def test_an_assignment_reads_each_place_of_the_reply_topic_once_for_all_its_partitions(tmp_path: Path) -> None:
+    """Four partitions whose marks name WAL w2 and no ack yet: each handoff starts at reply
+    partition 0's first message; one read serves the four, and each gets w2's homes."""
+    acks = [Ack("w2", "t", n, [(0, 9, 100 * n + 1)], [], []).encode() for n in range(4)]
+    group = ReadCountingGroup(acks)
+    for n in range(4):
+        group.commits[("t", n)] = (0, encode_mark(CommitMark("w2", 0, 0, NO_ACK, frozenset({"w2"}))))
+    with Wal.open(tmp_path / "wal") as wal:
+        ownership = Ownership(group, wal, "acks")  # type: ignore[arg-type]  # a scripted adapter: only these calls
+        ownership.assigned([("t", n) for n in range(4)])
+        assert group.reads == [("acks", 0, 0)]
+        for n in range(4):
+            (run,) = ownership.homes[("t", n)]
+            assert (run.wal_id, run.first, run.last, run.seq) == ("w2", 0, 9, 100 * n + 1)
+        ownership.assigned([("t", 0)])  # a later assignment reads the reply topic anew
+        assert group.reads == [("acks", 0, 0), ("acks", 0, 0)]
