@@ -6,7 +6,8 @@ no offset acked with two homes, the live events over all WALs exactly the distin
 
 Bounded in `make test` (20,000 events, 8 kills, 3 of them past the session timeout, one group
 mixing both backends); ``TIDAL_SOAK=1`` (``make soak``): 150,000 events, 12 kills, 4 past the
-session timeout, and also a group of each backend alone.
+session timeout, and also a group of each backend alone and a confluent group with
+``delivery = "transactional"`` (acks then read as committed, as its readers do).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ SEED = int(os.environ.get("TIDAL_CHAOS_SEED", "7"))
 # a WAL moves between them: acks, commit marks and handoffs must agree across backends.
 # Bounded (make test): the mixed group only, which starts each instance on either backend;
 # make soak also runs a group of each backend alone.
-@pytest.mark.backends(*(("kafka-python", "confluent", "mixed") if SOAK else ("mixed",)))
+@pytest.mark.backends(*(("kafka-python", "confluent", "mixed", "transactional") if SOAK else ("mixed",)))
 def test_three_instances_killed_at_random_keep_one_home_per_event(
     kafka_bootstrap: str, tmp_path: Path, kafka_admin: KafkaAdminClient, backend: str
 ) -> None:
@@ -66,19 +67,21 @@ def test_three_instances_killed_at_random_keep_one_home_per_event(
         [NewTopic(topics.signals, PARTITIONS, 1), NewTopic(topics.reply, PARTITIONS, 1), NewTopic(topics.dlq, 1, 1)]
     )
     configs = {}
-    for name in ("kafka-python", "confluent"):
+    for name in ("kafka-python", "confluent", "transactional"):
+        client = "confluent" if name == "transactional" else name
         configs[name] = tmp_path / f"consumer-{name}.toml"
         configs[name].write_text(
-            "max_poll_records = 2000\n"
-            + consumer_options(name, session_timeout_ms=SESSION_S * 1000, heartbeat_interval_ms=1000)
+            f'max_poll_records = 2000\nbackend = "{client}"\n'
+            + ('delivery = "transactional"\n' if name == "transactional" else "")
+            + consumer_options(client, session_timeout_ms=SESSION_S * 1000, heartbeat_interval_ms=1000)
         )
     wal_dirs = [tmp_path / f"wal-{name}" for name in "abc"]
 
     def start(wal_dir: Path, crash: tuple[str, int] | None = None) -> Service:
         """``crash``: (crash point, batch number): the instance SIGKILLs itself there."""
-        chosen = rng.choice(sorted(configs)) if backend == "mixed" else backend
+        chosen = rng.choice(["confluent", "kafka-python"]) if backend == "mixed" else backend
         extra = ["--config", str(configs[chosen])]
-        env = {"TIDAL_BACKEND": chosen}
+        env = {"TIDAL_BACKEND": "confluent" if chosen == "transactional" else chosen}
         if crash is None:
             return topics.service(wal_dir, extra=extra, env=env)
         return topics.service(wal_dir, extra=extra, hooked=True, env={**env, crash[0]: str(crash[1])})
@@ -155,7 +158,13 @@ def test_three_instances_killed_at_random_keep_one_home_per_event(
 
     positions = {(p, o) for p, end in ends.items() for o in range(end)}
     homes = homes_of(
-        read_topic(kafka_bootstrap, topics.reply, until=lambda m: positions <= set(homes_of(m)), timeout=120)
+        read_topic(
+            kafka_bootstrap,
+            topics.reply,
+            until=lambda m: positions <= set(homes_of(m)),
+            timeout=120,
+            committed_only=backend == "transactional",
+        )
     )
     assert {p: h for p, h in homes.items() if len(h) > 1} == {}, "offsets acked with two homes"
     live: set[tuple[str, int]] = set()

@@ -182,9 +182,18 @@ def metric_totals(log: str) -> dict[str, float]:
     return totals
 
 
-def read_topic(bootstrap: str, topic: str, *, until: Any, timeout: float = 60.0) -> list[Any]:
-    """All messages of a topic from the beginning, until ``until(messages)`` is true."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+def read_topic(
+    bootstrap: str, topic: str, *, until: Any, timeout: float = 60.0, committed_only: bool = False
+) -> list[Any]:
+    """All messages of a topic from the beginning, until ``until(messages)`` is true;
+    ``committed_only``: as a reader of committed messages sees them (aborted transactions
+    left out)."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        isolation_level="read_committed" if committed_only else "read_uncommitted",
+    )
     partitions = consumer.partitions_for_topic(topic) or set()
     deadline = time.monotonic() + timeout
     while not partitions and time.monotonic() < deadline:
