@@ -326,7 +326,7 @@ class Service:
             except KafkaOptionInvalid as exc:
                 log.critical("%s", exc)
                 return ExitCode.CONFIG
-            except KafkaRefused as exc:
+            except (KafkaRefused, TransactionAborted) as exc:  # refused, or transactions cannot start
                 return self._fatal(exc)
         return ExitCode.OK
 

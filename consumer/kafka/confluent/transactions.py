@@ -97,7 +97,13 @@ class Transactions:
                 error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
                 if error is not None and error.retriable() and time.monotonic() < deadline:
                     continue
-                if error is not None and (error.txn_requires_abort() or error.fatal()):
+                if error is not None and error.fatal():
+                    raise TransactionAborted(
+                        f"transactions stopped while {what} ({_text(exc)}): a fatal producer error; a fenced "
+                        "producer means another process runs with this WAL's transactional id (a copy of the WAL?); "
+                        "nothing uncommitted is visible"
+                    ) from exc
+                if error is not None and error.txn_requires_abort():
                     raise TransactionAborted(
                         f"transaction refused while {what} ({_text(exc)}): the group moved on while this instance "
                         "held the batch (was it paused?); none of its acks, dead letters or offsets is visible, "
