@@ -61,6 +61,12 @@ class WalTailLost(RuntimeError):
     Running on would hand those (wal_id, seq) pairs to other events."""
 
 
+class WalRunningElsewhere(RuntimeError):
+    """Another process joined the group as this WAL (its static member id, or its
+    transactional id): a copy of the WAL directory runs elsewhere, which the WAL's lock
+    cannot see. Two copies would give one (wal_id, seq) to two events."""
+
+
 class CodecMissing(RuntimeError):
     """Records arrived compressed with a codec the Kafka client cannot decompress here."""
 

@@ -31,6 +31,7 @@ from consumer.errors import (
     RegistrationRefused,
     StoreFailed,
     TransactionAborted,
+    WalRunningElsewhere,
     WalTailLost,
 )
 from consumer.ingest.commits import Backoff, Committer
@@ -67,6 +68,7 @@ _FATAL: list[tuple[type[BaseException] | tuple[type[BaseException], ...], ExitCo
     (StoreFailed, ExitCode.STORE, "%s"),
     (DeliveryFailed, ExitCode.DELIVERY, "%s"),
     (TransactionAborted, ExitCode.FENCED, "%s"),
+    (WalRunningElsewhere, ExitCode.WAL_UNUSABLE, "%s"),
     (
         KafkaRefused,
         ExitCode.KAFKA_REFUSED,

@@ -8,6 +8,7 @@ homes: the limit this mode keeps, shown rather than claimed."""
 
 from __future__ import annotations
 
+import shutil
 import signal
 import time
 import uuid
@@ -204,3 +205,24 @@ def test_a_kill_with_a_transaction_open_shows_none_of_it_and_the_restart_acks_ea
     here = wal_id(wal_dir)
     assert homes == {(r["source"]["partition"], r["source"]["offset"]): {(here, r["seq"])} for r in rows}
     assert all(homes[p] == {(here, seq)} for p, seq in stored_before.items())  # the original seqs
+
+
+def test_a_copy_of_a_running_wal_started_elsewhere_stops_the_first_with_one_line(
+    topics: Topics, tmp_path: Path
+) -> None:
+    """Two processes on one WAL id (a copied WAL directory, which the WAL's lock cannot
+    see) would hand one (wal_id, seq) to two events. The copy joins as the same static
+    member (and, transactional, with the same producer id), which fences the first: it
+    exits 2, the WAL being in use elsewhere, with one line saying so; not 5, which a
+    supervisor would restart into fencing the copy in turn. (Either delivery: the consumer's
+    fence comes first; the standard one is run.)"""
+    delivery = "standard"
+    first = produce(topics.bootstrap, topics.signals, [event(i) for i in range(200)])
+    a = topics.service(tmp_path / "wal-a", extra=config(tmp_path, delivery))
+    acks_cover(topics.bootstrap, topics.reply, first)
+    shutil.copytree(tmp_path / "wal-a", tmp_path / "wal-copy", ignore=shutil.ignore_patterns("LOCK", "store"))
+    copy = topics.service(tmp_path / "wal-copy", extra=config(tmp_path, delivery))
+    assert a.process.wait(timeout=90) == 2, a.log()
+    line = [entry for entry in a.log().splitlines() if "another process" in entry]
+    assert len(line) == 1 and "Traceback" not in a.log(), a.log()
+    assert copy.stop() == 0, copy.log()

@@ -31,7 +31,14 @@ from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from consumer.errors import CommitRefused, KafkaOptionInvalid, KafkaRefused, KafkaUnavailable, TransactionAborted
+from consumer.errors import (
+    CommitRefused,
+    KafkaOptionInvalid,
+    KafkaRefused,
+    KafkaUnavailable,
+    TransactionAborted,
+    WalRunningElsewhere,
+)
 from consumer.kafka.adapter import (
     HANDOFF_TIMEOUT_S,
     Connection,
@@ -169,12 +176,26 @@ class _Watch:
 
     def check(self, grace_s: float) -> None:
         if self.fatal is not None:
-            raise KafkaUnavailable(f"librdkafka fatal error: {self.fatal.str()}")
+            raise _fatal(self.fatal)
         refusals = self.refusals
         if self.untrusted and refusals.ongoing():  # no retry changes an untrusted certificate
             raise KafkaRefused(refusals.reason)
         if refusals.persisted(grace_s):
             raise KafkaRefused(f"{refusals.reason}, for {grace_s:.0f} s")
+
+
+def _fatal(error: KafkaError) -> BaseException:
+    """What a fatal librdkafka error ends the service with. A consumer fenced by another
+    with its group.instance.id (tidal-<wal_id>) reaches the application as a generic
+    "fatal" code whose text names the broker's error, hence the text match."""
+    text = error.str()
+    if error.code() == KafkaError.FENCED_INSTANCE_ID or ("fenced" in text and "group.instance.id" in text):
+        return WalRunningElsewhere(
+            f"another process joined the group as this WAL ({text}): is a copy of this WAL directory running "
+            "elsewhere? Two copies would give one (wal_id, seq) to two events: stop one, and give a new "
+            "instance a fresh WAL directory"
+        )
+    return KafkaUnavailable(f"librdkafka fatal error: {text}")
 
 
 def _metadata(tp: TopicPartition) -> str:
@@ -359,8 +380,8 @@ class ConfluentAdapter:
         error = message.error()
         if error is None:
             return
-        if error.fatal():
-            raise KafkaUnavailable(f"librdkafka fatal error: {error.str()}")
+        if error.fatal() or error.code() == KafkaError._FATAL:  # the client is done for
+            raise _fatal(error)
         if error.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
             if message.topic() not in self._missing_topics:
                 self._missing_topics.add(message.topic() or "")
