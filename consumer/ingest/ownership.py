@@ -81,10 +81,6 @@ class Ownership:
         # those seqs until a confirmed commit passes the offset (they are consumed again, and
         # only the WAL's copy makes them redeliveries). None until the first assignment.
         self._unsettled: dict[Partition, tuple[int, int]] | None = None
-        # The reply topic as read during one assignment, by (reply partition, from offset):
-        # several source partitions (and a partition's handoff and its sweep) often start at
-        # the same place, and one snapshot of it serves them all.
-        self._read: dict[tuple[int, int], list[bytes | None]] = {}
 
     @property
     def floor(self) -> int | None:
@@ -132,7 +128,10 @@ class Ownership:
         """Raises WalTailLost when this WAL lost acknowledged events, RegistrationRefused
         when the group moved on while this WAL registered. Returns what the WAL holds:
         {partition: highest stored offset}."""
-        self._read.clear()
+        # The reply topic as read during this assignment, by (reply partition, from offset):
+        # several source partitions (and a partition's handoff and its sweep) often start at
+        # the same place, and one snapshot of it serves them all.
+        read: dict[tuple[int, int], list[bytes | None]] = {}
         held = self._wal.source_offsets()
         involved = sorted({*partitions, *held})
         group = self._client.committed(involved)
@@ -155,7 +154,7 @@ class Ownership:
             mark = marks.get(partition)
             self.history[partition] = mark.wals if mark is not None else frozenset()
             commit = group.get(partition)
-            homes = self._read_homes(partition, mark, commit[0] if commit else 0, ends[partition][1], mark)
+            homes = self._read_homes(partition, mark, commit[0] if commit else 0, ends[partition][1], mark, read=read)
             # Repeat every home this WAL cannot answer for by itself: another WAL's, and its
             # own for offsets it does not hold at that position (a producer retry acked as a
             # duplicate: stored nowhere, and the dedup window may have forgotten it since).
@@ -173,11 +172,9 @@ class Ownership:
             since = own_commit[0] if own_commit else 0
             if last_held >= since:  # stored past this WAL's own last commit: maybe orphans
                 end = ends[partition][1] if partition in ends else None
-                homes = self._read_homes(
-                    partition, decode_mark(own_commit[1]) if own_commit else None, since, end, marks.get(partition)
-                )
+                own_mark = decode_mark(own_commit[1]) if own_commit else None
+                homes = self._read_homes(partition, own_mark, since, end, marks.get(partition), read=read)
                 self._void_copies(partition, [run for run in homes if run.wal_id != wal_id])
-        self._read.clear()
         return held
 
     def _uncommitted(
@@ -228,19 +225,22 @@ class Ownership:
         from_offset: int,
         end: int | None,
         group_mark: CommitMark | None,
+        *,
+        read: dict[tuple[int, int], list[bytes | None]],
     ) -> Homes:
         """The first home of each of the partition's offsets from ``from_offset``, read from
-        the reply topic after ``mark``'s ack; only acks the group's mark and ``end`` make
-        believable (consumer.protocol.handoff.first_homes), the others reported here."""
+        the reply topic after ``mark``'s ack (``read``: this assignment's reads, by place);
+        only acks the group's mark and ``end`` make believable
+        (consumer.protocol.handoff.first_homes), the others reported here."""
         topic, number = partition
         where = self._where_acks_start(partition, mark)
         if where is None:
             return Homes()
         trusted = group_mark.wals if group_mark is not None else frozenset()
-        if where not in self._read:
-            self._read[where] = self._client.read_from(self._reply_topic, *where)
+        if where not in read:
+            read[where] = self._client.read_from(self._reply_topic, *where)
         reading = first_homes(
-            self._read[where],
+            read[where],
             topic,
             number,
             from_offset,

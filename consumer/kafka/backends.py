@@ -100,7 +100,6 @@ def open_transport(
 ) -> ProducerTransport:
     """DurableProducer's transport on backend ``name`` (ValueError: unknown, not installed,
     options the library refuses, or no such reply topic)."""
-    check(name)
     transport: ProducerTransport = getattr(_part(name, "transport"), BACKENDS[name].transport)(
         bootstrap_servers, reply_topic, options
     )
