@@ -18,14 +18,12 @@ from typing import NamedTuple
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from tests.support.consumer_fixtures import PARTITIONS, Topics
+from tests.support.consumer_fixtures import Topics, await_committed
 from tests.support.service_helpers import (
     Service,
     acks_cover,
-    committed,
     consumer_options,
     dump,
-    end_offsets,
     event,
     homes_of,
     produce,
@@ -50,14 +48,6 @@ def await_paused(service: Service, timeout: float = 60.0) -> None:
         assert service.process.poll() is None, service.log()
         assert time.monotonic() < deadline, service.log()
         time.sleep(0.05)
-
-
-def await_committed(topics: Topics, service: Service, timeout: float = 60.0) -> None:
-    wanted = end_offsets(topics.bootstrap, topics.signals, PARTITIONS)
-    deadline = time.monotonic() + timeout
-    while (now := committed(topics.bootstrap, topics.group, topics.signals, PARTITIONS)) != wanted:
-        assert time.monotonic() < deadline, f"committed {now}, wanted {wanted}:\n{service.log()}"
-        time.sleep(0.1)
 
 
 def paused_while_b_takes_over(

@@ -12,14 +12,12 @@ from pathlib import Path
 import pytest
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from tests.support.consumer_fixtures import PARTITIONS, Topics
+from tests.support.consumer_fixtures import PARTITIONS, Topics, await_committed
 from tests.support.service_helpers import (
-    Service,
     acks_cover,
     committed,
     consumer_options,
     dump,
-    end_offsets,
     event,
     homes_of,
     metric_totals,
@@ -52,14 +50,6 @@ def assert_one_home_each(topics: Topics, positions: list[tuple[int, int]], wal_d
     assert set(live) == set(positions)  # live events over all WALs = the distinct events, exactly
     for position, home in live.items():  # and each is where its acks say
         assert homes[position] == {home}
-
-
-def await_committed(topics: Topics, service: Service, timeout: float = 60.0) -> None:
-    wanted = {p: o or None for p, o in end_offsets(topics.bootstrap, topics.signals, PARTITIONS).items()}
-    deadline = time.monotonic() + timeout
-    while (now := committed(topics.bootstrap, topics.group, topics.signals, PARTITIONS)) != wanted:
-        assert time.monotonic() < deadline, f"committed {now}, wanted {wanted}:\n{service.log()}"
-        time.sleep(0.1)
 
 
 def crash_first_instance(

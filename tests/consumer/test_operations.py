@@ -110,51 +110,38 @@ def test_status_shows_lag_per_partition_and_the_wals_last_seq(topics: Topics, tm
     # A client option in the configured backend's own names: status uses that backend too.
     config = tmp_path / "status.toml"
     config.write_text(consumer_options(session_timeout_ms=12000))
-    result = subprocess.run(
-        [
-            TIDAL,
-            "status",
-            "--bootstrap-servers",
-            topics.bootstrap,
-            "--topic",
-            topics.signals,
-            "--group-id",
-            topics.group,
-            "--wal-dir",
-            str(tmp_path / "wal"),
-            "--json",
-            "--config",
-            str(config),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+
+    def status(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                TIDAL,
+                "status",
+                "--bootstrap-servers",
+                topics.bootstrap,
+                "--topic",
+                topics.signals,
+                "--group-id",
+                topics.group,
+                "--wal-dir",
+                str(tmp_path / "wal"),
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+
+    result = status("--json", "--config", str(config))
     assert result.returncode == 0, result.stderr
-    status = json.loads(result.stdout)
+    status_json = json.loads(result.stdout)
     ends = end_offsets(topics.bootstrap, topics.signals, 4)
-    assert {row["partition"]: row["end"] for row in status["partitions"]} == ends
-    assert status["total_lag"] == 50
-    assert status["wal"]["last_seq"] == 300 and 0 <= status["wal"]["newest_event_age_s"] < 120
-    text = subprocess.run(
-        [
-            TIDAL,
-            "status",
-            "--bootstrap-servers",
-            topics.bootstrap,
-            "--topic",
-            topics.signals,
-            "--group-id",
-            topics.group,
-            "--wal-dir",
-            str(tmp_path / "wal"),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
+    assert {row["partition"]: row["end"] for row in status_json["partitions"]} == ends
+    assert status_json["total_lag"] == 50
+    assert status_json["wal"]["last_seq"] == 300 and 0 <= status_json["wal"]["newest_event_age_s"] < 120
+    result = status()
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
     assert "total lag 50" in text and "last seq 300" in text
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.service_helpers import Service
+from tests.support.service_helpers import Service, committed, end_offsets
 
 PARTITIONS = 4
 
@@ -37,3 +38,12 @@ def topics(kafka_bootstrap: str, make_topic: Callable[..., str]) -> Topics:
         make_topic("dlq", 1),
         f"group-{uuid.uuid4().hex[:8]}",
     )
+
+
+def await_committed(topics: Topics, service: Service, timeout: float = 60.0) -> None:
+    """Until the group's commits reach the end of every input partition (None: an empty one)."""
+    wanted = {p: o or None for p, o in end_offsets(topics.bootstrap, topics.signals, PARTITIONS).items()}
+    deadline = time.monotonic() + timeout
+    while (now := committed(topics.bootstrap, topics.group, topics.signals, PARTITIONS)) != wanted:
+        assert time.monotonic() < deadline, f"committed {now}, wanted {wanted}:\n{service.log()}"
+        time.sleep(0.1)
