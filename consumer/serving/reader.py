@@ -53,6 +53,43 @@ class StoreClosed(RuntimeError):
     """The service is stopping: the store is closed to queries (HTTP 503)."""
 
 
+class _ViewLock:
+    """Answers share the view; a catch-up, which moves it, waits for those under way and holds
+    new ones off. An answer reads several times (a top-k walks the index's runs, then reads
+    its candidates' scores), and every read must see one state of the store; RocksDB's
+    snapshots do not span a secondary's column families."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._reading = 0
+        self._moving = False
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._changed:
+            self._changed.wait_for(lambda: not self._moving)
+            self._reading += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._reading -= 1
+                self._changed.notify_all()
+
+    @contextlib.contextmanager
+    def moving(self) -> Iterator[None]:
+        """Callers take turns (StoreReader._catching_up)."""
+        with self._changed:
+            self._moving = True
+            self._changed.wait_for(lambda: not self._reading)
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._moving = False
+                self._changed.notify_all()
+
+
 class StoreReader:
     def __init__(
         self,
@@ -75,6 +112,7 @@ class StoreReader:
         self._engine = RocksEngine(store_dir, secondary=self._own_dir)
         self._store = SignalStore(self._engine, schema)
         self._catching_up = threading.Lock()
+        self._view = _ViewLock()
         self._caught_up_at = time.monotonic()
         self._wanted = threading.Event()  # a query came: keep the view fresh
         self._closing = threading.Event()
@@ -104,8 +142,9 @@ class StoreReader:
         with self._catching_up:
             if time.monotonic() - self._caught_up_at >= older_than_s:
                 self._caught_up_at = time.monotonic()
-                self._engine.catch_up()
-                self._store.refresh()
+                with self._view.moving():
+                    self._engine.catch_up()
+                    self._store.refresh()
 
     def _follow(self) -> None:
         """While queries arrive, catch up every FOLLOW_EVERY_S, off their path."""
@@ -139,12 +178,14 @@ class StoreReader:
         }
 
     def entity(self, entity_id: int, at_ns: int) -> dict[str, Any]:
-        answer = self._answer(at_ns)
-        return {"entity_id": entity_id, **answer, "signals": signals_answer(self._store.query(entity_id, at_ns))}
+        with self._view.reading():
+            answer = self._answer(at_ns)
+            return {"entity_id": entity_id, **answer, "signals": signals_answer(self._store.query(entity_id, at_ns))}
 
     def top(self, signal: str, at_ns: int, k: int | None, min_score: float | None) -> dict[str, Any]:
-        answer = self._answer(at_ns)
-        ranked = self._store.top(signal, at_ns, k, min_score)
+        with self._view.reading():
+            answer = self._answer(at_ns)
+            ranked = self._store.top(signal, at_ns, k, min_score)
         return {
             "signal": signal,
             "k": k,
@@ -154,8 +195,9 @@ class StoreReader:
         }
 
     def scores(self, signal: str, entities: Iterable[int], at_ns: int) -> dict[str, Any]:
-        answer = self._answer(at_ns)
-        found = self._store.scores_at(signal, entities, at_ns)
+        with self._view.reading():
+            answer = self._answer(at_ns)
+            found = self._store.scores_at(signal, entities, at_ns)
         return {"signal": signal, **answer, "entities": [[entity, score] for entity, score in found.items()]}
 
     def close(self) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +18,10 @@ from consumer.config import Settings, SignalConfig, build_schema
 from tests.support.walcore_helpers import assert_same_ranking, naive_ranking, naive_signals
 from walcore.records import EventRecord
 from walcore.schema import MAX_ABS_WEIGHT, Schema
-from walcore.storage import keys, ranking
+from walcore.storage import keys, rank_runs
 from walcore.storage.engine import KEYSPACES, MemoryEngine, StorageEngine, WriteBatch
 from walcore.storage.rocks import RocksEngine
-from walcore.storage.signals import NANOS, lambda_per_ns
+from walcore.storage.signals import NANOS, decode_score, lambda_per_ns
 from walcore.storage.store import SchemaMismatch, SignalStore, UnknownSignal
 
 SCHEMA = Settings().signal_schema()
@@ -96,8 +96,6 @@ def test_engines_keep_keyspaces_apart_scan_in_order_and_write_batches_whole(engi
         batch.put_many(keyspace, [(key, keyspace.encode()) for key in (b"k2", b"k10", b"k1\x00", b"j", b"k")])
         engine.write(batch)
         assert [key for key, _ in engine.scan(keyspace, b"k", b"k2")] == [b"k", b"k1\x00", b"k10"]
-        assert [key for key, _ in engine.scan_reverse(keyspace, b"k", b"k2")] == [b"k10", b"k1\x00", b"k"]
-        assert [key for key, _ in engine.scan_reverse(keyspace, b"k1\x00")][:2] == [b"k2", b"k10"]
         assert engine.get_many(keyspace, [b"k10", b"k3"]) == [keyspace.encode(), None]
     assert engine.get("scores", b"a") == b"other keyspace" and engine.get("meta", b"a") is None
     engine.delete("events", b"a")
@@ -204,13 +202,11 @@ def assert_ranks(store: SignalStore, live: list[tuple[int, EventRecord]], at: in
 
 
 def assert_index_is_the_scores(store: SignalStore) -> None:
-    """Every score has exactly one ``top`` entry, holding the same record, and nothing else is there."""
-    engine = store._engine
-    scores = {keys.decode_score_key(key): raw for key, raw in engine.scan("scores", b"")}
-    indexed = {
-        (ranking.decode_top_key(key)[3], ranking.decode_top_key(key)[0]): raw for key, raw in engine.scan("top", b"")
-    }
-    assert indexed == scores and len(list(engine.scan("top", b""))) == len(scores)
+    """The index's current entries are exactly the scores: one per (entity, type) held,
+    with its value and ref (stale entries of older runs may remain; a reader skips them)."""
+    scores = {keys.decode_score_key(key): decode_score(raw) for key, raw in store._engine.scan("scores", b"")}
+    indexed = {(entity, signal): decode_score(raw) for signal in TYPES for _, _, entity, raw in store._current(signal)}
+    assert indexed == scores
 
 
 RANKED = st.lists(
@@ -226,46 +222,53 @@ RANKED = st.lists(
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(RANKED, st.integers(1, 50), st.integers(0, 5 * 24))
+@given(RANKED, st.integers(1, 50), st.integers(0, 5 * 24), st.sampled_from([(2, 2), (3, 4), (512, 8)]))
 def test_top_k_from_the_index_equals_a_naive_ranking_with_mixed_signs(
-    raw: list[tuple[int, int, float, int]], chunk: int, later_hours: int
+    raw: list[tuple[int, int, float, int]], chunk: int, later_hours: int, layout: tuple[int, int]
 ) -> None:
     """Many entities, weights of both signs (negative and zero scores rank below positive
-    ones), equal weights at equal times (ties), on RocksDB: read backwards at or after the
-    latest event, scanned from the events before it."""
+    ones), equal weights at equal times (ties), voided events: read from the index's runs at
+    or after the latest event, scored from the events before it. Small chunks and fan-ins
+    (as well as the real ones) make walks cross chunks and runs merge, cascading."""
     events = [
         (seq, EventRecord(entity, signal, float(weight), ts)) for seq, (entity, signal, weight, ts) in enumerate(raw, 1)
     ]
-    store = SignalStore(MemoryEngine(), SCHEMA)
-    for start in range(0, len(events), chunk):
-        store.apply(events[start : start + chunk], events[min(start + chunk, len(events)) - 1][0])
-    latest = max(r.timestamp_nanos for _, r in events)
-    for at in (latest, latest + later_hours * HOUR, latest // 3):
-        assert_ranks(store, events, at)
-    assert_index_is_the_scores(store)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rank_runs, "CHUNK", layout[0])
+        patch.setattr(rank_runs, "FANIN", layout[1])
+        store = SignalStore(MemoryEngine(), SCHEMA)
+        for start in range(0, len(events), chunk):
+            store.apply(events[start : start + chunk], events[min(start + chunk, len(events)) - 1][0])
+        voided = events[::7]
+        store.unapply(voided)
+        live = [event for event in events if event not in voided]
+        latest = max(r.timestamp_nanos for _, r in events)
+        for at in (latest, latest + later_hours * HOUR, latest // 3):
+            assert_ranks(store, live, at)
+        assert_index_is_the_scores(store)
 
 
-def test_top_k_at_now_reads_about_k_keys_not_every_entity() -> None:
+def test_top_k_at_now_reads_one_chunk_and_about_k_scores_not_every_entity() -> None:
     """The index's point: at or after the type's latest event, a top-10 over 5,000 entities
-    reads the 10 highest keys (and any within the rounding margin), not all 5,000."""
+    (one run of 10 chunks) reads the run's first chunk and about 10 scores, not all 5,000."""
     engine = MemoryEngine()
     store = SignalStore(engine, SCHEMA)
     store.apply(
         [(entity + 1, EventRecord(entity, 1, 1.0 + entity, 1_000 * NANOS + entity)) for entity in range(5000)], 5000
     )
-    read = []
-    scan_reverse = engine.scan_reverse
+    read: dict[str, int] = {"top": 0, "scores": 0}
+    get_many = engine.get_many
 
-    def counting(*args: object) -> Iterator[tuple[bytes, bytes]]:
-        for entry in scan_reverse(*args):  # type: ignore[arg-type]
-            read.append(entry)
-            yield entry
+    def counting(keyspace: str, wanted: Iterable[bytes]) -> list[bytes | None]:
+        found = get_many(keyspace, wanted)
+        read[keyspace] = read.get(keyspace, 0) + len(found)
+        return found
 
-    engine.scan_reverse = counting  # type: ignore[method-assign]
+    engine.get_many = counting  # type: ignore[method-assign]
     top = store.top("view", 2_000 * NANOS, 10)
     assert [entity for entity, _ in top] == list(range(4999, 4989, -1))
-    assert len(read) <= 11
-    # Equal scores: the lower entity id first, though its key sorts below the other's.
+    assert read["top"] == 1 and read["scores"] <= 16
+    # Equal scores: the lower entity id first, though its rank sorts below the other's.
     store.apply(
         [
             (5001, EventRecord(2**40, 2, 3.0, 50 * NANOS)),
@@ -279,19 +282,26 @@ def test_top_k_at_now_reads_about_k_keys_not_every_entity() -> None:
         store.top("teleport", 0, 1)
 
 
-def test_an_old_store_without_the_index_is_indexed_when_it_follows_its_wal(tmp_path: Path) -> None:
-    """A store written before the ranking existed (no ``top`` entries, no marker) gets every
-    score indexed once, at the applier's start."""
-    engine = MemoryEngine()
-    store = SignalStore(engine, SCHEMA)
-    store.apply([(1, EventRecord(7, 1, 2.0, 10 * NANOS)), (2, EventRecord(8, 1, 3.0, 20 * NANOS))], 2)
-    for key, _ in list(engine.scan("top", b"")):
-        engine.delete("top", key)
-    engine.delete("meta", b"top_index")
-    reopened = SignalStore(engine, SCHEMA)
-    reopened.follow("w1", 2)
-    assert [e for e, _ in reopened.top("view", 30 * NANOS, 5)] == [8, 7]
-    assert_index_is_the_scores(reopened)
+def test_an_old_store_without_runs_is_indexed_when_it_follows_its_wal() -> None:
+    """A store written before the index was runs (no ``top`` entries and no marker, or an
+    entry per score and marker "1") gets every score indexed once, at the applier's start,
+    and the old entries go."""
+    for marker in (None, b"1"):
+        engine = MemoryEngine()
+        store = SignalStore(engine, SCHEMA)
+        store.apply([(1, EventRecord(7, 1, 2.0, 10 * NANOS)), (2, EventRecord(8, 1, 3.0, 20 * NANOS))], 2)
+        for key, _ in list(engine.scan("top", b"")):
+            engine.delete("top", key)
+        for key, _ in list(engine.scan("meta", b"top_")):
+            engine.delete("meta", key)
+        if marker is not None:
+            engine.put("top", bytes(19), b"an entry of the old layout")
+            engine.put("meta", b"top_index", marker)
+        reopened = SignalStore(engine, SCHEMA)
+        reopened.follow("w1", 2)
+        assert [e for e, _ in reopened.top("view", 30 * NANOS, 5)] == [8, 7]
+        assert engine.get("top", bytes(19)) is None
+        assert_index_is_the_scores(reopened)
 
 
 @settings(max_examples=60, deadline=None)
@@ -300,21 +310,28 @@ def test_a_crash_before_the_flush_reapplies_nothing_twice_and_skips_nothing(
     raw: list[tuple[int, int, float, int]], flushed_at: int, crashed_at: int
 ) -> None:
     """Apply event by event; flush at one point, lose the unflushed rest (a crash) at a later
-    one; then apply the whole log again, as the applier's catch-up does from the WAL."""
+    one; then apply the whole log again, as the applier's catch-up does from the WAL. The
+    index (small chunks and fan-in: merges on most applies) is the scores' again."""
     events = [
         (seq, EventRecord(entity, signal, float(weight), ts)) for seq, (entity, signal, weight, ts) in enumerate(raw, 1)
     ]
-    engine = MemoryEngine()
-    store = SignalStore(engine, SCHEMA)
-    for seq, record in events[: max(flushed_at, crashed_at)]:
-        store.apply([(seq, record)], seq)
-        if seq == flushed_at:
-            store.flush()
-    engine.crash()
-    store = SignalStore(engine, SCHEMA)
-    assert store.applied_seq == (flushed_at if flushed_at <= len(events) else 0)  # the flushed state, whole
-    store.apply(events, len(events))
-    assert_matches(store, events, max(r.timestamp_nanos for _, r in events))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rank_runs, "CHUNK", 2)
+        patch.setattr(rank_runs, "FANIN", 2)
+        engine = MemoryEngine()
+        store = SignalStore(engine, SCHEMA)
+        for seq, record in events[: max(flushed_at, crashed_at)]:
+            store.apply([(seq, record)], seq)
+            if seq == flushed_at:
+                store.flush()
+        engine.crash()
+        store = SignalStore(engine, SCHEMA)
+        assert store.applied_seq == (flushed_at if flushed_at <= len(events) else 0)  # the flushed state, whole
+        store.apply(events, len(events))
+        latest = max(r.timestamp_nanos for _, r in events)
+        assert_matches(store, events, latest)
+        assert_ranks(store, events, latest)
+        assert_index_is_the_scores(store)
 
 
 def test_weights_an_older_wal_holds_beyond_the_bound_are_clamped_and_every_figure_stays_finite() -> None:

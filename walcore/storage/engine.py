@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from typing import NamedTuple, Protocol
 
 # events: one entry per applied event; scores: one aggregate per (entity, signal type);
-# top: the scores again, keyed by signal type and rank (walcore.storage.ranking);
+# top: the scores' ranks as sorted runs, for top-k reads (walcore.storage.rank_runs);
 # meta: the store's own state (the last applied seq, the WAL it follows).
 KEYSPACES = ("events", "scores", "top", "meta")
 
@@ -66,9 +66,6 @@ class StorageEngine(Protocol):
     def scan(self, keyspace: str, start: bytes, end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         """Entries with ``start <= key < end`` (no upper bound when ``end`` is None), in key order."""
 
-    def scan_reverse(self, keyspace: str, start: bytes, end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
-        """The same entries as ``scan``, in descending key order (the ranking's reads)."""
-
     def batch(self) -> Batch:
         """An empty batch for ``write`` (the engine's own kind: no copy at write time)."""
 
@@ -113,9 +110,6 @@ class MemoryEngine:
         stop = len(keys) if end is None else bisect.bisect_left(keys, end)
         for key in keys[bisect.bisect_left(keys, start) : stop]:
             yield key, entries[key]
-
-    def scan_reverse(self, keyspace: str, start: bytes, end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
-        yield from reversed(list(self.scan(keyspace, start, end)))
 
     def batch(self) -> WriteBatch:
         return WriteBatch()

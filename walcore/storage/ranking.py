@@ -1,21 +1,21 @@
-"""The ``top`` keyspace's keys: ranking by decayed score with forward decay. Pure.
+"""Ranking by decayed score with forward decay: a rank per score that never moves. Pure.
 
 A score kept as (value, ref) is worth value·e^(-λ(t - ref)) at any t ≥ ref (signals.py).
 For value > 0 that is ordered, for every such t at once, by ln(value) + λ·ref (Cormode,
 Shkapenyuk, Srivastava, Xu, "Forward decay", ICDE 2009): the common factor e^(-λt) drops
-out of every comparison. So a key built from it never has to move as time passes, and
-"the k highest scores at t" is the first k keys read backwards.
+out of every comparison. So a rank built from it never has to move as time passes, and
+"the k highest scores at t" are the k highest ranks.
 
 Negative weights make negative values; there the larger magnitude is the lower score, so
-the rank is negated. Each key therefore starts with a *band*: 2 for value > 0, 1 for
-value == 0, 0 for value < 0, then the rank as an order-preserving u64, then the entity:
+the rank is negated. A score's *rank key* is therefore one u64: a band in its top two bits,
+2 for value > 0, 1 for value == 0, 0 for value < 0, then the rank as an order-preserving
+62-bit number (the f64's order-preserving bits less their two lowest). Descending keys are
+descending scores at every t ≥ every ref, within one signal type (the ``top`` keyspace keeps
+them in sorted runs: walcore.storage.rank_runs).
 
-    [signal type u16][band u8][rank: f64 mapped to u64, big-endian][entity u64]   (19 bytes)
-
-Descending key order is descending score at every t ≥ every ref, within one signal type.
-Ranks are floats: two scores closer than a few ulps of λ·ref may come out of the index in
-the wrong order, so a reader takes ``RANK_MARGIN`` more keys past the k-th and sorts the
-candidates by their exact values (walcore.storage.store).
+Ranks are floats, and the key drops two bits of them: two scores closer than a few ulps of
+λ·ref may come out in the wrong order, so a reader takes the keys within ``rank_margin`` of
+the k-th as well and sorts the candidates by their exact values (walcore.storage.store).
 """
 
 from __future__ import annotations
@@ -25,15 +25,10 @@ import struct
 
 import numpy as np
 
-from walcore.storage.keys import split_fixed
-
-_KEY = struct.Struct(">HBQQ")
-KEY_SIZE = _KEY.size
-_PREFIX = struct.Struct(">H")
 _SIGN = 1 << 63
+_BAND_SHIFT = 62
+_RANK_MASK = (1 << _BAND_SHIFT) - 1
 NEGATIVE, ZERO, POSITIVE = 0, 1, 2
-_KEY_ROW = np.dtype([("signal", ">u2"), ("band", "u1"), ("rank", ">u8"), ("entity", ">u8")])
-assert _KEY_ROW.itemsize == KEY_SIZE
 
 
 def band_and_rank(value: float, ref_ns: int, lam: float) -> tuple[int, float]:
@@ -59,55 +54,29 @@ def _rank_bits(rank: float) -> int:
     return int(bits ^ 0xFFFF_FFFF_FFFF_FFFF if bits & _SIGN else bits | _SIGN)
 
 
-def _rank_of(bits: int) -> float:
-    bits = bits ^ _SIGN if bits & _SIGN else bits ^ 0xFFFF_FFFF_FFFF_FFFF
-    (rank,) = struct.unpack(">d", struct.pack(">Q", bits))
-    return float(rank)
+def rank_key(band: int, rank: float) -> int:
+    """The u64 key of (band, rank): keys order as (band, rank) do, to 2^-50 of the rank."""
+    return band << _BAND_SHIFT | _rank_bits(rank) >> 2
 
 
-def top_key(signal: int, value: float, ref_ns: int, entity_id: int, lam: float) -> bytes:
-    """The key of one kept score: ``top_keys`` of one position, the same bytes."""
-    return top_keys(
-        np.array([signal]),
-        np.array([value]),
-        np.array([ref_ns], np.uint64),
-        np.array([entity_id], np.uint64),
-        np.array([lam]),
-    )[0]
+def bands_and_ranks_of(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (band, rank) of each key (``rank_key`` undone, the rank to 2^-50 of itself): (bands, ranks as f64)."""
+    bits = (keys & np.uint64(_RANK_MASK)) << np.uint64(2)
+    bits = np.where(bits & np.uint64(_SIGN), bits ^ np.uint64(_SIGN), ~bits)
+    return keys >> np.uint64(_BAND_SHIFT), bits.view(np.float64)
 
 
-def bound_key(signal: int, band: int, rank: float) -> bytes:
-    """The smallest key of ``signal`` at (band, rank): a scan's lower bound."""
-    return _KEY.pack(signal, band, _rank_bits(rank), 0)
-
-
-def decode_top_key(key: bytes) -> tuple[int, int, float, int]:
-    """(signal type, band, rank, entity)."""
-    signal, band, bits, entity = _KEY.unpack(key)
-    return signal, band, _rank_of(bits), entity
-
-
-def signal_prefix(signal: int) -> bytes:
-    """Every ``top`` key of one signal type starts with this."""
-    return _PREFIX.pack(signal)
-
-
-def top_keys(
-    signals: np.ndarray, values: np.ndarray, refs: np.ndarray, entities: np.ndarray, lams: np.ndarray
-) -> list[bytes]:
-    """``top_key(signal, *band_and_rank(value, ref, λ), entity)`` of each position of the
-    columns, in one pass (the applier's batch)."""
-    rows = np.empty(len(values), _KEY_ROW)
-    rows["signal"], rows["entity"] = signals, entities
+def rank_keys(values: np.ndarray, refs: np.ndarray, lams: np.ndarray) -> np.ndarray:
+    """``rank_key(*band_and_rank(value, ref, λ))`` of each position, as u64s. A vector log may
+    differ from math.log by an ulp: within ``rank_margin``, and a key is only ever compared,
+    never looked up."""
     positive, negative = values > 0, values < 0
-    rows["band"] = np.where(positive, POSITIVE, np.where(negative, NEGATIVE, ZERO))
-    # math.log, one value at a time: numpy's vector log may round differently by lane and
-    # by machine, and the key deleted for a score must be the very bytes written for it.
-    magnitudes = np.abs(values)
+    bands = np.where(positive, POSITIVE, np.where(negative, NEGATIVE, ZERO)).astype(np.uint64)
+    magnitudes = np.abs(values).astype(np.float64)
     magnitudes[magnitudes == 0] = 1.0  # zero band: rank 0 below
-    logs = np.fromiter(map(math.log, magnitudes.tolist()), np.float64, len(magnitudes))
-    magnitude = logs + lams * refs.astype(np.float64)
+    magnitude = np.log(magnitudes) + lams * refs.astype(np.float64)
     rank = np.where(positive, magnitude, np.where(negative, -magnitude, 0.0))
-    bits = rank.astype(">f8").view(">u8").astype(np.uint64)
-    rows["rank"] = np.where(bits & np.uint64(_SIGN), ~bits, bits | np.uint64(_SIGN))
-    return split_fixed(rows.tobytes(), KEY_SIZE)
+    bits = rank.view(np.uint64)
+    ordered = np.where(bits & np.uint64(_SIGN), ~bits, bits | np.uint64(_SIGN))
+    keys: np.ndarray = bands << np.uint64(_BAND_SHIFT) | ordered >> np.uint64(2)
+    return keys

@@ -62,11 +62,12 @@ class _Batch:
 
 
 # Keyspaces the applier only appends to in bulk and reads back only to un-apply a voided
-# event (rare), or never (the ranking): their writer keeps the memtable as a vector.
-_APPENDED = frozenset({"events", "top"})
-# Keyspaces only ever scanned, never read by key: a bloom filter would be built for
-# nothing, and their keys (ranks: random bits) do not compress.
-_SCANNED = frozenset({"top"})
+# event (rare): their writer keeps the memtable as a vector.
+_APPENDED = frozenset({"events"})
+# Keyspaces read only by keys that are there (the ranking's chunks, named by their
+# directory): a bloom filter would be built for nothing, and the chunks (ranks: random
+# bits) hardly compress.
+_UNFILTERED = frozenset({"top"})
 
 
 def _family_options(keyspace: str, *, read_only: bool) -> Options:
@@ -87,7 +88,7 @@ def _family_options(keyspace: str, *, read_only: bool) -> Options:
         options.set_memtable_prefix_bloom_ratio(0.1)
         options.set_memtable_whole_key_filtering(True)
     table = BlockBasedOptions()
-    if keyspace in _SCANNED:
+    if keyspace in _UNFILTERED:
         options.set_compression_type(DBCompressionType.none())
     else:
         table.set_bloom_filter(10, False)
@@ -177,21 +178,6 @@ class RocksEngine:
                 return
             yield key, iterator.value()
             iterator.next()
-
-    def scan_reverse(self, keyspace: str, start: bytes, end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
-        iterator = self._families[keyspace].iter()
-        if end is None:
-            iterator.seek_to_last()
-        else:
-            iterator.seek_for_prev(end)  # the last key <= end
-            if iterator.valid() and iterator.key() == end:
-                iterator.prev()
-        while iterator.valid():
-            key = iterator.key()
-            if key < start:
-                return
-            yield key, iterator.value()
-            iterator.prev()
 
     def batch(self) -> _Batch:
         return _Batch(self._handles)

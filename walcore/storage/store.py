@@ -2,13 +2,13 @@
 
 Keyspaces (docs/store-format.md): ``events`` holds one entry per applied event, keyed
 (entity, EVENT, signal type, timestamp, seq) -> weight; ``scores`` one decayed-score
-aggregate per (entity, SCORE, signal type); ``top`` the same aggregates keyed by signal
-type and forward-decay rank (walcore.storage.ranking), for top-k reads; ``meta`` the last
-applied seq, the WAL it follows and each signal type's latest event timestamp. Every
-apply or un-apply is one atomic write batch that also moves the applied seq, so a crash
-at any moment leaves the store at a batch boundary: the WAL replays what follows it
-(each seq applied exactly once), and un-applying a voided seq removes its event entry in
-the same batch (removing it twice finds no entry: nothing happens).
+aggregate per (entity, SCORE, signal type); ``top`` each type's forward-decay ranks of
+those aggregates as sorted runs (walcore.storage.rank_runs), for top-k reads; ``meta`` the
+last applied seq, the WAL it follows, each signal type's latest event timestamp and its
+runs. Every apply or un-apply is one atomic write batch that also moves the applied seq,
+so a crash at any moment leaves the store at a batch boundary: the WAL replays what
+follows it (each seq applied exactly once), and un-applying a voided seq removes its event
+entry in the same batch (removing it twice finds no entry: nothing happens).
 """
 
 from __future__ import annotations
@@ -25,11 +25,13 @@ import numpy as np
 from walcore.format import CONTENT_KEY
 from walcore.records import EventRecord
 from walcore.schema import MAX_ABS_WEIGHT, Schema, SignalTypeDefinition
-from walcore.storage import keys, ranking
+from walcore.storage import keys, rank_runs, ranking
 from walcore.storage.engine import Batch, StorageEngine
+from walcore.storage.rank_runs import RankRuns, RunMissing
 from walcore.storage.signals import (
     EMPTY,
     NANOS,
+    SCORE_ROW,
     Score,
     Velocity,
     add_events,
@@ -47,10 +49,15 @@ from walcore.storage.signals import (
 
 _APPLIED_SEQ = b"applied_seq"
 _WAL_ID = b"wal_id"
-_TOP_INDEX = b"top_index"  # present once the top keyspace holds every score
+_TOP_INDEX = b"top_index"  # b"runs" once the top keyspace holds every score as sorted runs
+_RUNS_LAYOUT = b"runs"
 _MAX_REF = b"max_ref:"  # + signal type u16: the latest event timestamp applied of that type
 _SCHEMA = b"schema"  # JSON {id: [name, half-life seconds]}: every signal type the store has folded with
 _U64 = struct.Struct(">Q")
+_WALK_ATTEMPTS = 3
+# Index entries checked against their scores at a time: few first (a top-10 reads about 10
+# scores), more while the reader keeps pulling.
+_FIRST_CHECK, _LAST_CHECK = 16, 1024
 _WEIGHT = struct.Struct(">d")
 # A WAL row (walcore.format.CONTENT_KEY) as a numpy record.
 _ROW = np.dtype([("entity", "<u8"), ("signal", "<u2"), ("weight", "<f8"), ("timestamp", "<u8")])
@@ -61,43 +68,44 @@ def _by_score(item: tuple[int, float]) -> tuple[float, int]:
     return -item[1], item[0]
 
 
-def _leading(entries: Iterable[tuple[bytes, bytes]], k: int | None) -> Iterator[tuple[bytes, bytes]]:
-    """``top`` entries read backwards, up to the k-th and past it while a key's rank is within
+Ranked = tuple[int, float, int, bytes]  # band, rank, entity, its current score as stored
+
+
+def _leading(ranked: Iterable[Ranked], k: int | None) -> Iterator[tuple[int, bytes]]:
+    """Current entries, highest rank first, up to the k-th and past it while a rank is within
     the rounding margin of the k-th's (the exact values then decide the order)."""
     last: tuple[int, float] | None = None
-    for taken, (key, raw) in enumerate(entries):
-        _, band, rank, _ = ranking.decode_top_key(key)
+    for taken, (band, rank, entity, raw) in enumerate(ranked):
         if k is not None and taken >= k:
             assert last is not None
             if band != last[0] or rank < last[1] - ranking.rank_margin(last[1]):
                 return
         else:
             last = (band, rank)
-        yield key, raw
+        yield entity, raw
 
 
 def _rerank(
     batch: Batch,
+    runs: RankRuns,
     *,
-    before: np.ndarray,
     after: np.ndarray,
-    encoded: list[bytes],
     entity: np.ndarray,
     signal: np.ndarray,
     lam: np.ndarray,
+    first: bool = False,
 ) -> None:
-    """Move each score of a batch (columns: one position per (entity, type)) to its new
-    ``top`` key, the old one deleted first, in the same write batch."""
-    new_keys = ranking.top_keys(signal, after["value"], after["ref_ns"], entity, lam)
-    held = np.flatnonzero(before["count"] > 0)
-    if len(held):
-        old_keys = ranking.top_keys(
-            signal[held], before["value"][held], before["ref_ns"][held], entity[held], lam[held]
-        )
-        for old_key, position in zip(old_keys, held.tolist()):
-            if old_key != new_keys[position]:
-                batch.delete("top", old_key)
-    batch.put_many("top", zip(new_keys, encoded))
+    """The index's whole maintenance for a batch (columns: one position per (entity, type)
+    it changed; every score held, count > 0): each type's new scores written as one more
+    sorted run."""
+    if not len(after):
+        return
+    columns = rank_runs.entries(ranking.rank_keys(after["value"], after["ref_ns"], lam), entity)
+    by_signal = np.argsort(signal, kind="stable")  # a radix sort: u16 keys
+    signal, columns = signal[by_signal], np.take(columns, by_signal, axis=1)
+    starts = np.flatnonzero(np.diff(signal)) + 1
+    for start, end in zip([0, *starts.tolist()], [*starts.tolist(), len(signal)]):
+        runs.add(batch, int(signal[start]), rank_runs.descending(columns[:, start:end]), first=first)
 
 
 class StoreMismatch(RuntimeError):
@@ -149,6 +157,7 @@ class SignalSummary(NamedTuple):
 class SignalStore:
     def __init__(self, engine: StorageEngine, schema: Schema) -> None:
         self._engine = engine
+        self._runs = RankRuns(engine)
         self._types: dict[int, SignalTypeDefinition] = {d.id: d for d in schema.by_name.values()}
         self._lambdas = {signal_id: lambda_per_ns(d.half_life_seconds) for signal_id, d in self._types.items()}
         self._lambda_of = np.zeros(2**16)  # λ by signal type id; 0: a type the schema does not have
@@ -215,19 +224,35 @@ class SignalStore:
         self._index_scores()
 
     def _index_scores(self) -> None:
-        """A store written before the ranking existed: put every score into ``top`` once."""
-        if self._engine.get("meta", _TOP_INDEX) is not None:
+        """A store written before the index had its present layout (none, or an entry per
+        score): every score put into ``top`` once, as one run per signal type."""
+        if self._engine.get("meta", _TOP_INDEX) == _RUNS_LAYOUT:
             return
         batch = self._engine.batch()
+        for key, _ in self._engine.scan("top", b""):
+            batch.delete("top", key)
+        found: dict[int, list[tuple[int, Score]]] = {signal: [] for signal in self._lambdas}
         for score_key, raw in self._engine.scan("scores", b""):
             entity, signal = keys.decode_score_key(score_key)
-            score = decode_score(raw)
-            if signal in self._lambdas and score.count:
-                batch.put("top", ranking.top_key(signal, score.value, score.ref_ns, entity, self._lambdas[signal]), raw)
-                self._max_refs[signal] = max(self._max_refs[signal], score.ref_ns)
+            if signal in found:
+                found[signal].append((entity, decode_score(raw)))
+        for signal, held in found.items():
+            scores = np.array([tuple(score) for _, score in held], SCORE_ROW).reshape(len(held))
+            self._runs.clear(batch, signal)
+            _rerank(
+                batch,
+                self._runs,
+                after=scores,
+                entity=np.array([entity for entity, _ in held], np.uint64),
+                signal=np.full(len(held), signal, np.uint16),
+                lam=np.full(len(held), self._lambdas[signal]),
+                first=True,
+            )
+            if held:
+                self._max_refs[signal] = max(self._max_refs[signal], int(scores["ref_ns"].max()))
         for signal, max_ref in self._max_refs.items():
             batch.put("meta", _MAX_REF + struct.pack(">H", signal), _U64.pack(max_ref))
-        batch.put("meta", _TOP_INDEX, b"1")
+        batch.put("meta", _TOP_INDEX, _RUNS_LAYOUT)
         self._engine.write(batch)
         self._engine.flush()
 
@@ -274,9 +299,7 @@ class SignalStore:
         group_signal = np.empty(len(added), np.uint16)
         group_lam = np.empty(len(added))
         group_entity[groups], group_signal[groups], group_lam[groups] = entity, signal, lams
-        _rerank(
-            batch, before=scores, after=added, encoded=encoded, entity=group_entity, signal=group_signal, lam=group_lam
-        )
+        _rerank(batch, self._runs, after=added, entity=group_entity, signal=group_signal, lam=group_lam)
         for signal_id in np.unique(signal).tolist():
             latest = int(row["timestamp"][signal == signal_id].max())
             if latest > self._max_refs[signal_id]:
@@ -298,7 +321,6 @@ class SignalStore:
         # One engine call for the lot: RocksDB's events memtable sorts itself per read.
         held = self._engine.get_many("events", [event_key for _, event_key in candidates])
         batch = self._engine.batch()
-        before: dict[bytes, Score] = {}  # each touched score as stored (its top key goes)
         scores: dict[bytes, Score] = {}
         count = 0
         for (record, event_key), raw in zip(candidates, held):
@@ -306,26 +328,27 @@ class SignalStore:
                 continue
             lam = self._lambdas[record.signal_type]
             score_key = keys.score_key(record.entity_id, record.signal_type)
-            if score_key not in before:
-                before[score_key] = self._score(score_key)
-            score = scores.get(score_key, before[score_key])
+            score = scores[score_key] if score_key in scores else self._score(score_key)
             weight = min(max(record.weight, -MAX_ABS_WEIGHT), MAX_ABS_WEIGHT)  # as apply_rows clamped it
             scores[score_key] = remove(score, weight, record.timestamp_nanos, lam)
             batch.delete("events", event_key)
             count += 1
         if count:
             for score_key, score in scores.items():
-                entity, signal = keys.decode_score_key(score_key)
-                lam = self._lambdas[signal]
-                stored = before[score_key]
-                batch.delete("top", ranking.top_key(signal, stored.value, stored.ref_ns, entity, lam))
                 if score.count:
                     batch.put("scores", score_key, encode_score(score))
-                    batch.put(
-                        "top", ranking.top_key(signal, score.value, score.ref_ns, entity, lam), encode_score(score)
-                    )
                 else:  # its last event went: the entity has no such signal any more
                     batch.delete("scores", score_key)
+            changed = [(*keys.decode_score_key(score_key), score) for score_key, score in scores.items() if score.count]
+            signals = np.array([signal for _, signal, _ in changed], np.uint16)
+            _rerank(
+                batch,
+                self._runs,
+                after=np.array([tuple(score) for _, _, score in changed], SCORE_ROW),
+                entity=np.array([entity for entity, _, _ in changed], np.uint64),
+                signal=signals,
+                lam=self._lambda_of[signals],
+            )
             self._engine.write(batch)
         return count
 
@@ -383,40 +406,68 @@ class SignalStore:
         worth at least ``min_score``. Entities with no event of the type at or before
         ``at_ns`` are not ranked.
 
-        At or after the type's latest event (the usual "now"), the ``top`` keyspace is read
-        backwards: about k keys (walcore.storage.ranking). Before it, an entity's kept score
-        may include events after ``at_ns``, which no key order can skip: every entity of the
-        type is scored from its events (a scan, O(entities))."""
+        At or after the type's latest event (the usual "now"), the index's runs are walked
+        from their highest ranks: about k entries and their scores, a chunk of each run
+        (walcore.storage.rank_runs). Before it, an entity's kept score may include events
+        after ``at_ns``, which no rank order can skip: every entity of the type is scored
+        from its events (O(entities))."""
         signal_id = self.signal_id(signal)
         lam = self._lambdas[signal_id]
-        prefix = ranking.signal_prefix(signal_id)
-        end = keys.prefix_end(prefix)
-        if at_ns < self._max_ref(signal_id):
-            found = self._scored_from_events(self._engine.scan("top", prefix, end), signal_id, at_ns)
-        else:
-            low = prefix
-            if min_score is not None:  # keys below the threshold are worth less at at_ns
-                band, rank = ranking.band_and_rank(min_score, at_ns, lam)
-                low = max(prefix, ranking.bound_key(signal_id, band, rank - ranking.rank_margin(rank)))
-            found = [
-                (ranking.decode_top_key(key)[3], value_at(decode_score(raw), at_ns, lam))
-                for key, raw in _leading(self._engine.scan_reverse("top", low, end), k)
-            ]
+        for attempt in range(_WALK_ATTEMPTS):
+            try:
+                if at_ns < self._max_ref(signal_id):
+                    found = [
+                        (entity, value)
+                        for _, _, entity, raw in self._current(signal_id)
+                        if (value := self._score_at(entity, signal_id, decode_score(raw), at_ns)) is not None
+                    ]
+                else:
+                    floor = None
+                    if min_score is not None:  # ranks below the threshold's are worth less at at_ns
+                        band, rank = ranking.band_and_rank(min_score, at_ns, lam)
+                        floor = ranking.rank_key(band, rank - ranking.rank_margin(rank))
+                    found = [
+                        (entity, value_at(decode_score(raw), at_ns, lam))
+                        for entity, raw in _leading(self._current(signal_id, floor), k)
+                    ]
+                break
+            except RunMissing:  # a reader whose view moved past a merge mid-walk: walk again
+                if attempt == _WALK_ATTEMPTS - 1:
+                    raise
         if min_score is not None:
             found = [(entity, score) for entity, score in found if score >= min_score]
         found.sort(key=_by_score)
         return found if k is None else found[:k]
 
-    def _scored_from_events(
-        self, entries: Iterable[tuple[bytes, bytes]], signal: int, at_ns: int
-    ) -> list[tuple[int, float]]:
-        found = []
-        for key, raw in entries:
-            entity = ranking.decode_top_key(key)[3]
-            score = self._score_at(entity, signal, decode_score(raw), at_ns)
-            if score is not None:
-                found.append((entity, score))
-        return found
+    def _current(self, signal: int, floor: int | None = None) -> Iterator[Ranked]:
+        """The signal's current index entries, highest rank first, one per entity (with
+        ``floor``: those ranked at or above it). Each candidate's score is read (in growing
+        blocks, once an entity): an entry whose key is not its score's is stale."""
+        lam = self._lambdas[signal]
+        known: dict[int, bytes | None] = {}
+        emitted: set[int] = set()
+        size = _FIRST_CHECK
+        for block in self._runs.walk(signal, floor):
+            start = 0
+            while start < block.shape[1]:
+                part = block[:, start : start + size]
+                start, size = start + size, min(2 * size, _LAST_CHECK)
+                entities = part[rank_runs.ENTITY].tolist()
+                unseen = sorted(set(entities).difference(known))
+                raws = self._engine.get_many("scores", [keys.score_key(entity, signal) for entity in unseen])
+                known.update(zip(unseen, raws))
+                stored = [known[entity] for entity in entities]
+                scores = decode_scores(stored)
+                scored = ranking.rank_keys(scores["value"], scores["ref_ns"], np.full(len(stored), lam))
+                live = rank_runs.current(part[rank_runs.KEY], scored) & (scores["count"] > 0)
+                bands, ranks = ranking.bands_and_ranks_of(part[rank_runs.KEY])
+                for band, rank, entity, raw, is_live in zip(
+                    bands.tolist(), ranks.tolist(), entities, stored, live.tolist()
+                ):
+                    if is_live and entity not in emitted:
+                        emitted.add(entity)
+                        assert raw is not None
+                        yield band, rank, entity, raw
 
     def scores_at(self, signal: str, entities: Iterable[int], at_ns: int) -> dict[int, float]:
         """The decayed score of ``signal`` at ``at_ns`` of each entity that has an event of
