@@ -15,17 +15,21 @@ chunks sort by run, then chunk):
     top  [signal u16][run id u64][chunk u32]  ->  up to CHUNK entries, highest key first:
          their keys, then their entities (16 bytes an entry)
     meta top_runs + [signal u16]  ->  the signal's runs, oldest first: id u64, level u32, entries u64
+    meta top_falls + [signal u16]  ->  present once a score of the type has fallen
 
 An entry is *current* while the entity's score still ranks at its key (``current``): a score
-that changes gets an entry in a newer run, and its older entries go stale. Readers drop
-stale entries (they read each candidate's score anyway, for its exact value); a merge drops
-every entry of an entity but the newest among the runs it merges.
+that changes gets an entry in a newer run, and its older entries go stale. A merge drops
+every entry of an entity but the newest among the runs it merges. Readers drop stale
+entries: while no score of the type has ever fallen (no negative weight applied, no event
+un-applied: ``rising``), a score's newest entry is its highest, so an entity's first entry
+in rank order is its current one; once one has, each candidate's key is compared with its
+score's.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -43,11 +47,16 @@ FANIN = 16  # runs of one level merged into one of the next: at most 15 of a lev
 KEY_TOLERANCE = 64
 _CHUNK_KEY = struct.Struct(">HQI")
 _DIRECTORY = b"top_runs"
+_FALLS = b"top_falls"
 _SIGNAL = struct.Struct(">H")
 
 
 def directory_key(signal: int) -> bytes:
     return _DIRECTORY + _SIGNAL.pack(signal)
+
+
+def falls_key(signal: int) -> bytes:
+    return _FALLS + _SIGNAL.pack(signal)
 
 
 def chunk_key(signal: int, run: int, chunk: int) -> bytes:
@@ -155,11 +164,23 @@ class RankRuns:
         batch.put("meta", directory_key(signal), runs.tobytes())
 
     def clear(self, batch: Batch, signal: int) -> None:
-        """Drop every run of the signal (an index about to be rebuilt)."""
+        """Drop every run of the signal (an index about to be rebuilt, one entry a score)."""
         for run in self.directory(signal):
             for key in self._chunk_keys(signal, run):
                 batch.delete("top", key)
         batch.delete("meta", directory_key(signal))
+        batch.delete("meta", falls_key(signal))
+
+    def rising(self, signal: int) -> bool:
+        """Whether no score of the type has fallen since its index was built."""
+        return self._engine.get("meta", falls_key(signal)) is None
+
+    def fell(self, batch: Batch, signals: Iterable[int]) -> None:
+        """Scores of these types may have fallen in ``batch``: their entities' first entries
+        in rank order may be stale from now on."""
+        for signal in signals:
+            if self.rising(signal):
+                batch.put("meta", falls_key(signal), b"1")
 
     def walk(self, signal: int, floor: int | None = None) -> Iterator[np.ndarray]:
         """Every entry of the signal's runs (stale ones too), highest key first, in blocks;

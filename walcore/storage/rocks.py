@@ -140,6 +140,7 @@ class RocksEngine:
         self._families = {name: self._db.get_column_family(name) for name in KEYSPACES}
         self._handles = {name: self._db.get_column_family_handle(name) for name in KEYSPACES}
         self._write_options = WriteOptions()
+        self._reader = reader
 
     def catch_up(self) -> None:
         """A secondary reader: see everything the writer has written so far."""
@@ -149,6 +150,10 @@ class RocksEngine:
         return self._families[keyspace].get(key)
 
     def get_many(self, keyspace: str, keys: Iterable[bytes]) -> list[bytes | None]:
+        if self._reader:
+            # A reader's keys are mostly in files: one multi-get, about half the time of
+            # point reads (240 scores: 0.24 against 0.46 ms).
+            return cast("list[bytes | None]", self._families[keyspace].get(list(keys)))
         if keyspace not in _APPENDED:
             # Point reads one by one: rocksdict's multi-get is slower on memtable-resident keys.
             return list(map(self._families[keyspace].get, keys))

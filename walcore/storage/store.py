@@ -282,6 +282,7 @@ class SignalStore:
             seq, row, lams = seq[live], row[live], lams[live]
         entity, signal = row["entity"], row["signal"]
         weight = np.clip(row["weight"], -MAX_ABS_WEIGHT, MAX_ABS_WEIGHT)  # a WAL from before the bound
+        falling = weight < 0
         score_keys, groups = keys.score_keys(entity, signal)
         scores = decode_scores(self._engine.get_many("scores", score_keys))
         added = add_events(scores, groups, weight, row["timestamp"], lams)
@@ -300,6 +301,8 @@ class SignalStore:
         group_lam = np.empty(len(added))
         group_entity[groups], group_signal[groups], group_lam[groups] = entity, signal, lams
         _rerank(batch, self._runs, after=added, entity=group_entity, signal=group_signal, lam=group_lam)
+        if falling.any():
+            self._runs.fell(batch, np.unique(signal[falling]).tolist())
         for signal_id in np.unique(signal).tolist():
             latest = int(row["timestamp"][signal == signal_id].max())
             if latest > self._max_refs[signal_id]:
@@ -339,6 +342,7 @@ class SignalStore:
                     batch.put("scores", score_key, encode_score(score))
                 else:  # its last event went: the entity has no such signal any more
                     batch.delete("scores", score_key)
+            self._runs.fell(batch, {keys.decode_score_key(score_key)[1] for score_key in scores})
             changed = [(*keys.decode_score_key(score_key), score) for score_key, score in scores.items() if score.count]
             signals = np.array([signal for _, signal, _ in changed], np.uint16)
             _rerank(
@@ -426,10 +430,13 @@ class SignalStore:
                     if min_score is not None:  # ranks below the threshold's are worth less at at_ns
                         band, rank = ranking.band_and_rank(min_score, at_ns, lam)
                         floor = ranking.rank_key(band, rank - ranking.rank_margin(rank))
-                    found = [
-                        (entity, value_at(decode_score(raw), at_ns, lam))
-                        for entity, raw in _leading(self._current(signal_id, floor), k)
-                    ]
+                    if self._runs.rising(signal_id):  # an entity's first entry is current
+                        leading = [entity for entity, _ in _leading(self._firsts(signal_id, floor), k)]
+                        raws = self._engine.get_many("scores", [keys.score_key(e, signal_id) for e in leading])
+                        held = [(entity, raw) for entity, raw in zip(leading, raws) if raw is not None]
+                    else:
+                        held = list(_leading(self._current(signal_id, floor), k))
+                    found = [(entity, value_at(decode_score(raw), at_ns, lam)) for entity, raw in held]
                 break
             except RunMissing:  # a reader whose view moved past a merge mid-walk: walk again
                 if attempt == _WALK_ATTEMPTS - 1:
@@ -438,6 +445,17 @@ class SignalStore:
             found = [(entity, score) for entity, score in found if score >= min_score]
         found.sort(key=_by_score)
         return found if k is None else found[:k]
+
+    def _firsts(self, signal: int, floor: int | None = None) -> Iterator[Ranked]:
+        """Each entity's first index entry in rank order (with ``floor``: those ranked at or
+        above it), its score not read (b"")."""
+        seen: set[int] = set()
+        for block in self._runs.walk(signal, floor):
+            bands, ranks = ranking.bands_and_ranks_of(block[rank_runs.KEY])
+            for band, rank, entity in zip(bands.tolist(), ranks.tolist(), block[rank_runs.ENTITY].tolist()):
+                if entity not in seen:
+                    seen.add(entity)
+                    yield band, rank, entity, b""
 
     def _current(self, signal: int, floor: int | None = None) -> Iterator[Ranked]:
         """The signal's current index entries, highest rank first, one per entity (with
