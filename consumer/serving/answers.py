@@ -78,14 +78,6 @@ def missing(answered: Iterable[str], known: Iterable[str], after: Iterable[str] 
     return sorted({*known, *after} - set(answered))
 
 
-def unlisted_bound(lists: Iterable[Sequence[Sequence[Any]]], k: int) -> float:
-    """The highest total an entity in none of the stores' top-k ``lists`` ([entity, score],
-    highest first) can have: per store, its k-th score (an unlisted entity's score there is
-    at most that) or 0, whichever is higher (an entity absent from a store counts 0 there);
-    a store that listed fewer than k holds no other entity, so it adds 0."""
-    return math.fsum(max(float(found[k - 1][1]), 0.0) if len(found) >= k else 0.0 for found in lists)
-
-
 def beyond(floor: float, bound: float) -> bool:
     """Whether a total of ``floor`` is certainly above ``bound``: past the rounding of sums
     of a few floats (an equal total could still outrank it by entity id)."""

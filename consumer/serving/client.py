@@ -11,10 +11,12 @@ those that answered. Nothing partial is presented as whole.
 Top-k across stores, exact (an entity's score is the sum of its stores' scores, of any
 sign), in the manner of TPUT (Cao and Wang, PODC 2004):
 
-1. every store's own top k; the candidates' exact totals (every store asked for them);
-   τ = the k-th highest of those totals, a lower bound of the true k-th. An entity in no
-   list is worth at most the sum over stores of each one's k-th score (0 at least): when
-   τ is above that, the k highest totals are the answer already (Fagin's threshold);
+1. every store's own top ``DEPTH_FACTOR``·k; the candidates among them (those whose
+   highest possible total can reach the k-th) and their exact totals, the stores that did
+   not list one asked for it (none asked when every store listed it: consumer.serving.
+   group_top). τ = the k-th highest of those totals, a lower bound of the true k-th. When
+   every other entity, listed or not, is certainly below τ (Fagin's threshold on the deep
+   lists), the k highest totals are the answer: one or two round trips;
 2. every store's entities worth at least τ/m (m stores): an entity whose total reaches τ
    is worth at least τ/m in some store (the largest of m terms is at least their mean,
    a store without it counting 0), so none is missed; with τ ≤ 0 that is every entity;
@@ -38,7 +40,8 @@ from typing import Any, Protocol, cast
 from urllib.parse import urlencode
 
 from consumer.serving import answers
-from consumer.serving.params import MAX_SCORED, After, after
+from consumer.serving.group_top import DEPTH_FACTOR, TopPlan
+from consumer.serving.params import MAX_K, MAX_SCORED, After, after
 
 DEFAULT_TIMEOUT_S = 10.0
 
@@ -147,47 +150,49 @@ class SignalClient:
         (the module's three steps): [entity, score] pairs, highest first."""
         at = time.time_ns() if at_ns is None else at_ns
         tokens = [_token(item) for item in after]
+        peers = self.peers()
+        depth = k if len(peers) == 1 else min(MAX_K, DEPTH_FACTOR * k)
         found, errors = self._ask_all(
-            "GET", "/v1/top?" + urlencode({"signal": signal, "k": k}) + "&" + self._query(at, tokens)
+            "GET", "/v1/top?" + urlencode({"signal": signal, "k": depth}) + "&" + self._query(at, tokens), peers
         )
         stores = _one_per_wal(found)
         if errors or not stores:
             return _group([], at, stores, errors, tokens)
         if len(stores) == 1:  # one store's own top k is exact
             (only,) = stores.values()
-            return _group(only["entities"], at, stores, errors, tokens)
-        peers = {answer["peer"] for answer in stores.values()}
-        candidates = {entity for answer in stores.values() for entity, _ in answer["entities"]}
-        totals = self._totals(peers, signal, at, candidates, errors)
+            return _group(only["entities"][:k], at, stores, errors, tokens)
+        plan = TopPlan({answer["peer"]: answer["entities"] for answer in stores.values()}, depth, k)
+        asked_peers, wanted = plan.asks()
+        totals = plan.totals(self._scores(asked_peers, signal, at, wanted, errors), wanted)
         floor = answers.ranked(totals, k)[-1][1] if len(totals) >= k and not errors else None
-        # When no entity outside the lists can reach the k-th total (Fagin's threshold), the
-        # answer is exact after two steps (the usual case with skewed scores).
-        lists = (answer["entities"] for answer in stores.values())
-        if floor is not None and not answers.beyond(floor, answers.unlisted_bound(lists, k)):
+        if floor is not None and not plan.settled(floor):
             # floor <= 0: an entity absent from every store but one may still make the top
             # k, so every entity of every store is a candidate (the lowest float as floor).
             share = floor / len(stores) if floor > 0 else -sys.float_info.max
+            peers = [answer["peer"] for answer in stores.values()]
             above, more_errors = self._ask_all(
                 "GET", "/v1/top?" + urlencode({"signal": signal, "min_score": repr(share), "at": at}), peers
             )
             errors.update(more_errors)
             fresh = {entity for answer in above.values() for entity, _ in answer["entities"]} - set(totals)
-            totals.update(self._totals(peers, signal, at, fresh, errors))
+            scored = self._scores(set(peers), signal, at, fresh, errors)
+            totals.update(answers.add_scores(scores.items() for scores in scored.values()))
         return _group([[entity, score] for entity, score in answers.ranked(totals, k)], at, stores, errors, tokens)
 
-    def _totals(
+    def _scores(
         self, peers: set[str], signal: str, at: int, entities: set[int], errors: dict[str, str]
-    ) -> dict[int, float]:
-        """Each entity's exact total over the stores of ``peers`` (requests of at most
-        MAX_SCORED entities each)."""
+    ) -> dict[str, dict[int, float]]:
+        """Each peer's scores of ``entities`` (those it has; requests of at most MAX_SCORED
+        entities each)."""
         wanted = sorted(entities)
-        parts: list[Iterable[tuple[int, float]]] = []
+        found: dict[str, dict[int, float]] = {peer: {} for peer in peers}
         for start in range(0, len(wanted), MAX_SCORED):
             body = json.dumps({"signal": signal, "at": at, "entities": wanted[start : start + MAX_SCORED]}).encode()
-            found, more_errors = self._ask_all("POST", "/v1/scores", peers, body)
+            answered, more_errors = self._ask_all("POST", "/v1/scores", peers, body)
             errors.update(more_errors)
-            parts += [answer["entities"] for answer in found.values()]
-        return answers.add_scores(parts)
+            for peer, answer in answered.items():
+                found[peer].update((int(entity), float(score)) for entity, score in answer["entities"])
+        return {peer: scores for peer, scores in found.items() if peer not in errors}
 
     def _query(self, at: int, tokens: Sequence[After]) -> str:
         return urlencode([("at", at), *(("after", str(token)) for token in tokens), ("wait_ms", self._wait_ms)])

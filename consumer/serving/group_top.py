@@ -1,0 +1,80 @@
+"""The group top-k's first two steps: which entities' totals to ask for after every store's
+deep list, and whether the k highest of those totals are then certainly the answer. Pure.
+
+An entity's group score is the sum of its stores' scores (of any sign; a store without it
+counts 0). Each store first lists its own ``depth`` highest ([entity, score], highest
+first; ``depth`` a few times k). From those lists alone:
+
+- an entity a store did not list scores at most that store's ``bound`` there: its last
+  listed score, or 0 if higher (absent counts 0); a store that listed fewer than ``depth``
+  holds no other entity, so 0;
+- an entity's ``upper`` total: its listed scores plus the bounds of the stores that did
+  not list it; an entity listed nowhere totals at most the sum of the bounds;
+- the *candidates* are the listed entities whose upper total reaches ``guess``, the k-th
+  highest of the listed entities' listed sums (for scores >= 0 a lower bound of the k-th
+  total; for any scores only a guess: the certificate below does not rely on it).
+
+The candidates' exact totals need each store that did not list one to be asked for it
+(``asks``); none, when every candidate was listed by every store with more than it
+listed. With those totals, the k-th highest total ``floor`` settles the answer when every
+entity outside the candidates, listed or not, is certainly below it (``settled``): then two
+round trips (or one) are the whole group top-k. Otherwise the client goes on as TPUT does
+(consumer.serving.client).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from consumer.serving.answers import beyond, ranked
+
+DEPTH_FACTOR = 2  # a store's list is this many times k long (one round trip, a few more entries)
+
+
+class TopPlan:
+    def __init__(self, lists: Mapping[str, Sequence[Sequence[Any]]], depth: int, k: int) -> None:
+        """``lists``: each store's (peer's) first ``depth`` [entity, score], highest first."""
+        self._listed: dict[int, dict[str, float]] = {}
+        for peer, found in lists.items():
+            for entity, score in found:
+                self._listed.setdefault(int(entity), {})[peer] = float(score)
+        self._full = {peer for peer, found in lists.items() if len(found) >= depth}
+        self._bounds = {peer: max(float(lists[peer][-1][1]), 0.0) if peer in self._full else 0.0 for peer in lists}
+        sums = {entity: math.fsum(scores.values()) for entity, scores in self._listed.items()}
+        guess = ranked(sums, k)[-1][1] if len(sums) >= k else -math.inf
+        self.candidates = {entity for entity in self._listed if self.upper(entity) >= guess}
+
+    def upper(self, entity: int) -> float:
+        """The highest total ``entity`` (listed somewhere) can have."""
+        listed = self._listed[entity]
+        return math.fsum([*listed.values(), *(bound for peer, bound in self._bounds.items() if peer not in listed)])
+
+    def asks(self) -> tuple[set[str], set[int]]:
+        """The stores to ask and the candidates to ask them for: every candidate some store
+        with a full list did not list (each such store answers for all of them)."""
+        wanted = {entity for entity in self.candidates if not self._full <= self._listed[entity].keys()}
+        return (set(self._full) if wanted else set()), wanted
+
+    def totals(self, asked: Mapping[str, Mapping[int, float]], wanted: set[int]) -> dict[int, float]:
+        """The candidates' exact totals: for an entity in ``wanted``, each asked store's
+        answer (absent: 0); otherwise, and from the stores not asked, the listed scores (a
+        store with a short list that did not list it: 0)."""
+        found = {}
+        for entity in self.candidates:
+            listed = self._listed[entity]
+            if entity in wanted:
+                terms = [answer.get(entity, 0.0) for answer in asked.values()]
+                terms += [score for peer, score in listed.items() if peer not in asked]
+            else:
+                terms = list(listed.values())
+            found[entity] = math.fsum(terms)
+        return found
+
+    def settled(self, floor: float) -> bool:
+        """Whether every entity outside the candidates totals certainly less than ``floor``
+        (so that none can reach the k-th total, nor tie it with a lower id)."""
+        outside = [self.upper(entity) for entity in self._listed if entity not in self.candidates]
+        unlisted = math.fsum(self._bounds.values())
+        return beyond(floor, max([unlisted, *outside]))
