@@ -8,9 +8,9 @@ first; ``depth`` a few times k). From those lists alone:
 - an entity a store did not list scores at most that store's ``bound`` there: its last
   listed score, or 0 if higher (absent counts 0); a store that listed fewer than ``depth``
   holds no other entity, so 0;
-- an entity's ``upper`` total: its listed scores plus the bounds of the stores that did
+- an entity's highest possible total: its listed scores plus the bounds of the stores that did
   not list it; an entity listed nowhere totals at most the sum of the bounds;
-- the *candidates* are the listed entities whose upper total reaches ``guess``, the k-th
+- the *candidates* are the listed entities whose highest possible total reaches ``guess``, the k-th
   highest of the listed entities' listed sums (for scores >= 0 a lower bound of the k-th
   total; for any scores only a guess: the certificate below does not rely on it).
 
@@ -44,12 +44,14 @@ class TopPlan:
         self._bounds = {peer: max(float(lists[peer][-1][1]), 0.0) if peer in self._full else 0.0 for peer in lists}
         sums = {entity: math.fsum(scores.values()) for entity, scores in self._listed.items()}
         guess = ranked(sums, k)[-1][1] if len(sums) >= k else -math.inf
-        self.candidates = {entity for entity in self._listed if self.upper(entity) >= guess}
-
-    def upper(self, entity: int) -> float:
-        """The highest total ``entity`` (listed somewhere) can have."""
-        listed = self._listed[entity]
-        return math.fsum([*listed.values(), *(bound for peer, bound in self._bounds.items() if peer not in listed)])
+        every = math.fsum(self._bounds.values())
+        # The highest total each listed entity can have: its listed scores, and the bounds
+        # of the stores that did not list it.
+        self._uppers = {
+            entity: sums[entity] + every - math.fsum(self._bounds[peer] for peer in scores)
+            for entity, scores in self._listed.items()
+        }
+        self.candidates = {entity for entity, upper in self._uppers.items() if upper >= guess}
 
     def asks(self) -> tuple[set[str], set[int]]:
         """The stores to ask and the candidates to ask them for: every candidate some store
@@ -75,6 +77,5 @@ class TopPlan:
     def settled(self, floor: float) -> bool:
         """Whether every entity outside the candidates totals certainly less than ``floor``
         (so that none can reach the k-th total, nor tie it with a lower id)."""
-        outside = [self.upper(entity) for entity in self._listed if entity not in self.candidates]
         unlisted = math.fsum(self._bounds.values())
-        return beyond(floor, max([unlisted, *outside]))
+        return beyond(floor, max([unlisted, *(u for e, u in self._uppers.items() if e not in self.candidates)]))

@@ -491,9 +491,9 @@ class SignalStore:
         """The decayed score of ``signal`` at ``at_ns`` of each entity that has an event of
         the type at or before it (the others are left out)."""
         signal_id = self.signal_id(signal)
+        wanted = list(entities)
         found = {}
-        for entity in entities:
-            raw = self._engine.get("scores", keys.score_key(entity, signal_id))
+        for entity, raw in zip(wanted, self._engine.get_many("scores", [keys.score_key(e, signal_id) for e in wanted])):
             score = None if raw is None else self._score_at(entity, signal_id, decode_score(raw), at_ns)
             if score is not None:
                 found[entity] = score
