@@ -8,14 +8,18 @@
    reader, a RocksDB secondary) on the full store; a client process asks for random
    entities (GET /v1/entities/{id}) and for top-100 of a signal type (GET /v1/top), one
    request at a time, a new connection each (as SignalClient does). p50/p99.
-3. Fan-out: the same events split over three stores (batches dealt round-robin; three
-   server processes), asked through SignalClient (every store, answers merged; top-k by
-   the three-step exact algorithm), against SignalClient on the one full store: what the
-   fan-out adds, p99. Twice: on the flat stream above (weights 1-9, no decay: most
-   entities tie near the k-th score, the exact top-k's worst case) and on a skewed one
-   (Zipf-popular entities, events spread over 24 h: the shape of real traffic), where the
-   entity asked is a random one of the distinct entities, and the most popular entity's
-   answer time is timed apart (its window counts read every one of its events).
+3. Fan-out: the same events split over three stores (three server processes), asked
+   through SignalClient (every store, answers merged; top-k exact: consumer.serving.client),
+   against SignalClient on the one full store: what the fan-out adds, p99. Two placements:
+   ``keyed``, the service's own shape (producers key by entity: an entity's events are in
+   one of 12 partitions, 4 a store; two partitions move to another store half way through
+   the stream, so their entities' events are in two stores) and ``round_robin``, batches
+   dealt round robin over the stores (every busy entity in all three: the worst case
+   for the group top-k's stopping rule). Two streams: the flat one above (weights 1-9,
+   no decay: thousands of entities tie at the k-th score) and a skewed one (Zipf-popular
+   entities, events spread over 24 h: the shape of real traffic), where the entity asked
+   is a random one of the distinct entities, and the most popular entity's answer time is
+   timed apart (its window counts read every one of its events).
 
 JSON: benchmarks/results/serving_bench.json. Run:
     .venv/bin/python benchmarks/serving_bench.py [--events N] [--queries Q] [--rounds R]
@@ -58,6 +62,35 @@ from walcore.storage.store import SignalStore  # noqa: E402
 
 SCHEMA = Settings().signal_schema()
 TOP_K = 100
+PARTITIONS = 12
+MOVED = {3: 1, 7: 2}  # partition -> the store it moves to half way through the stream
+_ROW = np.dtype([("entity", "<u8"), ("signal", "<u2"), ("weight", "<f8"), ("timestamp", "<u8")])
+
+
+def placed(events: Stream, placement: str) -> list[Stream]:
+    """The stream's events split over three stores: ``round_robin`` by batch, or ``keyed`` by
+    the entity's partition (entity mod PARTITIONS; store = partition // 4, MOVED's partitions
+    to their new store from the middle batch on). Each store numbers its events from 1."""
+    shares: list[list[tuple[bytes, bytes, int]]] = [[], [], []]
+    seqs = [0, 0, 0]
+    middle = len(events.batches) // 2
+    for n, (_, raw, _) in enumerate(events.batches):
+        rows = np.frombuffer(raw, _ROW)
+        if placement == "round_robin":
+            owners = np.full(len(rows), n % 3)
+        else:
+            partitions = rows["entity"] % PARTITIONS
+            owners = partitions // 4
+            for partition, store in MOVED.items():
+                if n >= middle:
+                    owners[partitions == partition] = store
+        for store in range(3):
+            mine = rows[owners == store]
+            if len(mine):
+                numbers = np.arange(seqs[store] + 1, seqs[store] + len(mine) + 1, dtype=np.int64)
+                seqs[store] += len(mine)
+                shares[store].append((numbers.tobytes(), mine.tobytes(), seqs[store]))
+    return [Stream(batches, events.entities) for batches in shares]
 
 
 def skewed_stream(events: int) -> Stream:
@@ -211,26 +244,36 @@ def main() -> None:
             else:
                 whole = [f"127.0.0.1:{one_port}"]
             now = time.time_ns()  # after every event of the stream: the usual "now" query
-            parts = []
-            for part in range(3):  # the events dealt round-robin by batch: an entity in up to three
-                share = Stream([batch for n, batch in enumerate(shaped.batches) if n % 3 == part], shaped.entities)
-                build(workdir / f"{shape}-{part}", share, index=True, wal_id=f"part{part}")
-                process, port = start_server(workdir / f"{shape}-{part}", f"part{part}")
-                servers.append(process)
-                parts.append(f"127.0.0.1:{port}")
-            fan[shape] = {}
             distinct = sorted(set(shaped.entities))  # a random entity, not a random event's
-            for name, peers in (("one_store", whole), ("three_stores", parts)):
+            fan[shape] = {}
+
+            def measure(peers: list[str], tops: int, e: list[int] = distinct, t: int = now) -> dict:
                 with SignalClient(peers) as client:
-                    fan[shape][name] = {
-                        "entity": timed(
-                            lambda c=client, e=distinct, t=now: c.entity(rng.choice(e), at_ns=t), args.queries
-                        ),
-                        "top100": timed(
-                            lambda c=client, t=now: c.top(rng.choice(list(SCHEMA.by_name)), TOP_K, at_ns=t),
-                            max(50, args.queries // 100),
-                        ),
+                    return {
+                        "entity": timed(lambda: client.entity(rng.choice(e), at_ns=t), args.queries),
+                        "top100": timed(lambda: client.top(rng.choice(list(SCHEMA.by_name)), TOP_K, at_ns=t), tops),
                     }
+
+            fan[shape]["one_store"] = measure(whole, max(200, args.queries // 25))
+            for placement in ("keyed", "round_robin"):
+                parts, started = [], []
+                for part, share in enumerate(placed(shaped, placement)):
+                    build(workdir / f"{shape}-{placement}-{part}", share, index=True, wal_id=f"part{part}")
+                    process, port = start_server(workdir / f"{shape}-{placement}-{part}", f"part{part}")
+                    started.append(process)
+                    parts.append(f"127.0.0.1:{port}")
+                servers.extend(started)
+                # The flat stream's ties make every group top-k read most of each store (s each).
+                tops = 20 if shape == "flat" else max(200, args.queries // 25)
+                three = fan[shape][placement] = measure(parts, tops)
+                three["added_p99_ms"] = {
+                    what: round(three[what]["p99_ms"] - fan[shape]["one_store"][what]["p99_ms"], 3)
+                    for what in ("entity", "top100")
+                }
+                print(
+                    f"SignalClient, {shape} scores, {placement}: one store {fan[shape]['one_store']}; "
+                    f"three stores {three}"
+                )
             # Window counts are counted from an entity's events: the most popular one's
             # answer reads every event of it in its widest window.
             if shape == "skewed":
@@ -238,14 +281,6 @@ def main() -> None:
                 with SignalClient(whole) as client:
                     ask = lambda c=client, e=hottest, t=now: c.entity(e, at_ns=t)  # noqa: E731
                     fan[shape]["hottest_entity"] = {"events": count, **timed(ask, 20)}
-            fan[shape]["added_p99_ms"] = {
-                what: round(fan[shape]["three_stores"][what]["p99_ms"] - fan[shape]["one_store"][what]["p99_ms"], 3)
-                for what in ("entity", "top100")
-            }
-            print(
-                f"SignalClient, {shape} scores: one store {fan[shape]['one_store']}; three stores "
-                f"{fan[shape]['three_stores']}; the fan-out adds p99 {fan[shape]['added_p99_ms']} ms"
-            )
         results["fan_out_signal_client"] = fan
     finally:
         for process in servers:
