@@ -445,3 +445,14 @@ def test_voiding_exactly_the_last_applied_seq_removes_it() -> None:
     summary = store.query(9, 100 * NANOS)["view"]
     assert (summary.score, summary.count, store.applied_seq) == (10.0, 4, 5)  # 1 + 2 + 3 + 4
     assert store.unapply([events[-1]]) == 0
+
+
+def test_a_chunk_the_index_names_but_the_store_lacks_is_reported_by_key_and_what_to_do() -> None:
+    """A damaged store (a chunk gone): the top-k says which chunk, and how to rebuild."""
+    engine = MemoryEngine()
+    store = SignalStore(engine, SCHEMA)
+    store.apply([(1, EventRecord(7, 1, 2.0, 10 * NANOS))], 1)
+    (chunk, _), *_ = engine.scan("top", b"")
+    engine.delete("top", chunk)
+    with pytest.raises(rank_runs.RunMissing, match=f"chunk {chunk.hex()} .* rebuilds it from the WAL"):
+        store.top("view", 20 * NANOS, 5)

@@ -103,7 +103,8 @@ def encode_chunks(columns: np.ndarray) -> list[bytes]:
 
 
 class RunMissing(RuntimeError):
-    """A chunk a directory names is gone: a reader's view moved past a merge mid-walk."""
+    """A chunk the directory names is not in the store: a damaged store (a reader's view
+    never moves while it answers: consumer.serving.reader)."""
 
 
 def decode_chunks(raws: Sequence[bytes | None], keys: Sequence[bytes]) -> list[np.ndarray]:
@@ -111,7 +112,10 @@ def decode_chunks(raws: Sequence[bytes | None], keys: Sequence[bytes]) -> list[n
     found = []
     for raw, key in zip(raws, keys):
         if raw is None:
-            raise RunMissing(f"top chunk {key.hex()} is gone")
+            raise RunMissing(
+                f"the top-k index names chunk {key.hex()} and the store does not hold it: a damaged "
+                "store; move its directory away and the applier rebuilds it from the WAL"
+            )
         found.append(np.frombuffer(raw, np.uint64).reshape(COLUMNS, -1))
     return found
 

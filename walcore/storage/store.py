@@ -27,7 +27,7 @@ from walcore.records import EventRecord
 from walcore.schema import MAX_ABS_WEIGHT, Schema, SignalTypeDefinition
 from walcore.storage import keys, rank_runs, ranking
 from walcore.storage.engine import Batch, StorageEngine
-from walcore.storage.rank_runs import RankRuns, RunMissing
+from walcore.storage.rank_runs import RankRuns
 from walcore.storage.signals import (
     EMPTY,
     NANOS,
@@ -54,7 +54,6 @@ _RUNS_LAYOUT = b"runs"
 _MAX_REF = b"max_ref:"  # + signal type u16: the latest event timestamp applied of that type
 _SCHEMA = b"schema"  # JSON {id: [name, half-life seconds]}: every signal type the store has folded with
 _U64 = struct.Struct(">Q")
-_WALK_ATTEMPTS = 3
 # Index entries checked against their scores at a time: few first (a top-10 reads about 10
 # scores), more while the reader keeps pulling.
 _FIRST_CHECK, _LAST_CHECK = 16, 1024
@@ -417,30 +416,24 @@ class SignalStore:
         from its events (O(entities))."""
         signal_id = self.signal_id(signal)
         lam = self._lambdas[signal_id]
-        for attempt in range(_WALK_ATTEMPTS):
-            try:
-                if at_ns < self._max_ref(signal_id):
-                    found = [
-                        (entity, value)
-                        for _, _, entity, raw in self._current(signal_id)
-                        if (value := self._score_at(entity, signal_id, decode_score(raw), at_ns)) is not None
-                    ]
-                else:
-                    floor = None
-                    if min_score is not None:  # ranks below the threshold's are worth less at at_ns
-                        band, rank = ranking.band_and_rank(min_score, at_ns, lam)
-                        floor = ranking.rank_key(band, rank - ranking.rank_margin(rank))
-                    if self._runs.rising(signal_id):  # an entity's first entry is current
-                        leading = [entity for entity, _ in _leading(self._firsts(signal_id, floor), k)]
-                        raws = self._engine.get_many("scores", [keys.score_key(e, signal_id) for e in leading])
-                        held = [(entity, raw) for entity, raw in zip(leading, raws) if raw is not None]
-                    else:
-                        held = list(_leading(self._current(signal_id, floor), k))
-                    found = [(entity, value_at(decode_score(raw), at_ns, lam)) for entity, raw in held]
-                break
-            except RunMissing:  # a reader whose view moved past a merge mid-walk: walk again
-                if attempt == _WALK_ATTEMPTS - 1:
-                    raise
+        if at_ns < self._max_ref(signal_id):
+            found = [
+                (entity, value)
+                for _, _, entity, raw in self._current(signal_id)
+                if (value := self._score_at(entity, signal_id, decode_score(raw), at_ns)) is not None
+            ]
+        else:
+            floor = None
+            if min_score is not None:  # ranks below the threshold's are worth less at at_ns
+                band, rank = ranking.band_and_rank(min_score, at_ns, lam)
+                floor = ranking.rank_key(band, rank - ranking.rank_margin(rank))
+            if self._runs.rising(signal_id):  # an entity's first entry is current
+                leading = [entity for entity, _ in _leading(self._firsts(signal_id, floor), k)]
+                raws = self._engine.get_many("scores", [keys.score_key(e, signal_id) for e in leading])
+                held = [(entity, raw) for entity, raw in zip(leading, raws) if raw is not None]
+            else:
+                held = list(_leading(self._current(signal_id, floor), k))
+            found = [(entity, value_at(decode_score(raw), at_ns, lam)) for entity, raw in held]
         if min_score is not None:
             found = [(entity, score) for entity, score in found if score >= min_score]
         found.sort(key=_by_score)
