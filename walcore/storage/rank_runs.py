@@ -40,11 +40,11 @@ COLUMNS = 2
 RUN = np.dtype([("id", "<u8"), ("level", "<u4"), ("entries", "<u8")])
 CHUNK = 256  # entries a chunk: a top-100 reads about one chunk of each run
 FANIN = 16  # runs of one level merged into one of the next: at most 15 of a level stay
-# How far apart (in key units, 2^-52 of the rank) an entry's key and its score's key may
-# be and the entry still be current: a vector log may round differently by an ulp where the
-# same score is ranked again (another lane, another machine); 2^-46 of the rank is far inside
-# ranking.rank_margin, so an entry "current" by this much ranks where its score does.
-KEY_TOLERANCE = 64
+# How far apart (in key units: 4 ulps of the rank) an entry's key and its score's key may be
+# and the entry still be current: a vector log may round differently by an ulp or two where
+# the same score is ranked again (another lane, another machine). 16 ulps is inside
+# ranking.rank_margin (64), so an entry "current" by this much ranks where its score does.
+KEY_TOLERANCE = 4
 _CHUNK_KEY = struct.Struct(">HQI")
 _DIRECTORY = b"top_runs"
 _FALLS = b"top_falls"

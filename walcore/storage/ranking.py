@@ -43,9 +43,13 @@ def band_and_rank(value: float, ref_ns: int, lam: float) -> tuple[int, float]:
 
 
 def rank_margin(rank: float) -> float:
-    """How far below a rank another key may sit and still be the higher score: the rounding
-    of ln(value) + λ·ref is a few ulps of its larger term; 2^-40 relative is ~4,000 ulps."""
-    return 1e-9 + abs(rank) * 2.0**-40
+    """How far below a rank another key may sit and still be the higher score. A key's rank
+    is off by at most ~10 ulps of the rank: ln (a vector log, a few ulps of |ln value| <= 745),
+    ref to float and λ·ref (an ulp), the sum (half an ulp), the key's two dropped bits (4
+    ulps); and |rank| >= λ·ref - 745, so where λ·ref is large the rank is as large. 2^-46 of
+    the rank (64 ulps) and 1e-9 (near 0) leave that several times over. (Until 2026-12-03
+    2^-40: every tie within it is one more score read for a top-k.)"""
+    return 1e-9 + abs(rank) * 2.0**-46
 
 
 def _rank_bits(rank: float) -> int:
