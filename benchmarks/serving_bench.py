@@ -58,13 +58,12 @@ from consumer.serving.api import QueryApi  # noqa: E402
 from consumer.serving.reader import StoreReader  # noqa: E402
 from walcore.format import CONTENT_KEY  # noqa: E402
 from walcore.storage.rocks import RocksEngine  # noqa: E402
-from walcore.storage.store import SignalStore  # noqa: E402
+from walcore.storage.store import WAL_ROW, SignalStore  # noqa: E402
 
 SCHEMA = Settings().signal_schema()
 TOP_K = 100
 PARTITIONS = 12
 MOVED = {3: 1, 7: 2}  # partition -> the store it moves to half way through the stream
-_ROW = np.dtype([("entity", "<u8"), ("signal", "<u2"), ("weight", "<f8"), ("timestamp", "<u8")])
 
 
 def placed(events: Stream, placement: str) -> list[Stream]:
@@ -75,7 +74,7 @@ def placed(events: Stream, placement: str) -> list[Stream]:
     seqs = [0, 0, 0]
     middle = len(events.batches) // 2
     for n, (_, raw, _) in enumerate(events.batches):
-        rows = np.frombuffer(raw, _ROW)
+        rows = np.frombuffer(raw, WAL_ROW)
         if placement == "round_robin":
             owners = np.full(len(rows), n % 3)
         else:

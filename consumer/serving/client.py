@@ -169,13 +169,13 @@ class SignalClient:
             # floor <= 0: an entity absent from every store but one may still make the top
             # k, so every entity of every store is a candidate (the lowest float as floor).
             share = floor / len(stores) if floor > 0 else -sys.float_info.max
-            peers = [answer["peer"] for answer in stores.values()]
+            answering = {answer["peer"] for answer in stores.values()}  # one peer per WAL
             above, more_errors = self._ask_all(
-                "GET", "/v1/top?" + urlencode({"signal": signal, "min_score": repr(share), "at": at}), peers
+                "GET", "/v1/top?" + urlencode({"signal": signal, "min_score": repr(share), "at": at}), answering
             )
             errors.update(more_errors)
             fresh = {entity for answer in above.values() for entity, _ in answer["entities"]} - set(totals)
-            scored = self._scores(set(peers), signal, at, fresh, errors)
+            scored = self._scores(answering, signal, at, fresh, errors)
             totals.update(answers.add_scores(scores.items() for scores in scored.values()))
         return _group([[entity, score] for entity, score in answers.ranked(totals, k)], at, stores, errors, tokens)
 

@@ -59,8 +59,8 @@ _U64 = struct.Struct(">Q")
 _FIRST_CHECK, _LAST_CHECK = 16, 1024
 _WEIGHT = struct.Struct(">d")
 # A WAL row (walcore.format.CONTENT_KEY) as a numpy record.
-_ROW = np.dtype([("entity", "<u8"), ("signal", "<u2"), ("weight", "<f8"), ("timestamp", "<u8")])
-assert _ROW.itemsize == CONTENT_KEY.size
+WAL_ROW = np.dtype([("entity", "<u8"), ("signal", "<u2"), ("weight", "<f8"), ("timestamp", "<u8")])
+assert WAL_ROW.itemsize == CONTENT_KEY.size
 
 
 def _by_score(item: tuple[int, float]) -> tuple[float, int]:
@@ -274,7 +274,7 @@ class SignalStore:
         # The applier's hot path (benchmarks/store_bench.py): whole columns at a time, so
         # that Python touches each event only to hand its key and value to the engine.
         seq = np.frombuffer(seqs, np.int64)
-        row = np.frombuffer(rows, _ROW)
+        row = np.frombuffer(rows, WAL_ROW)
         lams = self._lambda_of[row["signal"]]
         live = (seq > applied) & (seq <= through_seq) & (lams > 0)
         if not live.all():
@@ -341,8 +341,9 @@ class SignalStore:
                     batch.put("scores", score_key, encode_score(score))
                 else:  # its last event went: the entity has no such signal any more
                     batch.delete("scores", score_key)
-            self._runs.fell(batch, {keys.decode_score_key(score_key)[1] for score_key in scores})
-            changed = [(*keys.decode_score_key(score_key), score) for score_key, score in scores.items() if score.count]
+            touched = [(*keys.decode_score_key(score_key), score) for score_key, score in scores.items()]
+            self._runs.fell(batch, {signal for _, signal, _ in touched})
+            changed = [(entity, signal, score) for entity, signal, score in touched if score.count]
             signals = np.array([signal for _, signal, _ in changed], np.uint16)
             _rerank(
                 batch,
