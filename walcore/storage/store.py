@@ -43,6 +43,7 @@ from walcore.storage.signals import (
     lambda_per_ns,
     remove,
     value_at,
+    values_at,
     velocity,
     window_counts,
 )
@@ -429,27 +430,39 @@ class SignalStore:
                 band, rank = ranking.band_and_rank(min_score, at_ns, lam)
                 floor = ranking.rank_key(band, rank - ranking.rank_margin(rank))
             if self._runs.rising(signal_id):  # an entity's first entry is current
-                leading = [entity for entity, _ in _leading(self._firsts(signal_id, floor), k)]
+                leading = self._firsts(signal_id, k, floor)
                 raws = self._engine.get_many("scores", [keys.score_key(e, signal_id) for e in leading])
                 held = [(entity, raw) for entity, raw in zip(leading, raws) if raw is not None]
             else:
                 held = list(_leading(self._current(signal_id, floor), k))
-            found = [(entity, value_at(decode_score(raw), at_ns, lam)) for entity, raw in held]
+            found = list(zip([e for e, _ in held], values_at(decode_scores([raw for _, raw in held]), at_ns, lam)))
         if min_score is not None:
             found = [(entity, score) for entity, score in found if score >= min_score]
         found.sort(key=_by_score)
         return found if k is None else found[:k]
 
-    def _firsts(self, signal: int, floor: int | None = None) -> Iterator[Ranked]:
-        """Each entity's first index entry in rank order (with ``floor``: those ranked at or
-        above it), its score not read (b"")."""
-        seen: set[int] = set()
+    def _firsts(self, signal: int, k: int | None, floor: int | None = None) -> list[int]:
+        """While no score of the type has fallen: the entities of each entity's first entry
+        (its highest, which is current) in rank order, cut as ``_leading`` cuts (with
+        ``floor``: those ranked at or above it). In columns, a block's entries taken in
+        growing slices from 2k: a walk's first block holds the heads of every run (thousands
+        of entries) and a top-k needs about k of them."""
+        walked = np.zeros((rank_runs.COLUMNS, 0), np.uint64)
         for block in self._runs.walk(signal, floor):
-            bands, ranks = ranking.bands_and_ranks_of(block[rank_runs.KEY])
-            for band, rank, entity in zip(bands.tolist(), ranks.tolist(), block[rank_runs.ENTITY].tolist()):
-                if entity not in seen:
-                    seen.add(entity)
-                    yield band, rank, entity, b""
+            start, size = 0, block.shape[1] if k is None else 2 * k
+            while start < block.shape[1]:
+                part = block[:, start : start + size]
+                start, size = start + size, 2 * size
+                walked = rank_runs.newest_per_entity(np.concatenate((walked, part), axis=1))
+                if k is None or walked.shape[1] <= k:
+                    continue
+                bands, ranks = ranking.bands_and_ranks_of(walked[rank_runs.KEY, k - 1 :])
+                kth_band, kth_rank = int(bands[0]), float(ranks[0])
+                # Keys descend, so past the k-th the margin holds for a prefix, then never again.
+                beyond = (bands != kth_band) | (ranks < kth_rank - ranking.rank_margin(kth_rank))
+                if beyond.any():
+                    return walked[rank_runs.ENTITY, : k - 1 + int(np.argmax(beyond))].tolist()  # type: ignore[no-any-return]
+        return walked[rank_runs.ENTITY].tolist()  # type: ignore[no-any-return]
 
     def _current(self, signal: int, floor: int | None = None) -> Iterator[Ranked]:
         """The signal's current index entries, highest rank first, one per entity (with
