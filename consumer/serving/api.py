@@ -3,6 +3,8 @@
 * ``GET /v1/entities/{id}?at=&after=&wait_ms=``: one entity's signals in this store;
 * ``GET /v1/top?signal=&k=&at=&min_score=&after=&wait_ms=``: this store's highest scores
   of a signal type at a time (``k`` of them, or every one worth at least ``min_score``);
+  ``POST`` with ``{"entities": [...]}``: the same, and those entities' exact scores read
+  in the same state (``scores``: the group top-k's first step with its likely candidates);
 * ``POST /v1/scores`` ``{"signal": ..., "at": ns, "entities": [...]}``: exact scores of
   given entities (the group-wide top-k's last step, consumer.serving.client).
 
@@ -104,21 +106,22 @@ class QueryApi:
             return status, {"error": str(exc), **applied}
 
     def _route(self, reader: StoreReader, path: str, query: dict[str, list[str]], body: bytes | None) -> dict[str, Any]:
-        at = params.time_ns(_single(query, "at")) if body is None else None
+        at = params.time_ns(_single(query, "at"))
         after = [params.after(token) for token in query.get("after", [])]
         reader.fresh(after, params.wait_s(_single(query, "wait_ms"), DEFAULT_WAIT_S))
         now = time.time_ns() if at is None else at
         if path.startswith("/v1/entities/") and body is None:
             return reader.entity(params.entity_id(unquote(path.removeprefix("/v1/entities/"))), now)
-        if path == "/v1/top" and body is None:
+        if path == "/v1/top":
             signal = _single(query, "signal")
             if not signal:
                 raise BadQuery("signal: required (a signal type's name, e.g. view)")
+            scored = None if body is None else _entities(body)
             floor = _single(query, "min_score")
             k = _single(query, "k")
             if floor is None or k is not None:
-                return reader.top(signal, now, params.top_k(k), None if floor is None else params.score(floor))
-            answer = reader.top(signal, now, MAX_RANKED + 1, params.score(floor))
+                return reader.top(signal, now, params.top_k(k), None if floor is None else params.score(floor), scored)
+            answer = reader.top(signal, now, MAX_RANKED + 1, params.score(floor), scored)
             if len(answer["entities"]) > MAX_RANKED:
                 raise BadQuery(f"min_score {floor}: more than {MAX_RANKED} entities are worth that much; give k")
             return answer
@@ -135,13 +138,28 @@ def _scores_request(body: bytes) -> tuple[str, list[int], int]:
         signal, entities, at = request["signal"], request["entities"], request["at"]
     except (ValueError, TypeError, KeyError):
         raise BadQuery('the body is {"signal": name, "at": epoch ns, "entities": [ids]}') from None
-    if not isinstance(signal, str) or not isinstance(entities, list) or len(entities) > params.MAX_SCORED:
-        raise BadQuery(f"signal is a name, entities a list of at most {params.MAX_SCORED} ids")
-    if not all(type(e) is int and 0 <= e <= params.U64_MAX for e in entities):
-        raise BadQuery("entities: each an integer from 0 to 2**64-1")
+    if not isinstance(signal, str):
+        raise BadQuery("signal: a signal type's name")
     if type(at) is not int or not 0 <= at <= params.U64_MAX:
         raise BadQuery("at: epoch nanoseconds, 0 to 2**64-1")
-    return signal, entities, at
+    return signal, _entity_list(entities), at
+
+
+def _entities(body: bytes) -> list[int]:
+    """``POST /v1/top``'s body: ``{"entities": [ids]}``."""
+    try:
+        entities = json.loads(body)["entities"]
+    except (ValueError, TypeError, KeyError):
+        raise BadQuery('the body is {"entities": [ids]}') from None
+    return _entity_list(entities)
+
+
+def _entity_list(entities: object) -> list[int]:
+    if not isinstance(entities, list) or len(entities) > params.MAX_SCORED:
+        raise BadQuery(f"entities: a list of at most {params.MAX_SCORED} ids")
+    if not all(type(e) is int and 0 <= e <= params.U64_MAX for e in entities):
+        raise BadQuery("entities: each an integer from 0 to 2**64-1")
+    return entities
 
 
 def encode(answer: dict[str, Any]) -> bytes:

@@ -14,9 +14,11 @@ sign), in the manner of TPUT (Cao and Wang, PODC 2004):
 1. every store's own top ``DEPTH_FACTOR``·k; the candidates among them (those whose
    highest possible total can reach the k-th) and their exact totals, the stores that did
    not list one asked for it (none asked when every store listed it: consumer.serving.
-   group_top). τ = the k-th highest of those totals, a lower bound of the true k-th. When
-   every other entity, listed or not, is certainly below τ (Fagin's threshold on the deep
-   lists), the k highest totals are the answer: one or two round trips;
+   group_top). The lists come with the scores of the candidates the last top-k of the
+   signal and k had to ask about (a hint: ``POST /v1/top``), so while the top holds still
+   nobody is asked again. τ = the k-th highest of those totals, a lower bound of the true
+   k-th. When every other entity, listed or not, is certainly below τ (Fagin's threshold on
+   the deep lists), the k highest totals are the answer: one or two round trips;
 2. every store's entities worth at least τ/m (m stores): an entity whose total reaches τ
    is worth at least τ/m in some store (the largest of m terms is at least their mean,
    a store without it counting 0), so none is missed; with τ ≤ 0 that is every entity;
@@ -109,6 +111,10 @@ class SignalClient:
         self._timeout_s = timeout_s
         self._wait_ms = wait_ms
         self._connections: dict[str, http.client.HTTPConnection] = {}  # peer -> kept alive
+        # (signal, k) -> the candidates the last group top-k had to ask stores about: sent
+        # with the next one's first step, so that while the top k holds still one round trip
+        # answers exactly (consumer.serving.group_top).
+        self._hints: dict[tuple[str, int], list[int]] = {}
         self._lock = threading.Lock()  # one query at a time on the connections (threads may share a client)
 
     def close(self) -> None:
@@ -152,9 +158,14 @@ class SignalClient:
         tokens = [_token(item) for item in after]
         peers = self.peers()
         depth = k if len(peers) == 1 else min(MAX_K, DEPTH_FACTOR * k)
-        found, errors = self._ask_all(
-            "GET", "/v1/top?" + urlencode({"signal": signal, "k": depth}) + "&" + self._query(at, tokens), peers
-        )
+        target = "/v1/top?" + urlencode({"signal": signal, "k": depth}) + "&" + self._query(at, tokens)
+        hint = self._hints.get((signal, k), []) if len(peers) > 1 else []
+        # With a hint: the lists, and the scores of the last answer's candidates (likely
+        # this one's). A peer that refuses it (an instance older than POST /v1/top): without.
+        hinted = self._ask_all("POST", target, peers, json.dumps({"entities": hint}).encode()) if hint else None
+        if hinted is None or hinted[1]:
+            hint, hinted = [], self._ask_all("GET", target, peers)
+        found, errors = hinted
         stores = _one_per_wal(found)
         if errors or not stores:
             return _group([], at, stores, errors, tokens)
@@ -163,7 +174,17 @@ class SignalClient:
             return _group(only["entities"][:k], at, stores, errors, tokens)
         plan = TopPlan({answer["peer"]: answer["entities"] for answer in stores.values()}, depth, k)
         asked_peers, wanted = plan.asks()
-        totals = plan.totals(self._scores(asked_peers, signal, at, wanted, errors), wanted)
+        if wanted and wanted <= set(hint):  # every store asked has scored them all already
+            asked = {
+                answer["peer"]: {int(entity): float(score) for entity, score in answer["scores"]}
+                for answer in stores.values()
+                if answer["peer"] in asked_peers
+            }
+        else:
+            asked = self._scores(asked_peers, signal, at, wanted, errors)
+        if wanted and not errors:
+            self._hints[(signal, k)] = sorted(wanted)[:MAX_SCORED]
+        totals = plan.totals(asked, wanted)
         floor = answers.ranked(totals, k)[-1][1] if len(totals) >= k and not errors else None
         if floor is not None and not plan.settled(floor):
             # floor <= 0: an entity absent from every store but one may still make the top

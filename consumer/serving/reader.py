@@ -182,16 +182,22 @@ class StoreReader:
             answer = self._answer(at_ns)
             return {"entity_id": entity_id, **answer, "signals": signals_answer(self._store.query(entity_id, at_ns))}
 
-    def top(self, signal: str, at_ns: int, k: int | None, min_score: float | None) -> dict[str, Any]:
+    def top(
+        self, signal: str, at_ns: int, k: int | None, min_score: float | None, scored: Iterable[int] | None = None
+    ) -> dict[str, Any]:
+        """The top list; with ``scored``, also those entities' exact scores (``scores``), read
+        in the same state of the store."""
         with self._view.reading():
             answer = self._answer(at_ns)
             ranked = self._store.top(signal, at_ns, k, min_score)
+            also = None if scored is None else self._store.scores_at(signal, scored, at_ns)
         return {
             "signal": signal,
             "k": k,
             "min_score": min_score,
             **answer,
             "entities": [[entity, score] for entity, score in ranked],
+            **({} if also is None else {"scores": [[entity, score] for entity, score in also.items()]}),
         }
 
     def scores(self, signal: str, entities: Iterable[int], at_ns: int) -> dict[str, Any]:

@@ -8,10 +8,12 @@ rules, as literal values."""
 from __future__ import annotations
 
 import http.client
+import json
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -37,8 +39,9 @@ HOUR = 3600 * NANOS
 
 
 @contextmanager
-def stores(shares: list[list[EventRecord]]) -> Iterator[list[str]]:
-    """One store per share, each served as an instance serves it; yields the peers."""
+def stores(shares: list[list[EventRecord]], api: type[QueryApi] = QueryApi) -> Iterator[list[str]]:
+    """One store per share, each served as an instance serves it (``api``: its query routes);
+    yields the peers."""
     with tempfile.TemporaryDirectory() as root:
         served = []
         try:
@@ -56,7 +59,7 @@ def stores(shares: list[list[EventRecord]]) -> Iterator[list[str]]:
                     lambda last=wal_last_seq: last,
                     lambda: [f"wal{m}" for m in range(len(shares))],
                 )
-                endpoints = Endpoints("127.0.0.1", 0, Health(60.0), CollectorRegistry(), QueryApi(lambda r=reader: r))
+                endpoints = Endpoints("127.0.0.1", 0, Health(60.0), CollectorRegistry(), api(lambda r=reader: r))
                 served.append((reader, endpoints))
             yield [f"127.0.0.1:{endpoints.port}" for _, endpoints in served]
         finally:
@@ -128,6 +131,67 @@ def test_group_top_k_stops_early_only_when_no_unlisted_entity_can_reach_the_kth(
     assert answer.value[0][0] == expected[0] and answer.value[0][1] == pytest.approx(expected[1])
 
 
+class _Counted(QueryApi):
+    """The service's routes, each request's method and path recorded."""
+
+    asked: ClassVar[list[str]] = []
+
+    def get(self, target: str) -> tuple[int, dict[str, Any]]:
+        self.asked.append("GET " + target.partition("?")[0])
+        return super().get(target)
+
+    def post(self, target: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        self.asked.append("POST " + target.partition("?")[0])
+        return super().post(target, body)
+
+
+class _Older(QueryApi):
+    """An instance from before POST /v1/top: the service's routes but that one."""
+
+    def post(self, target: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        if target.startswith("/v1/top"):
+            return 404, {"error": "no route POST /v1/top"}
+        return super().post(target, body)
+
+
+def test_a_repeated_group_top_k_sends_its_last_candidates_with_the_lists_one_round_trip() -> None:
+    """Keyed shares (each entity in one store): a group top-k must learn that the other
+    stores lack its candidates, a second round trip. The next top-k of the signal and k sends
+    those candidates with its first step and, while the top holds still, answers in one; when
+    the candidates move (a time before the latest events ranks otherwise) it asks again, and
+    every answer is the naive one. An instance that refuses the hint is asked without it."""
+    view = SCHEMA.by_name["view"]
+    lam = lambda_per_ns(view.half_life_seconds)
+    # Entity e in store e % 3; the late half of the events reverses the early ranking.
+    everything = [EventRecord(e, view.id, 1.0 + e, HOUR) for e in range(60)]
+    everything += [EventRecord(e, view.id, 200.0 - 3 * e, 40 * HOUR) for e in range(0, 60, 2)]
+    shares = [[r for r in everything if r.entity_id % 3 == n] for n in range(3)]
+    latest, early = 40 * HOUR, 2 * HOUR
+    with stores(shares, _Counted) as peers, SignalClient(peers) as client:
+        rounds = []
+        for at in (latest, latest, latest + HOUR, early, early):
+            _Counted.asked.clear()
+            answer = client.top("view", 10, at_ns=at)
+            assert answer.complete
+            assert_same_ranking([tuple(pair) for pair in answer.value], naive_ranking(everything, view.id, lam, at), 10)
+            rounds.append(sorted(set(_Counted.asked)))
+    lists, hinted, scored = ["GET /v1/top"], ["POST /v1/top"], ["POST /v1/scores"]
+    assert rounds == [
+        sorted(lists + scored),  # nothing known yet: the lists, then the candidates
+        hinted,  # the same top: one round trip
+        hinted,  # later, the same order (forward decay): one
+        sorted(hinted + scored),  # another order: candidates the hint lacks are asked for
+        hinted,
+    ]
+    with stores(shares, _Older) as peers, SignalClient(peers) as client:
+        for _ in range(2):
+            answer = client.top("view", 10, at_ns=latest)
+            assert answer.complete and not answer.errors
+            assert_same_ranking(
+                [tuple(pair) for pair in answer.value], naive_ranking(everything, view.id, lam, latest), 10
+            )
+
+
 def test_a_store_named_by_the_group_that_does_not_answer_makes_the_answer_incomplete() -> None:
     shares = [[EventRecord(1, 1, 2.0, HOUR)], [EventRecord(1, 1, 3.0, HOUR)]]
     with stores(shares) as peers:
@@ -186,9 +250,9 @@ def test_hostile_requests_get_a_reason_and_the_server_keeps_answering() -> None:
     with stores([[EventRecord(1, 1, 2.0, HOUR)]]) as peers:
         host, port = peers[0].split(":")
 
-        def post(body: bytes, length: int | None = None) -> tuple[int, bytes]:
+        def post(body: bytes, length: int | None = None, target: str = "/v1/scores") -> tuple[int, bytes]:
             connection = http.client.HTTPConnection(host, int(port), timeout=10)
-            connection.putrequest("POST", "/v1/scores")
+            connection.putrequest("POST", target)
             connection.putheader("Content-Length", str(len(body) if length is None else length))
             connection.endheaders()
             connection.send(body[:1024])
@@ -206,6 +270,16 @@ def test_hostile_requests_get_a_reason_and_the_server_keeps_answering() -> None:
         ]:
             status, body = post(request)
             assert (status == 400 and reason in body) or (reason == b"" and status == 200), body
+        top = f"/v1/top?signal=view&k=5&at={HOUR}"
+        for request, reason in [
+            (b"[1]", b"the body is"),
+            (b'{"entities": "1"}', b"a list of at most 10000 ids"),
+            (b'{"entities": [1.5]}', b"entities: each an integer"),
+        ]:
+            status, body = post(request, target=top)
+            assert status == 400 and reason in body, body
+        status, body = post(b'{"entities": [1, 9]}', target=top)  # the list, and the scores of those it holds
+        assert status == 200 and json.loads(body)["scores"] == [[1, 2.0]] and json.loads(body)["entities"] == [[1, 2.0]]
         many = ('{"signal": "view", "at": 0, "entities": [' + ",".join(["1"] * 10_001) + "]}").encode()
         connection = http.client.HTTPConnection(host, int(port), timeout=10)
         connection.request("POST", "/v1/scores", body=many)
