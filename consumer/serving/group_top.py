@@ -44,11 +44,12 @@ class TopPlan:
         self._bounds = {peer: max(float(lists[peer][-1][1]), 0.0) if peer in self._full else 0.0 for peer in lists}
         sums = {entity: math.fsum(scores.values()) for entity, scores in self._listed.items()}
         guess = ranked(sums, k)[-1][1] if len(sums) >= k else -math.inf
-        every = math.fsum(self._bounds.values())
         # The highest total each listed entity can have: its listed scores, and the bounds
-        # of the stores that did not list it.
+        # of the stores that did not list it, summed in one fsum. (Not the sum of every
+        # bound less the listing stores' bounds: that rounds, and an upper one ulp below
+        # the entity's own listed sum dropped the guess's own entity from the candidates.)
         self._uppers = {
-            entity: sums[entity] + every - math.fsum(self._bounds[peer] for peer in scores)
+            entity: math.fsum([*scores.values(), *(b for peer, b in self._bounds.items() if peer not in scores)])
             for entity, scores in self._listed.items()
         }
         self.candidates = {entity for entity, upper in self._uppers.items() if upper >= guess}

@@ -37,6 +37,8 @@ def test_settled_answers_are_the_naive_group_top_k_and_candidate_totals_are_exac
     as k or longer: every candidate's total is its sum over the stores, and when the plan
     says the k-th total settles it, the k highest totals are the group's top k exactly."""
     plan, totals, _ = plan_for(placed, k, factor * k)
+    listed = {entity for scores in placed for entity, _ in store_order(scores)[: factor * k]}
+    assert len(plan.candidates) >= min(k, len(listed))
     truth: dict[int, float] = {}
     for scores in placed:
         for entity, score in scores.items():
@@ -77,3 +79,15 @@ def test_ties_at_the_kth_total_with_an_unseen_lower_id_do_not_settle() -> None:
     placed = [{10: 1.0, 11: 1.0, 0: 1.0}, {20: 1.0, 21: 1.0, 1: 1.0}]
     plan, totals, _ = plan_for(placed, 1, 2)
     assert not plan.settled(ranked(totals, 1)[-1][1])
+
+
+def test_the_entity_whose_sum_is_the_guess_is_always_a_candidate() -> None:
+    """Found by the merge test: one store lists both entities, the others nothing. The
+    top entity's highest possible total must not round below its own listed sum (the old
+    sum of every bound less the listing store's came out one ulp short, no candidate was
+    left, and the group's top 1 answered empty)."""
+    plan = TopPlan({"a": [], "b": [[1, 0.9438743126816935], [0, 0.8908987181403393]], "c": []}, 2, 1)
+    assert plan.candidates == {1}
+    assert plan.asks() == (set(), set())
+    totals = plan.totals({}, set())
+    assert totals == {1: 0.9438743126816935} and plan.settled(totals[1])
