@@ -436,9 +436,9 @@ class Service:
         floors = [floor for floor in (self.ownership.floor, self._committer.floor) if floor is not None]
         return min(floors, default=None)
 
-    def _durable(self, rows: bytes, results: list[AppendResult]) -> None:
+    def _durable(self, rows: bytes, runs: list[tuple[str, int, int]], results: list[AppendResult]) -> None:
         if self._applier is not None:
-            self._applier.submit(rows, results)
+            self._applier.submit(rows, runs, results)
 
     def _complete_staged(self) -> None:
         if self._staged is not None:

@@ -41,6 +41,7 @@ class Staged:
     durable: Future[list[AppendResult]]
     staged_at: float  # time.monotonic() when the poll was handed to the WAL
     rows: bytes  # the records' WAL rows, for the store's applier
+    runs: list[tuple[str, int, int]]  # (topic, partition, count): the records' sources, in order
 
 
 class Timings(NamedTuple):
@@ -59,11 +60,12 @@ class BatchSteps:
         dlq_topic: str,
         max_message_bytes: int,
         after_fsync: Callable[[int], None],
-        on_durable: Callable[[bytes, list[AppendResult]], None],
+        on_durable: Callable[[bytes, list[tuple[str, int, int]], list[AppendResult]], None],
     ) -> None:
         """``after_fsync(n)`` runs after the n-th batch's fsync, before its acks: a test's
         crash point (tests/support/hooked_service.py); the service passes a no-op. ``on_durable``
-        gets each durable batch's WAL rows and results (the store's applier)."""
+        gets each durable batch's WAL rows, their sources as (topic, partition, count) runs, and
+        results (the store's applier)."""
         self._on_durable = on_durable
         self._wal = wal
         self._decoder = decoder
@@ -92,6 +94,7 @@ class BatchSteps:
             self._wal.submit_encoded(plan.records, body),
             time.monotonic(),
             rows(body) if body is not None else b"",
+            [(share.topic, share.partition, len(share.offsets)) for share in plan.shares if share.offsets],
         )
 
     def complete(self, staged: Staged) -> tuple[InFlight, BatchCounts, Timings]:
@@ -101,7 +104,7 @@ class BatchSteps:
         durable_at = time.monotonic()
         self._completed += 1
         self._after_fsync(self._completed)
-        self._on_durable(staged.rows, results)
+        self._on_durable(staged.rows, staged.runs, results)
         send = self._client.send
         deliveries = staged.deliveries
         seqs = last_seqs(staged.plan, results)

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from consumer.protocol import placement
 from consumer.serving.answers import signals_answer, store_info
 from consumer.serving.params import After
 from walcore.schema import Schema
@@ -191,11 +192,13 @@ class StoreReader:
             answer = self._answer(at_ns)
             ranked = self._store.top(signal, at_ns, k, min_score)
             also = None if scored is None else self._store.scores_at(signal, scored, at_ns)
+            held = placement.decode(self._store.placement(), self._store.applied_seq)
         return {
             "signal": signal,
             "k": k,
             "min_score": min_score,
             **answer,
+            "placement": placement.to_json(held),
             "entities": [[entity, score] for entity, score in ranked],
             **({} if also is None else {"scores": [[entity, score] for entity, score in also.items()]}),
         }

@@ -13,7 +13,7 @@ Order of work (docs/store-format.md):
   and applies nothing twice, since the applied seq moves in the same atomic write as the
   events), then removes every voided event the store holds. ``start`` returns once it
   has, before anything is consumed.
-* ``submit`` (after each batch's fsync): the seqs and WAL rows of the batch's new events go
+* ``submit`` (after each batch's fsync): the seqs, WAL rows and sources of the batch's new events go
   to the worker; ``voided`` sends the seqs voided since, in order with the batches.
 * The worker flushes the store every ``flush_interval_s`` and reports the seq it holds
   durably; ``check`` (each loop turn) checkpoints the WAL there and deletes the segments
@@ -48,6 +48,7 @@ from operator import itemgetter
 from consumer.config import Settings
 from consumer.errors import StoreFailed
 from walcore import AppendResult, Wal
+from walcore.format import CONTENT_KEY
 from walcore.segment import list_segments
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,37 @@ MAX_QUEUED_BYTES = 256 * 1024 * 1024
 STOP_TIMEOUT_S = 600.0  # a worker far behind may take this long to finish at a stop
 # The worker's reports on its standard output: the seq its store holds durably.
 REPORT = struct.Struct("<Q")
+_HEADER = struct.Struct("<I")  # a BATCH's runs' JSON length (encode_batch)
 _DUPLICATE = itemgetter(1)  # AppendResult.duplicate
+
+
+def encode_batch(runs: Sequence[tuple[str, int, int]], seqs: bytes, rows: bytes) -> bytes:
+    """A BATCH message's payload: the length of its runs' JSON, the runs, the seqs, the rows."""
+    header = json.dumps(list(runs), separators=(",", ":")).encode()
+    return _HEADER.pack(len(header)) + header + seqs + rows
+
+
+def decode_batch(payload: bytes) -> tuple[list[tuple[str, int, int]], bytes, bytes]:
+    """``encode_batch``'s (runs, seqs, rows) back."""
+    (length,) = _HEADER.unpack_from(payload)
+    runs = [(str(topic), int(partition), int(count)) for topic, partition, count in json.loads(payload[4 : 4 + length])]
+    body = payload[4 + length :]
+    count = len(body) // (8 + CONTENT_KEY.size)
+    return runs, body[: 8 * count], body[8 * count :]
+
+
+def fresh_runs(runs: Sequence[tuple[str, int, int]], fresh: Sequence[int]) -> list[tuple[str, int, int]]:
+    """The runs of the records at indexes ``fresh`` (ascending) alone."""
+    found, start, at = [], 0, 0
+    for topic, partition, count in runs:
+        end = start + count
+        taken = 0
+        while at < len(fresh) and fresh[at] < end:
+            taken, at = taken + 1, at + 1
+        if taken:
+            found.append((topic, partition, taken))
+        start = end
+    return found
 
 
 def truncation_point(segments: Sequence[tuple[int, int]], checkpoint: int, retain_bytes: int) -> int | None:
@@ -143,8 +174,9 @@ class Applier:
             self._fail_if_exited()
         self._retain()
 
-    def submit(self, rows: bytes, results: Sequence[AppendResult]) -> None:
-        """Send a durable batch's new events (the WAL's rows of it, and the results)."""
+    def submit(self, rows: bytes, runs: Sequence[tuple[str, int, int]], results: Sequence[AppendResult]) -> None:
+        """Send a durable batch's new events (the WAL's rows of it, their sources as
+        (topic, partition, count) runs in order, and the results)."""
         if not results:
             return
         if not any(map(_DUPLICATE, results)):  # the usual case: every record new, seqs consecutive
@@ -156,7 +188,8 @@ class Applier:
             seqs = array("q", (results[index][0] for index in fresh))
             size = len(rows) // len(results)
             rows = b"".join(rows[index * size : (index + 1) * size] for index in fresh)
-        self._put(BATCH, seqs.tobytes() + rows)
+            runs = fresh_runs(runs, fresh)
+        self._put(BATCH, encode_batch(runs, seqs.tobytes(), rows))
 
     def voided(self, seqs: Sequence[int]) -> None:
         """Send the seqs just voided in the WAL (the worker removes them from the store)."""

@@ -5,7 +5,8 @@ A process of its own so that applying events into the store (RocksDB writes, the
 math) runs beside the service's loop instead of sharing its interpreter lock. It owns the
 store; the service owns the WAL. On its standard input, framed messages
 (consumer.store.applier.FRAME): START (the WAL's id, its last seq and its voided seqs), BATCH
-(the seqs and WAL rows of a durable batch's new events), VOID (seqs voided since). On its
+(the seqs, WAL rows and source runs of a durable batch's new events: the rows are applied, the
+sources kept in the store's placement record, consumer.protocol.placement), VOID (seqs voided since). On its
 standard output, after every store flush, the seq the store holds durably
 (consumer.store.applier.REPORT): the service checkpoints the WAL there and deletes older segments.
 
@@ -32,16 +33,18 @@ from array import array
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from consumer.config import SignalConfig, build_schema
 from consumer.errors import ExitCode
-from consumer.store.applier import BATCH, FRAME, REPORT, START, VOID
+from consumer.protocol import placement
+from consumer.store.applier import BATCH, FRAME, REPORT, START, VOID, decode_batch
 from walcore.errors import WalCorruption
-from walcore.format import CONTENT_KEY
 from walcore.records import EventRecord
 from walcore.replay import replay_log
 from walcore.segment import list_segments
 from walcore.storage.rocks import RocksEngine
-from walcore.storage.store import SignalStore, StoreMismatch
+from walcore.storage.store import WAL_ROW, SignalStore, StoreMismatch
 
 log = logging.getLogger("consumer.store.apply_worker")  # run as __main__: named for its log lines
 CATCH_UP_CHUNK = 10_000
@@ -55,6 +58,8 @@ class Worker:
         self._flush_interval_s = flush_interval_s
         self._output = output
         self._flushed_at = time.monotonic()
+        self._held: placement.Held | None = None  # the store's placement record (start reads it)
+        self._recorded = False  # whether the store holds one yet
 
     def start(self, wal_id: str, last_seq: int, voided: Sequence[int]) -> None:
         """Bind the store to the WAL, catch up with it, remove what was voided."""
@@ -70,15 +75,25 @@ class Worker:
                 *missing,
                 self.store.applied_seq,
             )
+        recorded = self.store.placement()
+        self._held, self._recorded = placement.decode(recorded, self.store.applied_seq), recorded is not None
         applied = 0
         chunk: list[tuple[int, EventRecord]] = []
         for seq, record in replay_log(self._wal_dir, self.store.applied_seq + 1, last_seq, set(voided)):
             chunk.append((seq, record))
             if len(chunk) >= CATCH_UP_CHUNK:
-                applied += self.store.apply(chunk, seq)
+                applied += self.store.apply(
+                    chunk,
+                    seq,
+                    self._observe(placement.runs_of(r.source for _, r in chunk), [r.entity_id for _, r in chunk]),
+                )
                 chunk = []
         if last_seq > self.store.applied_seq:
-            applied += self.store.apply(chunk, last_seq)
+            applied += self.store.apply(
+                chunk,
+                last_seq,
+                self._observe(placement.runs_of(r.source for _, r in chunk), [r.entity_id for _, r in chunk]),
+            )
         removed = self.unapply(sorted(voided))
         if applied or removed:
             log.info(
@@ -90,9 +105,21 @@ class Worker:
         self.flush()
 
     def apply(self, payload: bytes) -> None:
-        count = len(payload) // (8 + CONTENT_KEY.size)
-        (last_seq,) = _SEQ.unpack_from(payload, 8 * (count - 1))
-        self.store.apply_rows(payload[: 8 * count], payload[8 * count :], last_seq)
+        runs, seqs, rows = decode_batch(payload)
+        (last_seq,) = _SEQ.unpack_from(seqs, len(seqs) - 8)
+        if last_seq <= self.store.applied_seq:
+            return
+        entities = np.frombuffer(rows, WAL_ROW)["entity"]
+        self.store.apply_rows(seqs, rows, last_seq, self._observe(runs, entities))
+
+    def _observe(self, runs: Sequence[tuple[str, int, int]], entities: Sequence[int] | np.ndarray) -> bytes | None:
+        """The store's placement record with these events (consumer.protocol.placement), when
+        it changes: the apply writes it with them."""
+        held = placement.observe(self._held, runs, np.asarray(entities, np.uint64))
+        if held == self._held and self._recorded:
+            return None
+        self._held, self._recorded = held, True
+        return placement.encode(held)
 
     def unapply(self, seqs: Sequence[int]) -> int:
         """Remove voided events the store holds; their records come from the WAL."""

@@ -6,11 +6,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
-from consumer.kafka.partitioning import murmur2, partition_of
+from consumer.kafka.partitioning import entity_key_hashes, murmur2, partition_of
 
 
 @given(st.binary(max_size=64))
@@ -44,3 +45,14 @@ def test_the_confluent_path_imports_without_kafka_python_and_durable_producer_wi
     )
     result = subprocess.run([sys.executable, "-c", producer_only], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "['walcore.errors', 'walcore.records', 'walcore.schema']"
+
+
+@given(
+    st.lists(
+        st.one_of(st.integers(0, 2**64 - 1), st.sampled_from([0, 9, 10, 99, 1000, 10**19, 2**64 - 1])), max_size=50
+    )
+)
+def test_entity_key_hashes_are_murmur2_of_the_decimal_ids(entities: list[int]) -> None:
+    """The applier's vectorized hash, against the one-key murmur2, for ids of every length."""
+    found = entity_key_hashes(np.array(entities, np.uint64))
+    assert found.tolist() == [murmur2(str(entity).encode()) & 0x7FFFFFFF for entity in entities]

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from consumer.config import Settings
-from tests.support.consumer_fixtures import Topics
-from tests.support.service_helpers import TIDAL, acks_cover, applied_counts, dump, event, produce
+from consumer.protocol.placement import Homes
+from tests.support.consumer_fixtures import PARTITIONS, Topics
+from tests.support.service_helpers import TIDAL, acks_cover, applied_counts, dump, event, placement_of, produce
 from walcore.checkpoint import read_checkpoint
 from walcore.storage.signals import lambda_per_ns
 
@@ -144,6 +145,11 @@ def test_a_crash_after_the_fsync_before_the_store_saw_the_batch_applies_it_once(
     acks_cover(topics.bootstrap, topics.reply, positions)
     assert service.stop() == 0, service.log()
     assert applied_counts(tmp_path / "wal" / "store") == expected_counts(sent)
+    # Keyed by index, not entity: the store's placement record (batches, and the replay of
+    # the batch it missed) shows events off their keys' partitions, so it places nothing.
+    held = placement_of(tmp_path / "wal" / "store")
+    assert held is not None and set(held) == {topics.signals} and set(held[topics.signals]) == set(range(PARTITIONS))
+    assert Homes.of_answers({"store": held}) is None
 
 
 @pytest.mark.backends("confluent")  # the store stage, fed by the WAL whatever the Kafka client

@@ -18,10 +18,13 @@ from typing import Any, TypeVar
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
+from consumer.config import Settings
+from consumer.protocol import placement
 from consumer.protocol.acks import Ack, Rejection, parse_ack
 from scripts import kafka_local
 from walcore.storage.rocks import RocksEngine
 from walcore.storage.signals import decode_score
+from walcore.storage.store import SignalStore
 
 BIN = Path(sys.executable).parent
 TIDAL = shutil.which("tidal-consumer", path=str(BIN)) or "tidal-consumer"
@@ -294,6 +297,15 @@ def homes_of(messages: list) -> dict[tuple[int, int], set[tuple[str, int]]]:
             if outcome is not None and hasattr(outcome, "seq"):
                 homes[(ack.partition, offset)].add((outcome.wal_id, outcome.seq))
     return homes
+
+
+def placement_of(store_dir: Path) -> placement.Held | None:
+    """The store's placement record (consumer.protocol.placement), read after the service."""
+    store = SignalStore(RocksEngine(store_dir, read_only=True), Settings().signal_schema())
+    try:
+        return placement.decode(store.placement(), store.applied_seq)
+    finally:
+        store.close()
 
 
 def applied_counts(store_dir: Path) -> dict[tuple[int, int], int]:

@@ -54,6 +54,7 @@ _TOP_INDEX = b"top_index"  # b"runs" once the top keyspace holds every score as 
 _RUNS_LAYOUT = b"runs"
 _MAX_REF = b"max_ref:"  # + signal type u16: the latest event timestamp applied of that type
 _SCHEMA = b"schema"  # JSON {id: [name, half-life seconds]}: every signal type the store has folded with
+_PLACEMENT = b"placement"  # the applier's record of where the applied events came from (opaque here)
 _U64 = struct.Struct(">Q")
 # Index entries checked against their scores at a time: few first (a top-10 reads about 10
 # scores), more while the reader keeps pulling.
@@ -256,17 +257,25 @@ class SignalStore:
         self._engine.write(batch)
         self._engine.flush()
 
-    def apply(self, events: Iterable[tuple[int, EventRecord]], through_seq: int) -> int:
+    def apply(self, events: Iterable[tuple[int, EventRecord]], through_seq: int, placement: bytes | None = None) -> int:
         """Apply the events with seqs above the applied seq, and move it to ``through_seq``,
         in one atomic write. Returns how many were applied. ``events`` are live (never
-        voided) and in seq order; signal types the schema no longer has are skipped."""
+        voided) and in seq order; signal types the schema no longer has are skipped.
+        ``placement``: the caller's record of where the store's events came from, now with
+        these (``placement()`` reads it back), written in the same atomic write."""
         seqs, rows = array("q"), bytearray()
         for seq, record in events:
             seqs.append(seq)
             rows += CONTENT_KEY.pack(*record[:4])
-        return self.apply_rows(seqs, rows, through_seq)
+        return self.apply_rows(seqs, rows, through_seq, placement)
 
-    def apply_rows(self, seqs: bytes | bytearray | array[int], rows: bytes | bytearray, through_seq: int) -> int:
+    def apply_rows(
+        self,
+        seqs: bytes | bytearray | array[int],
+        rows: bytes | bytearray,
+        through_seq: int,
+        placement: bytes | None = None,
+    ) -> int:
         """``apply`` for events as the WAL holds them: ``seqs`` native int64s, ``rows`` one
         CONTENT_KEY row (entity, type, weight, timestamp) per seq, in the same order."""
         applied = self._applied_seq
@@ -308,10 +317,16 @@ class SignalStore:
             if latest > self._max_refs[signal_id]:
                 self._max_refs[signal_id] = latest
                 batch.put("meta", _MAX_REF + struct.pack(">H", signal_id), _U64.pack(latest))
+        if placement is not None:
+            batch.put("meta", _PLACEMENT, placement)
         batch.put("meta", _APPLIED_SEQ, _U64.pack(through_seq))
         self._engine.write(batch)
         self._applied_seq = through_seq
         return len(seq)
+
+    def placement(self) -> bytes | None:
+        """The last ``placement`` an apply wrote (None: none yet)."""
+        return self._engine.get("meta", _PLACEMENT)
 
     def unapply(self, events: Iterable[tuple[int, EventRecord]]) -> int:
         """Remove voided events that were applied (one atomic write); those not in the
