@@ -18,10 +18,14 @@ sign), in the manner of TPUT (Cao and Wang, PODC 2004):
    signal and k had to ask about (a hint: ``POST /v1/top``), so while the top holds still
    nobody is asked again. τ = the k-th highest of those totals, a lower bound of the true
    k-th. When every other entity, listed or not, is certainly below τ (Fagin's threshold on
-   the deep lists), the k highest totals are the answer: one or two round trips;
-2. every store's entities worth at least τ/m (m stores): an entity whose total reaches τ
-   is worth at least τ/m in some store (the largest of m terms is at least their mean,
-   a store without it counting 0), so none is missed; with τ ≤ 0 that is every entity;
+   the deep lists), the k highest totals are the answer: one or two round trips. Where the
+   stores' placement records place the group's events (consumer.protocol.placement), an
+   entity scores 0 outside the stores holding its partition, and only those bound it: with
+   keyed events and no partition moved, the lists alone settle it;
+2. every store's entities worth at least τ/h (h: the most stores one entity can be in, m
+   stores or fewer with placement): an entity whose total reaches τ is worth at least τ/h
+   in some store (the largest of h terms is at least their mean, a store without it
+   counting 0), so none is missed; with τ ≤ 0 that is every entity;
 3. the new candidates' exact totals; the k highest totals are the answer.
 
 Every step asks for the same ``at`` (fixed once, at the client), so every store scores
@@ -41,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 from urllib.parse import urlencode
 
+from consumer.protocol.placement import Homes, as_held
 from consumer.serving import answers
 from consumer.serving.group_top import DEPTH_FACTOR, TopPlan
 from consumer.serving.params import MAX_K, MAX_SCORED, After, after
@@ -172,7 +177,8 @@ class SignalClient:
         if len(stores) == 1:  # one store's own top k is exact
             (only,) = stores.values()
             return _group(only["entities"][:k], at, stores, errors, tokens)
-        plan = TopPlan({answer["peer"]: answer["entities"] for answer in stores.values()}, depth, k)
+        homes = Homes.of_answers({answer["peer"]: as_held(answer.get("placement")) for answer in stores.values()})
+        plan = TopPlan({answer["peer"]: answer["entities"] for answer in stores.values()}, depth, k, homes)
         asked_peers, wanted = plan.asks()
         if wanted and wanted <= set(hint):  # every store asked has scored them all already
             asked = {
@@ -189,7 +195,10 @@ class SignalClient:
         if floor is not None and not plan.settled(floor):
             # floor <= 0: an entity absent from every store but one may still make the top
             # k, so every entity of every store is a candidate (the lowest float as floor).
-            share = floor / len(stores) if floor > 0 else -sys.float_info.max
+            # An entity totalling at least floor > 0 scores at least floor / h in one of its
+            # h homes.
+            widest = len(stores) if homes is None else max(1, min(len(stores), homes.most_homes()))
+            share = floor / widest if floor > 0 else -sys.float_info.max
             answering = {answer["peer"] for answer in stores.values()}  # one peer per WAL
             above, more_errors = self._ask_all(
                 "GET", "/v1/top?" + urlencode({"signal": signal, "min_score": repr(share), "at": at}), answering

@@ -14,8 +14,13 @@ first; ``depth`` a few times k). From those lists alone:
   highest of the listed entities' listed sums (for scores >= 0 a lower bound of the k-th
   total; for any scores only a guess: the certificate below does not rely on it).
 
-The candidates' exact totals need each store that did not list one to be asked for it
-(``asks``); none, when every candidate was listed by every store with more than it
+With ``homes`` (the group's placement, consumer.protocol.placement), an entity scores 0
+outside the stores holding its partition: only those stores' bounds count in its highest
+possible total, and an entity listed nowhere totals at most the heaviest partition's
+holders' bounds added (``Homes.widest``).
+
+The candidates' exact totals need each of their homes that did not list one to be asked
+for it (``asks``); none, when every candidate was listed by every store with more than it
 listed. With those totals, the k-th highest total ``floor`` settles the answer when every
 entity outside the candidates, listed or not, is certainly below it (``settled``): then two
 round trips (or one) are the whole group top-k. Otherwise the client goes on as TPUT does
@@ -28,37 +33,54 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from consumer.protocol.placement import Homes
 from consumer.serving.answers import beyond, ranked
 
 DEPTH_FACTOR = 2  # a store's list is this many times k long (one round trip, a few more entries)
 
 
 class TopPlan:
-    def __init__(self, lists: Mapping[str, Sequence[Sequence[Any]]], depth: int, k: int) -> None:
-        """``lists``: each store's (peer's) first ``depth`` [entity, score], highest first."""
+    def __init__(
+        self, lists: Mapping[str, Sequence[Sequence[Any]]], depth: int, k: int, homes: Homes | None = None
+    ) -> None:
+        """``lists``: each store's (peer's) first ``depth`` [entity, score], highest first.
+        ``homes``: where the group's events are placed (consumer.protocol.placement), if it is
+        known: an entity's score is then 0 outside its homes, and they alone bound it."""
         self._listed: dict[int, dict[str, float]] = {}
         for peer, found in lists.items():
             for entity, score in found:
                 self._listed.setdefault(int(entity), {})[peer] = float(score)
         self._full = {peer for peer, found in lists.items() if len(found) >= depth}
         self._bounds = {peer: max(float(lists[peer][-1][1]), 0.0) if peer in self._full else 0.0 for peer in lists}
+        every = frozenset(lists)
+        placed = homes.of(self._listed) if homes is not None else {}
+        # A store that listed an entity is a home of it whatever the placement says (a view
+        # of the store newer than the placement it answered with).
+        self._homes = {
+            entity: (placed[entity] & every) | scores.keys() if homes is not None else every
+            for entity, scores in self._listed.items()
+        }
+        self._unlisted = homes.widest(self._bounds) if homes is not None else math.fsum(self._bounds.values())
         sums = {entity: math.fsum(scores.values()) for entity, scores in self._listed.items()}
         guess = ranked(sums, k)[-1][1] if len(sums) >= k else -math.inf
         # The highest total each listed entity can have: its listed scores, and the bounds
-        # of the stores that did not list it, summed in one fsum. (Not the sum of every
-        # bound less the listing stores' bounds: that rounds, and an upper one ulp below
-        # the entity's own listed sum dropped the guess's own entity from the candidates.)
+        # of its other homes, summed in one fsum. (Not the sum of every bound less the
+        # listing stores' bounds: that rounds, and an upper one ulp below the entity's own
+        # listed sum dropped the guess's own entity from the candidates.)
         self._uppers = {
-            entity: math.fsum([*scores.values(), *(b for peer, b in self._bounds.items() if peer not in scores)])
+            entity: math.fsum([*scores.values(), *(self._bounds[p] for p in self._homes[entity] if p not in scores)])
             for entity, scores in self._listed.items()
         }
         self.candidates = {entity for entity, upper in self._uppers.items() if upper >= guess}
 
     def asks(self) -> tuple[set[str], set[int]]:
-        """The stores to ask and the candidates to ask them for: every candidate some store
-        with a full list did not list (each such store answers for all of them)."""
-        wanted = {entity for entity in self.candidates if not self._full <= self._listed[entity].keys()}
-        return (set(self._full) if wanted else set()), wanted
+        """The stores to ask and the candidates to ask them for: every candidate some home of
+        it with a full list did not list (each store asked answers for all of them)."""
+        unlisted_in = {
+            entity: (self._full & self._homes[entity]) - self._listed[entity].keys() for entity in self.candidates
+        }
+        wanted = {entity for entity, stores in unlisted_in.items() if stores}
+        return set().union(*(unlisted_in[entity] for entity in wanted)), wanted
 
     def totals(self, asked: Mapping[str, Mapping[int, float]], wanted: set[int]) -> dict[int, float]:
         """The candidates' exact totals: for an entity in ``wanted``, each asked store's
@@ -78,5 +100,4 @@ class TopPlan:
     def settled(self, floor: float) -> bool:
         """Whether every entity outside the candidates totals certainly less than ``floor``
         (so that none can reach the k-th total, nor tie it with a lower id)."""
-        unlisted = math.fsum(self._bounds.values())
-        return beyond(floor, max([unlisted, *(u for e, u in self._uppers.items() if e not in self.candidates)]))
+        return beyond(floor, max([self._unlisted, *(u for e, u in self._uppers.items() if e not in self.candidates)]))

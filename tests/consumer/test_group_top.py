@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from consumer.kafka.partitioning import entity_key_hashes
+from consumer.protocol.placement import Homes, observe
 from consumer.serving.answers import ranked
 from consumer.serving.group_top import TopPlan
 
@@ -19,13 +22,28 @@ def store_order(scores: dict[int, float]) -> list[list[float]]:
     return [[entity, score] for entity, score in ranked(scores, len(scores))]
 
 
-def plan_for(placed: list[dict[int, float]], k: int, depth: int) -> tuple[TopPlan, dict[int, float], set[str]]:
+def plan_for(
+    placed: list[dict[int, float]], k: int, depth: int, homes: Homes | None = None
+) -> tuple[TopPlan, dict[int, float], set[str]]:
     """The plan, the candidates' totals from asking the stores it names, and those stores."""
     full = {f"peer{n}": scores for n, scores in enumerate(placed)}
-    plan = TopPlan({peer: store_order(scores)[:depth] for peer, scores in full.items()}, depth, k)
+    plan = TopPlan({peer: store_order(scores)[:depth] for peer, scores in full.items()}, depth, k, homes)
     peers, wanted = plan.asks()
     asked = {peer: {entity: full[peer][entity] for entity in wanted if entity in full[peer]} for peer in peers}
     return plan, plan.totals(asked, wanted), peers
+
+
+def assert_true_to(placed: list[dict[int, float]], plan: TopPlan, totals: dict[int, float], k: int) -> None:
+    """Every candidate's total is its sum over the stores, and when the plan says the k-th
+    total settles it, the k highest totals are the group's top k exactly."""
+    truth: dict[int, float] = {}
+    for scores in placed:
+        for entity, score in scores.items():
+            truth[entity] = truth.get(entity, 0.0) + score
+    for entity, total in totals.items():
+        assert math.isclose(total, truth[entity], rel_tol=1e-9, abs_tol=1e-9)
+    if len(totals) >= k and plan.settled(ranked(totals, k)[-1][1]):
+        assert [entity for entity, _ in ranked(totals, k)] == [entity for entity, _ in ranked(truth, k)]
 
 
 @settings(max_examples=400, deadline=None)
@@ -39,14 +57,7 @@ def test_settled_answers_are_the_naive_group_top_k_and_candidate_totals_are_exac
     plan, totals, _ = plan_for(placed, k, factor * k)
     listed = {entity for scores in placed for entity, _ in store_order(scores)[: factor * k]}
     assert len(plan.candidates) >= min(k, len(listed))
-    truth: dict[int, float] = {}
-    for scores in placed:
-        for entity, score in scores.items():
-            truth[entity] = truth.get(entity, 0.0) + score
-    for entity, total in totals.items():
-        assert math.isclose(total, truth[entity], rel_tol=1e-9, abs_tol=1e-9)
-    if len(totals) >= k and plan.settled(ranked(totals, k)[-1][1]):
-        assert [entity for entity, _ in ranked(totals, k)] == [entity for entity, _ in ranked(truth, k)]
+    assert_true_to(placed, plan, totals, k)
 
 
 def test_entities_every_store_listed_need_no_second_round_trip() -> None:
@@ -91,3 +102,90 @@ def test_the_entity_whose_sum_is_the_guess_is_always_a_candidate() -> None:
     assert plan.asks() == (set(), set())
     totals = plan.totals({}, set())
     assert totals == {1: 0.9438743126816935} and plan.settled(totals[1])
+
+
+def keyed(
+    scores: dict[int, list[float | None]], holders: list[set[int]], modulus: int
+) -> tuple[list[dict[int, float]], Homes]:
+    """Three stores holding each entity's events in the stores holding its key's partition
+    (``holders[p]``; ``scores[e][n]``: its score in store n, None: no event there), and the
+    placement their records give (each store's events observed as the applier observes them)."""
+    placed: list[dict[int, float]] = [{}, {}, {}]
+    runs: list[list[tuple[str, int, int]]] = [[], [], []]
+    entities: list[list[int]] = [[], [], []]
+    for entity, per_store in scores.items():
+        partition = int(entity_key_hashes(np.array([entity], np.uint64))[0]) % modulus
+        for n in holders[partition]:
+            score = per_store[n]
+            if score is not None:
+                placed[n][entity] = score
+                runs[n].append(("signals", partition, 1))
+                entities[n].append(entity)
+    held = {f"peer{n}": observe({}, runs[n], np.array(entities[n], np.uint64)) for n in range(3)}
+    homes = Homes.of_answers(held)
+    assert homes is not None  # keyed events: the gcd of a partition's gaps is a multiple of the modulus
+    return placed, homes
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(1, 6),
+    st.lists(st.sets(st.integers(0, 2), min_size=1), min_size=6, max_size=6),
+    st.dictionaries(st.integers(0, 60), st.lists(st.one_of(st.none(), SCORES), min_size=3, max_size=3)),
+    st.integers(1, 6),
+    st.integers(1, 3),
+)
+def test_with_placement_settled_answers_are_still_the_naive_group_top_k(
+    modulus: int, holders: list[set[int]], scores: dict[int, list[float | None]], k: int, factor: int
+) -> None:
+    """Keyed events, partitions held by one store or moved between several: with the
+    placement the stores' records give, candidate totals are exact, a settled answer is the
+    naive top k, and a candidate is asked only of stores that hold its partition."""
+    placed, homes = keyed(scores, holders, modulus)
+    plan, totals, peers = plan_for(placed, k, factor * k, homes)
+    assert_true_to(placed, plan, totals, k)
+    wanted = plan.asks()[1]
+    assert peers <= set().union(*homes.of(wanted).values())
+
+
+def test_placement_settles_a_keyed_group_in_one_round_trip() -> None:
+    """Each store holds its own partitions (nothing moved): an entity's score elsewhere is 0,
+    so the deep lists alone are the answer. Without placement the same lists need the two
+    leaders asked of the other stores."""
+    entities = {e: int(entity_key_hashes(np.array([e], np.uint64))[0]) % 3 for e in range(30)}
+    scores = {e: [10.0 - e / 10 if n == p else None for n in range(3)] for e, p in entities.items()}
+    placed, homes = keyed(scores, [{0}, {1}, {2}], 3)  # type: ignore[arg-type]
+    plan, totals, peers = plan_for(placed, 2, 4, homes)
+    assert not peers and plan.settled(ranked(totals, 2)[-1][1])
+    assert ranked(totals, 2) == [(0, 10.0), (1, 9.9)]
+    _, _, asked = plan_for(placed, 2, 4)
+    assert asked
+
+
+def test_one_event_off_its_keys_partition_and_nothing_is_placed() -> None:
+    """A producer keying by something else, once: the gcd of that partition's gaps drops to
+    where no modulus fits, and the group places nothing (every store a home again)."""
+    hashes = entity_key_hashes(np.array([1, 2, 3], np.uint64)).tolist()
+    right = observe({}, [("signals", hashes[0] % 4, 1), ("signals", hashes[1] % 4, 1)], np.array([1, 2], np.uint64))
+    assert Homes.of_answers({"a": right}) is not None
+    wrong = (hashes[2] + 1) % 4
+    off = observe(right, [("signals", wrong, 1)], np.array([3], np.uint64))
+    assert Homes.of_answers({"a": right, "b": off}) is None
+    assert Homes.of_answers({"a": right, "b": None}) is None  # a store that does not know
+    assert observe({}, [("", 0, 1)], np.array([3], np.uint64)) is None  # an event without a source
+
+
+def test_an_entity_of_a_moved_partition_is_bounded_by_every_store_that_held_it() -> None:
+    """One partition, consumed by two stores in turn: entity 9, listed by neither, holds
+    0.65 in each (1.3 in all) above the listed leader's 1.0. The unlisted bound must add
+    both stores' bounds (0.7 + 0.7), not take the larger, or the plan settles on entity 1."""
+    scores: dict[int, list[float | None]] = {
+        1: [1.0, None, None],
+        2: [0.7, None, None],
+        3: [None, 0.9, None],
+        4: [None, 0.7, None],
+        9: [0.65, 0.65, None],
+    }
+    placed, homes = keyed(scores, [{0, 1}], 1)
+    plan, totals, _ = plan_for(placed, 1, 2, homes)
+    assert not plan.settled(ranked(totals, 1)[-1][1])

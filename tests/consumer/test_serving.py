@@ -19,6 +19,7 @@ import pytest
 
 from consumer.client import DurableProducer, DurableResult
 from consumer.config import Settings
+from consumer.protocol.placement import Homes, as_held
 from consumer.serving import SignalClient
 from scripts import kafka_local
 from tests.support.consumer_fixtures import Topics
@@ -128,6 +129,11 @@ def test_one_instance_answers_exactly_reads_your_writes_and_refuses_bad_input(
                 status, answer = get(port, f"/v1/top?signal={signal}&k={k}&at={at}")
                 assert status == 200, answer
                 assert_same_ranking([tuple(pair) for pair in answer["entities"]], expected, k)
+        # DurableProducer keys each event by its entity: the store's placement record,
+        # kept by the applier process from each batch's sources, places every entity.
+        held = as_held(answer["placement"])
+        assert held is not None and set(held) == {topics.signals}
+        assert Homes.of_answers({"me": held}) is not None
 
         # Read your writes: the store answers with the event its ack just named, every time.
         for round_ in range(25):
@@ -236,6 +242,10 @@ def test_group_answers_equal_a_naive_recomputation_while_partitions_move(topics:
                 assert result.wal_id in {store["wal_id"] for store in answer.stores}
                 assert answer.value["view"]["count"] == round_ + 1, answer
     assert len({r.wal_id for r in results}) >= 3, "the partitions did not move"
+    # Keyed by index, not entity: an entity's events are in several partitions, so the stores'
+    # placement records place nothing (every store stays a possible home of every entity).
+    found = {name: get(port, "/v1/top?signal=view&k=1")[1] for name, (_, port) in running.items()}
+    assert Homes.of_answers({name: as_held(answer["placement"]) for name, answer in found.items()}) is None
     running["c"] = start(topics, wal_dirs[2], tmp_path)  # every WAL's store answers again
 
     records = live_records(wal_dirs)

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,14 +23,16 @@ from prometheus_client import CollectorRegistry
 
 from consumer.config import Settings
 from consumer.errors import KafkaUnavailable
+from consumer.kafka.partitioning import entity_key_hashes
 from consumer.ops.health import Endpoints, Health
+from consumer.protocol import placement
 from consumer.protocol.handoff import CommitMark, encode_mark
 from consumer.serving import SignalClient, answers, params
 from consumer.serving.api import QueryApi
 from consumer.serving.group import UNREAD, GroupWals
 from consumer.serving.reader import StoreReader
 from tests.support.walcore_helpers import assert_same_ranking, naive_ranking, naive_signals
-from walcore.records import EventRecord
+from walcore.records import EventRecord, SourcePosition
 from walcore.storage.rocks import RocksEngine
 from walcore.storage.signals import NANOS, lambda_per_ns
 from walcore.storage.store import SignalStore
@@ -41,7 +44,7 @@ HOUR = 3600 * NANOS
 @contextmanager
 def stores(shares: list[list[EventRecord]], api: type[QueryApi] = QueryApi) -> Iterator[list[str]]:
     """One store per share, each served as an instance serves it (``api``: its query routes);
-    yields the peers."""
+    yields the peers. Records with a source are placed (consumer.protocol.placement)."""
     with tempfile.TemporaryDirectory() as root:
         served = []
         try:
@@ -49,7 +52,12 @@ def stores(shares: list[list[EventRecord]], api: type[QueryApi] = QueryApi) -> I
                 directory = Path(root, f"s{n}")
                 writer = SignalStore(RocksEngine(directory), SCHEMA)
                 writer.follow(f"wal{n}", len(share))
-                writer.apply(list(enumerate(share, 1)), len(share))
+                # Records with sources are placed as the applier places them; without, the
+                # store knows nothing of where its events came from.
+                held = placement.observe(
+                    {}, placement.runs_of(r.source for r in share), np.array([r.entity_id for r in share], np.uint64)
+                )
+                writer.apply(list(enumerate(share, 1)), len(share), placement.encode(held) if held else None)
                 writer.close()
                 wal_last_seq = len(share)
                 reader = StoreReader(
@@ -190,6 +198,70 @@ def test_a_repeated_group_top_k_sends_its_last_candidates_with_the_lists_one_rou
             assert_same_ranking(
                 [tuple(pair) for pair in answer.value], naive_ranking(everything, view.id, lam, latest), 10
             )
+
+
+def sourced(entity: int, weight: float, ts: int, partition: int | None = None) -> EventRecord:
+    """A view event from its key's partition of 4 (``partition``: from another one)."""
+    home = int(entity_key_hashes(np.array([entity], np.uint64))[0]) % 4
+    where = SourcePosition("signals", home if partition is None else partition, 0)
+    return EventRecord(entity, SCHEMA.by_name["view"].id, weight, ts, None, where)
+
+
+def keyed_shares(off_key: list[EventRecord], moved: bool = True) -> tuple[list[EventRecord], list[list[EventRecord]]]:
+    """Keyed events of 200 entities over 4 partitions: store 0 consumed partitions 0 and 1,
+    store 1 partition 2 and (``moved``) the later events of partition 1; store 2 partition 3,
+    and ``off_key`` (events from a partition their key does not hash to)."""
+    early = [sourced(e, 1.0 + (e * 37) % 101, HOUR) for e in range(200)]
+    late = [sourced(e, 0.5 + (e * 53) % 97, 2 * HOUR) for e in range(0, 200, 3)]
+    shares: list[list[EventRecord]] = [[], [], []]
+    for record in early + late:
+        partition = record.source.partition  # type: ignore[union-attr]
+        store = {0: 0, 1: 1 if moved and record in late else 0, 2: 1, 3: 2}[partition]
+        shares[store].append(record)
+    shares[2].extend(off_key)
+    return early + late + off_key, shares
+
+
+@pytest.mark.parametrize("k", [1, 10, 50])
+@pytest.mark.parametrize("moved", [False, True])
+def test_keyed_stores_answer_the_group_top_k_exactly_in_one_round_trip_while_nothing_moved(k: int, moved: bool) -> None:
+    """Every event in its key's partition (DurableProducer's keys): the stores' placement
+    records say where each entity can be. While no partition moved, the lists alone settle
+    the answer (one round trip, no scores asked); with one moved, its entities may be in two
+    stores and are bounded so. Every answer is the naive one."""
+    view = SCHEMA.by_name["view"]
+    everything, shares = keyed_shares([], moved)
+    at = 3 * HOUR
+    with stores(shares, _Counted) as peers, SignalClient(peers) as client:
+        _Counted.asked.clear()
+        answer = client.top("view", k, at_ns=at)
+        assert moved or _Counted.asked == ["GET /v1/top"] * 3
+    naive = naive_ranking(everything, view.id, lambda_per_ns(view.half_life_seconds), at)
+    assert answer.complete
+    assert_same_ranking([tuple(pair) for pair in answer.value], naive, k)
+
+
+def test_one_event_off_its_keys_partition_is_still_counted_in_the_group_top_k() -> None:
+    """A producer that keyed one event otherwise: entity X (partition 0, store 0's, which
+    lists it second) also has an event in store 2, from partition 3, too low for store 2's
+    list. Trusting the partitions would rule store 2 out of X's total and settle on the
+    leader L; store 2's placement record shows the event off its key's partition, nothing is
+    placed, store 2 is asked for X, and X (6 + 5) is first, as the naive answer has it."""
+    view = SCHEMA.by_name["view"]
+    by_home: dict[int, list[int]] = {}
+    for entity in range(400):
+        by_home.setdefault(int(entity_key_hashes(np.array([entity], np.uint64))[0]) % 4, []).append(entity)
+    leader, x = by_home[0][:2]
+    shares = [
+        [sourced(leader, 10.0, HOUR), sourced(x, 6.0, HOUR)],
+        [sourced(e, 1.0, HOUR) for e in by_home[1][:5] + by_home[2][:5]],
+        [sourced(e, 7.0, HOUR) for e in by_home[3][:12]] + [sourced(x, 5.0, HOUR, partition=3)],
+    ]
+    everything = [record for share in shares for record in share]
+    with stores(shares) as peers, SignalClient(peers) as client:
+        answer = client.top("view", 1, at_ns=HOUR)
+    naive = naive_ranking(everything, view.id, lambda_per_ns(view.half_life_seconds), HOUR)
+    assert answer.complete and answer.value == [[x, 11.0]] and naive[0] == (x, 11.0)
 
 
 def test_a_store_named_by_the_group_that_does_not_answer_makes_the_answer_incomplete() -> None:
