@@ -88,10 +88,16 @@ def decode(raw: bytes | None, applied_seq: int) -> Held | None:
 
 
 def as_held(value: Any) -> Held | None:
-    """A placement as JSON carries it (partition numbers as strings) back to ``Held``."""
-    if value is None:
+    """A placement as JSON carries it (partition numbers as strings) back to ``Held``; None
+    for anything else (a peer's answer is read, not trusted: a malformed record places
+    nothing)."""
+    try:
+        held = {str(topic): {int(p): g for p, g in partitions.items()} for topic, partitions in value.items()}
+    except (AttributeError, TypeError, ValueError):
         return None
-    return {str(topic): {int(p): int(g) for p, g in partitions.items()} for topic, partitions in value.items()}
+    if any(type(g) is not int or p < 0 or g < 0 for partitions in held.values() for p, g in partitions.items()):
+        return None
+    return held
 
 
 class Homes:
@@ -126,12 +132,16 @@ class Homes:
         """Each entity's possible homes: the stores holding its partition of some topic."""
         wanted = list(entities)
         hashes = entity_key_hashes(np.array(wanted, np.uint64)).tolist()
-        found: dict[int, frozenset[str]] = {}
-        for entity, hashed in zip(wanted, hashes):
-            found[entity] = frozenset().union(
-                *(holders.get(hashed % modulus, frozenset()) for modulus, holders in self._topics.values())
+        nowhere: frozenset[str] = frozenset()
+        if len(self._topics) == 1:  # the usual case: one shared set per partition, no unions
+            ((modulus, holders),) = self._topics.values()
+            return {entity: holders.get(hashed % modulus, nowhere) for entity, hashed in zip(wanted, hashes)}
+        return {
+            entity: nowhere.union(
+                *(holders.get(hashed % modulus, nowhere) for modulus, holders in self._topics.values())
             )
-        return found
+            for entity, hashed in zip(wanted, hashes)
+        }
 
     def widest(self, bounds: Mapping[str, float]) -> float:
         """The most an entity listed by no store can total, given each store's ``bounds``

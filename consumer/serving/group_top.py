@@ -53,13 +53,15 @@ class TopPlan:
         self._full = {peer for peer, found in lists.items() if len(found) >= depth}
         self._bounds = {peer: max(float(lists[peer][-1][1]), 0.0) if peer in self._full else 0.0 for peer in lists}
         every = frozenset(lists)
-        placed = homes.of(self._listed) if homes is not None else {}
-        # A store that listed an entity is a home of it whatever the placement says (a view
-        # of the store newer than the placement it answered with).
-        self._homes = {
-            entity: (placed[entity] & every) | scores.keys() if homes is not None else every
-            for entity, scores in self._listed.items()
-        }
+        if homes is None:
+            self._homes = dict.fromkeys(self._listed, every)
+        else:
+            # A store that listed an entity is a home of it whatever the placement says (a
+            # view of the store newer than the placement it answered with).
+            self._homes = homes.of(self._listed)
+            for entity, scores in self._listed.items():
+                if not scores.keys() <= self._homes[entity]:
+                    self._homes[entity] = self._homes[entity] | scores.keys()
         self._unlisted = homes.widest(self._bounds) if homes is not None else math.fsum(self._bounds.values())
         sums = {entity: math.fsum(scores.values()) for entity, scores in self._listed.items()}
         guess = ranked(sums, k)[-1][1] if len(sums) >= k else -math.inf
@@ -67,10 +69,10 @@ class TopPlan:
         # of its other homes, summed in one fsum. (Not the sum of every bound less the
         # listing stores' bounds: that rounds, and an upper one ulp below the entity's own
         # listed sum dropped the guess's own entity from the candidates.)
-        self._uppers = {
-            entity: math.fsum([*scores.values(), *(self._bounds[p] for p in self._homes[entity] if p not in scores)])
-            for entity, scores in self._listed.items()
-        }
+        self._uppers = {}
+        for entity, scores in self._listed.items():
+            others = [self._bounds[peer] for peer in self._homes[entity] if peer not in scores]
+            self._uppers[entity] = math.fsum([*scores.values(), *others]) if others else sums[entity]
         self.candidates = {entity for entity, upper in self._uppers.items() if upper >= guess}
 
     def asks(self) -> tuple[set[str], set[int]]:

@@ -102,3 +102,9 @@ def message(records: list[EventRecord], first_seq: int) -> bytes:
     seqs = array("q", range(first_seq, first_seq + len(records))).tobytes()
     rows = b"".join(CONTENT_KEY.pack(*record[:4]) for record in records)
     return encode_batch(placement.runs_of(record.source for record in records), seqs, rows)
+
+
+def test_a_malformed_placement_in_a_peers_answer_places_nothing() -> None:
+    for garbage in (None, "x", [1], {"t": [1]}, {"t": {"a": 1}}, {"t": {"0": -4}}, {"t": {"-1": 4}}, {"t": {"0": 1.5}}):
+        assert placement.as_held(garbage) is None, garbage
+    assert placement.as_held({"t": {"0": 4, "3": 0}}) == {"t": {0: 4, 3: 0}}
