@@ -10,16 +10,20 @@
    request at a time, a new connection each (as SignalClient does). p50/p99.
 3. Fan-out: the same events split over three stores (three server processes), asked
    through SignalClient (every store, answers merged; top-k exact: consumer.serving.client),
-   against SignalClient on the one full store: what the fan-out adds, p99. Two placements:
-   ``keyed``, the service's own shape (producers key by entity: an entity's events are in
-   one of 12 partitions, 4 a store; two partitions move to another store half way through
-   the stream, so their entities' events are in two stores) and ``round_robin``, batches
-   dealt round robin over the stores (every busy entity in all three: the worst case
-   for the group top-k's stopping rule). Two streams: the flat one above (weights 1-9,
-   no decay: thousands of entities tie at the k-th score) and a skewed one (Zipf-popular
-   entities, events spread over 24 h: the shape of real traffic), where the entity asked
-   is a random one of the distinct entities, and the most popular entity's answer time is
-   timed apart (its window counts read every one of its events).
+   against SignalClient on the one full store: what the fan-out adds, p99. Three
+   placements: ``keyed_unmoved``, the service's own shape (producers key by entity, so an
+   entity's events are in one of 12 partitions, its key's murmur2 mod 12, 4 a store),
+   ``keyed`` (the same, two partitions moving to another store half way through the
+   stream, so their entities' events are in two stores) and ``round_robin``, batches dealt
+   round robin over the stores (every busy entity in all three: the worst case for the
+   group top-k's stopping rule). Each store carries the placement record its applier
+   would keep; the keyed ones are asked twice, by stores answering with it and ``_blind``
+   (without it: the group top-k before placement). Two streams: the flat one above
+   (weights 1-9, no decay: thousands of entities tie at the k-th score) and a skewed one
+   (Zipf-popular entities, events spread over 24 h: the shape of real traffic), where the
+   entity asked is a random one of the distinct entities, and the most popular entity's
+   answer time is timed apart (its window counts read every one of its events). The
+   placement record's own cost to the applier (observing each batch) is timed apart too.
 
 JSON: benchmarks/results/serving_bench.json. Run:
     .venv/bin/python benchmarks/serving_bench.py [--events N] [--queries Q] [--rounds R]
@@ -40,6 +44,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -52,7 +57,9 @@ from store_bench import BATCH, Stream, apply_stream, stream  # noqa: E402
 
 import walcore.storage.store as store_module  # noqa: E402
 from consumer.config import Settings  # noqa: E402
+from consumer.kafka.partitioning import entity_key_hashes  # noqa: E402
 from consumer.ops.health import Endpoints, Health  # noqa: E402
+from consumer.protocol.placement import Held, encode, observe  # noqa: E402
 from consumer.serving import SignalClient  # noqa: E402
 from consumer.serving.api import QueryApi  # noqa: E402
 from consumer.serving.reader import StoreReader  # noqa: E402
@@ -66,22 +73,25 @@ PARTITIONS = 12
 MOVED = {3: 1, 7: 2}  # partition -> the store it moves to half way through the stream
 
 
-def placed(events: Stream, placement: str) -> list[Stream]:
-    """The stream's events split over three stores: ``round_robin`` by batch, or ``keyed`` by
-    the entity's partition (entity mod PARTITIONS; store = partition // 4, MOVED's partitions
-    to their new store from the middle batch on). Each store numbers its events from 1."""
+def placed(events: Stream, placement: str) -> list[tuple[Stream, bytes]]:
+    """The stream's events split over three stores: ``round_robin`` by batch, or by the
+    entity's partition (its key's murmur2 mod PARTITIONS, as Kafka's default partitioner
+    puts DurableProducer's events; store = partition // 4): ``keyed_unmoved`` so, ``keyed``
+    with MOVED's partitions on their new store from the middle batch on. Each store numbers
+    its events from 1 and gets the placement record its applier would keep."""
     shares: list[list[tuple[bytes, bytes, int]]] = [[], [], []]
+    held: list[Held | None] = [{}, {}, {}]
     seqs = [0, 0, 0]
     middle = len(events.batches) // 2
     for n, (_, raw, _) in enumerate(events.batches):
         rows = np.frombuffer(raw, WAL_ROW)
+        partitions = entity_key_hashes(rows["entity"]) % PARTITIONS
         if placement == "round_robin":
             owners = np.full(len(rows), n % 3)
         else:
-            partitions = rows["entity"] % PARTITIONS
             owners = partitions // 4
             for partition, store in MOVED.items():
-                if n >= middle:
+                if placement == "keyed" and n >= middle:
                     owners[partitions == partition] = store
         for store in range(3):
             mine = rows[owners == store]
@@ -89,7 +99,29 @@ def placed(events: Stream, placement: str) -> list[Stream]:
                 numbers = np.arange(seqs[store] + 1, seqs[store] + len(mine) + 1, dtype=np.int64)
                 seqs[store] += len(mine)
                 shares[store].append((numbers.tobytes(), mine.tobytes(), seqs[store]))
-    return [Stream(batches, events.entities) for batches in shares]
+                theirs = partitions[owners == store]
+                for partition in np.unique(theirs).tolist():
+                    runs = [("signals", partition, int((theirs == partition).sum()))]
+                    held[store] = observe(held[store], runs, mine["entity"][theirs == partition])
+    return [(Stream(batches, events.entities), encode(record)) for batches, record in zip(shares, held)]
+
+
+def placement_cost(events: Stream) -> float:
+    """CPU µs per event of the applier's placement record: each batch's entities observed
+    per source partition (a batch's records come grouped by partition, as the service
+    plans them)."""
+    batches = []
+    for _, raw, _ in events.batches:
+        entities = np.frombuffer(raw, WAL_ROW)["entity"]
+        partitions = entity_key_hashes(entities) % PARTITIONS
+        order = np.argsort(partitions, kind="stable")
+        counts = np.bincount(partitions, minlength=PARTITIONS)
+        batches.append(([("signals", p, int(c)) for p, c in enumerate(counts.tolist()) if c], entities[order]))
+    held: Held | None = {}
+    started = time.process_time()
+    for runs, entities in batches:
+        held = observe(held, runs, entities)
+    return round((time.process_time() - started) * 1e6 / len(events.entities), 3)
 
 
 def skewed_stream(events: int) -> Stream:
@@ -108,8 +140,11 @@ def skewed_stream(events: int) -> Stream:
     return Stream(batches, entities)
 
 
-def build(directory: Path, events: Stream, *, index: bool, wal_id: str = "bench") -> tuple[float, float]:
-    """Apply ``events`` into a new store at ``directory``; (wall s, CPU s) through the close."""
+def build(
+    directory: Path, events: Stream, *, index: bool, wal_id: str = "bench", placement: bytes | None = None
+) -> tuple[float, float]:
+    """Apply ``events`` into a new store at ``directory`` (with the ``placement`` record);
+    (wall s, CPU s) through the close."""
     ranked = store_module._rerank  # the index's whole maintenance: a no-op for the baseline
     if not index:
         store_module._rerank = lambda *_args, **_kwargs: None
@@ -118,15 +153,22 @@ def build(directory: Path, events: Stream, *, index: bool, wal_id: str = "bench"
         store.follow(wal_id, events.batches[-1][2])
         gc.collect()
         wall, cpu = time.perf_counter(), time.process_time()
-        apply_stream(store, events)
+        apply_stream(store, events, placement)
         return time.perf_counter() - wall, time.process_time() - cpu
     finally:
         store_module._rerank = ranked
 
 
-def serve(store_dir: Path, port: int, wal_id: str) -> None:
+class _Blind(StoreReader):
+    """A store that answers without its placement record: the group top-k as before it."""
+
+    def top(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return {**super().top(*args, **kwargs), "placement": None}
+
+
+def serve(store_dir: Path, port: int, wal_id: str, blind: bool) -> None:
     """The server process: the service's HTTP server and store reader, nothing else."""
-    reader = StoreReader(store_dir, SCHEMA, wal_id, lambda: 0, lambda: [])
+    reader = (_Blind if blind else StoreReader)(store_dir, SCHEMA, wal_id, lambda: 0, lambda: [])
     endpoints = Endpoints("127.0.0.1", port, Health(60.0), CollectorRegistry(), QueryApi(lambda: reader))
     print("ready", flush=True)
     sys.stdin.read()  # until the benchmark closes it
@@ -134,10 +176,11 @@ def serve(store_dir: Path, port: int, wal_id: str) -> None:
     reader.close()
 
 
-def start_server(store_dir: Path, wal_id: str) -> tuple[subprocess.Popen[str], int]:
+def start_server(store_dir: Path, wal_id: str, blind: bool = False) -> tuple[subprocess.Popen[str], int]:
     port = kafka_local.free_port()
     process = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(store_dir), "--port", str(port), "--wal-id", wal_id],
+        [sys.executable, __file__, "--serve", str(store_dir), "--port", str(port), "--wal-id", wal_id]
+        + (["--blind"] if blind else []),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -179,9 +222,10 @@ def main() -> None:
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--wal-id", help=argparse.SUPPRESS)
+    parser.add_argument("--blind", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.port, args.wal_id)
+        serve(args.serve, args.port, args.wal_id, args.blind)
         return
     events = stream(args.events)
     print(f"{args.events:,} events over {len(set(events.entities)):,} entities, batches of {BATCH:,}")
@@ -211,6 +255,9 @@ def main() -> None:
             statistics.median(rates["on"]) / statistics.median(rates["off"]), 3
         )
         print(f"apply rate, index on / off: {results['apply']['rate_on_over_off']}")
+        results["apply"]["placement_cpu_us_per_event"] = placement_cost(events)
+        cost = results["apply"]["placement_cpu_us_per_event"]
+        print(f"  the placement record (the applier's observe of each batch): {cost} us CPU/event")
 
         full = workdir / "store-on-0"
         one, one_port = start_server(full, "full")
@@ -233,6 +280,10 @@ def main() -> None:
         )
 
         fan: dict = {}
+        # This process holds the streams (millions of objects): left to the collector, its
+        # full passes land inside the timed client calls (tens of ms). An application's own
+        # heap is its own business; here it is set aside for every measurement alike.
+        gc.freeze()
         for shape, shaped in (("flat", events), ("skewed", skewed_stream(args.events))):
             full_dir = full if shape == "flat" else workdir / "skewed-full"
             if shape == "skewed":
@@ -254,25 +305,43 @@ def main() -> None:
                     }
 
             fan[shape]["one_store"] = measure(whole, max(200, args.queries // 25))
-            for placement in ("keyed", "round_robin"):
-                parts, started = [], []
-                for part, share in enumerate(placed(shaped, placement)):
-                    build(workdir / f"{shape}-{placement}-{part}", share, index=True, wal_id=f"part{part}")
-                    process, port = start_server(workdir / f"{shape}-{placement}-{part}", f"part{part}")
-                    started.append(process)
-                    parts.append(f"127.0.0.1:{port}")
-                servers.extend(started)
-                # The flat stream's ties make every group top-k read most of each store (s each).
-                tops = 20 if shape == "flat" else max(200, args.queries // 25)
-                three = fan[shape][placement] = measure(parts, tops)
-                three["added_p99_ms"] = {
-                    what: round(three[what]["p99_ms"] - fan[shape]["one_store"][what]["p99_ms"], 3)
-                    for what in ("entity", "top100")
-                }
-                print(
-                    f"SignalClient, {shape} scores, {placement}: one store {fan[shape]['one_store']}; "
-                    f"three stores {three}"
-                )
+            for placement in ("keyed_unmoved", "keyed", "round_robin"):
+                for part, (share, record) in enumerate(placed(shaped, placement)):
+                    build(
+                        workdir / f"{shape}-{placement}-{part}",
+                        share,
+                        index=True,
+                        wal_id=f"part{part}",
+                        placement=record,
+                    )
+                # Round robin: every partition in every store, so placement rules nothing out.
+                for sight in ("placed", "blind") if placement != "round_robin" else ("placed",):
+                    parts = []
+                    for part in range(3):
+                        process, port = start_server(
+                            workdir / f"{shape}-{placement}-{part}", f"part{part}", blind=sight == "blind"
+                        )
+                        servers.append(process)
+                        parts.append(f"127.0.0.1:{port}")
+                    # Without placement the flat stream's ties make every group top-k read
+                    # most of each store (s each).
+                    slow = shape == "flat" and (sight == "blind" or placement != "keyed_unmoved")
+                    tops = 20 if slow else max(200, args.queries // 25)
+                    name = placement if sight == "placed" else f"{placement}_blind"
+                    three = fan[shape][name] = measure(parts, tops)
+                    three["added_p99_ms"] = {
+                        what: round(three[what]["p99_ms"] - fan[shape]["one_store"][what]["p99_ms"], 3)
+                        for what in ("entity", "top100")
+                    }
+                    print(
+                        f"SignalClient, {shape} scores, {name}: one store {fan[shape]['one_store']}; "
+                        f"three stores {three}"
+                    )
+                    for process in servers[-3:]:
+                        assert process.stdin is not None
+                        process.stdin.close()
+                        process.wait(timeout=60)
+                    del servers[-3:]
             # Window counts are counted from an entity's events: the most popular one's
             # answer reads every event of it in its widest window.
             if shape == "skewed":

@@ -118,11 +118,12 @@ def stream(events: int) -> Stream:
     return Stream(batches, entities)
 
 
-def apply_stream(store: SignalStore, events: Stream) -> None:
+def apply_stream(store: SignalStore, events: Stream, placement: bytes | None = None) -> None:
     """What is timed: every batch applied as the applier process applies it, a flush every
-    FLUSH_EVERY batches, then the last flush and the close (memtables written to files)."""
+    FLUSH_EVERY batches, then the last flush and the close (memtables written to files).
+    ``placement``: the store's placement record, written with the last batch."""
     for n, (seqs, rows, last_seq) in enumerate(events.batches):
-        store.apply_rows(seqs, rows, last_seq)
+        store.apply_rows(seqs, rows, last_seq, placement if n == len(events.batches) - 1 else None)
         if n % FLUSH_EVERY == FLUSH_EVERY - 1:
             store.flush()
     store.flush()
