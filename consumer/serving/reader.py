@@ -6,8 +6,10 @@ itself would sort its vector memtable per query and stall applying. A secondary 
 the writer's log into memtables of its own on ``catch_up``; reads never block the writer.
 
 Freshness: a catch-up costs ~3 ms even with nothing new, holding the interpreter lock the
-service's loop needs (measured: docs/performance.md), so it is paced, and kept off the
-queries' path: while queries arrive, a follower thread catches up every
+service's loop needs and holding off the answers queued behind it (measured:
+docs/performance.md), so it is skipped when the applier wrote nothing since the last one
+(a stat of the store's files: RocksEngine.writer_wrote), paced, and kept off the queries'
+path: while queries arrive, a follower thread catches up every
 ``FOLLOW_EVERY_S``; a query finding the view older than ``MAX_STALENESS_S`` (the API was
 idle) catches up first. An answer is therefore at most ``MAX_STALENESS_S`` behind what the
 applier has written, and says the seq it is as of (``applied_seq``); an idle API costs
@@ -143,6 +145,8 @@ class StoreReader:
         with self._catching_up:
             if time.monotonic() - self._caught_up_at >= older_than_s:
                 self._caught_up_at = time.monotonic()
+                if not self._engine.writer_wrote():
+                    return
                 with self._view.moving():
                     self._engine.catch_up()
                     self._store.refresh()

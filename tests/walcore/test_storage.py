@@ -127,6 +127,51 @@ def test_a_rocksdb_store_survives_reopening_with_what_was_flushed(tmp_path: Path
         RocksEngine(tmp_path / "missing", read_only=True)
 
 
+def test_a_secondary_catches_up_after_every_kind_of_write_and_skips_only_when_none_came(tmp_path: Path) -> None:
+    """The query API's reader skips RocksDB's catch-up when the writer's files did not
+    change. Each kind of write the applier makes (a put, an overwrite of the same size, a
+    delete, a batch, a memtable flush and a compaction, which move data into new files) must
+    show as written, and be read after the catch-up; nothing written must show as nothing."""
+    writer = RocksEngine(tmp_path / "s")
+    writer.put("meta", b"k", b"1")
+    reader = RocksEngine(tmp_path / "s", secondary=tmp_path / "own")
+    assert reader.writer_wrote()  # the first call: nothing is known yet
+    reader.catch_up()
+    assert not reader.writer_wrote() and not reader.writer_wrote()
+
+    def batch() -> None:
+        rows = writer.batch()
+        rows.put("scores", b"b", b"2")
+        rows.delete("meta", b"k")
+        writer.write(rows)
+
+    def compacted() -> None:
+        writer.put("events", b"e", b"3")
+        writer._db.flush(True)  # the memtables into a new table file
+        writer._db.compact_range(None, None)
+
+    steps = [
+        (lambda: writer.put("meta", b"k", b"2"), "meta", b"k", b"2"),
+        (lambda: writer.put("meta", b"k", b"3"), "meta", b"k", b"3"),  # the same size again
+        (lambda: writer.delete("meta", b"k"), "meta", b"k", None),
+        (lambda: writer.put("meta", b"k", b"4"), "meta", b"k", b"4"),
+        (batch, "meta", b"k", None),
+        (compacted, "events", b"e", b"3"),
+        (writer.flush, "scores", b"b", b"2"),  # the log synced: nothing new to read
+    ]
+    for step, (write, keyspace, key, value) in enumerate(steps):
+        write()
+        if step < len(steps) - 1:
+            assert reader.writer_wrote(), f"step {step}: a write went unnoticed"
+            reader.catch_up()
+        elif reader.writer_wrote():
+            reader.catch_up()
+        assert reader.get(keyspace, key) == value, f"step {step}"
+        assert not reader.writer_wrote(), f"step {step}: nothing was written since"
+    reader.close()
+    writer.close()
+
+
 def assert_matches(store: SignalStore, live: list[tuple[int, EventRecord]], at: int) -> None:
     for entity in {r.entity_id for _, r in live}:
         expected = naive_signals((r for _, r in live), entity, at, SCHEMA)

@@ -108,6 +108,20 @@ def _owner_only(path: Path) -> None:
             os.chmod(entry.path, FILE_MODE)
 
 
+def _files_state(path: Path) -> frozenset[tuple[str, int, int]]:
+    """(name, size, mtime) of the store's files but its info log."""
+    state = set()
+    for entry in os.scandir(path):
+        if entry.name.startswith("LOG"):
+            continue
+        try:
+            stat = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:  # a compaction removed it meanwhile: the listing changed anyway
+            continue
+        state.add((entry.name, stat.st_size, stat.st_mtime_ns))
+    return frozenset(state)
+
+
 class RocksEngine:
     def __init__(self, path: str | Path, *, read_only: bool = False, secondary: str | Path | None = None) -> None:
         """``read_only``: open beside the process that writes it (a query while the
@@ -141,6 +155,21 @@ class RocksEngine:
         self._handles = {name: self._db.get_column_family_handle(name) for name in KEYSPACES}
         self._write_options = WriteOptions()
         self._reader = reader
+        self._path = Path(path)
+        self._seen: frozenset[tuple[str, int, int]] | None = None
+
+    def writer_wrote(self) -> bool:
+        """A secondary reader: whether the writer's files changed since the last call (the
+        first: True). RocksDB's catch-up costs ~3 ms even when the writer wrote nothing,
+        stalling the reads queued behind it; a stat of the store's files costs ~0.05 ms.
+        Every write of the writer appends to its log (*.log), and every flush or compaction
+        writes files and its MANIFEST, so unchanged names, sizes and mtimes mean nothing new
+        to catch up with. The info log (LOG*) changes on its own and is left out. Read before
+        the catch-up it decides, so that a write landing during that catch-up is seen at
+        the next call."""
+        seen = _files_state(self._path)
+        wrote, self._seen = seen != self._seen, seen
+        return wrote
 
     def catch_up(self) -> None:
         """A secondary reader: see everything the writer has written so far."""
