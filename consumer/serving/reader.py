@@ -113,7 +113,7 @@ class StoreReader:
         shutil.rmtree(self._own_dir, ignore_errors=True)
         self._own_dir.mkdir(mode=0o700)
         self._engine = RocksEngine(store_dir, secondary=self._own_dir)
-        self._store = SignalStore(self._engine, schema)
+        self._store = SignalStore(self._engine, schema, follows=True)
         self._catching_up = threading.Lock()
         self._view = _ViewLock()
         self._caught_up_at = time.monotonic()

@@ -8,12 +8,14 @@ from pathlib import Path
 
 from consumer.config import Settings
 from consumer.serving.reader import StoreReader
+from tests.support.walcore_helpers import assert_same_ranking, naive_ranking
 from walcore.records import EventRecord
 from walcore.storage.rocks import RocksEngine
-from walcore.storage.signals import NANOS
+from walcore.storage.signals import NANOS, lambda_per_ns
 from walcore.storage.store import SignalStore
 
 SCHEMA = Settings().signal_schema()
+VIEW = SCHEMA.by_name["view"]
 LEADER = 1
 BATCHES = 100
 OTHERS = 40  # new entities a batch, each below the leader
@@ -90,3 +92,38 @@ def test_a_top_k_answer_reads_one_state_of_the_store_while_the_view_moves(tmp_pa
         writer.close()
     assert not failures, failures
     assert answers >= BATCHES - 1
+
+
+def test_a_top_list_kept_between_catch_ups_answers_every_time_and_the_next_view_anew(tmp_path: Path) -> None:
+    """The reader keeps each top list it walked until the view moves (the rank order does
+    not change with t). Asked at three times, each answer must carry that time's decayed
+    scores, not the first one's; after a write and a catch-up, the new leader must head it
+    (a list kept past the catch-up would not name it); and asking many k keeps few lists."""
+    directory = tmp_path / "store"
+    writer = SignalStore(RocksEngine(directory), SCHEMA)
+    writer.follow("w", 100)
+    events = [EventRecord(entity, VIEW.id, float(entity % 7 + 1), (entity % 5) * NANOS) for entity in range(1, 60)]
+    writer.apply(list(enumerate(events, 1)), len(events))
+    reader = StoreReader(directory, SCHEMA, "w", lambda: 100, lambda: [])
+    lam = lambda_per_ns(VIEW.half_life_seconds)
+    try:
+        for hours in (1, 5, 30):
+            at = hours * 3600 * NANOS
+            with reader.using():
+                got = reader.top("view", at, 10, None)["entities"]
+            assert_same_ranking([(e, s) for e, s in got], naive_ranking(events, VIEW.id, lam, at), 10)
+        leader = EventRecord(999, VIEW.id, 50.0, 10 * NANOS)
+        events.append(leader)
+        writer.apply([(len(events), leader)], len(events))
+        reader._catch_up()
+        at = 40 * 3600 * NANOS
+        with reader.using():
+            got = reader.top("view", at, 10, None)["entities"]
+            for k in range(1, 40):
+                reader.top("view", at, k, None)
+        assert got[0][0] == 999
+        assert_same_ranking([(e, s) for e, s in got], naive_ranking(events, VIEW.id, lam, at), 10)
+        assert 0 < len(reader._store._memo or {}) <= 8
+    finally:
+        reader.close()
+        writer.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import struct
+import threading
 import time
 from array import array
 from collections.abc import Iterable, Iterator
@@ -60,6 +61,9 @@ _U64 = struct.Struct(">Q")
 # scores), more while the reader keeps pulling.
 _FIRST_CHECK, _LAST_CHECK = 16, 1024
 _WEIGHT = struct.Struct(">d")
+# A following reader's walked top lists kept until its next refresh: a few (signal, k), each
+# at most MAX_K long (consumer.serving.params), so a client asking every k keeps ~MBs, not more.
+_MEMO_LISTS = 8
 # A WAL row (walcore.format.CONTENT_KEY) as a numpy record.
 WAL_ROW = np.dtype([("entity", "<u8"), ("signal", "<u2"), ("weight", "<f8"), ("timestamp", "<u8")])
 assert WAL_ROW.itemsize == CONTENT_KEY.size
@@ -156,8 +160,16 @@ class SignalSummary(NamedTuple):
 
 
 class SignalStore:
-    def __init__(self, engine: StorageEngine, schema: Schema) -> None:
+    def __init__(self, engine: StorageEngine, schema: Schema, *, follows: bool = False) -> None:
+        """``follows``: a reader of a store another process writes (a RocksDB secondary),
+        whose view moves only at ``refresh``: it keeps the top lists it walked until then."""
         self._engine = engine
+        # (signal, k) -> the entities the index ranks first and their kept scores. A rank key
+        # does not move with t (forward decay: walcore.storage.ranking), so one walk answers
+        # every ``at`` past the type's latest event until the view moves: only the scores'
+        # values at ``at`` are computed per query.
+        self._memo: dict[tuple[int, int], tuple[list[int], np.ndarray]] | None = {} if follows else None
+        self._memo_lock = threading.Lock()  # the service's HTTP threads share a reader
         self._runs = RankRuns(engine)
         self._types: dict[int, SignalTypeDefinition] = {d.id: d for d in schema.by_name.values()}
         self._lambdas = {signal_id: lambda_per_ns(d.half_life_seconds) for signal_id, d in self._types.items()}
@@ -195,8 +207,11 @@ class SignalStore:
 
     def refresh(self) -> None:
         """A reader beside the writer (RocksEngine secondary, after its catch_up): read the
-        applied seq again."""
+        applied seq again, and forget the top lists walked in the old view."""
         self._applied_seq = self._read_applied_seq()
+        if self._memo is not None:
+            with self._memo_lock:
+                self._memo.clear()
 
     @property
     def applied_seq(self) -> int:
@@ -444,17 +459,35 @@ class SignalStore:
             if min_score is not None:  # ranks below the threshold's are worth less at at_ns
                 band, rank = ranking.band_and_rank(min_score, at_ns, lam)
                 floor = ranking.rank_key(band, rank - ranking.rank_margin(rank))
-            if self._runs.rising(signal_id):  # an entity's first entry is current
-                leading = self._firsts(signal_id, k, floor)
-                raws = self._engine.get_many("scores", [keys.score_key(e, signal_id) for e in leading])
-                held = [(entity, raw) for entity, raw in zip(leading, raws) if raw is not None]
-            else:
-                held = list(_leading(self._current(signal_id, floor), k))
-            found = list(zip([e for e, _ in held], values_at(decode_scores([raw for _, raw in held]), at_ns, lam)))
+            entities, scores = self._leaders(signal_id, k, floor)
+            found = list(zip(entities, values_at(scores, at_ns, lam)))
         if min_score is not None:
             found = [(entity, score) for entity, score in found if score >= min_score]
         found.sort(key=_by_score)
         return found if k is None else found[:k]
+
+    def _leaders(self, signal: int, k: int | None, floor: int | None) -> tuple[list[int], np.ndarray]:
+        """The entities the index ranks first (``_leading``'s cut) and their kept scores,
+        read in one walk; a following reader's, without ``floor``, from its memo."""
+        kept_as = (signal, k) if self._memo is not None and k is not None and floor is None else None
+        if kept_as is not None:
+            with self._memo_lock:
+                kept = self._memo.get(kept_as) if self._memo is not None else None
+            if kept is not None:
+                return kept
+        if self._runs.rising(signal):  # an entity's first entry is current
+            leading = self._firsts(signal, k, floor)
+            raws = self._engine.get_many("scores", [keys.score_key(e, signal) for e in leading])
+            held = [(entity, raw) for entity, raw in zip(leading, raws) if raw is not None]
+        else:
+            held = list(_leading(self._current(signal, floor), k))
+        found = [entity for entity, _ in held], decode_scores([raw for _, raw in held])
+        if kept_as is not None and self._memo is not None:
+            with self._memo_lock:
+                if len(self._memo) >= _MEMO_LISTS:
+                    del self._memo[next(iter(self._memo))]  # the oldest
+                self._memo[kept_as] = found
+        return found
 
     def _firsts(self, signal: int, k: int | None, floor: int | None = None) -> list[int]:
         """While no score of the type has fallen: the entities of each entity's first entry
