@@ -11,7 +11,8 @@ those that answered. Nothing partial is presented as whole.
 Top-k across stores, exact (an entity's score is the sum of its stores' scores, of any
 sign), in the manner of TPUT (Cao and Wang, PODC 2004):
 
-1. every store's own top ``DEPTH_FACTOR``·k; the candidates among them (those whose
+1. every store's own top ``DEPTH_FACTOR``·k (k + 1 once the stores' placement records
+   showed each partition in one store: consumer.serving.group_top.depth); the candidates among them (those whose
    highest possible total can reach the k-th) and their exact totals, the stores that did
    not list one asked for it (none asked when every store listed it: consumer.serving.
    group_top). The lists come with the scores of the candidates the last top-k of the
@@ -46,8 +47,8 @@ from typing import Any, Protocol, cast
 from urllib.parse import urlencode
 
 from consumer.protocol.placement import Homes, as_held
-from consumer.serving import answers
-from consumer.serving.group_top import DEPTH_FACTOR, TopPlan
+from consumer.serving import answers, group_top
+from consumer.serving.group_top import TopPlan
 from consumer.serving.params import MAX_K, MAX_SCORED, After, after
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -120,6 +121,9 @@ class SignalClient:
         # with the next one's first step, so that while the top k holds still one round trip
         # answers exactly (consumer.serving.group_top).
         self._hints: dict[tuple[str, int], list[int]] = {}
+        # peers -> whether their last group top-k's placement put each partition in one
+        # store (group_top.depth: lists of k + 1 are then enough).
+        self._apart: dict[tuple[str, ...], bool] = {}
         self._lock = threading.Lock()  # one query at a time on the connections (threads may share a client)
 
     def close(self) -> None:
@@ -162,7 +166,7 @@ class SignalClient:
         at = time.time_ns() if at_ns is None else at_ns
         tokens = [_token(item) for item in after]
         peers = self.peers()
-        depth = k if len(peers) == 1 else min(MAX_K, DEPTH_FACTOR * k)
+        depth = group_top.depth(k, len(peers), self._apart.get(tuple(peers), False), MAX_K)
         target = "/v1/top?" + urlencode({"signal": signal, "k": depth}) + "&" + self._query(at, tokens)
         hint = self._hints.get((signal, k), []) if len(peers) > 1 else []
         # With a hint: the lists, and the scores of the last answer's candidates (likely
@@ -178,6 +182,7 @@ class SignalClient:
             (only,) = stores.values()
             return _group(only["entities"][:k], at, stores, errors, tokens)
         homes = Homes.of_answers({answer["peer"]: as_held(answer.get("placement")) for answer in stores.values()})
+        self._apart[tuple(peers)] = homes is not None and homes.most_homes() == 1
         plan = TopPlan({answer["peer"]: answer["entities"] for answer in stores.values()}, depth, k, homes)
         asked_peers, wanted = plan.asks()
         if wanted and wanted <= set(hint):  # every store asked has scored them all already

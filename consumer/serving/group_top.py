@@ -39,6 +39,18 @@ from consumer.serving.answers import beyond, ranked
 DEPTH_FACTOR = 2  # a store's list is this many times k long (one round trip, a few more entries)
 
 
+def depth(k: int, stores: int, apart: bool, most: int) -> int:
+    """How long a list to ask each of ``stores`` for, for a group top ``k`` (at most
+    ``most``). ``apart``: the group's placement, last seen, put each partition in one store
+    (Homes.most_homes() == 1); then every entity's score is whole in its one store, the
+    group top k is among the stores' own top k, and a (k+1)-th entry bounds the rest of its
+    store below them: k + 1 settles it in one round trip (unless it ties the k-th) with
+    half the entries to read, send and plan of DEPTH_FACTOR·k. One store: its own k."""
+    if stores == 1:
+        return k
+    return min(most, k + 1 if apart else DEPTH_FACTOR * k)
+
+
 class TopPlan:
     def __init__(
         self, lists: Mapping[str, Sequence[Sequence[Any]]], depth: int, k: int, homes: Homes | None = None

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from consumer.kafka.partitioning import entity_key_hashes
 from consumer.protocol.placement import Homes, observe
 from consumer.serving.answers import ranked
-from consumer.serving.group_top import TopPlan
+from consumer.serving.group_top import DEPTH_FACTOR, TopPlan, depth
 
 SCORES = st.one_of(st.sampled_from([1.0, 2.0, -1.0, 0.5]), st.floats(-10, 10, allow_nan=False, width=16))
 PLACEMENTS = st.lists(st.dictionaries(st.integers(0, 30), SCORES, max_size=25), min_size=2, max_size=4)
@@ -189,3 +189,10 @@ def test_an_entity_of_a_moved_partition_is_bounded_by_every_store_that_held_it()
     placed, homes = keyed(scores, [{0, 1}], 1)
     plan, totals, _ = plan_for(placed, 1, 2, homes)
     assert not plan.settled(ranked(totals, 1)[-1][1])
+
+
+def test_lists_are_k_plus_one_long_only_where_the_last_placement_put_each_partition_in_one_store() -> None:
+    assert depth(100, 3, apart=False, most=10_000) == DEPTH_FACTOR * 100
+    assert depth(100, 3, apart=True, most=10_000) == 101
+    assert depth(100, 1, apart=False, most=10_000) == 100  # one store's own top k is exact
+    assert depth(9_000, 3, apart=False, most=10_000) == 10_000

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
@@ -30,6 +31,7 @@ from consumer.protocol.handoff import CommitMark, encode_mark
 from consumer.serving import SignalClient, answers, params
 from consumer.serving.api import QueryApi
 from consumer.serving.group import UNREAD, GroupWals
+from consumer.serving.group_top import DEPTH_FACTOR
 from consumer.serving.reader import StoreReader
 from tests.support.walcore_helpers import assert_same_ranking, naive_ranking, naive_signals
 from walcore.records import EventRecord, SourcePosition
@@ -143,13 +145,16 @@ class _Counted(QueryApi):
     """The service's routes, each request's method and path recorded."""
 
     asked: ClassVar[list[str]] = []
+    depths: ClassVar[list[int]] = []  # the k of each /v1/top request with one
 
     def get(self, target: str) -> tuple[int, dict[str, Any]]:
         self.asked.append("GET " + target.partition("?")[0])
+        self.depths += [int(k) for k in parse_qs(urlsplit(target).query).get("k", [])]
         return super().get(target)
 
     def post(self, target: str, body: bytes) -> tuple[int, dict[str, Any]]:
         self.asked.append("POST " + target.partition("?")[0])
+        self.depths += [int(k) for k in parse_qs(urlsplit(target).query).get("k", [])]
         return super().post(target, body)
 
 
@@ -227,18 +232,23 @@ def keyed_shares(off_key: list[EventRecord], moved: bool = True) -> tuple[list[E
 def test_keyed_stores_answer_the_group_top_k_exactly_in_one_round_trip_while_nothing_moved(k: int, moved: bool) -> None:
     """Every event in its key's partition (DurableProducer's keys): the stores' placement
     records say where each entity can be. While no partition moved, the lists alone settle
-    the answer (one round trip, no scores asked); with one moved, its entities may be in two
-    stores and are bounded so. Every answer is the naive one."""
+    the answer (one round trip, no scores asked), and once the client has seen that, it asks
+    lists of k + 1, not 2k (group_top.depth); with one moved, its entities may be in two
+    stores and are bounded so, from lists of 2k. Every answer is the naive one."""
     view = SCHEMA.by_name["view"]
     everything, shares = keyed_shares([], moved)
     at = 3 * HOUR
-    with stores(shares, _Counted) as peers, SignalClient(peers) as client:
-        _Counted.asked.clear()
-        answer = client.top("view", k, at_ns=at)
-        assert moved or _Counted.asked == ["GET /v1/top"] * 3
     naive = naive_ranking(everything, view.id, lambda_per_ns(view.half_life_seconds), at)
-    assert answer.complete
-    assert_same_ranking([tuple(pair) for pair in answer.value], naive, k)
+    with stores(shares, _Counted) as peers, SignalClient(peers) as client:
+        for asking in ("first", "again"):
+            _Counted.asked.clear()
+            _Counted.depths.clear()
+            answer = client.top("view", k, at_ns=at)
+            assert moved or _Counted.asked == ["GET /v1/top"] * 3
+            depth = DEPTH_FACTOR * k if moved or asking == "first" else k + 1
+            assert _Counted.depths[:3] == [depth] * 3, asking
+            assert answer.complete
+            assert_same_ranking([tuple(pair) for pair in answer.value], naive, k)
 
 
 def test_one_event_off_its_keys_partition_is_still_counted_in_the_group_top_k() -> None:
