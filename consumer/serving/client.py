@@ -196,8 +196,9 @@ class SignalClient:
         if wanted and not errors:
             self._hints[(signal, k)] = sorted(wanted)[:MAX_SCORED]
         totals = plan.totals(asked, wanted)
-        floor = answers.ranked(totals, k)[-1][1] if len(totals) >= k and not errors else None
-        if floor is not None and not plan.settled(floor):
+        kth = answers.ranked(totals, k)[-1] if len(totals) >= k and not errors else None
+        if kth is not None and not plan.settled(kth):
+            floor = kth[1]
             # floor <= 0: an entity absent from every store but one may still make the top
             # k, so every entity of every store is a candidate (the lowest float as floor).
             # An entity totalling at least floor > 0 scores at least floor / h in one of its

@@ -75,6 +75,11 @@ class TopPlan:
                 if not scores.keys() <= self._homes[entity]:
                     self._homes[entity] = self._homes[entity] | scores.keys()
         self._unlisted = homes.widest(self._bounds) if homes is not None else math.fsum(self._bounds.values())
+        # Each partition in one store: an entity's score there is its whole total, and one a
+        # full store did not list ranks after its last listed entry in the answer's own order
+        # (score, then lower id), ties included: no rounding margin is needed against it.
+        self._apart = homes is not None and homes.most_homes() == 1
+        self._lasts = {peer: (int(lists[peer][-1][0]), float(lists[peer][-1][1])) for peer in self._full}
         sums = {entity: math.fsum(scores.values()) for entity, scores in self._listed.items()}
         guess = ranked(sums, k)[-1][1] if len(sums) >= k else -math.inf
         # The highest total each listed entity can have: its listed scores, and the bounds
@@ -111,7 +116,24 @@ class TopPlan:
             found[entity] = math.fsum(terms)
         return found
 
-    def settled(self, floor: float) -> bool:
-        """Whether every entity outside the candidates totals certainly less than ``floor``
-        (so that none can reach the k-th total, nor tie it with a lower id)."""
-        return beyond(floor, max([self._unlisted, *(u for e, u in self._uppers.items() if e not in self.candidates)]))
+    def settled(self, kth: tuple[int, float]) -> bool:
+        """Whether every entity outside the candidates ranks certainly below ``kth``, the
+        k-th (entity, total) of the candidates' totals: none can reach it, nor tie it with a
+        lower id. Where the entities involved are whole in one store (``_apart``), exactly
+        in the answer's order; otherwise below its total by more than sums round."""
+        entity, floor = kth
+        exact = self._apart and len(self._homes.get(entity, ())) == 1
+        for other, upper in self._uppers.items():
+            if other in self.candidates:
+                continue
+            whole = exact and len(self._homes[other]) == 1  # its upper is its listed score, its total
+            if not (_ranks_after((other, upper), kth) if whole else beyond(floor, upper)):
+                return False
+        if exact:
+            return all(last == kth or _ranks_after(last, kth) for last in self._lasts.values())
+        return beyond(floor, self._unlisted)
+
+
+def _ranks_after(one: tuple[int, float], other: tuple[int, float]) -> bool:
+    """Whether (entity, total) ``one`` comes after ``other`` in a top-k's order."""
+    return (-one[1], one[0]) > (-other[1], other[0])

@@ -42,7 +42,7 @@ def assert_true_to(placed: list[dict[int, float]], plan: TopPlan, totals: dict[i
             truth[entity] = truth.get(entity, 0.0) + score
     for entity, total in totals.items():
         assert math.isclose(total, truth[entity], rel_tol=1e-9, abs_tol=1e-9)
-    if len(totals) >= k and plan.settled(ranked(totals, k)[-1][1]):
+    if len(totals) >= k and plan.settled(ranked(totals, k)[-1]):
         assert [entity for entity, _ in ranked(totals, k)] == [entity for entity, _ in ranked(truth, k)]
 
 
@@ -71,7 +71,7 @@ def test_entities_every_store_listed_need_no_second_round_trip() -> None:
     ]
     plan, totals, peers = plan_for(placed, 2, 4)
     assert not peers and ranked(totals, 2) == [(1, 120.0), (2, 66.0)]
-    assert plan.settled(66.0)
+    assert plan.settled(ranked(totals, 2)[-1])
 
 
 def test_an_entity_each_store_holds_alone_is_asked_of_the_others_once() -> None:
@@ -81,7 +81,7 @@ def test_an_entity_each_store_holds_alone_is_asked_of_the_others_once() -> None:
     placed = [{1: 9.0, 2: 1.0, 3: 0.5}, {4: 8.0, 5: 1.0, 6: 0.2}, {7: 7.0, 8: 1.0, 9: 0.1}]
     plan, totals, peers = plan_for(placed, 2, 3)
     assert peers == {"peer0", "peer1", "peer2"} and set(totals) == {1, 4}
-    assert ranked(totals, 2) == [(1, 9.0), (4, 8.0)] and plan.settled(8.0)
+    assert ranked(totals, 2) == [(1, 9.0), (4, 8.0)] and plan.settled(ranked(totals, 2)[-1])
 
 
 def test_ties_at_the_kth_total_with_an_unseen_lower_id_do_not_settle() -> None:
@@ -89,7 +89,7 @@ def test_ties_at_the_kth_total_with_an_unseen_lower_id_do_not_settle() -> None:
     id, so the plan does not settle (the client goes on to TPUT's threshold step)."""
     placed = [{10: 1.0, 11: 1.0, 0: 1.0}, {20: 1.0, 21: 1.0, 1: 1.0}]
     plan, totals, _ = plan_for(placed, 1, 2)
-    assert not plan.settled(ranked(totals, 1)[-1][1])
+    assert not plan.settled(ranked(totals, 1)[-1])
 
 
 def test_the_entity_whose_sum_is_the_guess_is_always_a_candidate() -> None:
@@ -101,7 +101,7 @@ def test_the_entity_whose_sum_is_the_guess_is_always_a_candidate() -> None:
     assert plan.candidates == {1}
     assert plan.asks() == (set(), set())
     totals = plan.totals({}, set())
-    assert totals == {1: 0.9438743126816935} and plan.settled(totals[1])
+    assert totals == {1: 0.9438743126816935} and plan.settled((1, totals[1]))
 
 
 def keyed(
@@ -156,7 +156,7 @@ def test_placement_settles_a_keyed_group_in_one_round_trip() -> None:
     scores = {e: [10.0 - e / 10 if n == p else None for n in range(3)] for e, p in entities.items()}
     placed, homes = keyed(scores, [{0}, {1}, {2}], 3)  # type: ignore[arg-type]
     plan, totals, peers = plan_for(placed, 2, 4, homes)
-    assert not peers and plan.settled(ranked(totals, 2)[-1][1])
+    assert not peers and plan.settled(ranked(totals, 2)[-1])
     assert ranked(totals, 2) == [(0, 10.0), (1, 9.9)]
     _, _, asked = plan_for(placed, 2, 4)
     assert asked
@@ -188,7 +188,7 @@ def test_an_entity_of_a_moved_partition_is_bounded_by_every_store_that_held_it()
     }
     placed, homes = keyed(scores, [{0, 1}], 1)
     plan, totals, _ = plan_for(placed, 1, 2, homes)
-    assert not plan.settled(ranked(totals, 1)[-1][1])
+    assert not plan.settled(ranked(totals, 1)[-1])
 
 
 def test_lists_are_k_plus_one_long_only_where_the_last_placement_put_each_partition_in_one_store() -> None:
@@ -196,3 +196,46 @@ def test_lists_are_k_plus_one_long_only_where_the_last_placement_put_each_partit
     assert depth(100, 3, apart=True, most=10_000) == 101
     assert depth(100, 1, apart=False, most=10_000) == 100  # one store's own top k is exact
     assert depth(9_000, 3, apart=False, most=10_000) == 10_000
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.integers(1, 6),
+    st.lists(st.integers(0, 2), min_size=6, max_size=6),
+    st.dictionaries(st.integers(0, 60), st.lists(st.one_of(st.none(), SCORES), min_size=3, max_size=3)),
+    st.integers(1, 6),
+    st.integers(0, 2),
+)
+def test_each_partition_in_one_store_settles_on_the_naive_top_k_ties_included(
+    modulus: int, holder: list[int], scores: dict[int, list[float | None]], k: int, extra: int
+) -> None:
+    """Nothing moved: every entity whole in one store, and lists of k + 1 (or up to 2 more,
+    as the client asks once it has seen that). Settling is then decided in the answer's own
+    order (ties by lower id, no rounding margin): with many equal scores, a settled answer
+    must still be the naive top k, entity by entity."""
+    placed, homes = keyed(scores, [{n} for n in holder], modulus)
+    assert homes.most_homes() == 1 or not any(placed)
+    plan, totals, peers = plan_for(placed, k, k + 1 + extra, homes)
+    assert not peers  # whole entities: nobody is asked for a score
+    assert_true_to(placed, plan, totals, k)
+
+
+def test_a_tie_at_the_kth_score_settles_by_id_when_the_lists_show_it() -> None:
+    """Each entity in one store, every score 5.0 (flat traffic: the k-th total ties
+    hundreds). With numbers alone nothing could settle it (an unlisted 5.0 might reach the
+    k-th); in the answer's order an entity a store did not list has a higher id than its
+    last listed one. Top 2 from lists of 1: the store that listed the lowest id may hold the
+    second lowest too, so not settled; from lists of 2, settled, on the naive answer."""
+    stores: dict[int, list[int]] = {0: [], 1: [], 2: []}
+    for entity in range(40):
+        stores[int(entity_key_hashes(np.array([entity], np.uint64))[0]) % 3].append(entity)
+    scores: dict[int, list[float | None]] = {
+        entity: [5.0 if m == n else None for m in range(3)] for n, held in stores.items() for entity in held[:5]
+    }
+    placed, homes = keyed(scores, [{0}, {1}, {2}], 3)
+    plan, totals, _ = plan_for(placed, 2, 1, homes)
+    assert not plan.settled(ranked(totals, 2)[-1])
+    plan, totals, _ = plan_for(placed, 2, 2, homes)
+    assert plan.settled(ranked(totals, 2)[-1])
+    assert [entity for entity, _ in ranked(totals, 2)] == sorted(scores)[:2]  # the two lowest ids
+    assert_true_to(placed, plan, totals, 2)
