@@ -17,8 +17,10 @@
    stream, so their entities' events are in two stores) and ``round_robin``, batches dealt
    round robin over the stores (every busy entity in all three: the worst case for the
    group top-k's stopping rule). Each store carries the placement record its applier
-   would keep; the keyed ones are asked twice, by stores answering with it and ``_blind``
-   (without it: the group top-k before placement). Two streams: the flat one above
+   would keep; the keyed ones are asked again by stores answering without it (``_blind``:
+   the group top-k before placement), and the unmoved keyed split by ``_cold`` stores too
+   (each answer the first since the store's view moved: no top list kept from the last,
+   as while the applier writes), against a cold store alone. Two streams: the flat one above
    (weights 1-9, no decay: thousands of entities tie at the k-th score) and a skewed one
    (Zipf-popular entities, events spread over 24 h: the shape of real traffic), where the
    entity asked is a random one of the distinct entities, and the most popular entity's
@@ -166,9 +168,22 @@ class _Blind(StoreReader):
         return {**super().top(*args, **kwargs), "placement": None}
 
 
-def serve(store_dir: Path, port: int, wal_id: str, blind: bool) -> None:
+class _Cold(StoreReader):
+    """A store whose every answer is the first since its view moved: no top list kept from
+    the last one (as just after a catch-up, while the applier writes)."""
+
+    def top(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        with self._view.reading():
+            self._store.refresh()
+        return super().top(*args, **kwargs)
+
+
+READERS: dict[str, type[StoreReader]] = {"placed": StoreReader, "blind": _Blind, "cold": _Cold}
+
+
+def serve(store_dir: Path, port: int, wal_id: str, kind: str) -> None:
     """The server process: the service's HTTP server and store reader, nothing else."""
-    reader = (_Blind if blind else StoreReader)(store_dir, SCHEMA, wal_id, lambda: 0, lambda: [])
+    reader = READERS[kind](store_dir, SCHEMA, wal_id, lambda: 0, lambda: [])
     endpoints = Endpoints("127.0.0.1", port, Health(60.0), CollectorRegistry(), QueryApi(lambda: reader))
     print("ready", flush=True)
     sys.stdin.read()  # until the benchmark closes it
@@ -176,11 +191,11 @@ def serve(store_dir: Path, port: int, wal_id: str, blind: bool) -> None:
     reader.close()
 
 
-def start_server(store_dir: Path, wal_id: str, blind: bool = False) -> tuple[subprocess.Popen[str], int]:
+def start_server(store_dir: Path, wal_id: str, kind: str = "placed") -> tuple[subprocess.Popen[str], int]:
     port = kafka_local.free_port()
+    command = [sys.executable, __file__, "--serve", str(store_dir), "--port", str(port), "--wal-id", wal_id]
     process = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(store_dir), "--port", str(port), "--wal-id", wal_id]
-        + (["--blind"] if blind else []),
+        [*command, "--reader", kind],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -222,10 +237,10 @@ def main() -> None:
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--wal-id", help=argparse.SUPPRESS)
-    parser.add_argument("--blind", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--reader", choices=sorted(READERS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.port, args.wal_id, args.blind)
+        serve(args.serve, args.port, args.wal_id, args.reader)
         return
     events = stream(args.events)
     print(f"{args.events:,} events over {len(set(events.entities)):,} entities, batches of {BATCH:,}")
@@ -262,6 +277,8 @@ def main() -> None:
         full = workdir / "store-on-0"
         one, one_port = start_server(full, "full")
         servers.append(one)
+        one_cold, one_cold_port = start_server(full, "full", "cold")
+        servers.append(one_cold)
         rng = random.Random(3)
         at = time.time_ns()
         single = {
@@ -272,11 +289,15 @@ def main() -> None:
                 lambda: http_get(one_port, f"/v1/top?signal={rng.choice(list(SCHEMA.by_name))}&k={TOP_K}&at={at}"),
                 args.queries // 5,
             ),
+            "top100_cold": timed(
+                lambda: http_get(one_cold_port, f"/v1/top?signal={rng.choice(list(SCHEMA.by_name))}&k={TOP_K}&at={at}"),
+                args.queries // 5,
+            ),
         }
         results["one_instance_http"] = single
         print(
             f"one instance over HTTP, {results['entities']:,} entities: entity {single['entity']}, "
-            f"top-{TOP_K} {single['top100']}"
+            f"top-{TOP_K} {single['top100']}, the first after a view moved {single['top100_cold']}"
         )
 
         fan: dict = {}
@@ -289,10 +310,11 @@ def main() -> None:
             if shape == "skewed":
                 build(full_dir, shaped, index=True)
                 process, port = start_server(full_dir, "full-skewed")
-                servers.append(process)
-                whole = [f"127.0.0.1:{port}"]
+                cold, cold_port = start_server(full_dir, "full-skewed", "cold")
+                servers += [process, cold]
+                whole, whole_cold = [f"127.0.0.1:{port}"], [f"127.0.0.1:{cold_port}"]
             else:
-                whole = [f"127.0.0.1:{one_port}"]
+                whole, whole_cold = [f"127.0.0.1:{one_port}"], [f"127.0.0.1:{one_cold_port}"]
             now = time.time_ns()  # after every event of the stream: the usual "now" query
             distinct = sorted(set(shaped.entities))  # a random entity, not a random event's
             fan[shape] = {}
@@ -305,6 +327,7 @@ def main() -> None:
                     }
 
             fan[shape]["one_store"] = measure(whole, max(200, args.queries // 25))
+            fan[shape]["one_store_cold"] = measure(whole_cold, max(200, args.queries // 25))
             for placement in ("keyed_unmoved", "keyed", "round_robin"):
                 for part, (share, record) in enumerate(placed(shaped, placement)):
                     build(
@@ -315,28 +338,26 @@ def main() -> None:
                         placement=record,
                     )
                 # Round robin: every partition in every store, so placement rules nothing out.
-                for sight in ("placed", "blind") if placement != "round_robin" else ("placed",):
+                # Cold: every answer the first since its view moved, against one cold store.
+                sights = {"keyed_unmoved": ("placed", "cold", "blind"), "keyed": ("placed", "blind")}
+                for sight in sights.get(placement, ("placed",)):
                     parts = []
                     for part in range(3):
-                        process, port = start_server(
-                            workdir / f"{shape}-{placement}-{part}", f"part{part}", blind=sight == "blind"
-                        )
+                        process, port = start_server(workdir / f"{shape}-{placement}-{part}", f"part{part}", sight)
                         servers.append(process)
                         parts.append(f"127.0.0.1:{port}")
                     # Without placement the flat stream's ties make every group top-k read
                     # most of each store (s each).
                     slow = shape == "flat" and (sight == "blind" or placement != "keyed_unmoved")
                     tops = 20 if slow else max(200, args.queries // 25)
-                    name = placement if sight == "placed" else f"{placement}_blind"
+                    name = placement if sight == "placed" else f"{placement}_{sight}"
                     three = fan[shape][name] = measure(parts, tops)
+                    one_store = fan[shape]["one_store_cold" if sight == "cold" else "one_store"]
                     three["added_p99_ms"] = {
-                        what: round(three[what]["p99_ms"] - fan[shape]["one_store"][what]["p99_ms"], 3)
+                        what: round(three[what]["p99_ms"] - one_store[what]["p99_ms"], 3)
                         for what in ("entity", "top100")
                     }
-                    print(
-                        f"SignalClient, {shape} scores, {name}: one store {fan[shape]['one_store']}; "
-                        f"three stores {three}"
-                    )
+                    print(f"SignalClient, {shape} scores, {name}: one store {one_store}; three stores {three}")
                     for process in servers[-3:]:
                         assert process.stdin is not None
                         process.stdin.close()
