@@ -21,9 +21,11 @@ holders' bounds added (``Homes.widest``).
 
 The candidates' exact totals need each of their homes that did not list one to be asked
 for it (``asks``); none, when every candidate was listed by every store with more than it
-listed. With those totals, the k-th highest total ``floor`` settles the answer when every
-entity outside the candidates, listed or not, is certainly below it (``settled``): then two
-round trips (or one) are the whole group top-k. Otherwise the client goes on as TPUT does
+listed. With those totals, the k-th highest total settles the answer when every entity
+outside the candidates, listed or not, is certainly below it (``settled``): then two round
+trips (or one) are the whole group top-k. Where each partition is in one store, "below" is
+the answer's own order (score, then lower id): an entity a store did not list ranks after
+its last listed one, so ties at the k-th score settle too. Otherwise the client goes on as TPUT does
 (consumer.serving.client).
 """
 
