@@ -15,7 +15,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from walcore.storage.store import SignalSummary
+from walcore.storage.store import SignalSummary, top_order
 
 
 def store_info(wal_id: str, applied_seq: int, wal_last_seq: int) -> dict[str, Any]:
@@ -69,7 +69,7 @@ def add_scores(parts: Iterable[Iterable[tuple[int, float]]]) -> dict[int, float]
 
 def ranked(totals: Mapping[int, float], k: int) -> list[tuple[int, float]]:
     """The k highest totals, highest first, ties by lower entity id (the store's order)."""
-    return sorted(totals.items(), key=lambda item: (-item[1], item[0]))[:k]
+    return sorted(totals.items(), key=top_order)[:k]
 
 
 def missing(answered: Iterable[str], known: Iterable[str], after: Iterable[str] = ()) -> list[str]:

@@ -12,14 +12,15 @@ Top-k across stores, exact (an entity's score is the sum of its stores' scores, 
 sign), in the manner of TPUT (Cao and Wang, PODC 2004):
 
 1. every store's own top ``DEPTH_FACTOR``·k (k + 1 once the stores' placement records
-   showed each partition in one store: consumer.serving.group_top.depth); the candidates among them (those whose
-   highest possible total can reach the k-th) and their exact totals, the stores that did
-   not list one asked for it (none asked when every store listed it: consumer.serving.
-   group_top). The lists come with the scores of the candidates the last top-k of the
-   signal and k had to ask about (a hint: ``POST /v1/top``), so while the top holds still
-   nobody is asked again. τ = the k-th highest of those totals, a lower bound of the true
-   k-th. When every other entity, listed or not, is certainly below τ (Fagin's threshold on
-   the deep lists), the k highest totals are the answer: one or two round trips. Where the
+   showed each partition in one store: consumer.serving.group_top.depth); the candidates
+   among them (those whose highest possible total can reach the k-th) and their exact
+   totals, the stores that did not list one asked for it (none asked when every store
+   listed it: consumer.serving.group_top). The lists come with the scores of the
+   candidates the last top-k of the signal and k had to ask about (a hint: ``POST
+   /v1/top``), so while the top holds still nobody is asked again. τ = the k-th highest
+   of those totals, a lower bound of the true k-th. When every other entity, listed or
+   not, is certainly below τ (Fagin's threshold on the deep lists), the k highest totals
+   are the answer: one or two round trips. Where the
    stores' placement records place the group's events (consumer.protocol.placement), an
    entity scores 0 outside the stores holding its partition, and only those bound it: with
    keyed events and no partition moved, the lists alone settle it;
@@ -182,8 +183,8 @@ class SignalClient:
             (only,) = stores.values()
             return _group(only["entities"][:k], at, stores, errors, tokens)
         homes = Homes.of_answers({answer["peer"]: as_held(answer.get("placement")) for answer in stores.values()})
-        self._apart[tuple(peers)] = homes is not None and homes.most_homes() == 1
         plan = TopPlan({answer["peer"]: answer["entities"] for answer in stores.values()}, depth, k, homes)
+        self._apart[tuple(peers)] = plan.apart
         asked_peers, wanted = plan.asks()
         if wanted and wanted <= set(hint):  # every store asked has scored them all already
             asked = {

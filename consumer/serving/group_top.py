@@ -25,8 +25,8 @@ listed. With those totals, the k-th highest total settles the answer when every 
 outside the candidates, listed or not, is certainly below it (``settled``): then two round
 trips (or one) are the whole group top-k. Where each partition is in one store, "below" is
 the answer's own order (score, then lower id): an entity a store did not list ranks after
-its last listed one, so ties at the k-th score settle too. Otherwise the client goes on as TPUT does
-(consumer.serving.client).
+its last listed one, so ties at the k-th score settle too. Otherwise the client goes on as
+TPUT does (consumer.serving.client).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from typing import Any
 
 from consumer.protocol.placement import Homes
 from consumer.serving.answers import beyond, ranked
+from walcore.storage.store import top_order
 
 DEPTH_FACTOR = 2  # a store's list is this many times k long (one round trip, a few more entries)
 
@@ -80,7 +81,7 @@ class TopPlan:
         # Each partition in one store: an entity's score there is its whole total, and one a
         # full store did not list ranks after its last listed entry in the answer's own order
         # (score, then lower id), ties included: no rounding margin is needed against it.
-        self._apart = homes is not None and homes.most_homes() == 1
+        self.apart = homes is not None and homes.most_homes() == 1
         self._lasts = {peer: (int(lists[peer][-1][0]), float(lists[peer][-1][1])) for peer in self._full}
         sums = {entity: math.fsum(scores.values()) for entity, scores in self._listed.items()}
         guess = ranked(sums, k)[-1][1] if len(sums) >= k else -math.inf
@@ -121,10 +122,10 @@ class TopPlan:
     def settled(self, kth: tuple[int, float]) -> bool:
         """Whether every entity outside the candidates ranks certainly below ``kth``, the
         k-th (entity, total) of the candidates' totals: none can reach it, nor tie it with a
-        lower id. Where the entities involved are whole in one store (``_apart``), exactly
+        lower id. Where the entities involved are whole in one store (``apart``), exactly
         in the answer's order; otherwise below its total by more than sums round."""
         entity, floor = kth
-        exact = self._apart and len(self._homes.get(entity, ())) == 1
+        exact = self.apart and len(self._homes.get(entity, ())) == 1
         for other, upper in self._uppers.items():
             if other in self.candidates:
                 continue
@@ -138,4 +139,4 @@ class TopPlan:
 
 def _ranks_after(one: tuple[int, float], other: tuple[int, float]) -> bool:
     """Whether (entity, total) ``one`` comes after ``other`` in a top-k's order."""
-    return (-one[1], one[0]) > (-other[1], other[0])
+    return top_order(one) > top_order(other)

@@ -69,7 +69,9 @@ WAL_ROW = np.dtype([("entity", "<u8"), ("signal", "<u2"), ("weight", "<f8"), ("t
 assert WAL_ROW.itemsize == CONTENT_KEY.size
 
 
-def _by_score(item: tuple[int, float]) -> tuple[float, int]:
+def top_order(item: tuple[int, float]) -> tuple[float, int]:
+    """A top-k's order of (entity, score): highest score first, ties by lower entity id.
+    The group top-k merges stores' lists in this same order (consumer.serving.answers)."""
     return -item[1], item[0]
 
 
@@ -463,7 +465,7 @@ class SignalStore:
             found = list(zip(entities, values_at(scores, at_ns, lam)))
         if min_score is not None:
             found = [(entity, score) for entity, score in found if score >= min_score]
-        found.sort(key=_by_score)
+        found.sort(key=top_order)
         return found if k is None else found[:k]
 
     def _leaders(self, signal: int, k: int | None, floor: int | None) -> tuple[list[int], np.ndarray]:
