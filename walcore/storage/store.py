@@ -469,27 +469,29 @@ class SignalStore:
         return found if k is None else found[:k]
 
     def _leaders(self, signal: int, k: int | None, floor: int | None) -> tuple[list[int], np.ndarray]:
-        """The entities the index ranks first (``_leading``'s cut) and their kept scores,
-        read in one walk; a following reader's, without ``floor``, from its memo."""
-        kept_as = (signal, k) if self._memo is not None and k is not None and floor is None else None
-        if kept_as is not None:
+        """The entities the index ranks first (``_leading``'s cut) and their kept scores; a
+        following reader's top k (no ``floor``) from its memo, walked once a view."""
+        if self._memo is None or k is None or floor is not None:
+            return self._walk(signal, k, floor)
+        with self._memo_lock:
+            kept = self._memo.get((signal, k))
+        if kept is None:
+            kept = self._walk(signal, k, None)
             with self._memo_lock:
-                kept = self._memo.get(kept_as) if self._memo is not None else None
-            if kept is not None:
-                return kept
+                if len(self._memo) >= _MEMO_LISTS:
+                    del self._memo[next(iter(self._memo))]  # the oldest
+                self._memo[(signal, k)] = kept
+        return kept
+
+    def _walk(self, signal: int, k: int | None, floor: int | None) -> tuple[list[int], np.ndarray]:
+        """``_leaders`` read from the index's runs and the scores, in one state."""
         if self._runs.rising(signal):  # an entity's first entry is current
             leading = self._firsts(signal, k, floor)
             raws = self._engine.get_many("scores", [keys.score_key(e, signal) for e in leading])
             held = [(entity, raw) for entity, raw in zip(leading, raws) if raw is not None]
         else:
             held = list(_leading(self._current(signal, floor), k))
-        found = [entity for entity, _ in held], decode_scores([raw for _, raw in held])
-        if kept_as is not None and self._memo is not None:
-            with self._memo_lock:
-                if len(self._memo) >= _MEMO_LISTS:
-                    del self._memo[next(iter(self._memo))]  # the oldest
-                self._memo[kept_as] = found
-        return found
+        return [entity for entity, _ in held], decode_scores([raw for _, raw in held])
 
     def _firsts(self, signal: int, k: int | None, floor: int | None = None) -> list[int]:
         """While no score of the type has fallen: the entities of each entity's first entry
