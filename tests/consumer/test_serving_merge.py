@@ -149,13 +149,16 @@ class _Counted(QueryApi):
 
     def get(self, target: str) -> tuple[int, dict[str, Any]]:
         self.asked.append("GET " + target.partition("?")[0])
-        self.depths += [int(k) for k in parse_qs(urlsplit(target).query).get("k", [])]
+        self._record_depth(target)
         return super().get(target)
 
     def post(self, target: str, body: bytes) -> tuple[int, dict[str, Any]]:
         self.asked.append("POST " + target.partition("?")[0])
-        self.depths += [int(k) for k in parse_qs(urlsplit(target).query).get("k", [])]
+        self._record_depth(target)
         return super().post(target, body)
+
+    def _record_depth(self, target: str) -> None:
+        self.depths += [int(k) for k in parse_qs(urlsplit(target).query).get("k", [])]
 
 
 class _Older(QueryApi):
