@@ -67,21 +67,24 @@ class TopPlan:
                 self._listed.setdefault(int(entity), {})[peer] = float(score)
         self._full = {peer for peer, found in lists.items() if len(found) >= depth}
         self._bounds = {peer: max(float(lists[peer][-1][1]), 0.0) if peer in self._full else 0.0 for peer in lists}
-        every = frozenset(lists)
+        # Each partition in one store: an entity's score there is its whole total, and one a
+        # full store did not list ranks after its last listed entry in the answer's own order
+        # (score, then lower id), ties included: no rounding margin is needed against it.
+        self.apart = homes is not None and homes.most_homes() == 1
         if homes is None:
-            self._homes = dict.fromkeys(self._listed, every)
+            self._homes = dict.fromkeys(self._listed, frozenset(lists))
+        elif self.apart:
+            # A store's placement record covers every event it holds, read in the view its
+            # list was (consumer.serving.reader): the one store holding a listed entity's
+            # partition is the store that listed it. No hash to compute.
+            self._homes = {entity: frozenset(scores) for entity, scores in self._listed.items()}
         else:
-            # A store that listed an entity is a home of it whatever the placement says (a
-            # view of the store newer than the placement it answered with).
+            # A store that listed an entity is a home of it whatever the placement says.
             self._homes = homes.of(self._listed)
             for entity, scores in self._listed.items():
                 if not scores.keys() <= self._homes[entity]:
                     self._homes[entity] = self._homes[entity] | scores.keys()
         self._unlisted = homes.widest(self._bounds) if homes is not None else math.fsum(self._bounds.values())
-        # Each partition in one store: an entity's score there is its whole total, and one a
-        # full store did not list ranks after its last listed entry in the answer's own order
-        # (score, then lower id), ties included: no rounding margin is needed against it.
-        self.apart = homes is not None and homes.most_homes() == 1
         self._lasts = {peer: (int(lists[peer][-1][0]), float(lists[peer][-1][1])) for peer in self._full}
         sums = {entity: math.fsum(scores.values()) for entity, scores in self._listed.items()}
         guess = ranked(sums, k)[-1][1] if len(sums) >= k else -math.inf
@@ -89,15 +92,20 @@ class TopPlan:
         # of its other homes, summed in one fsum. (Not the sum of every bound less the
         # listing stores' bounds: that rounds, and an upper one ulp below the entity's own
         # listed sum dropped the guess's own entity from the candidates.)
-        self._uppers = {}
-        for entity, scores in self._listed.items():
-            others = [self._bounds[peer] for peer in self._homes[entity] if peer not in scores]
-            self._uppers[entity] = math.fsum([*scores.values(), *others]) if others else sums[entity]
+        if self.apart:  # every home of an entity listed it: its listed sum
+            self._uppers = sums
+        else:
+            self._uppers = {}
+            for entity, scores in self._listed.items():
+                others = [self._bounds[peer] for peer in self._homes[entity] if peer not in scores]
+                self._uppers[entity] = math.fsum([*scores.values(), *others]) if others else sums[entity]
         self.candidates = {entity for entity, upper in self._uppers.items() if upper >= guess}
 
     def asks(self) -> tuple[set[str], set[int]]:
         """The stores to ask and the candidates to ask them for: every candidate some home of
         it with a full list did not list (each store asked answers for all of them)."""
+        if self.apart:  # each entity's one home listed it: every total is known
+            return set(), set()
         unlisted_in = {
             entity: (self._full & self._homes[entity]) - self._listed[entity].keys() for entity in self.candidates
         }
@@ -130,6 +138,8 @@ class TopPlan:
             if other in self.candidates:
                 continue
             whole = exact and len(self._homes[other]) == 1  # its upper is its listed score, its total
+            if whole and upper < floor:  # after it whatever the ids (the usual case: one compare)
+                continue
             if not (_ranks_after((other, upper), kth) if whole else beyond(floor, upper)):
                 return False
         if exact:
