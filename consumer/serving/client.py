@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 from urllib.parse import urlencode
 
+import msgspec
+
 from consumer.protocol.placement import Homes, as_held
 from consumer.serving import answers, group_top
 from consumer.serving.group_top import TopPlan
@@ -197,7 +199,8 @@ class SignalClient:
         if wanted and not errors:
             self._hints[(signal, k)] = sorted(wanted)[:MAX_SCORED]
         totals = plan.totals(asked, wanted)
-        kth = answers.ranked(totals, k)[-1] if len(totals) >= k and not errors else None
+        top = answers.ranked(totals, k)
+        kth = top[-1] if len(top) == k and not errors else None
         if kth is not None and not plan.settled(kth):
             floor = kth[1]
             # floor <= 0: an entity absent from every store but one may still make the top
@@ -214,7 +217,8 @@ class SignalClient:
             fresh = {entity for answer in above.values() for entity, _ in answer["entities"]} - set(totals)
             scored = self._scores(answering, signal, at, fresh, errors)
             totals.update(answers.add_scores(scores.items() for scores in scored.values()))
-        return _group([[entity, score] for entity, score in answers.ranked(totals, k)], at, stores, errors, tokens)
+            top = answers.ranked(totals, k)
+        return _group([[entity, score] for entity, score in top], at, stores, errors, tokens)
 
     def _scores(
         self, peers: set[str], signal: str, at: int, entities: set[int], errors: dict[str, str]
@@ -282,12 +286,15 @@ class SignalClient:
                 if attempt == 2 or not _stale(exc):
                     raise PeerError(f"{peer}: {exc or type(exc).__name__}") from None
         try:
-            answer = json.loads(raw)
-        except ValueError:
+            # msgspec: strict JSON (no NaN or Infinity tokens), parsed ~3x faster than by json.
+            answer = msgspec.json.decode(raw)
+        except msgspec.DecodeError:
             raise PeerError(f"{peer}: HTTP {response.status}, not JSON") from None
+        if not isinstance(answer, dict):
+            raise PeerError(f"{peer}: HTTP {response.status}, not a JSON object")
         if response.status != 200:
             raise PeerError(f"{peer}: HTTP {response.status}: {answer.get('error', answer)}")
-        return dict(answer)
+        return answer
 
     def _connection(self, peer: str) -> http.client.HTTPConnection:
         connection = self._connections.get(peer)

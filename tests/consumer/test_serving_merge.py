@@ -10,8 +10,10 @@ from __future__ import annotations
 import http.client
 import json
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
@@ -371,6 +373,53 @@ def test_hostile_requests_get_a_reason_and_the_server_keeps_answering() -> None:
         assert connection.getresponse().status == 400
         with SignalClient(peers) as client:
             assert client.entity(1, at_ns=HOUR).value["view"]["score"] == 2.0
+
+
+@contextmanager
+def answering(body: bytes) -> Iterator[str]:
+    """A peer that answers every request with ``body`` (HTTP 200, JSON's content type)."""
+
+    class Fixed(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Fixed)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"<html>busy</html>", "not JSON"),
+        (b'{"store": {"wal_id": "x", "applied_seq": NaN}}', "not JSON"),  # strict JSON: no NaN token
+        (b"[1, 2]", "not a JSON object"),
+    ],
+)
+def test_a_peer_answering_what_is_not_a_json_object_is_an_error_never_a_share(body: bytes, reason: str) -> None:
+    """A peer's answer is read, not trusted: one that is not a JSON object (a proxy's page,
+    a non-finite figure, a list) makes the group answer incomplete, with the peer and why,
+    and the good store's share is still there."""
+    share = [[EventRecord(1, 1, 2.0, HOUR)]]
+    with stores(share) as peers, answering(body) as bad, SignalClient([*peers, bad]) as client:
+        answer = client.entity(1, at_ns=HOUR)
+        assert not answer.complete and answer.value["view"]["score"] == 2.0
+        assert list(answer.errors) == [bad] and reason in answer.errors[bad]
+        assert not client.top("view", 1, at_ns=HOUR).complete
 
 
 class MarksOnly:
