@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 from consumer.config import Settings
+from consumer.protocol import placement
 from consumer.serving.reader import StoreReader
 from tests.support.walcore_helpers import assert_same_ranking, naive_ranking
 from walcore.records import EventRecord
@@ -96,9 +97,13 @@ def test_a_top_k_answer_reads_one_state_of_the_store_while_the_view_moves(tmp_pa
 
 def test_a_top_list_kept_between_catch_ups_answers_every_time_and_the_next_view_anew(tmp_path: Path) -> None:
     """The reader keeps each top list it walked until the view moves (the rank order does
-    not change with t). Asked at three times, each answer must carry that time's decayed
+    not change with t), and the meta it reads for every answer (a type's latest event time,
+    the placement record). Asked at three times, each answer must carry that time's decayed
     scores, not the first one's; after a write and a catch-up, the new leader must head it
-    (a list kept past the catch-up would not name it); and asking many k keeps few lists."""
+    (a list kept past the catch-up would not name it), an answer before its event must not
+    count it (a latest time kept from the old view would take the index's path, which
+    cannot leave it out), the new placement must be answered; and asking many k keeps few
+    lists."""
     directory = tmp_path / "store"
     writer = SignalStore(RocksEngine(directory), SCHEMA)
     writer.follow("w", 100)
@@ -112,10 +117,20 @@ def test_a_top_list_kept_between_catch_ups_answers_every_time_and_the_next_view_
             with reader.using():
                 got = reader.top("view", at, 10, None)["entities"]
             assert_same_ranking([(e, s) for e, s in got], naive_ranking(events, VIEW.id, lam, at), 10)
-        leader = EventRecord(999, VIEW.id, 50.0, 10 * NANOS)
-        events.append(leader)
-        writer.apply([(len(events), leader)], len(events))
+        with reader.using():
+            assert reader.top("view", 7 * NANOS, 10, None)["placement"] is None  # nothing placed yet
+        # A new leader, and a later event of the leader at 7 s: at 7 s that one still leads
+        # on its earlier events, and 999 is not there yet.
+        first = naive_ranking(events, VIEW.id, lam, 7 * NANOS)[0][0]
+        later = [EventRecord(999, VIEW.id, 50.0, 10 * NANOS), EventRecord(first, VIEW.id, 1.0, 10 * NANOS)]
+        writer.apply(list(enumerate(later, len(events) + 1)), len(events) + 2, placement.encode({"signals": {0: 5}}))
+        events += later
         reader._catch_up()
+        with reader.using():
+            before = reader.top("view", 7 * NANOS, 10, None)
+        assert before["placement"] == {"signals": {"0": 5}}
+        assert before["entities"][0][0] == first and 999 not in [e for e, _ in before["entities"]]
+        assert_same_ranking([(e, s) for e, s in before["entities"]], naive_ranking(events, VIEW.id, lam, 7 * NANOS), 10)
         at = 40 * 3600 * NANOS
         with reader.using():
             got = reader.top("view", at, 10, None)["entities"]

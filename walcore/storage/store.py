@@ -171,6 +171,7 @@ class SignalStore:
         # every ``at`` past the type's latest event until the view moves: only the scores'
         # values at ``at`` are computed per query.
         self._memo: dict[tuple[int, int], tuple[list[int], np.ndarray]] | None = {} if follows else None
+        self._view_meta: dict[bytes, bytes | None] = {}  # a following reader's meta reads (_meta)
         self._memo_lock = threading.Lock()  # the service's HTTP threads share a reader
         self._runs = RankRuns(engine)
         self._types: dict[int, SignalTypeDefinition] = {d.id: d for d in schema.by_name.values()}
@@ -204,8 +205,18 @@ class SignalStore:
         return 0 if raw is None else _U64.unpack(raw)[0]
 
     def _max_ref(self, signal: int) -> int:
-        raw = self._engine.get("meta", _MAX_REF + struct.pack(">H", signal))
+        raw = self._meta(_MAX_REF + struct.pack(">H", signal))
         return 0 if raw is None else _U64.unpack(raw)[0]
+
+    def _meta(self, key: bytes) -> bytes | None:
+        """A meta value; a following reader's as read once in its view (``refresh`` forgets
+        them): every answer reads a type's latest ref and the placement record."""
+        if self._memo is None:
+            return self._engine.get("meta", key)
+        with self._memo_lock:
+            if key not in self._view_meta:
+                self._view_meta[key] = self._engine.get("meta", key)
+            return self._view_meta[key]
 
     def refresh(self) -> None:
         """A reader beside the writer (RocksEngine secondary, after its catch_up): read the
@@ -214,6 +225,7 @@ class SignalStore:
         if self._memo is not None:
             with self._memo_lock:
                 self._memo.clear()
+                self._view_meta.clear()
 
     @property
     def applied_seq(self) -> int:
@@ -343,7 +355,7 @@ class SignalStore:
 
     def placement(self) -> bytes | None:
         """The last ``placement`` an apply wrote (None: none yet)."""
-        return self._engine.get("meta", _PLACEMENT)
+        return self._meta(_PLACEMENT)
 
     def unapply(self, events: Iterable[tuple[int, EventRecord]]) -> int:
         """Remove voided events that were applied (one atomic write); those not in the
