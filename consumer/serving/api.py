@@ -23,6 +23,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import msgspec
+
 from consumer.serving import params
 from consumer.serving.params import BadQuery
 from consumer.serving.reader import NotYetApplied, StoreClosed, StoreReader
@@ -163,6 +165,16 @@ def _entity_list(entities: object) -> list[int]:
 
 
 def encode(answer: dict[str, Any]) -> bytes:
-    """Strict JSON: a non-finite figure (weights near ±1.8e308 can overflow a sum) is refused
-    rather than sent as the invalid token ``Infinity``."""
-    return json.dumps(answer, allow_nan=False, separators=(",", ":")).encode()
+    """Strict JSON: a non-finite figure is refused (ValueError) rather than sent as the
+    invalid token ``Infinity``. (Weights are clamped and past events only decay, so none is
+    expected; the refusal is the last guard.)
+
+    msgspec writes a top-100's answer ~5x faster than json (its floats are most of a
+    query's encoding), but writes a non-finite float as ``null``. The answers' ``None``s
+    are top-level values (``k``, ``min_score``, ``placement``), so any other ``null`` in the
+    text (a non-finite figure; a string holding the word, or a nested ``None``, at the cost
+    of the slow path only) hands the answer to json, which decides."""
+    body = msgspec.json.encode(answer)
+    if body.count(b"null") != sum(value is None for value in answer.values()):
+        body = json.dumps(answer, allow_nan=False, separators=(",", ":")).encode()
+    return body

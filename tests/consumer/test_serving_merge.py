@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ from consumer.protocol import placement
 from consumer.protocol.handoff import CommitMark, encode_mark
 from consumer.serving import SignalClient, answers, params
 from consumer.serving.api import QueryApi
+from consumer.serving.api import encode as api_encode
 from consumer.serving.group import UNREAD, GroupWals
 from consumer.serving.group_top import DEPTH_FACTOR
 from consumer.serving.reader import StoreReader
@@ -420,6 +422,52 @@ def test_a_peer_answering_what_is_not_a_json_object_is_an_error_never_a_share(bo
         assert not answer.complete and answer.value["view"]["score"] == 2.0
         assert list(answer.errors) == [bad] and reason in answer.errors[bad]
         assert not client.top("view", 1, at_ns=HOUR).complete
+
+
+FIGURES = st.one_of(
+    st.integers(0, 2**64 - 1), st.floats(allow_nan=False, allow_infinity=False), st.sampled_from(["null", "é", ""])
+)
+ANSWERS = st.dictionaries(
+    st.sampled_from(["k", "min_score", "store", "entities", "signals", "error"]),
+    st.one_of(
+        st.none(), FIGURES, st.lists(st.lists(FIGURES, max_size=2), max_size=4), st.dictionaries(st.text(), FIGURES)
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ANSWERS, st.sampled_from([math.inf, -math.inf, math.nan]), st.booleans())
+def test_answers_are_strict_json_of_their_values_and_a_non_finite_figure_is_refused(
+    answer: dict[str, Any], bad: float, nested: bool
+) -> None:
+    """The query API's encoding (msgspec, json where msgspec would write a non-finite figure
+    as null): every answer reads back as itself, floats exactly, strings holding "null"
+    included; one non-finite figure anywhere is a ValueError, never a null."""
+    assert json.loads(api_encode(answer)) == answer
+    spoiled = {**answer, "entities": [[1, bad]]} if nested else {**answer, "min_score": bad}
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        api_encode(spoiled)
+
+
+class _Overflowing(QueryApi):
+    """A store whose sum overflowed (none can: weights are clamped; the encoder's guard)."""
+
+    def get(self, target: str) -> tuple[int, dict[str, Any]]:
+        status, answer = super().get(target)
+        return status, {**answer, "entities": [[1, math.inf]]}
+
+
+def test_a_non_finite_figure_is_an_http_500_with_the_reason_and_an_incomplete_group_answer() -> None:
+    with stores([[EventRecord(1, 1, 2.0, HOUR)]], _Overflowing) as peers:
+        host, port = peers[0].split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        connection.request("GET", f"/v1/top?signal=view&k=5&at={HOUR}")
+        response = connection.getresponse()
+        assert response.status == 500 and b"not finite" in response.read()
+        connection.close()
+        with SignalClient(peers) as client:
+            answer = client.top("view", 1, at_ns=HOUR)
+            assert not answer.complete and "not finite" in answer.errors[peers[0]]
 
 
 class MarksOnly:
