@@ -169,7 +169,7 @@ def encode(answer: dict[str, Any]) -> bytes:
     invalid token ``Infinity``. (Weights are clamped and past events only decay, so none is
     expected; the refusal is the last guard.)
 
-    msgspec writes a top-100's answer ~5x faster than json (its floats are most of a
+    msgspec writes a top-100's answer ~10x faster than json (its floats are most of a
     query's encoding), but writes a non-finite float as ``null``. The answers' ``None``s
     are top-level values (``k``, ``min_score``, ``placement``), so any other ``null`` in the
     text (a non-finite figure; a string holding the word, or a nested ``None``, at the cost
