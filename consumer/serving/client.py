@@ -47,12 +47,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 from urllib.parse import urlencode
 
-import msgspec
-
 from consumer.protocol.placement import Homes, as_held
-from consumer.serving import answers, group_top
+from consumer.serving import answers, group_top, shapes
 from consumer.serving.group_top import TopPlan
 from consumer.serving.params import MAX_K, MAX_SCORED, After, after
+from consumer.serving.shapes import EntityAnswer, ScoresAnswer, TopAnswer
 
 DEFAULT_TIMEOUT_S = 10.0
 
@@ -157,7 +156,7 @@ class SignalClient:
         """The entity's signals over every store, added up."""
         at = time.time_ns() if at_ns is None else at_ns
         tokens = [_token(item) for item in after]
-        found, errors = self._ask_all("GET", f"/v1/entities/{entity_id}?" + self._query(at, tokens))
+        found, errors = self._ask_all("GET", f"/v1/entities/{entity_id}?" + self._query(at, tokens), EntityAnswer)
         stores = _one_per_wal(found)
         return _group(
             answers.merge_signals([answer["signals"] for answer in stores.values()]), at, stores, errors, tokens
@@ -174,26 +173,27 @@ class SignalClient:
         hint = self._hints.get((signal, k), []) if len(peers) > 1 else []
         # With a hint: the lists, and the scores of the last answer's candidates (likely
         # this one's). A peer that refuses it (an instance older than POST /v1/top): without.
-        hinted = self._ask_all("POST", target, peers, json.dumps({"entities": hint}).encode()) if hint else None
+        hinted = None
+        if hint:
+            hinted = self._ask_all("POST", target, TopAnswer, peers, json.dumps({"entities": hint}).encode())
         if hinted is None or hinted[1]:
-            hint, hinted = [], self._ask_all("GET", target, peers)
+            hint, hinted = [], self._ask_all("GET", target, TopAnswer, peers)
         found, errors = hinted
         stores = _one_per_wal(found)
         if errors or not stores:
             return _group([], at, stores, errors, tokens)
         if len(stores) == 1:  # one store's own top k is exact
             (only,) = stores.values()
-            return _group(only["entities"][:k], at, stores, errors, tokens)
+            return _group([list(pair) for pair in only["entities"][:k]], at, stores, errors, tokens)
         homes = Homes.of_answers({answer["peer"]: as_held(answer.get("placement")) for answer in stores.values()})
         plan = TopPlan({answer["peer"]: answer["entities"] for answer in stores.values()}, depth, k, homes)
         self._apart[tuple(peers)] = plan.apart
         asked_peers, wanted = plan.asks()
-        if wanted and wanted <= set(hint):  # every store asked has scored them all already
-            asked = {
-                answer["peer"]: {int(entity): float(score) for entity, score in answer["scores"]}
-                for answer in stores.values()
-                if answer["peer"] in asked_peers
-            }
+        # Every store asked has scored the candidates already (a peer's hinted answer without
+        # its scores is asked again, not read as zeros).
+        with_hint = {peer: answer.get("scores") for peer, answer in found.items() if peer in asked_peers}
+        if wanted and wanted <= set(hint) and all(scores is not None for scores in with_hint.values()):
+            asked = {peer: dict(scores or ()) for peer, scores in with_hint.items()}
         else:
             asked = self._scores(asked_peers, signal, at, wanted, errors)
         if wanted and not errors:
@@ -211,7 +211,10 @@ class SignalClient:
             share = floor / widest if floor > 0 else -sys.float_info.max
             answering = {answer["peer"] for answer in stores.values()}  # one peer per WAL
             above, more_errors = self._ask_all(
-                "GET", "/v1/top?" + urlencode({"signal": signal, "min_score": repr(share), "at": at}), answering
+                "GET",
+                "/v1/top?" + urlencode({"signal": signal, "min_score": repr(share), "at": at}),
+                TopAnswer,
+                answering,
             )
             errors.update(more_errors)
             fresh = {entity for answer in above.values() for entity, _ in answer["entities"]} - set(totals)
@@ -229,19 +232,20 @@ class SignalClient:
         found: dict[str, dict[int, float]] = {peer: {} for peer in peers}
         for start in range(0, len(wanted), MAX_SCORED):
             body = json.dumps({"signal": signal, "at": at, "entities": wanted[start : start + MAX_SCORED]}).encode()
-            answered, more_errors = self._ask_all("POST", "/v1/scores", peers, body)
+            answered, more_errors = self._ask_all("POST", "/v1/scores", ScoresAnswer, peers, body)
             errors.update(more_errors)
             for peer, answer in answered.items():
-                found[peer].update((int(entity), float(score)) for entity, score in answer["entities"])
+                found[peer].update(answer["entities"])
         return {peer: scores for peer, scores in found.items() if peer not in errors}
 
     def _query(self, at: int, tokens: Sequence[After]) -> str:
         return urlencode([("at", at), *(("after", str(token)) for token in tokens), ("wait_ms", self._wait_ms)])
 
     def _ask_all(
-        self, method: str, target: str, peers: Iterable[str] | None = None, body: bytes | None = None
+        self, method: str, target: str, shape: type[Any], peers: Iterable[str] | None = None, body: bytes | None = None
     ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-        """Every peer's answer (peer -> JSON), and the peers that failed (peer -> why). The
+        """Every peer's answer (peer -> JSON of ``shape``: consumer.serving.shapes), and the
+        peers that failed (peer -> why). The
         requests all go out first, each on its peer's kept-alive connection, then the
         answers are read: the peers work at once, with no thread of ours in between."""
         with self._lock:
@@ -255,7 +259,7 @@ class SignalClient:
                     errors[peer] = str(exc)
             for peer in sent:
                 try:
-                    found[peer] = {**self._receive(peer, method, target, body), "peer": peer}
+                    found[peer] = {**self._receive(peer, method, target, body, shape), "peer": peer}
                 except PeerError as exc:
                     errors[peer] = str(exc)
             return found, errors
@@ -272,7 +276,7 @@ class SignalClient:
                 if attempt == 2 or not _stale(exc):
                     raise PeerError(f"{peer}: {exc or type(exc).__name__}") from None
 
-    def _receive(self, peer: str, method: str, target: str, body: bytes | None) -> dict[str, Any]:
+    def _receive(self, peer: str, method: str, target: str, body: bytes | None, shape: type[Any]) -> dict[str, Any]:
         for attempt in (1, 2):
             if attempt == 2:  # asked again on a new connection (every request here only reads)
                 self._send(peer, method, target, body)
@@ -285,16 +289,12 @@ class SignalClient:
                 # A kept-alive connection the server closed meanwhile fails at once.
                 if attempt == 2 or not _stale(exc):
                     raise PeerError(f"{peer}: {exc or type(exc).__name__}") from None
-        try:
-            # msgspec: strict JSON (no NaN or Infinity tokens), parsed ~3x faster than by json.
-            answer = msgspec.json.decode(raw)
-        except msgspec.DecodeError:
-            raise PeerError(f"{peer}: HTTP {response.status}, not JSON") from None
-        if not isinstance(answer, dict):
-            raise PeerError(f"{peer}: HTTP {response.status}, not a JSON object")
         if response.status != 200:
-            raise PeerError(f"{peer}: HTTP {response.status}: {answer.get('error', answer)}")
-        return answer
+            raise PeerError(f"{peer}: HTTP {response.status}: {shapes.error_of(raw)}")
+        try:
+            return shapes.read(raw, shape)
+        except ValueError as exc:
+            raise PeerError(f"{peer}: HTTP 200, not a query answer: {exc}") from None
 
     def _connection(self, peer: str) -> http.client.HTTPConnection:
         connection = self._connections.get(peer)

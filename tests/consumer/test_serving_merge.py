@@ -404,24 +404,39 @@ def answering(body: bytes) -> Iterator[str]:
         server.server_close()
 
 
+STORE = b'"store": {"wal_id": "w9", "applied_seq": 1, "wal_last_seq": 1}, "group_wals": ["w9"]'
+
+
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
-        (b"<html>busy</html>", "not JSON"),
-        (b'{"store": {"wal_id": "x", "applied_seq": NaN}}', "not JSON"),  # strict JSON: no NaN token
-        (b"[1, 2]", "not a JSON object"),
+        (b"<html>busy</html>", "malformed"),
+        (b'{"store": {"wal_id": "x", "applied_seq": NaN}}', "malformed"),  # strict JSON: no NaN token
+        (b"[1, 2]", "Expected `object`"),
+        (b'{"answer": 42}', "missing required field `store`"),
+        (b'{"store": {"wal_id": 7, "applied_seq": 1, "wal_last_seq": 1}, "group_wals": []}', "$.store.wal_id"),
+        (
+            b"{"
+            + STORE
+            + b', "signals": {"view": {"score": "high", "count": 1, "windows": {}}}, "entities": [["a", 1]]}',
+            "$.",
+        ),
     ],
 )
-def test_a_peer_answering_what_is_not_a_json_object_is_an_error_never_a_share(body: bytes, reason: str) -> None:
-    """A peer's answer is read, not trusted: one that is not a JSON object (a proxy's page,
-    a non-finite figure, a list) makes the group answer incomplete, with the peer and why,
-    and the good store's share is still there."""
+def test_a_peer_answering_what_is_not_a_query_answer_is_an_error_never_a_share(body: bytes, reason: str) -> None:
+    """A peer's answer is read, not trusted: one that is not a query answer of its route (a
+    proxy's page, a non-finite figure, a list, an object without the store, a wrong type
+    where the merge adds or ranks: a score as a string, an entity id as a string) makes the
+    group answer incomplete, with the peer and the path of what is wrong, and the good
+    store's share is still there: never a KeyError, never a string added to a score."""
     share = [[EventRecord(1, 1, 2.0, HOUR)]]
     with stores(share) as peers, answering(body) as bad, SignalClient([*peers, bad]) as client:
         answer = client.entity(1, at_ns=HOUR)
         assert not answer.complete and answer.value["view"]["score"] == 2.0
-        assert list(answer.errors) == [bad] and reason in answer.errors[bad]
-        assert not client.top("view", 1, at_ns=HOUR).complete
+        assert list(answer.errors) == [bad] and "not a query answer" in answer.errors[bad]
+        assert reason in answer.errors[bad]
+        top = client.top("view", 1, at_ns=HOUR)
+        assert not top.complete and "not a query answer" in top.errors[bad]
 
 
 FIGURES = st.one_of(
