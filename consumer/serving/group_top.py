@@ -58,15 +58,20 @@ class TopPlan:
     def __init__(
         self, lists: Mapping[str, Sequence[Sequence[Any]]], depth: int, k: int, homes: Homes | None = None
     ) -> None:
-        """``lists``: each store's (peer's) first ``depth`` [entity, score], highest first.
-        ``homes``: where the group's events are placed (consumer.protocol.placement), if it is
-        known: an entity's score is then 0 outside its homes, and they alone bound it."""
+        """``lists``: each store's (peer's) first ``depth`` (entity, score), highest first: an
+        int and a float each (the client reads peers' answers to that shape:
+        consumer.serving.shapes). ``homes``: where the group's events are placed
+        (consumer.protocol.placement), if it is known: an entity's score is then 0 outside its
+        homes, and they alone bound it."""
         self._listed: dict[int, dict[str, float]] = {}
         for peer, found in lists.items():
             for entity, score in found:
-                self._listed.setdefault(int(entity), {})[peer] = float(score)
+                self._listed.setdefault(entity, {})[peer] = score
         self._full = {peer for peer, found in lists.items() if len(found) >= depth}
-        self._bounds = {peer: max(float(lists[peer][-1][1]), 0.0) if peer in self._full else 0.0 for peer in lists}
+        # Each full store's last listed (entity, score): every entity it did not list scores
+        # at most that there (``_bounds``: or 0, if higher; a short list holds them all).
+        self._lasts: dict[str, tuple[int, float]] = {peer: tuple(lists[peer][-1]) for peer in self._full}
+        self._bounds = {peer: max(self._lasts[peer][1], 0.0) if peer in self._full else 0.0 for peer in lists}
         # Each partition in one store: an entity's score there is its whole total, and one a
         # full store did not list ranks after its last listed entry in the answer's own order
         # (score, then lower id), ties included: no rounding margin is needed against it.
@@ -85,7 +90,6 @@ class TopPlan:
                 if not scores.keys() <= self._homes[entity]:
                     self._homes[entity] = self._homes[entity] | scores.keys()
         self._unlisted = homes.widest(self._bounds) if homes is not None else math.fsum(self._bounds.values())
-        self._lasts = {peer: (int(lists[peer][-1][0]), float(lists[peer][-1][1])) for peer in self._full}
         sums = {entity: math.fsum(scores.values()) for entity, scores in self._listed.items()}
         guess = ranked(sums, k)[-1][1] if len(sums) >= k else -math.inf
         # The highest total each listed entity can have: its listed scores, and the bounds
