@@ -11,17 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from consumer.config import Settings, SignalConfig, build_schema
 from tests.support.walcore_helpers import assert_same_ranking, naive_ranking, naive_signals
 from walcore.records import EventRecord
 from walcore.schema import MAX_ABS_WEIGHT, Schema
-from walcore.storage import keys, rank_runs
+from walcore.storage import keys, rank_head, rank_runs, ranking
 from walcore.storage.engine import KEYSPACES, MemoryEngine, StorageEngine, WriteBatch
 from walcore.storage.rocks import RocksEngine
-from walcore.storage.signals import NANOS, decode_score, lambda_per_ns
+from walcore.storage.signals import NANOS, Score, decode_score, lambda_per_ns
 from walcore.storage.store import SchemaMismatch, SignalStore, UnknownSignal
 
 SCHEMA = Settings().signal_schema()
@@ -215,6 +215,7 @@ def test_stored_aggregates_equal_a_naive_recomputation(
         (seq, EventRecord(entity, signal, float(weight), ts)) for seq, (entity, signal, weight, ts) in enumerate(raw, 1)
     ]
     store = SignalStore(MemoryEngine(), SCHEMA)
+    store.follow("w1", len(events))  # as the applier opens it: readers take top-k from heads
     position, index = 0, 0
     while position < len(events):
         chunk = events[position : position + cuts[index % len(cuts)]]
@@ -248,10 +249,39 @@ def assert_ranks(store: SignalStore, live: list[tuple[int, EventRecord]], at: in
 
 def assert_index_is_the_scores(store: SignalStore) -> None:
     """The index's current entries are exactly the scores: one per (entity, type) held,
-    with its value and ref (stale entries of older runs may remain; a reader skips them)."""
+    with its value and ref (stale entries of older runs may remain; a reader skips them);
+    and each type's head is its highest-ranked scores, as stored."""
     scores = {keys.decode_score_key(key): decode_score(raw) for key, raw in store._engine.scan("scores", b"")}
     indexed = {(entity, signal): decode_score(raw) for signal in TYPES for _, _, entity, raw in store._current(signal)}
     assert indexed == scores
+    for signal in TYPES:
+        assert_head_is_the_top(store, signal, {e: score for (e, s), score in scores.items() if s == signal})
+
+
+def assert_head_is_the_top(store: SignalStore, signal: int, scores: dict[int, Score]) -> None:
+    """While the type's scores only rise, its head holds min(HEAD, entities) of them, each
+    with its stored score and that score's rank key, highest first, and no other entity
+    ranks above its last one; once one has fallen, there is no head."""
+    raw = store._runs.head(signal)
+    if not store._runs.rising(signal):
+        assert raw is None
+        return
+    head = rank_head.empty() if raw is None else rank_head.decode(raw)
+    held = dict(zip(head[rank_runs.ENTITY].tolist(), rank_head.scores(head, head.shape[1]).tolist()))
+    assert head.shape[1] == len(held) == min(rank_head.HEAD, len(scores))
+    assert held == {entity: tuple(scores[entity]) for entity in held}
+    lam = lambda_per_ns(TYPES[signal].half_life_seconds)
+    ranked = {entity: ranking.band_and_rank(score.value, score.ref_ns, lam) for entity, score in scores.items()}
+    keys_ = head[rank_runs.KEY]
+    assert list(keys_) == sorted(keys_, reverse=True)
+    bands, ranks = ranking.bands_and_ranks_of(keys_)
+    for entity, band, rank in zip(head[rank_runs.ENTITY].tolist(), bands.tolist(), ranks.tolist()):
+        assert band == ranked[entity][0] and abs(rank - ranked[entity][1]) <= ranking.rank_margin(rank)
+    if head.shape[1]:
+        last_band, last_rank = int(bands[-1]), float(ranks[-1])
+        for entity, (band, rank) in ranked.items():
+            if entity not in held:
+                assert band < last_band or (band == last_band and rank <= last_rank + ranking.rank_margin(last_rank))
 
 
 RANKED = st.lists(
@@ -267,16 +297,26 @@ RANKED = st.lists(
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(RANKED, st.integers(1, 50), st.integers(0, 5 * 24), st.sampled_from([(2, 2), (3, 4), (512, 8)]), st.booleans())
+@given(
+    RANKED,
+    st.integers(1, 50),
+    st.integers(0, 5 * 24),
+    st.sampled_from([(2, 2, 1), (3, 4, 3), (512, 8, 512)]),
+    st.booleans(),
+)
+# A zero weight later decays the score to the same rank, which rounds below the old one: near
+# rank 0 by far more than a few key units (the head's reach is a rank margin, not units).
+@example([(0, 1, 0.0, 0), (0, 1, 1.0, 0), (0, 1, 0.0, 900 * NANOS)], 1, 0, (2, 2, 1), False)
 def test_top_k_from_the_index_equals_a_naive_ranking_with_mixed_signs(
-    raw: list[tuple[int, int, float, int]], chunk: int, later_hours: int, layout: tuple[int, int], falling: bool
+    raw: list[tuple[int, int, float, int]], chunk: int, later_hours: int, layout: tuple[int, int, int], falling: bool
 ) -> None:
     """Many entities, weights of both signs (negative and zero scores rank below positive
     ones), equal weights at equal times (ties), voided events: read from the index's runs at
     or after the latest event, scored from the events before it. Small chunks and fan-ins
     (as well as the real ones) make walks cross chunks and runs merge, cascading. Without
     negative weights and voids, no score ever falls: the reader takes each entity's first
-    entry as current, reading no score but the answer's."""
+    entry as current, reading no score but the answer's, and answers from the type's head
+    where the answer is within it (heads of 1 and 3 entities, too, are mostly not)."""
     events = [
         (seq, EventRecord(entity, signal, float(weight if falling else abs(weight)), ts))
         for seq, (entity, signal, weight, ts) in enumerate(raw, 1)
@@ -284,7 +324,9 @@ def test_top_k_from_the_index_equals_a_naive_ranking_with_mixed_signs(
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(rank_runs, "CHUNK", layout[0])
         patch.setattr(rank_runs, "FANIN", layout[1])
+        patch.setattr(rank_head, "HEAD", layout[2])
         store = SignalStore(MemoryEngine(), SCHEMA)
+        store.follow("w1", len(events))
         for start in range(0, len(events), chunk):
             store.apply(events[start : start + chunk], events[min(start + chunk, len(events)) - 1][0])
         voided = events[::7] if falling else []
@@ -299,11 +341,13 @@ def test_top_k_from_the_index_equals_a_naive_ranking_with_mixed_signs(
         assert_index_is_the_scores(store)
 
 
-def test_top_k_at_now_reads_one_chunk_and_about_k_scores_not_every_entity() -> None:
+def test_top_k_at_now_reads_the_head_alone_and_past_it_a_chunk_a_run_and_about_k_scores() -> None:
     """The index's point: at or after the type's latest event, a top-10 over 5,000 entities
-    (one run of 10 chunks) reads the run's first chunk and about 10 scores, not all 5,000."""
+    reads the type's head (one value) and nothing else; a top-600, past the head's 512,
+    walks the one run's first 3 chunks of 256 and reads about 600 scores, not all 5,000."""
     engine = MemoryEngine()
     store = SignalStore(engine, SCHEMA)
+    store.follow("w1", 5000)
     store.apply(
         [(entity + 1, EventRecord(entity, 1, 1.0 + entity, 1_000 * NANOS + entity)) for entity in range(5000)], 5000
     )
@@ -318,7 +362,10 @@ def test_top_k_at_now_reads_one_chunk_and_about_k_scores_not_every_entity() -> N
     engine.get_many = counting  # type: ignore[method-assign]
     top = store.top("view", 2_000 * NANOS, 10)
     assert [entity for entity, _ in top] == list(range(4999, 4989, -1))
-    assert read["top"] == 1 and read["scores"] <= 16
+    assert read == {"top": 0, "scores": 0}
+    top = store.top("view", 2_000 * NANOS, 600)
+    assert [entity for entity, _ in top] == list(range(4999, 4399, -1))
+    assert read["top"] == 3 and 600 <= read["scores"] <= 616
     # Equal scores: the lower entity id first, though its rank sorts below the other's.
     store.apply(
         [
@@ -333,25 +380,35 @@ def test_top_k_at_now_reads_one_chunk_and_about_k_scores_not_every_entity() -> N
         store.top("teleport", 0, 1)
 
 
-def test_an_old_store_without_runs_is_indexed_when_it_follows_its_wal() -> None:
+def test_an_old_store_without_runs_or_heads_is_indexed_when_it_follows_its_wal() -> None:
     """A store written before the index was runs (no ``top`` entries and no marker, or an
-    entry per score and marker "1") gets every score indexed once, at the applier's start,
-    and the old entries go."""
-    for marker in (None, b"1"):
+    entry per score and marker "1") or before heads (runs, marker "runs") gets every score
+    indexed once, at the applier's start, and the old entries go. Until then a reader walks
+    what is there: a store that predates heads has none to trust."""
+    for marker in (None, b"1", b"runs"):
         engine = MemoryEngine()
         store = SignalStore(engine, SCHEMA)
+        store.follow("w1", 2)
         store.apply([(1, EventRecord(7, 1, 2.0, 10 * NANOS)), (2, EventRecord(8, 1, 3.0, 20 * NANOS))], 2)
-        for key, _ in list(engine.scan("top", b"")):
-            engine.delete("top", key)
-        for key, _ in list(engine.scan("meta", b"top_")):
-            engine.delete("meta", key)
+        if marker == b"runs":  # the runs stay, no head: a head, had there been one, would be stale
+            engine.put("meta", rank_runs.head_key(1), rank_head.encode(rank_head.empty()))
+        else:
+            for key, _ in list(engine.scan("top", b"")):
+                engine.delete("top", key)
+            for key, _ in list(engine.scan("meta", b"top_")):
+                engine.delete("meta", key)
+        engine.delete("meta", b"top_index")
         if marker is not None:
-            engine.put("top", bytes(19), b"an entry of the old layout")
             engine.put("meta", b"top_index", marker)
+        if marker == b"runs":
+            assert [e for e, _ in SignalStore(engine, SCHEMA).top("view", 30 * NANOS, 5)] == [8, 7]
+        if marker == b"1":
+            engine.put("top", bytes(19), b"an entry of the old layout")
         reopened = SignalStore(engine, SCHEMA)
         reopened.follow("w1", 2)
         assert [e for e, _ in reopened.top("view", 30 * NANOS, 5)] == [8, 7]
         assert engine.get("top", bytes(19)) is None
+        assert engine.get("meta", b"top_index") == b"runs+head"
         assert_index_is_the_scores(reopened)
 
 
@@ -369,8 +426,10 @@ def test_a_crash_before_the_flush_reapplies_nothing_twice_and_skips_nothing(
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(rank_runs, "CHUNK", 2)
         patch.setattr(rank_runs, "FANIN", 2)
+        patch.setattr(rank_head, "HEAD", 2)
         engine = MemoryEngine()
         store = SignalStore(engine, SCHEMA)
+        store.follow("w1", len(events))
         for seq, record in events[: max(flushed_at, crashed_at)]:
             store.apply([(seq, record)], seq)
             if seq == flushed_at:

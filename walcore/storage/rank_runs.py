@@ -16,6 +16,8 @@ chunks sort by run, then chunk):
          their keys, then their entities (16 bytes an entry)
     meta top_runs + [signal u16]  ->  the signal's runs, oldest first: id u64, level u32, entries u64
     meta top_falls + [signal u16]  ->  present once a score of the type has fallen
+    meta top_head + [signal u16]  ->  the type's highest entries and their scores, while
+         none has fallen (walcore.storage.rank_head)
 
 An entry is *current* while the entity's score still ranks at its key (``current``): a score
 that changes gets an entry in a newer run, and its older entries go stale. A merge drops
@@ -48,6 +50,7 @@ KEY_TOLERANCE = 4
 _CHUNK_KEY = struct.Struct(">HQI")
 _DIRECTORY = b"top_runs"
 _FALLS = b"top_falls"
+_HEAD = b"top_head"
 _SIGNAL = struct.Struct(">H")
 
 
@@ -57,6 +60,10 @@ def directory_key(signal: int) -> bytes:
 
 def falls_key(signal: int) -> bytes:
     return _FALLS + _SIGNAL.pack(signal)
+
+
+def head_key(signal: int) -> bytes:
+    return _HEAD + _SIGNAL.pack(signal)
 
 
 def chunk_key(signal: int, run: int, chunk: int) -> bytes:
@@ -174,6 +181,11 @@ class RankRuns:
                 batch.delete("top", key)
         batch.delete("meta", directory_key(signal))
         batch.delete("meta", falls_key(signal))
+        batch.delete("meta", head_key(signal))
+
+    def head(self, signal: int) -> bytes | None:
+        """The signal's head as stored (walcore.storage.rank_head; None: none kept)."""
+        return self._engine.get("meta", head_key(signal))
 
     def rising(self, signal: int) -> bool:
         """Whether no score of the type has fallen since its index was built."""
@@ -181,10 +193,11 @@ class RankRuns:
 
     def fell(self, batch: Batch, signals: Iterable[int]) -> None:
         """Scores of these types may have fallen in ``batch``: their entities' first entries
-        in rank order may be stale from now on."""
+        in rank order may be stale from now on, and their heads no longer kept."""
         for signal in signals:
             if self.rising(signal):
                 batch.put("meta", falls_key(signal), b"1")
+                batch.delete("meta", head_key(signal))
 
     def walk(self, signal: int, floor: int | None = None) -> Iterator[np.ndarray]:
         """Every entry of the signal's runs (stale ones too), highest key first, in blocks;

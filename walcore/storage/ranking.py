@@ -52,6 +52,20 @@ def rank_margin(rank: float) -> float:
     return 1e-9 + abs(rank) * 2.0**-46
 
 
+def cut(keys: np.ndarray, k: int) -> int | None:
+    """How many of ``keys`` (descending, one an entity) a top ``k`` takes: the first k and
+    those after them within ``rank_margin`` of the k-th (their exact values decide the
+    order); None when there are no more than k, or every one after the k-th is within the
+    margin (a key not among them might be too)."""
+    if len(keys) <= k:
+        return None
+    bands, ranks = bands_and_ranks_of(keys[k - 1 :])
+    kth_band, kth_rank = int(bands[0]), float(ranks[0])
+    # Keys descend, so past the k-th the margin holds for a prefix, then never again.
+    beyond = (bands != kth_band) | (ranks < kth_rank - rank_margin(kth_rank))
+    return k - 1 + int(np.argmax(beyond)) if beyond.any() else None
+
+
 def _rank_bits(rank: float) -> int:
     """An f64 as a u64 whose unsigned order is the float's order."""
     (bits,) = struct.unpack(">Q", struct.pack(">d", rank))

@@ -18,7 +18,7 @@ import struct
 import threading
 import time
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -26,7 +26,7 @@ import numpy as np
 from walcore.format import CONTENT_KEY
 from walcore.records import EventRecord
 from walcore.schema import MAX_ABS_WEIGHT, Schema, SignalTypeDefinition
-from walcore.storage import keys, rank_runs, ranking
+from walcore.storage import keys, rank_head, rank_runs, ranking
 from walcore.storage.engine import Batch, StorageEngine
 from walcore.storage.rank_runs import RankRuns
 from walcore.storage.signals import (
@@ -51,8 +51,8 @@ from walcore.storage.signals import (
 
 _APPLIED_SEQ = b"applied_seq"
 _WAL_ID = b"wal_id"
-_TOP_INDEX = b"top_index"  # b"runs" once the top keyspace holds every score as sorted runs
-_RUNS_LAYOUT = b"runs"
+_TOP_INDEX = b"top_index"  # _RUNS_LAYOUT once the top keyspace holds every score as sorted runs
+_RUNS_LAYOUT = b"runs+head"  # and each type's head is kept ("runs": before heads, 2026-12-04)
 _MAX_REF = b"max_ref:"  # + signal type u16: the latest event timestamp applied of that type
 _SCHEMA = b"schema"  # JSON {id: [name, half-life seconds]}: every signal type the store has folded with
 _PLACEMENT = b"placement"  # the applier's record of where the applied events came from (opaque here)
@@ -100,19 +100,28 @@ def _rerank(
     entity: np.ndarray,
     signal: np.ndarray,
     lam: np.ndarray,
+    falling: Collection[int] = (),
     first: bool = False,
 ) -> None:
     """The index's whole maintenance for a batch (columns: one position per (entity, type)
     it changed; every score held, count > 0): each type's new scores written as one more
-    sorted run."""
+    sorted run, and its head (walcore.storage.rank_head) kept while its scores only rise
+    (not a type in ``falling``, whose scores may fall in this batch)."""
     if not len(after):
         return
-    columns = rank_runs.entries(ranking.rank_keys(after["value"], after["ref_ns"], lam), entity)
+    columns = rank_head.rows(ranking.rank_keys(after["value"], after["ref_ns"], lam), entity, after)
     by_signal = np.argsort(signal, kind="stable")  # a radix sort: u16 keys
     signal, columns = signal[by_signal], np.take(columns, by_signal, axis=1)
     starts = np.flatnonzero(np.diff(signal)) + 1
     for start, end in zip([0, *starts.tolist()], [*starts.tolist(), len(signal)]):
-        runs.add(batch, int(signal[start]), rank_runs.descending(columns[:, start:end]), first=first)
+        signal_id = int(signal[start])
+        ordered = rank_runs.descending(columns[:, start:end])
+        runs.add(batch, signal_id, ordered[: rank_runs.COLUMNS], first=first)
+        if first or (signal_id not in falling and runs.rising(signal_id)):
+            raw = None if first else runs.head(signal_id)
+            head = rank_head.merged(rank_head.empty() if raw is None else rank_head.decode(raw), ordered)
+            if head is not None:
+                batch.put("meta", rank_runs.head_key(signal_id), rank_head.encode(head))
 
 
 class StoreMismatch(RuntimeError):
@@ -320,7 +329,7 @@ class SignalStore:
             seq, row, lams = seq[live], row[live], lams[live]
         entity, signal = row["entity"], row["signal"]
         weight = np.clip(row["weight"], -MAX_ABS_WEIGHT, MAX_ABS_WEIGHT)  # a WAL from before the bound
-        falling = weight < 0
+        falling = np.unique(signal[weight < 0]).tolist()
         score_keys, groups = keys.score_keys(entity, signal)
         scores = decode_scores(self._engine.get_many("scores", score_keys))
         added = add_events(scores, groups, weight, row["timestamp"], lams)
@@ -338,9 +347,10 @@ class SignalStore:
         group_signal = np.empty(len(added), np.uint16)
         group_lam = np.empty(len(added))
         group_entity[groups], group_signal[groups], group_lam[groups] = entity, signal, lams
-        _rerank(batch, self._runs, after=added, entity=group_entity, signal=group_signal, lam=group_lam)
-        if falling.any():
-            self._runs.fell(batch, np.unique(signal[falling]).tolist())
+        _rerank(
+            batch, self._runs, after=added, entity=group_entity, signal=group_signal, lam=group_lam, falling=falling
+        )
+        self._runs.fell(batch, falling)
         for signal_id in np.unique(signal).tolist():
             latest = int(row["timestamp"][signal == signal_id].max())
             if latest > self._max_refs[signal_id]:
@@ -387,7 +397,8 @@ class SignalStore:
                 else:  # its last event went: the entity has no such signal any more
                     batch.delete("scores", score_key)
             touched = [(*keys.decode_score_key(score_key), score) for score_key, score in scores.items()]
-            self._runs.fell(batch, {signal for _, signal, _ in touched})
+            fell = {signal for _, signal, _ in touched}
+            self._runs.fell(batch, fell)
             changed = [(entity, signal, score) for entity, signal, score in touched if score.count]
             signals = np.array([signal for _, signal, _ in changed], np.uint16)
             _rerank(
@@ -397,6 +408,7 @@ class SignalStore:
                 entity=np.array([entity for entity, _, _ in changed], np.uint64),
                 signal=signals,
                 lam=self._lambda_of[signals],
+                falling=fell,
             )
             self._engine.write(batch)
         return count
@@ -496,13 +508,23 @@ class SignalStore:
         return kept
 
     def _walk(self, signal: int, k: int | None, floor: int | None) -> tuple[list[int], np.ndarray]:
-        """``_leaders`` read from the index's runs and the scores, in one state."""
-        if self._runs.rising(signal):  # an entity's first entry is current
-            leading = self._firsts(signal, k, floor)
-            raws = self._engine.get_many("scores", [keys.score_key(e, signal) for e in leading])
-            held = [(entity, raw) for entity, raw in zip(leading, raws) if raw is not None]
-        else:
+        """``_leaders`` read from the type's head, or where the answer may reach past it, from
+        the index's runs and the scores, in one state."""
+        if not self._runs.rising(signal):
             held = list(_leading(self._current(signal, floor), k))
+            return [entity for entity, _ in held], decode_scores([raw for _, raw in held])
+        # A head is kept while the type's scores only rise, in a store of the present layout
+        # (none there: the type has no score yet); a store opened without ``follow`` may
+        # predate heads.
+        if self._meta(_TOP_INDEX) == _RUNS_LAYOUT:
+            raw = self._runs.head(signal)
+            head = rank_head.empty() if raw is None else rank_head.decode(raw)
+            count = rank_head.taken(head, k, floor)
+            if count is not None:
+                return head[rank_runs.ENTITY, :count].tolist(), rank_head.scores(head, count)
+        leading = self._firsts(signal, k, floor)  # an entity's first entry is current
+        raws = self._engine.get_many("scores", [keys.score_key(e, signal) for e in leading])
+        held = [(entity, raw) for entity, raw in zip(leading, raws) if raw is not None]
         return [entity for entity, _ in held], decode_scores([raw for _, raw in held])
 
     def _firsts(self, signal: int, k: int | None, floor: int | None = None) -> list[int]:
@@ -518,14 +540,9 @@ class SignalStore:
                 part = block[:, start : start + size]
                 start, size = start + size, 2 * size
                 walked = rank_runs.newest_per_entity(np.concatenate((walked, part), axis=1))
-                if k is None or walked.shape[1] <= k:
-                    continue
-                bands, ranks = ranking.bands_and_ranks_of(walked[rank_runs.KEY, k - 1 :])
-                kth_band, kth_rank = int(bands[0]), float(ranks[0])
-                # Keys descend, so past the k-th the margin holds for a prefix, then never again.
-                beyond = (bands != kth_band) | (ranks < kth_rank - ranking.rank_margin(kth_rank))
-                if beyond.any():
-                    return walked[rank_runs.ENTITY, : k - 1 + int(np.argmax(beyond))].tolist()  # type: ignore[no-any-return]
+                cut = None if k is None else ranking.cut(walked[rank_runs.KEY], k)
+                if cut is not None:
+                    return walked[rank_runs.ENTITY, :cut].tolist()  # type: ignore[no-any-return]
         return walked[rank_runs.ENTITY].tolist()  # type: ignore[no-any-return]
 
     def _current(self, signal: int, floor: int | None = None) -> Iterator[Ranked]:
