@@ -104,11 +104,17 @@ class Homes:
     """For each topic the group places: its modulus N and, per partition, the stores (peers)
     holding events of it."""
 
-    def __init__(self, topics: Mapping[str, tuple[int, Mapping[int, frozenset[str]]]]) -> None:
+    def __init__(
+        self, topics: Mapping[str, tuple[int, Mapping[int, frozenset[str]]]], hashes: dict[int, int] | None = None
+    ) -> None:
+        """``hashes``: entity -> its key's hash, as ``of`` computed them, kept by the caller
+        across calls (a client asking for the same top lists again hashes only new entities:
+        hashing a few hundred ids in numpy costs ~0.4 ms, finding them ~0.05)."""
         self._topics = topics
+        self._hashes = {} if hashes is None else hashes
 
     @classmethod
-    def of_answers(cls, held: Mapping[str, Held | None]) -> Homes | None:
+    def of_answers(cls, held: Mapping[str, Held | None], hashes: dict[int, int] | None = None) -> Homes | None:
         """From every answering store's record (peer -> held); None when some topic places
         nothing, or some store's record is not known."""
         if any(record is None for record in held.values()):
@@ -126,12 +132,16 @@ class Homes:
             if modulus <= max(partitions):
                 return None
             topics[topic] = (modulus, {p: frozenset(peers) for p, peers in partitions.items()})
-        return cls(topics)
+        return cls(topics, hashes)
 
     def of(self, entities: Iterable[int]) -> dict[int, frozenset[str]]:
         """Each entity's possible homes: the stores holding its partition of some topic."""
         wanted = list(entities)
-        hashes = entity_key_hashes(np.array(wanted, np.uint64)).tolist()
+        known = self._hashes
+        new = [entity for entity in wanted if entity not in known]
+        if new:
+            known.update(zip(new, entity_key_hashes(np.array(new, np.uint64)).tolist()))
+        hashes = [known[entity] for entity in wanted]
         nowhere: frozenset[str] = frozenset()
         if len(self._topics) == 1:  # the usual case: one shared set per partition, no unions
             ((modulus, holders),) = self._topics.values()

@@ -54,6 +54,7 @@ from consumer.serving.params import MAX_K, MAX_SCORED, After, after
 from consumer.serving.shapes import EntityAnswer, ScoresAnswer, TopAnswer
 
 DEFAULT_TIMEOUT_S = 10.0
+KEY_HASHES_KEPT = 100_000  # entities whose key hashes a client keeps (~10 MB), then starts over
 
 
 class PeerError(RuntimeError):
@@ -126,6 +127,7 @@ class SignalClient:
         # peers -> whether their last group top-k's placement put each partition in one
         # store (group_top.depth: lists of k + 1 are then enough).
         self._apart: dict[tuple[str, ...], bool] = {}
+        self._key_hashes: dict[int, int] = {}  # entity -> its key's murmur2 (Homes.of), bounded
         self._lock = threading.Lock()  # one query at a time on the connections (threads may share a client)
 
     def close(self) -> None:
@@ -185,7 +187,11 @@ class SignalClient:
         if len(stores) == 1:  # one store's own top k is exact
             (only,) = stores.values()
             return _group([list(pair) for pair in only["entities"][:k]], at, stores, errors, tokens)
-        homes = Homes.of_answers({answer["peer"]: as_held(answer.get("placement")) for answer in stores.values()})
+        if len(self._key_hashes) > KEY_HASHES_KEPT:
+            self._key_hashes.clear()
+        homes = Homes.of_answers(
+            {answer["peer"]: as_held(answer.get("placement")) for answer in stores.values()}, self._key_hashes
+        )
         plan = TopPlan({answer["peer"]: answer["entities"] for answer in stores.values()}, depth, k, homes)
         self._apart[tuple(peers)] = plan.apart
         asked_peers, wanted = plan.asks()

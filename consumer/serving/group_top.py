@@ -31,12 +31,13 @@ TPUT does (consumer.serving.client).
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from consumer.protocol.placement import Homes
-from consumer.serving.answers import beyond, ranked
+from consumer.serving.answers import beyond
 from walcore.storage.store import top_order
 
 DEPTH_FACTOR = 2  # a store's list is this many times k long (one round trip, a few more entries)
@@ -76,6 +77,7 @@ class TopPlan:
         # full store did not list ranks after its last listed entry in the answer's own order
         # (score, then lower id), ties included: no rounding margin is needed against it.
         self.apart = homes is not None and homes.most_homes() == 1
+        sums = {entity: math.fsum(scores.values()) for entity, scores in self._listed.items()}
         if homes is None:
             self._homes = dict.fromkeys(self._listed, frozenset(lists))
         elif self.apart:
@@ -84,14 +86,9 @@ class TopPlan:
             # partition is the store that listed it. No hash to compute.
             self._homes = {entity: frozenset(scores) for entity, scores in self._listed.items()}
         else:
-            # A store that listed an entity is a home of it whatever the placement says.
             self._homes = homes.of(self._listed)
-            for entity, scores in self._listed.items():
-                if not scores.keys() <= self._homes[entity]:
-                    self._homes[entity] = self._homes[entity] | scores.keys()
         self._unlisted = homes.widest(self._bounds) if homes is not None else math.fsum(self._bounds.values())
-        sums = {entity: math.fsum(scores.values()) for entity, scores in self._listed.items()}
-        guess = ranked(sums, k)[-1][1] if len(sums) >= k else -math.inf
+        guess = heapq.nlargest(k, sums.values())[-1] if len(sums) >= k else -math.inf
         # The highest total each listed entity can have: its listed scores, and the bounds
         # of its other homes, summed in one fsum. (Not the sum of every bound less the
         # listing stores' bounds: that rounds, and an upper one ulp below the entity's own
@@ -101,8 +98,14 @@ class TopPlan:
         else:
             self._uppers = {}
             for entity, scores in self._listed.items():
-                others = [self._bounds[peer] for peer in self._homes[entity] if peer not in scores]
-                self._uppers[entity] = math.fsum([*scores.values(), *others]) if others else sums[entity]
+                home = self._homes[entity]
+                if not scores.keys() <= home:  # a store that listed it is a home of it, whatever placement says
+                    home = self._homes[entity] = home | scores.keys()
+                if len(home) == len(scores):  # every home listed it
+                    self._uppers[entity] = sums[entity]
+                else:
+                    others = [self._bounds[peer] for peer in home if peer not in scores]
+                    self._uppers[entity] = math.fsum([*scores.values(), *others])
         self.candidates = {entity for entity, upper in self._uppers.items() if upper >= guess}
 
     def asks(self) -> tuple[set[str], set[int]]:

@@ -148,6 +148,22 @@ def test_with_placement_settled_answers_are_still_the_naive_group_top_k(
     assert peers <= set().union(*homes.of(wanted).values())
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 2**64 - 1), max_size=40), st.lists(st.integers(0, 2**64 - 1), max_size=40))
+def test_homes_found_through_a_kept_memo_of_key_hashes_are_the_hashed_ones(first: list[int], then: list[int]) -> None:
+    """A client keeps its entities' key hashes across queries (Homes.of_answers' ``hashes``):
+    the second query's homes, partly from the memo, are those of a fresh hashing."""
+    held = {
+        f"peer{n}": {"signals": {p: 12 for p in range(12) if p % 3 == n or p == 7}} for n in range(3)
+    }  # partition 7 in every store
+    memo: dict[int, int] = {}
+    for entities in (first, then):
+        homes = Homes.of_answers(held, memo)
+        assert homes is not None
+        assert homes.of(entities) == Homes.of_answers(held).of(entities)  # type: ignore[union-attr]
+    assert set(memo) == {*first, *then}
+
+
 def test_placement_settles_a_keyed_group_in_one_round_trip() -> None:
     """Each store holds its own partitions (nothing moved): an entity's score elsewhere is 0,
     so the deep lists alone are the answer. Without placement the same lists need the two
