@@ -21,7 +21,10 @@
    would keep; the keyed ones are asked again by stores answering without it (``_blind``:
    the group top-k before placement), and the unmoved keyed split by ``_cold`` stores too
    (each answer the first since the store's view moved: no top list kept from the last,
-   as while the applier writes), against a cold store alone. Two streams: the flat one above
+   as while the applier writes), against a cold store alone; the skewed one also ``writing``:
+   each store's own writer process applying WRITE_RATE events/s (keyed to its partitions)
+   while it is asked, each query at its own now, against a copy of the one store with a
+   writer of its own (the readers catch up as the service's do). Two streams: the flat one above
    (weights 1-9, no decay: thousands of entities tie at the k-th score) and a skewed one
    (Zipf-popular entities, events spread over 24 h: the shape of real traffic), where the
    entity asked is a random one of the distinct entities, and the most popular entity's
@@ -40,6 +43,7 @@ from __future__ import annotations
 import argparse
 import gc
 import http.client
+import itertools
 import os
 import random
 import shutil
@@ -79,6 +83,7 @@ TOP_K = 100
 PARTITIONS = 12
 MOVED = {3: 1, 7: 2}  # partition -> the store it moves to half way through the stream
 WARM_UP = 20  # untimed queries before each timed series
+WRITE_RATE, WRITE_EVERY_S = 1_000, 0.05  # events/s each store's writer applies in the ``writing`` series
 
 
 def placed(events: Stream, placement: str) -> list[tuple[Stream, bytes]]:
@@ -200,6 +205,39 @@ def serve(store_dir: Path, port: int, wal_id: str, kind: str) -> None:
     reader.close()
 
 
+def write(store_dir: Path, wal_id: str, part: int) -> None:
+    """The writer process: the store's applier, applying about WRITE_RATE Zipf-popular events
+    a second (time-stamped 2 s ago) in batches every WRITE_EVERY_S, keyed to ``part``'s
+    partitions (-1: any), with the store's placement record kept as it is (still true)."""
+    store = SignalStore(RocksEngine(store_dir), SCHEMA)
+    store.follow(wal_id, 2**62)
+    record = store.placement()
+    rng = np.random.default_rng(part + 11)
+    batch, seq = round(WRITE_RATE * WRITE_EVERY_S), store.applied_seq
+    print("ready", flush=True)
+    for n in itertools.count(1):
+        entities = ((rng.zipf(1.2, batch * 3) - 1) % 1_000_000).astype(np.uint64)
+        if part >= 0:  # about a third of them
+            entities = entities[entity_key_hashes(entities) % PARTITIONS // 4 == part]
+        entities = entities[:batch]
+        rows = np.zeros(len(entities), WAL_ROW)
+        rows["entity"], rows["signal"], rows["weight"] = entities, 1 + np.arange(len(entities)) % 5, 1.0
+        rows["timestamp"] = time.time_ns() - 2 * 10**9
+        seqs = np.arange(seq + 1, seq + len(entities) + 1, dtype=np.int64)
+        store.apply_rows(seqs.tobytes(), rows.tobytes(), seq + len(entities), record)
+        seq += len(entities)
+        if n % 20 == 0:
+            store.flush()
+        time.sleep(WRITE_EVERY_S)
+
+
+def start_writer(store_dir: Path, wal_id: str, part: int) -> subprocess.Popen[str]:
+    command = [sys.executable, __file__, "--write", str(store_dir), "--wal-id", wal_id, "--part", str(part)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+    return process
+
+
 def start_server(store_dir: Path, wal_id: str, kind: str = "placed") -> tuple[subprocess.Popen[str], int]:
     port = kafka_local.free_port()
     command = [sys.executable, __file__, "--serve", str(store_dir), "--port", str(port), "--wal-id", wal_id]
@@ -211,6 +249,15 @@ def start_server(store_dir: Path, wal_id: str, kind: str = "placed") -> tuple[su
     )
     assert process.stdout is not None and process.stdout.readline().strip() == "ready"
     return process, port
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    """A server reads its stdin until closed; a writer runs until killed."""
+    if process.stdin is not None:
+        process.stdin.close()
+    else:
+        process.kill()
+    process.wait(timeout=60)
 
 
 def timed(ask: Callable[[], object], count: int) -> dict[str, float]:
@@ -252,9 +299,14 @@ def main() -> None:
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--wal-id", help=argparse.SUPPRESS)
     parser.add_argument("--reader", choices=sorted(READERS), help=argparse.SUPPRESS)
+    parser.add_argument("--write", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--part", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.port, args.wal_id, args.reader)
+        return
+    if args.write:
+        write(args.write, args.wal_id, args.part)
         return
     events = stream(args.events)
     print(f"{args.events:,} events over {len(set(events.entities)):,} entities, batches of {BATCH:,}")
@@ -341,7 +393,8 @@ def main() -> None:
             distinct = sorted(set(shaped.entities))  # a random entity, not a random event's
             fan[shape] = {}
 
-            def measure(peers: list[str], tops: int, e: list[int] = distinct, t: int = now) -> dict:
+            def measure(peers: list[str], tops: int, e: list[int] = distinct, t: int | None = now) -> dict:
+                """``t`` None: each query at its own now (after the events a writer adds)."""
                 with SignalClient(peers) as client:
                     return {
                         "entity": timed(lambda: client.entity(rng.choice(e), at_ns=t), args.queries),
@@ -361,11 +414,18 @@ def main() -> None:
                     )
                 # Round robin: every partition in every store, so placement rules nothing out.
                 # Cold: every answer the first since its view moved, against one cold store.
+                # Writing (skewed): each store's applier writing WRITE_RATE events/s while asked,
+                # against a copy of the one store with its own writer.
                 sights = {"keyed_unmoved": ("placed", "cold", "blind"), "keyed": ("placed", "blind")}
+                if shape == "skewed":
+                    sights["keyed_unmoved"] += ("writing",)
                 for sight in sights.get(placement, ("placed",)):
                     parts = []
                     for part in range(3):
-                        process, port = start_server(workdir / f"{shape}-{placement}-{part}", f"part{part}", sight)
+                        part_dir = workdir / f"{shape}-{placement}-{part}"
+                        if sight == "writing":
+                            servers.append(start_writer(part_dir, f"part{part}", part))
+                        process, port = start_server(part_dir, f"part{part}", "placed" if sight == "writing" else sight)
                         servers.append(process)
                         parts.append(f"127.0.0.1:{port}")
                     # Without placement the flat stream's ties make every group top-k read
@@ -373,18 +433,28 @@ def main() -> None:
                     slow = shape == "flat" and (sight == "blind" or placement != "keyed_unmoved")
                     tops = 20 if slow else args.queries // 5
                     name = placement if sight == "placed" else f"{placement}_{sight}"
-                    three = fan[shape][name] = measure(parts, tops)
-                    one_store = fan[shape]["one_store_cold" if sight == "cold" else "one_store"]
+                    three = fan[shape][name] = measure(parts, tops, t=None if sight == "writing" else now)
+                    if sight == "writing":
+                        for process in servers[-6:]:
+                            _stop(process)
+                        del servers[-6:]
+                        copy = workdir / "skewed-full-writing"
+                        shutil.copytree(full_dir, copy)
+                        servers.append(start_writer(copy, "bench", -1))
+                        process, port = start_server(copy, "full-skewed")
+                        servers.append(process)
+                        fan[shape]["one_store_writing"] = measure([f"127.0.0.1:{port}"], tops, t=None)
+                    baseline = {"cold": "one_store_cold", "writing": "one_store_writing"}.get(sight, "one_store")
+                    one_store = fan[shape][baseline]
                     three["added_p99_ms"] = {
                         what: round(three[what]["p99_ms"] - one_store[what]["p99_ms"], 3)
                         for what in ("entity", "top100")
                     }
                     print(f"SignalClient, {shape} scores, {name}: one store {one_store}; three stores {three}")
-                    for process in servers[-3:]:
-                        assert process.stdin is not None
-                        process.stdin.close()
-                        process.wait(timeout=60)
-                    del servers[-3:]
+                    stopped = 2 if sight == "writing" else 3
+                    for process in servers[-stopped:]:
+                        _stop(process)
+                    del servers[-stopped:]
             # Window counts are counted from an entity's events: the most popular one's
             # answer reads every event of it in its widest window.
             if shape == "skewed":
@@ -395,9 +465,7 @@ def main() -> None:
         results["fan_out_signal_client"] = fan
     finally:
         for process in servers:
-            if process.stdin is not None:
-                process.stdin.close()
-            process.wait(timeout=60)
+            _stop(process)
         shutil.rmtree(workdir, ignore_errors=True)
     save("serving_bench", results)
 
