@@ -343,7 +343,7 @@ def test_top_k_from_the_index_equals_a_naive_ranking_with_mixed_signs(
 
 def test_top_k_at_now_reads_the_head_alone_and_past_it_a_chunk_a_run_and_about_k_scores() -> None:
     """The index's point: at or after the type's latest event, a top-10 over 5,000 entities
-    reads the type's head (one value) and nothing else; a top-600, past the head's 512,
+    reads the type's head (one value) and nothing else; a top-600, past the head's 256,
     walks the one run's first 3 chunks of 256 and reads about 600 scores, not all 5,000."""
     engine = MemoryEngine()
     store = SignalStore(engine, SCHEMA)

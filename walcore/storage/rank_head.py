@@ -28,7 +28,10 @@ from walcore.storage import ranking
 from walcore.storage.rank_runs import KEY, descending, newest_per_entity
 from walcore.storage.signals import SCORE_ROW
 
-HEAD = 512  # entities a head holds: a top-k of k up to ~250 (a group asks each store for 2k)
+# Entities a head holds: a top-k of k up to ~250 from one store, of k up to ~120 from a group
+# (which asks each store for 2k where partitions moved). 10 KB a type, written by each batch
+# that changes it (the applier's meta writes, flushes and compactions: half of 512's).
+HEAD = 256
 VALUE, REF, COUNT = 2, 3, 4
 ROWS = 5
 

@@ -85,12 +85,17 @@ def current(keys: np.ndarray, scored: np.ndarray) -> np.ndarray:
     return mask
 
 
+def descending_order(keys: np.ndarray) -> np.ndarray:
+    """The positions of ``keys``, highest first; equal keys in no particular order (readers
+    order near-equal ranks by their exact values). A stable sort is a timsort: keys that are
+    sorted runs already (a merge's) cost a merge, not a sort."""
+    order: np.ndarray = np.argsort(keys, kind="stable")[::-1]
+    return order
+
+
 def descending(columns: np.ndarray) -> np.ndarray:
-    """Entries highest key first; equal keys in no particular order (readers order near-equal
-    ranks by their exact values). A stable sort is a timsort: entries that are sorted runs
-    already (a merge's) cost a merge, not a sort."""
-    order = np.argsort(columns[KEY], kind="stable")[::-1]
-    return np.take(columns, order, axis=1)  # ~4x faster than columns[:, order]
+    """Entries (any rows, KEY first) highest key first (``descending_order``)."""
+    return np.take(columns, descending_order(columns[KEY]), axis=1)  # ~4x faster than columns[:, order]
 
 
 def newest_per_entity(columns: np.ndarray) -> np.ndarray:

@@ -109,17 +109,21 @@ def _rerank(
     (not a type in ``falling``, whose scores may fall in this batch)."""
     if not len(after):
         return
-    columns = rank_head.rows(ranking.rank_keys(after["value"], after["ref_ns"], lam), entity, after)
+    keys_ = ranking.rank_keys(after["value"], after["ref_ns"], lam)
     by_signal = np.argsort(signal, kind="stable")  # a radix sort: u16 keys
-    signal, columns = signal[by_signal], np.take(columns, by_signal, axis=1)
+    columns = np.take(rank_runs.entries(keys_, entity), by_signal, axis=1)
+    signal = signal[by_signal]
     starts = np.flatnonzero(np.diff(signal)) + 1
     for start, end in zip([0, *starts.tolist()], [*starts.tolist(), len(signal)]):
         signal_id = int(signal[start])
-        ordered = rank_runs.descending(columns[:, start:end])
-        runs.add(batch, signal_id, ordered[: rank_runs.COLUMNS], first=first)
+        order = rank_runs.descending_order(columns[rank_runs.KEY, start:end])
+        runs.add(batch, signal_id, np.take(columns[:, start:end], order, axis=1), first=first)
         if first or (signal_id not in falling and runs.rising(signal_id)):
+            # Only the type's HEAD highest changed scores can enter its head.
+            top = by_signal[start:end][order[: rank_head.HEAD]]
+            changed = rank_head.rows(keys_[top], entity[top], after[top])
             raw = None if first else runs.head(signal_id)
-            head = rank_head.merged(rank_head.empty() if raw is None else rank_head.decode(raw), ordered)
+            head = rank_head.merged(rank_head.empty() if raw is None else rank_head.decode(raw), changed)
             if head is not None:
                 batch.put("meta", rank_runs.head_key(signal_id), rank_head.encode(head))
 
