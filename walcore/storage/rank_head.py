@@ -61,8 +61,7 @@ def merged(head: np.ndarray, changed: np.ndarray) -> np.ndarray | None:
     near rank 0 a rounding moves a key by far more than a few units)."""
     if head.shape[1] >= HEAD:
         bands, ranks = ranking.bands_and_ranks_of(head[KEY, -1:])
-        lowest = float(ranks[0])
-        reach = ranking.rank_key(int(bands[0]), lowest - ranking.rank_margin(lowest))
+        reach = ranking.key_below(int(bands[0]), float(ranks[0]))
         changed = changed[:, : int(np.count_nonzero(changed[KEY] >= reach))]  # keys descend: a prefix
         if not changed.shape[1]:
             return None

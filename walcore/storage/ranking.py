@@ -52,6 +52,12 @@ def rank_margin(rank: float) -> float:
     return 1e-9 + abs(rank) * 2.0**-46
 
 
+def key_below(band: int, rank: float) -> int:
+    """The key ``rank_margin`` below (band, rank): every key that may rank at or above it,
+    rounding allowed for, is at or above this one."""
+    return rank_key(band, rank - rank_margin(rank))
+
+
 def cut(keys: np.ndarray, k: int) -> int | None:
     """How many of ``keys`` (descending, one an entity) a top ``k`` takes: the first k and
     those after them within ``rank_margin`` of the k-th (their exact values decide the

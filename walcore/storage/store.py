@@ -487,8 +487,7 @@ class SignalStore:
         else:
             floor = None
             if min_score is not None:  # ranks below the threshold's are worth less at at_ns
-                band, rank = ranking.band_and_rank(min_score, at_ns, lam)
-                floor = ranking.rank_key(band, rank - ranking.rank_margin(rank))
+                floor = ranking.key_below(*ranking.band_and_rank(min_score, at_ns, lam))
             entities, scores = self._leaders(signal_id, k, floor)
             found = list(zip(entities, values_at(scores, at_ns, lam)))
         if min_score is not None:
