@@ -5,15 +5,17 @@ Why: a walk reads the first chunk of each of a type's runs (about 20 at a millio
 entities), merges them and reads the k scores it picked: 0.4-0.8 ms of a reader's CPU,
 paid again by the first top-k after every catch-up (every 0.25 s while the applier
 writes), and three times over by a group's fan-out. The writer, which has just ranked the
-batch's changed scores anyway, keeps the head current for a few tens of µs a batch.
+batch's changed scores anyway, keeps the head current for ~0.1 ms a type a batch (measured:
+docs/performance.md).
 
 Kept only while the type's scores only rise (``rank_runs.RankRuns.rising``): then an entity
 whose score did not change in a batch ranks no higher than before, so the new HEAD highest
 are among the old head and the batch's changed entities (every other entity was ranked at or
 below the old head's last entry, which can only have risen: rising scores round to rising
-ranks, to well within ``ranking.rank_margin``). The head therefore always holds every entity ranked above its last
-entry, and all of the type's entities when it holds fewer than HEAD (``complete``). Once a
-score of the type falls, that no longer holds: the head is dropped and readers walk.
+ranks, to well within ``ranking.rank_margin``). The head therefore always holds every entity
+ranked above its last entry, and all of the type's entities when it holds fewer than HEAD
+(``taken`` relies on both). Once a score of the type falls, that no longer holds: the head
+is dropped and readers walk.
 
 A head is an array of shape (ROWS, n), u64, one column an entity, highest key first: its
 rank key, its entity, and its score (value as f64 bits, ref_ns, count), the score the
