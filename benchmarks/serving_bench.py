@@ -260,6 +260,13 @@ def _stop(process: subprocess.Popen[str]) -> None:
     process.wait(timeout=60)
 
 
+def _stop_last(processes: list[subprocess.Popen[str]], count: int) -> None:
+    """Stop the ``count`` processes started last, and forget them."""
+    for process in processes[-count:]:
+        _stop(process)
+    del processes[-count:]
+
+
 def timed(ask: Callable[[], object], count: int) -> dict[str, float]:
     """p50 and p99 of ``count`` calls, after WARM_UP untimed ones (a server's first answers
     read its files into the page cache and walk each top list once; the ``cold`` readers
@@ -435,9 +442,7 @@ def main() -> None:
                     name = placement if sight == "placed" else f"{placement}_{sight}"
                     three = fan[shape][name] = measure(parts, tops, t=None if sight == "writing" else now)
                     if sight == "writing":
-                        for process in servers[-6:]:
-                            _stop(process)
-                        del servers[-6:]
+                        _stop_last(servers, 6)  # three writers and their servers
                         copy = workdir / "skewed-full-writing"
                         shutil.copytree(full_dir, copy)
                         servers.append(start_writer(copy, "bench", -1))
@@ -451,10 +456,7 @@ def main() -> None:
                         for what in ("entity", "top100")
                     }
                     print(f"SignalClient, {shape} scores, {name}: one store {one_store}; three stores {three}")
-                    stopped = 2 if sight == "writing" else 3
-                    for process in servers[-stopped:]:
-                        _stop(process)
-                    del servers[-stopped:]
+                    _stop_last(servers, 2 if sight == "writing" else 3)
             # Window counts are counted from an entity's events: the most popular one's
             # answer reads every event of it in its widest window.
             if shape == "skewed":
