@@ -5,13 +5,11 @@ Why a secondary: a read-only open is a snapshot as of the open, and reads in the
 itself would sort its vector memtable per query and stall applying. A secondary replays
 the writer's log into memtables of its own on ``catch_up``; reads never block the writer.
 
-Freshness: a catch-up costs ~3 ms even with nothing new, holding the interpreter lock the
-service's loop needs and holding off the answers queued behind it (measured:
-docs/performance.md), so it is skipped when the applier wrote nothing since the last one
-(a stat of the store's files: RocksEngine.writer_wrote), paced, and kept off the queries'
-path: while queries arrive, a follower thread catches up every
-``FOLLOW_EVERY_S``; a query finding the view older than ``MAX_STALENESS_S`` (the API was
-idle) catches up first. An answer is therefore at most ``MAX_STALENESS_S`` behind what the
+Freshness: a catch-up holds the interpreter lock (rocksdict does not release it) and holds off
+the answers queued behind it, ~1.7 ms at 1,000 events/s written (docs/performance.md), so
+it is paced and kept off the queries' path: while queries arrive, a follower thread catches
+up every ``FOLLOW_EVERY_S``; a query finding the view older than ``MAX_STALENESS_S`` (the API
+was idle) catches up first. An answer is therefore at most ``MAX_STALENESS_S`` behind what the
 applier has written, and says the seq it is as of (``applied_seq``); an idle API costs
 nothing. A read-your-writes token (``After``) naming this store's WAL waits, catching up
 every ``WAIT_STEP_S``, until the store has applied its seq, at most the given bound; then
@@ -145,11 +143,9 @@ class StoreReader:
         with self._catching_up:
             if time.monotonic() - self._caught_up_at >= older_than_s:
                 self._caught_up_at = time.monotonic()
-                if not self._engine.writer_wrote():
-                    return
                 with self._view.moving():
-                    self._engine.catch_up()
-                    self._store.refresh()
+                    if self._engine.catch_up():
+                        self._store.refresh()
 
     def _follow(self) -> None:
         """While queries arrive, catch up every FOLLOW_EVERY_S, off their path."""

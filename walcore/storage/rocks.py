@@ -108,20 +108,6 @@ def _owner_only(path: Path) -> None:
             os.chmod(entry.path, FILE_MODE)
 
 
-def _files_state(path: Path) -> frozenset[tuple[str, int, int]]:
-    """(name, size, mtime) of the store's files but its info log."""
-    state = set()
-    for entry in os.scandir(path):
-        if entry.name.startswith("LOG"):
-            continue
-        try:
-            stat = entry.stat(follow_symlinks=False)
-        except FileNotFoundError:  # a compaction removed it meanwhile: the listing changed anyway
-            continue
-        state.add((entry.name, stat.st_size, stat.st_mtime_ns))
-    return frozenset(state)
-
-
 class RocksEngine:
     def __init__(self, path: str | Path, *, read_only: bool = False, secondary: str | Path | None = None) -> None:
         """``read_only``: open beside the process that writes it (a query while the
@@ -138,6 +124,12 @@ class RocksEngine:
             # Its info log lines come with every catch-up: bounded to 2 files of 1 MiB.
             options.set_max_log_file_size(1 << 20)
             options.set_keep_log_file_num(2)
+            # RocksDB starts max_file_opening_threads (16) threads to load table files at
+            # every catch-up, new files or none: ~50 threads started and joined, under the
+            # interpreter lock (rocksdict holds it). That was all of an idle catch-up's ~3 ms
+            # and ~6.5 of a busy one's ~8 (1,000 events/s written). One loads them inline:
+            # 0.04 and 1.7 ms (docs/performance.md). The open loads its files serially.
+            options.set_max_file_opening_threads(1)
         if reader and not Path(path, "CURRENT").is_file():
             raise FileNotFoundError(f"no signal store in {path}")
         if not reader:
@@ -155,25 +147,14 @@ class RocksEngine:
         self._handles = {name: self._db.get_column_family_handle(name) for name in KEYSPACES}
         self._write_options = WriteOptions()
         self._reader = reader
-        self._path = Path(path)
-        self._seen: frozenset[tuple[str, int, int]] | None = None
 
-    def writer_wrote(self) -> bool:
-        """A secondary reader: whether the writer's files changed since the last call (the
-        first: True). RocksDB's catch-up costs ~3 ms even when the writer wrote nothing,
-        stalling the reads queued behind it; a stat of the store's files costs ~0.05 ms.
-        Every write of the writer appends to its log (*.log), and every flush or compaction
-        writes files and its MANIFEST, so unchanged names, sizes and mtimes mean nothing new
-        to catch up with. The info log (LOG*) changes on its own and is left out. Read before
-        the catch-up it decides, so that a write landing during that catch-up is seen at
-        the next call."""
-        seen = _files_state(self._path)
-        wrote, self._seen = seen != self._seen, seen
-        return wrote
-
-    def catch_up(self) -> None:
-        """A secondary reader: see everything the writer has written so far."""
+    def catch_up(self) -> bool:
+        """A secondary reader: see everything the writer has written so far. Whether that
+        moved the view (the writer wrote since the last catch-up; a flush or compaction
+        moves data between files, not the view)."""
+        before = self._db.latest_sequence_number()
         self._db.try_catch_up_with_primary()
+        return bool(self._db.latest_sequence_number() != before)
 
     def get(self, keyspace: str, key: bytes) -> bytes | None:
         return self._families[keyspace].get(key)
