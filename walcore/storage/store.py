@@ -110,18 +110,20 @@ def _rerank(
     if not len(after):
         return
     keys_ = ranking.rank_keys(after["value"], after["ref_ns"], lam)
-    by_signal = np.argsort(signal, kind="stable")  # a radix sort: u16 keys
-    columns = np.take(rank_runs.entries(keys_, entity), by_signal, axis=1)
+    # Grouped by type, each type's highest key first: one sort for the batch, then a radix
+    # sort (u16 keys) that keeps that order within a type.
+    descending = rank_runs.descending_order(keys_)
+    by_signal = descending[np.argsort(signal[descending], kind="stable")]
+    # The head's columns (key and entity first: the runs' entries) for the whole batch at once.
+    columns = np.take(rank_head.rows(keys_, entity, after), by_signal, axis=1)
     signal = signal[by_signal]
     starts = np.flatnonzero(np.diff(signal)) + 1
     for start, end in zip([0, *starts.tolist()], [*starts.tolist(), len(signal)]):
         signal_id = int(signal[start])
-        order = rank_runs.descending_order(columns[rank_runs.KEY, start:end])
-        runs.add(batch, signal_id, np.take(columns[:, start:end], order, axis=1), first=first)
+        runs.add(batch, signal_id, columns[: rank_runs.COLUMNS, start:end], first=first)
         if first or (signal_id not in falling and runs.rising(signal_id)):
             # Only the type's HEAD highest changed scores can enter its head.
-            top = by_signal[start:end][order[: rank_head.HEAD]]
-            changed = rank_head.rows(keys_[top], entity[top], after[top])
+            changed = columns[:, start : min(end, start + rank_head.HEAD)]
             raw = None if first else runs.head(signal_id)
             head = rank_head.merged(rank_head.empty() if raw is None else rank_head.decode(raw), changed)
             if head is not None:
