@@ -274,6 +274,7 @@ class Service:
                     wal.wal_id,
                     lambda: wal.last_seq,
                     lambda: group.current,
+                    caught_up=self.prom.store_catch_up_seconds.observe,
                 )
         except StoreFailed as exc:
             return self._fatal(exc)

@@ -105,6 +105,13 @@ class PrometheusMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.store_catch_up_seconds = Histogram(
+            "tidal_store_catch_up_seconds",
+            "The query API's catch-ups with the store's applier: each holds off the answers queued "
+            "behind it (and the service's interpreter) for this long.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
         self.info = Info("tidal_build", "Version and identity of this instance.", registry=registry)
 
 

@@ -99,12 +99,16 @@ class StoreReader:
         wal_id: str,
         wal_last_seq: Callable[[], int],
         group_wals: Callable[[], Iterable[str]],
+        *,
+        caught_up: Callable[[float], None] = lambda _seconds: None,
     ) -> None:
         """``wal_last_seq()``: the WAL's last seq now; ``group_wals()``: the WALs the group has
-        committed from (the service's view of the commit marks)."""
+        committed from (the service's view of the commit marks); ``caught_up(seconds)``: after
+        each catch-up, how long it held answers off (the service's metric)."""
         self.wal_id = wal_id
         self._wal_last_seq = wal_last_seq
         self._group_wals = group_wals
+        self._caught_up = caught_up
         # The secondary's own files (its info log), beside the store: bounded, owner-only,
         # and of no use after a restart.
         self._own_dir = store_dir.with_name(store_dir.name + ".reader")
@@ -142,10 +146,11 @@ class StoreReader:
     def _catch_up(self, older_than_s: float = 0.0) -> None:
         with self._catching_up:
             if time.monotonic() - self._caught_up_at >= older_than_s:
-                self._caught_up_at = time.monotonic()
+                self._caught_up_at = started = time.monotonic()
                 with self._view.moving():
                     if self._engine.catch_up():
                         self._store.refresh()
+                self._caught_up(time.monotonic() - started)
 
     def _follow(self) -> None:
         """While queries arrive, catch up every FOLLOW_EVERY_S, off their path."""

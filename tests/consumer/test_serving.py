@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 import time
 import urllib.error
@@ -147,6 +148,11 @@ def test_one_instance_answers_exactly_reads_your_writes_and_refuses_bad_input(
         assert answer["applied_seq"] >= 325
         # A token of another WAL is that store's business, not this one's.
         assert get(port, "/v1/entities/777?after=0123456789abcdef:5&wait_ms=0")[0] == 200
+        # Each of those waits caught up with the applier: the metric counts the catch-ups.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            metrics = response.read().decode()
+        caught_up = re.search(r"^tidal_store_catch_up_seconds_count (\S+)$", metrics, re.MULTILINE)
+        assert caught_up is not None and float(caught_up.group(1)) >= 25, metrics
 
     # Bad input: 400 with the reason, naming the parameter.
     for target, reason in [

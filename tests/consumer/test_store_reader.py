@@ -4,6 +4,7 @@ reads one state of the store."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 from consumer.config import Settings
@@ -139,6 +140,41 @@ def test_a_top_list_kept_between_catch_ups_answers_every_time_and_the_next_view_
         assert got[0][0] == 999
         assert_same_ranking([(e, s) for e, s in got], naive_ranking(events, VIEW.id, lam, at), 10)
         assert 0 < len(reader._store._memo or {}) <= 8
+    finally:
+        reader.close()
+        writer.close()
+
+
+def test_each_catch_up_reports_how_long_it_held_answers_off(tmp_path: Path) -> None:
+    """The service's tidal_store_catch_up_seconds: a catch-up holds off new answers from the
+    moment it starts waiting for those under way until the view has moved, so that whole
+    time is reported, once a catch-up; a catch-up skipped by the pacing reports nothing."""
+    directory = tmp_path / "store"
+    writer = SignalStore(RocksEngine(directory), SCHEMA)
+    writer.follow("w", 10)
+    writer.apply([(1, EventRecord(LEADER, VIEW.id, 1.0, NANOS))], 1)
+    held: list[float] = []
+    reader = StoreReader(directory, SCHEMA, "w", lambda: 10, lambda: [], caught_up=held.append)
+    answering = threading.Event()
+
+    def answer() -> None:
+        with reader.using(), reader._view.reading():
+            answering.set()
+            time.sleep(0.2)  # an answer under way for 0.2 s: the stimulus, not a synchronisation
+
+    try:
+        reader._catch_up()
+        assert len(held) == 1 and 0 <= held[0] < 1
+        writer.apply([(2, EventRecord(LEADER, VIEW.id, 1.0, 2 * NANOS))], 2)
+        slow = threading.Thread(target=answer)
+        slow.start()
+        assert answering.wait(10)
+        reader._catch_up()
+        slow.join()
+        assert len(held) == 2 and held[1] >= 0.15, held
+        assert reader._store.applied_seq == 2
+        reader._catch_up(older_than_s=60)  # paced: not due
+        assert len(held) == 2
     finally:
         reader.close()
         writer.close()
